@@ -1,0 +1,160 @@
+"""The `infill` command: serve, demo, complete, model prepare/info, doctor, index, search.
+
+Every subcommand is a thin shell over a library call. Errors a user can fix print one line that says
+what to do and exit non-zero; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from inference import InferenceError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="infill", description="Local code model for every editor, over LSP.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the language server (stdio by default)")
+    p.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP instead of stdio (loopback by default)")
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser("complete", help="print the completion at a position of a file")
+    p.add_argument("file", type=Path)
+    p.add_argument("--line", type=int, required=True, help="0-based line")
+    p.add_argument("--col", type=int, required=True, help="0-based column (characters)")
+    p.add_argument("--max-tokens", type=int, default=64)
+    _model_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON with timings")
+    p.set_defaults(func=_complete)
+
+    model = sub.add_parser("model", help="prepare or describe the model").add_subparsers(dest="model_cmd", required=True)
+    p = model.add_parser("prepare", help="convert the model into the cache now (otherwise done on first use)")
+    _model_args(p)
+    p.set_defaults(func=_model_prepare)
+    p = model.add_parser("info", help="model, source, family, FIM support, device, precision, size")
+    _model_args(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_model_info)
+
+    p = sub.add_parser("doctor", help="which device and runtime infill would use, and why")
+    p.set_defaults(func=_doctor)
+
+    p = sub.add_parser("demo", help="start the server, connect a real LSP client, show what it does")
+    _model_args(p)
+    p.set_defaults(func=_demo)
+
+    _add_search_commands(sub)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except InferenceError as exc:
+        print(f"infill: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="local Hugging Face or ONNX model directory (default: embedded SmolLM2)")
+    p.add_argument("--family", help="force the model family / FIM template (e.g. qwen2.5-coder, starcoder)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+
+def _add_search_commands(sub: argparse._SubParsersAction) -> None:
+    """`infill index PATH` and `infill search QUERY` (the search feature's shell face)."""
+
+
+def _progress(message: str, fraction: float | None = None) -> None:
+    pct = "" if fraction is None else f" {fraction * 100:3.0f}%"
+    print(f"[infill]{pct} {message}", file=sys.stderr, flush=True)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from lsp_server.server import create_server
+
+    server = create_server()
+    if args.tcp:
+        host, _, port = args.tcp.rpartition(":")
+        server.start_tcp(host or "127.0.0.1", int(port))
+    else:
+        server.start_io()
+    return 0
+
+
+def _load(args: argparse.Namespace):
+    from inference import Engine
+
+    return Engine.load(args.model, family=args.family, device=args.device, progress=_progress)
+
+
+def _complete(args: argparse.Namespace) -> int:
+    from inference import FimParts
+
+    try:
+        text = args.file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InferenceError(f"cannot read {args.file}: {exc}") from None
+    offset = _offset(text, args.line, args.col)
+    engine = _load(args)
+    parts = FimParts(prefix=text[:offset], suffix=text[offset:])
+    result = engine.complete(parts, max_new_tokens=args.max_tokens, stop=("\n\n",))
+    if args.json:
+        print(json.dumps(result.as_dict(), ensure_ascii=False))
+    else:
+        print(result.text)
+    return 0
+
+
+def _offset(text: str, line: int, col: int) -> int:
+    """Character offset of a 0-based (line, column), clamped to the line; errors name the file's size."""
+    lines = text.splitlines(keepends=True) or [""]
+    if line < 0 or col < 0 or line > len(lines):
+        raise InferenceError(f"position {line}:{col} is outside the file ({len(lines)} lines)")
+    if line == len(lines):
+        return len(text)
+    start = sum(len(x) for x in lines[:line])
+    body = lines[line].rstrip("\r\n")
+    return start + min(col, len(body))
+
+
+def _model_prepare(args: argparse.Namespace) -> int:
+    engine = _load(args)
+    print(f"ready: {engine.info.name} ({engine.info.precision}) at {engine.info.path}")
+    return 0
+
+
+def _model_info(args: argparse.Namespace) -> int:
+    info = _load(args).info
+    if args.json:
+        print(json.dumps(info.as_dict()))
+    else:
+        for key, value in info.as_dict().items():
+            print(f"{key:>12}: {value}")
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from inference.engine import choose_device
+
+    device, reason = choose_device("auto")
+    print(f"device: {device} ({reason})")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from lsp_server.demo import run_demo
+
+    return run_demo(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
