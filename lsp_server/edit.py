@@ -1,0 +1,534 @@
+"""Edit with instruction, as plain logic: prompt, reply parsing, re-indentation, parse validation.
+
+Knows nothing of LSP: it takes a document's text, a selection (string offsets) and an instruction, and
+returns the replacement text or raises `EditError` with a message meant for the user. The feature in
+`lsp_server.features.edit` turns positions into offsets and results into a versioned `WorkspaceEdit`.
+
+Small models answer loosely (prose around the code, fences, the wrong indentation, a truncated block),
+so the pipeline does not trust the reply: it extracts the code, re-indents it to the selection, and
+refuses an edit that would break a file that parsed before (after one retry that says what was wrong).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import textwrap
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Protocol
+
+from tree_sitter import Node
+
+from lsp_server import languages
+
+MAX_INSTRUCTION_CHARS = 2000
+CONTEXT_CHARS = 2400  # enclosing scope shown to the model: a small model drowns in more
+IMPORT_LINES = 20
+
+# Tree-sitter node types that are a function/class-like scope, and those that import something.
+SCOPE_TYPES = frozenset({
+    "function_definition", "class_definition", "decorated_definition",  # python, c, cpp
+    "function_declaration", "generator_function_declaration", "class_declaration", "method_definition",
+    "interface_declaration", "enum_declaration", "abstract_class_declaration",  # js/ts/java
+    "method_declaration", "constructor_declaration", "record_declaration", "type_declaration",  # java/go
+    "function_item", "impl_item", "trait_item", "struct_item", "enum_item", "mod_item",  # rust
+    "class_specifier", "struct_specifier", "namespace_definition",  # c/cpp
+})
+IMPORT_TYPES = frozenset({
+    "import_statement", "import_from_statement", "future_import_statement",  # python, js/ts
+    "import_declaration", "package_clause", "package_declaration",  # go, java
+    "use_declaration", "extern_crate_declaration",  # rust
+    "preproc_include", "using_declaration",  # c/cpp
+})
+
+# Display names for prompts and action titles.
+LANGUAGE_NAMES = {
+    "python": "Python", "javascript": "JavaScript", "typescript": "TypeScript", "typescriptreact": "TSX",
+    "go": "Go", "rust": "Rust", "java": "Java", "c": "C", "cpp": "C++",
+}
+
+SYSTEM_PROMPT = (
+    "You are an expert programmer who edits code. Follow the instruction exactly, keep everything "
+    "else unchanged, and reply with the complete edited code in one fenced code block, without explanations."
+)
+
+
+class EditError(Exception):
+    """An edit we refuse; the message says why, in words for the user."""
+
+
+class EditCancelled(EditError):
+    """The user cancelled the edit; nothing is applied."""
+
+
+class GenerationEngine(Protocol):
+    """The part of `inference.Engine` an edit needs (so tests and benchmarks can name it)."""
+
+    supports_fim: bool
+    is_instruct: bool
+
+    def chat_prompt(self, messages: list[dict]) -> str: ...
+
+    def generate(self, prompt: Any, **kwargs: Any) -> Iterable[str]: ...
+
+
+@dataclass(frozen=True)
+class EditTask:
+    """One edit: the document, the selected span [start, end) in string offsets, and what to do."""
+
+    text: str
+    start: int
+    end: int
+    instruction: str
+    language: str | None = None  # canonical grammar name of the document (None: plain text)
+    target_language: str | None = None  # set for translations: the replacement's language
+
+    @property
+    def selection(self) -> str:
+        return self.text[self.start:self.end]
+
+    @property
+    def line_start(self) -> int:
+        """Offset of the start of the line holding the selection's start."""
+        return self.text.rfind("\n", 0, self.start) + 1
+
+    @property
+    def before_on_line(self) -> str:
+        """The text between the start of the line and the selection."""
+        return self.text[self.line_start:self.start]
+
+    @property
+    def selection_block(self) -> str:
+        """The selection as a dedented block (with its line's indentation when it starts after it)."""
+        lead = self.before_on_line if not self.before_on_line.strip() else ""
+        return textwrap.dedent(lead + self.selection).strip("\n")
+
+    @property
+    def indent(self) -> str:
+        """The indentation the replacement gets: the selection's line, or for an insertion on a
+        blank line the nearest non-blank line above (the comment the code is written for)."""
+        line_end = self.text.find("\n", self.line_start)
+        line = self.text[self.line_start: len(self.text) if line_end < 0 else line_end]
+        if line.strip() or self.selection.strip():
+            return _leading_ws(line)
+        for above in reversed(self.text[:self.line_start].splitlines()):
+            if above.strip():
+                return _leading_ws(above)
+        return ""
+
+    @property
+    def output_language(self) -> str | None:
+        return self.target_language or self.language
+
+
+@dataclass
+class Scope:
+    """What the model sees around the selection: the file's imports and the enclosing function/class."""
+
+    imports: str = ""
+    enclosing: str = ""  # source of the innermost scope that strictly contains the selection
+
+
+@dataclass
+class EditResult:
+    """A validated replacement for the task's selection."""
+
+    replacement: str
+    new_text: str
+    attempts: int
+    replies: list[str] = field(default_factory=list)
+
+
+def validate_instruction(instruction: Any) -> str:
+    """The instruction, trimmed; an EditError for an empty or oversized one."""
+    if not isinstance(instruction, str) or not instruction.strip():
+        raise EditError("The instruction is empty: say what to change.")
+    instruction = instruction.strip()
+    if len(instruction) > MAX_INSTRUCTION_CHARS:
+        raise EditError(
+            f"The instruction is too long ({len(instruction)} characters, at most {MAX_INSTRUCTION_CHARS})."
+        )
+    return instruction
+
+
+# ---------------------------------------------------------------------------------------------------
+# Context and prompts
+
+
+def enclosing_scope(task: EditTask) -> Scope:
+    """Imports and the innermost function/class around the selection, found with tree-sitter."""
+    if not task.language:
+        return Scope()
+    tree = languages.parse(task.text, task.language)
+    if tree is None:
+        return Scope()
+    data = task.text.encode("utf-8")
+    start_b = len(task.text[:task.start].encode("utf-8"))
+    end_b = start_b + len(task.selection.encode("utf-8"))
+    imports = [
+        data[n.start_byte:n.end_byte].decode("utf-8", "replace")
+        for n in tree.root_node.named_children if n.type in IMPORT_TYPES
+    ]
+    scope = _innermost_scope(tree.root_node, start_b, end_b)
+    enclosing = ""
+    if scope is not None:  # the scope's source, the selection in it replaced by a marker comment
+        first = len(data[:data.rfind(b"\n", 0, scope.start_byte) + 1].decode("utf-8", "replace"))
+        last = len(data[:scope.end_byte].decode("utf-8", "replace"))
+        if task.before_on_line.strip():  # mid-line: mark the spot in the line
+            enclosing = task.text[first:task.start] + "<the code to edit>" + task.text[task.end:last]
+        else:
+            what = "<the code to edit>" if task.selection.strip() else "<CURSOR>"
+            marker = f"{task.indent}{languages.comment_prefix(task.language)} {what}\n"
+            rest = task.text[task.end:last]
+            enclosing = task.text[first:task.line_start] + marker + (rest[1:] if rest.startswith("\n")
+                                                                      and not task.selection.endswith("\n") else rest)
+        enclosing = _clip_around(enclosing.rstrip(), task.line_start - first)
+    return Scope(imports="\n".join(imports[:IMPORT_LINES]), enclosing=enclosing)
+
+
+def _innermost_scope(root: Node, start_b: int, end_b: int) -> Node | None:
+    """The smallest scope node strictly larger than the selection that contains it."""
+    best = None
+    node = root.descendant_for_byte_range(start_b, max(start_b, end_b - 1)) if end_b > start_b else \
+        root.descendant_for_byte_range(start_b, start_b)
+    while node is not None:
+        covers = node.start_byte <= start_b and end_b <= node.end_byte
+        bigger = node.end_byte - node.start_byte > end_b - start_b
+        if node.type in SCOPE_TYPES and covers and bigger:
+            best = node
+            break
+        node = node.parent
+    return best
+
+
+def _clip_around(source: str, offset: int) -> str:
+    """At most CONTEXT_CHARS of source, centred on offset, cut at line boundaries."""
+    if len(source) <= CONTEXT_CHARS:
+        return source
+    lo = max(0, offset - CONTEXT_CHARS // 2)
+    hi = min(len(source), lo + CONTEXT_CHARS)
+    lo = source.rfind("\n", 0, lo) + 1 if lo else 0
+    return source[lo:hi].rsplit("\n", 1)[0] + "\n..."
+
+
+def language_name(language: str | None) -> str:
+    return LANGUAGE_NAMES.get(language or "", language or "code")
+
+
+def chat_messages(task: EditTask, scope: Scope, retry_note: str | None = None,
+                  previous_reply: str | None = None) -> list[dict]:
+    """Messages for an instruct model: the context, the selection (dedented) and the instruction."""
+    lang = task.language or ""
+    name = language_name(task.language)
+    parts: list[str] = []
+    context = scope.enclosing if scope.enclosing.strip() else ""
+    if scope.imports and scope.imports not in context:
+        context = scope.imports + ("\n\n" + context if context else "")
+    selection = task.selection_block
+    if task.selection.strip():
+        if context:
+            parts.append(f"Context from the file:\n```{lang}\n{context.rstrip()}\n```")
+        parts.append(f"{name} code to edit:\n```{lang}\n{selection}\n```")
+        if task.target_language:
+            parts.append(f"Instruction: {task.instruction}\n"
+                         f"Reply with the {language_name(task.target_language)} code only.")
+        else:
+            parts.append(f"Instruction: {task.instruction}\nReply with the edited code only.")
+    else:
+        before = task.text[max(0, task.start - CONTEXT_CHARS // 2):task.start]
+        after = task.text[task.end:task.end + CONTEXT_CHARS // 4]
+        if scope.imports and scope.imports not in before:
+            before = scope.imports + "\n...\n" + before
+        parts.append(f"{name} file, the new code goes at <CURSOR>:\n```{lang}\n{before}<CURSOR>{after}\n```")
+        parts.append(f"Instruction: {task.instruction}\nReply with only the new code to insert at <CURSOR>.")
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "\n\n".join(parts)}]
+    if retry_note:
+        if previous_reply is not None:
+            messages.append({"role": "assistant", "content": previous_reply})
+        messages.append({"role": "user", "content": retry_note})
+    return messages
+
+
+def reply_prefix(task: EditTask) -> str:
+    """What the assistant's reply is started with, so even a chatty model answers with code."""
+    return f"```{task.output_language or ''}\n"
+
+
+def fim_prompt(task: EditTask, retry_note: str | None = None) -> tuple[str, str]:
+    """(prefix, suffix) for a base/FIM model: the instruction (and the old code) as comments in place."""
+    comment = languages.comment_prefix(task.language)
+    indent = task.indent
+    lines = []
+    if task.selection.strip():
+        lines.append(f"{indent}{comment} Original code:")
+        for line in task.selection_block.splitlines():
+            lines.append(f"{indent}{comment} {line}".rstrip())
+        lines.append(f"{indent}{comment} Rewritten: {_one_line(task.instruction)}")
+    else:
+        lines.append(f"{indent}{comment} {_one_line(task.instruction)}")
+    if retry_note:
+        lines.append(f"{indent}{comment} Note: {_one_line(retry_note)}")
+    # The comments go on lines of their own above the selection's line; the middle then continues
+    # that line exactly where the selection starts.
+    prefix = task.text[:task.line_start] + "\n".join(lines) + "\n" + task.before_on_line
+    return prefix, task.text[task.end:]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reply parsing
+
+_FENCE = re.compile(r"^[ \t]*(```|~~~)[ \t]*([\w+#.-]*)[^\n]*$", re.MULTILINE)
+_PROSE_START = re.compile(
+    r"^(here|this|the|sure|certainly|note|explanation|in this|i |i'|it |below|above|you can|we |"
+    r"let me|let's|okay|ok,|to |these|that|now|first|then|finally|also|output|example|usage|"
+    r"changes|step \d)", re.IGNORECASE)
+_WORD = re.compile(r"^[A-Za-z][A-Za-z'’-]*[,.:;!?)]*$")
+
+
+def extract_code(reply: str) -> str:
+    """The code in a model's reply: the first fenced block if any, else the reply minus prose."""
+    blocks = _fenced_blocks(reply)
+    code = next((b for b in blocks if b.strip()), None)
+    if code is None:
+        code = _drop_prose(reply)
+    return code.strip("\n")
+
+
+def _fenced_blocks(reply: str) -> list[str]:
+    """Contents of ``` fenced blocks; an unclosed last fence runs to the end (a truncated reply)."""
+    blocks = []
+    fences = list(_FENCE.finditer(reply))
+    i = 0
+    while i < len(fences):
+        opening = fences[i]
+        body_start = opening.end() + 1
+        closing = fences[i + 1] if i + 1 < len(fences) else None
+        body_end = closing.start() if closing else len(reply)
+        blocks.append(reply[body_start:body_end])
+        i += 2
+    return blocks
+
+
+def is_prose(line: str) -> bool:
+    """A line that reads as an English sentence rather than code."""
+    stripped = line.strip()
+    if not stripped or line[:1] in " \t":
+        return False
+    if stripped.endswith(("{", ";", "}", ")")) and not stripped.endswith("."):
+        return False
+    tokens = stripped.split()
+    words = sum(1 for t in tokens if _WORD.match(t))
+    if _PROSE_START.match(stripped) and words >= 2 and words >= 0.6 * len(tokens):
+        return True
+    return stripped[0].isupper() and len(tokens) >= 4 and words >= 0.8 * len(tokens)
+
+
+def _drop_prose(reply: str) -> str:
+    """Drop prose paragraphs before the first code line and everything from a prose line after it."""
+    lines = reply.splitlines()
+    first = next((i for i, line in enumerate(lines) if line.strip() and not is_prose(line)), None)
+    if first is None:
+        return ""
+    kept = []
+    for line in lines[first:]:
+        if is_prose(line):
+            break
+        kept.append(line)
+    return "\n".join(kept).rstrip()
+
+
+def trim_to_definitions(code: str, selection: str, language: str | None) -> str:
+    """If the selection was only definitions, drop trailing non-definition statements from the reply
+    (a model's "example usage" after the function is not part of the edit)."""
+    if not language or not code.strip():
+        return code
+    sel_tree = languages.parse(textwrap.dedent(selection), language)
+    tree = languages.parse(code, language)
+    if sel_tree is None or tree is None or sel_tree.root_node.has_error:
+        return code
+    sel_nodes = [n for n in sel_tree.root_node.named_children if n.type != "comment"]
+    if not sel_nodes or any(n.type not in SCOPE_TYPES for n in sel_nodes):
+        return code
+    nodes = tree.root_node.named_children
+    last_def = max((i for i, n in enumerate(nodes) if n.type in SCOPE_TYPES), default=None)
+    if last_def is None or last_def == len(nodes) - 1:
+        return code
+    data = code.encode("utf-8")
+    return data[:nodes[last_def].end_byte].decode("utf-8", "replace")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Re-indentation and validation
+
+
+def reindent(code: str, task: EditTask) -> str:
+    """Fit a dedented block to the selection: its indentation, tabs or spaces, its trailing newline,
+    and for an insertion, lines of its own."""
+    indent = task.indent
+    use_tabs = "\t" in indent
+    lines = textwrap.dedent(code if use_tabs else code.expandtabs(4)).splitlines()
+    blank_lead = not task.before_on_line.strip()
+    out = []
+    for i, line in enumerate(lines):
+        if use_tabs:  # the model indents with spaces; the file with tabs
+            body = line.lstrip(" ")
+            spaces = len(line) - len(body)
+            line = "\t" * (spaces // 4) + " " * (spaces % 4) + body
+        if not line.strip():
+            out.append("")
+        elif i == 0:
+            out.append((indent[len(task.before_on_line):] if blank_lead else "") + line)
+        else:
+            out.append(indent + line)
+    result = "\n".join(out)
+    if task.selection:
+        return result + "\n" if task.selection.endswith("\n") else result
+    if not blank_lead:  # inserting at the end of a line (after a comment): start a new line
+        result = "\n" + indent + result
+    newline = task.text.find("\n", task.end)
+    rest_of_line = task.text[task.end: len(task.text) if newline < 0 else newline]
+    if rest_of_line.strip():  # text after the cursor goes on its own line, keeping its indentation
+        result += "\n" + indent
+    return result
+
+
+def syntax_problem(text: str, language: str | None) -> str | None:
+    """Where the text fails to parse (one line for the user), or None if it parses or can't be checked."""
+    if not language:
+        return None
+    tree = languages.parse(text, language)
+    if tree is None or not tree.root_node.has_error:
+        return None
+    node = _first_error(tree.root_node)
+    if node is None:
+        return "syntax error"
+    line = node.start_point[0]
+    snippet = text.splitlines()[line].strip() if line < len(text.splitlines()) else ""
+    kind = "missing " + node.type if node.is_missing else "syntax error"
+    return f"{kind} at line {line + 1}: {snippet[:60]!r}"
+
+
+def _first_error(node: Node) -> Node | None:
+    if node.is_error or node.is_missing:
+        return node
+    for child in node.children:
+        if child.has_error or child.is_missing:
+            found = _first_error(child)
+            if found is not None:
+                return found
+    return None
+
+
+def check_edit(task: EditTask, replacement: str) -> str | None:
+    """Why the replacement must not be applied, or None when it is fine.
+
+    A translation is checked on its own in the target language; any other edit is checked on the
+    whole new file, and only if the file parsed before (we don't blame the model for an old error).
+    """
+    if not replacement.strip():
+        return "the model's reply contained no code"
+    if task.target_language:
+        problem = syntax_problem(replacement, task.target_language)
+        return f"the {language_name(task.target_language)} code does not parse ({problem})" if problem else None
+    if syntax_problem(task.text, task.language) is not None:
+        return None
+    new_text = task.text[:task.start] + replacement + task.text[task.end:]
+    problem = syntax_problem(new_text, task.language)
+    return f"the edited file would not parse ({problem})" if problem else None
+
+
+def process_reply(task: EditTask, reply: str, in_place: bool = False) -> str:
+    """Reply → replacement: extract the code, drop trailing extras, re-indent.
+
+    A chat reply is a block of its own (dedented); an in-place (FIM) reply continues the selection's
+    line, so its lines already carry the file's indentation.
+    """
+    code = extract_code(reply).replace("<CURSOR>", "")
+    if in_place:
+        if not task.before_on_line.strip():
+            code = textwrap.dedent(task.before_on_line + code.lstrip("\n"))
+        elif code.strip():  # mid-line: the reply is the replacement as it stands
+            return code + ("\n" if task.selection.endswith("\n") else "")
+    if not task.target_language:
+        code = trim_to_definitions(code, task.selection_block, task.language)
+    if not code.strip():
+        return ""
+    return reindent(code, task)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Running an edit
+
+
+Progress = Callable[[str, float | None], None]
+
+
+def run_edit(engine: GenerationEngine, task: EditTask, *, max_new_tokens: int,
+             cancel: threading.Event | None = None, progress: Progress | None = None,
+             temperature: float = 0.0) -> EditResult:
+    """Generate, parse, re-indent and validate; retry once with a note; raise EditError if still bad."""
+    task = EditTask(task.text, task.start, task.end, validate_instruction(task.instruction),
+                    task.language, task.target_language)
+    cancel = cancel or threading.Event()
+    scope = enclosing_scope(task) if engine.is_instruct else Scope()
+    replies: list[str] = []
+    problem: str | None = None
+    for attempt in (1, 2):
+        note = None if attempt == 1 else (
+            f"That is not right: {problem}. Reply with the complete, corrected "
+            f"{language_name(task.output_language)} code only, in one code block.")
+        prompt, prefix = _prompt(engine, task, scope, note, replies[-1] if replies else None)
+        reply = prefix + _generate(engine, prompt, max_new_tokens, cancel, progress, attempt, temperature)
+        replies.append(reply)
+        if cancel.is_set():
+            raise EditCancelled("The edit was cancelled.")
+        replacement = process_reply(task, reply, in_place=not engine.is_instruct)
+        problem = check_edit(task, replacement)
+        if problem is None:
+            if replacement == task.selection:
+                raise EditError("The model proposed no change.")
+            new_text = task.text[:task.start] + replacement + task.text[task.end:]
+            return EditResult(replacement, new_text, attempt, replies)
+    raise EditError(f"Edit refused: {problem}. The file is unchanged.")
+
+
+def _prompt(engine: GenerationEngine, task: EditTask, scope: Scope, note: str | None,
+            previous: str | None) -> tuple[Any, str]:
+    """The prompt for this engine, and the text the reply is seeded with (part of the reply)."""
+    if engine.is_instruct:
+        prefix = reply_prefix(task)
+        return engine.chat_prompt(chat_messages(task, scope, note, previous)) + prefix, prefix
+    from inference import FimParts  # the inference package is only needed when a model runs
+
+    before, after = fim_prompt(task, note)
+    return FimParts(before, after), ""
+
+
+def _generate(engine: GenerationEngine, prompt: Any, max_new_tokens: int, cancel: threading.Event,
+              progress: Progress | None, attempt: int, temperature: float) -> str:
+    """Stream the reply, reporting progress per token; stops at the closing fence."""
+    text = ""
+    label = "writing the edit" if attempt == 1 else "retrying: the first answer did not parse"
+    for i, delta in enumerate(engine.generate(prompt, max_new_tokens=max_new_tokens, stop=("```",),
+                                              temperature=temperature, cancel=cancel)):
+        text += delta
+        if progress is not None:
+            progress(f"{label} ({i + 1} tokens)", min(1.0, (i + 1) / max_new_tokens))
+        if cancel.is_set():
+            break
+    return text
+
+
+def unified_diff(old: str, new: str, path: str = "file") -> str:
+    """A unified diff between two versions of a document (what a client previews)."""
+    return "".join(difflib.unified_diff(
+        old.splitlines(keepends=True), new.splitlines(keepends=True), f"a/{path}", f"b/{path}"))
+
+
+def _leading_ws(line: str) -> str:
+    return line[: len(line) - len(line.lstrip(" \t"))]
