@@ -294,8 +294,8 @@ def extract_code(reply: str) -> str:
     """The code in a model's reply: the first fenced block if any, else the reply minus prose."""
     blocks = _fenced_blocks(reply)
     code = next((b for b in blocks if b.strip()), None)
-    if code is None:
-        code = _drop_prose(reply)
+    if code is None:  # no fence, or only empty ones: whatever is not a fence and not prose
+        code = _drop_prose(_FENCE.sub("", reply))
     return code.strip("\n")
 
 

@@ -1,0 +1,311 @@
+"""Unit tests for the edit pipeline's pure parts: reply parsing, re-indentation, validation, prompts.
+
+The retry/refusal logic is driven by `ScriptedEngine`, which answers with fixed reply strings of the
+kind small models really produce; the real model is exercised end to end in test_edit_lsp.py.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from lsp_server import edit
+from lsp_server.edit import EditCancelled, EditError, EditTask
+
+CLASS_DOC = "import os\nfrom typing import Any\n\nclass Greeter:\n    def greet(self, name):\n        return 'hi ' + name\n\n    def bye(self):\n        pass\n"
+
+
+def select(doc: str, fragment: str, instruction: str = "Add docstring", language: str = "python",
+           **kw) -> EditTask:
+    start = doc.index(fragment)
+    return EditTask(doc, start, start + len(fragment), instruction, language, **kw)
+
+
+# --- reply parsing ---------------------------------------------------------------------------------
+
+
+def test_extract_code_takes_first_fenced_block_and_drops_prose() -> None:
+    reply = ("Sure! Here is the updated function:\n\n```python\ndef f(x):\n    return x\n```\n\n"
+             "This version is simpler.\n```python\nprint(f(1))\n```")
+    assert edit.extract_code(reply) == "def f(x):\n    return x"
+
+
+def test_extract_code_unclosed_fence_runs_to_end() -> None:
+    assert edit.extract_code("```js\nfunction f() {\n  return 1;") == "function f() {\n  return 1;"
+
+
+def test_extract_code_without_fences_drops_leading_and_trailing_prose() -> None:
+    reply = "Here is the code with a docstring:\ndef f(x):\n    \"\"\"Return x.\"\"\"\n    return x\nThis adds a docstring to the function."
+    assert edit.extract_code(reply) == 'def f(x):\n    """Return x."""\n    return x'
+
+
+def test_extract_code_prose_only_reply_is_empty() -> None:
+    assert edit.extract_code("I am sorry, but I cannot help with that request.") == ""
+
+
+@pytest.mark.parametrize("line, prose", [
+    ("Here is the corrected code:", True),
+    ("This function returns the sum of two numbers.", True),
+    ("Note that the input must be sorted.", True),
+    ("return a + b", False),
+    ("    Explanation indented inside a docstring", False),
+    ("import os", False),
+    ("from typing import List, Optional", False),
+    ("Console.WriteLine(message);", False),
+    ("output = compute(x)", False),
+    ("}", False),
+])
+def test_is_prose(line: str, prose: bool) -> None:
+    assert edit.is_prose(line) is prose
+
+
+def test_trim_to_definitions_drops_example_usage_after_a_function() -> None:
+    code = "def add(a, b):\n    return a + b\n\n\nprint(add(1, 2))\nassert add(2, 2) == 4"
+    assert edit.trim_to_definitions(code, "def add(a, b):\n    return a+b", "python") == \
+        "def add(a, b):\n    return a + b"
+
+
+def test_trim_to_definitions_keeps_statements_when_selection_was_statements() -> None:
+    code = "x = 1\nprint(x)"
+    assert edit.trim_to_definitions(code, "x = 2\nprint(x)", "python") == code
+
+
+# --- re-indentation --------------------------------------------------------------------------------
+
+
+def test_reindent_method_selected_from_column_zero() -> None:
+    task = select(CLASS_DOC, "    def greet(self, name):\n        return 'hi ' + name\n")
+    out = edit.reindent('def greet(self, name):\n    """Say hi."""\n    return "hi " + name', task)
+    assert out == '    def greet(self, name):\n        """Say hi."""\n        return "hi " + name\n'
+
+
+def test_reindent_selection_starting_after_indentation_keeps_first_line_bare() -> None:
+    task = select(CLASS_DOC, "def greet(self, name):\n        return 'hi ' + name")
+    out = edit.reindent("def greet(self, name):\n    return f'hi {name}'", task)
+    assert out == "def greet(self, name):\n        return f'hi {name}'"
+
+
+def test_reindent_uses_tabs_when_the_file_does() -> None:
+    doc = "class A:\n\tdef f(self):\n\t\treturn 1\n"
+    task = select(doc, "\tdef f(self):\n\t\treturn 1\n")
+    assert edit.reindent("def f(self):\n    return 2", task) == "\tdef f(self):\n\t\treturn 2\n"
+
+
+def test_reindent_insertion_at_end_of_comment_line_starts_a_new_line() -> None:
+    doc = "def f(xs):\n    # sum the list\n    pass\n"
+    pos = doc.index("# sum the list") + len("# sum the list")
+    task = EditTask(doc, pos, pos, "Write code for this comment", "python")
+    out = edit.reindent("total = sum(xs)\nreturn total", task)
+    assert doc[:pos] + out + doc[pos:] == "def f(xs):\n    # sum the list\n    total = sum(xs)\n    return total\n    pass\n"
+
+
+def test_reindent_insertion_on_blank_line_under_comment() -> None:
+    doc = "def f(xs):\n    # sum the list\n\n"
+    pos = len("def f(xs):\n    # sum the list\n")
+    task = EditTask(doc, pos, pos, "Write code for this comment", "python")
+    out = edit.reindent("return sum(xs)", task)
+    assert doc[:pos] + out + doc[pos:] == "def f(xs):\n    # sum the list\n    return sum(xs)\n"
+
+
+def test_process_reply_end_to_end_for_a_chatty_reply() -> None:
+    task = select(CLASS_DOC, "    def greet(self, name):\n        return 'hi ' + name\n")
+    reply = ("```python\ndef greet(self, name):\n    \"\"\"Greet someone by name.\"\"\"\n    return 'hi ' + name\n"
+             "```\nThe docstring explains what the method does.")
+    new = CLASS_DOC[:task.start] + edit.process_reply(task, reply) + CLASS_DOC[task.end:]
+    assert new == CLASS_DOC.replace("    def greet(self, name):\n",
+                                    "    def greet(self, name):\n        \"\"\"Greet someone by name.\"\"\"\n")
+
+
+def test_process_reply_in_place_fim_reply_keeps_file_indentation() -> None:
+    task = select(CLASS_DOC, "    def greet(self, name):\n        return 'hi ' + name\n")
+    reply = "def greet(self, name: str) -> str:\n        return 'hi ' + name\n"  # continues "    "
+    task = EditTask(task.text, task.start + 4, task.end, task.instruction, "python")
+    out = edit.process_reply(task, reply, in_place=True)
+    assert out == "def greet(self, name: str) -> str:\n        return 'hi ' + name\n"
+
+
+# --- validation ------------------------------------------------------------------------------------
+
+
+def test_check_edit_refuses_an_edit_that_breaks_a_parsing_file() -> None:
+    task = select(CLASS_DOC, "    def greet(self, name):\n        return 'hi ' + name\n")
+    problem = edit.check_edit(task, "    def greet(self, name:\n        return 'hi ' + name\n")
+    assert problem is not None and "would not parse" in problem and "line" in problem
+    assert edit.check_edit(task, "    def greet(self, name):\n        return name\n") is None
+
+
+def test_check_edit_does_not_blame_the_model_for_an_already_broken_file() -> None:
+    doc = "def broken(:\n    pass\n\nx = 1\n"
+    task = select(doc, "x = 1\n")
+    assert edit.check_edit(task, "x = (\n") is None
+
+
+def test_check_edit_empty_reply_is_refused() -> None:
+    task = select(CLASS_DOC, "pass")
+    assert "no code" in edit.check_edit(task, "  \n")
+
+
+def test_check_edit_translation_is_checked_in_the_target_language() -> None:
+    task = select("def add(a, b):\n    return a + b\n", "def add(a, b):\n    return a + b\n",
+                  "Translate to Rust", target_language="rust")
+    assert edit.check_edit(task, "fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n") is None
+    assert "Rust code does not parse" in edit.check_edit(task, "fn add(a: i32, b: i32) -> i32 {\n    a + \n")
+
+
+def test_syntax_problem_for_several_languages() -> None:
+    assert edit.syntax_problem("function f() { return 1; }", "javascript") is None
+    assert edit.syntax_problem("function f() { return 1; ", "javascript") is not None
+    assert edit.syntax_problem("fn main() {}", "rust") is None
+    assert edit.syntax_problem("package main\nfunc f() {", "go") is not None
+    assert edit.syntax_problem("anything at all", None) is None
+
+
+# --- context and prompts ---------------------------------------------------------------------------
+
+
+def test_enclosing_scope_has_imports_and_the_class_with_the_selection_marked() -> None:
+    task = select(CLASS_DOC, "    def greet(self, name):\n        return 'hi ' + name\n")
+    scope = edit.enclosing_scope(task)
+    assert scope.imports == "import os\nfrom typing import Any"
+    assert scope.enclosing.startswith("class Greeter:\n    # <the code to edit>\n")
+    assert "def bye(self):" in scope.enclosing and "return 'hi '" not in scope.enclosing
+
+
+def test_enclosing_scope_with_non_ascii_text_before_the_selection() -> None:
+    doc = "# café ☕ 🎉\nuse std::io;\n\nfn main() {\n    let s = \"é\";\n    println!(\"{}\", s);\n}\n"
+    task = select(doc, 'println!("{}", s);', "Simplify", "rust")
+    scope = edit.enclosing_scope(task)
+    assert scope.imports == "use std::io;"
+    assert scope.enclosing == 'fn main() {\n    let s = "é";\n    // <the code to edit>\n}'
+
+
+@pytest.mark.parametrize("language, doc, fragment, header", [
+    ("javascript", "import x from 'x';\nclass A {\n  m() {\n    return 1;\n  }\n}\n", "return 1;", "  m() {"),
+    ("go", "package main\nimport \"fmt\"\nfunc f() {\n\tfmt.Println(1)\n}\n", "fmt.Println(1)", "func f() {"),
+    ("java", "import java.util.List;\nclass A {\n  int m() {\n    return 1;\n  }\n}\n", "return 1;", "  int m() {"),
+])
+def test_enclosing_scope_in_other_languages(language: str, doc: str, fragment: str, header: str) -> None:
+    scope = edit.enclosing_scope(select(doc, fragment, "Simplify", language))
+    assert scope.imports and scope.enclosing.startswith(header)
+
+
+def test_chat_messages_carry_instruction_dedented_selection_and_context() -> None:
+    task = select(CLASS_DOC, "    def greet(self, name):\n        return 'hi ' + name\n", "Add type hints")
+    messages = edit.chat_messages(task, edit.enclosing_scope(task))
+    assert [m["role"] for m in messages] == ["system", "user"]
+    user = messages[1]["content"]
+    assert "Instruction: Add type hints" in user
+    assert "```python\ndef greet(self, name):\n    return 'hi ' + name\n```" in user
+    assert "class Greeter:" in user and "import os" in user
+
+
+def test_chat_messages_retry_adds_previous_reply_and_note() -> None:
+    task = select(CLASS_DOC, "pass", "Fix the bug")
+    messages = edit.chat_messages(task, edit.Scope(), "That is not right: it does not parse.", "```python\npass(")
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert messages[-1]["content"] == "That is not right: it does not parse."
+
+
+def test_chat_messages_for_an_insertion_mark_the_cursor() -> None:
+    doc = "def f(xs):\n    # sum the list\n\n"
+    pos = len("def f(xs):\n    # sum the list\n")
+    user = edit.chat_messages(EditTask(doc, pos, pos, "Write code for this comment", "python"), edit.Scope())[1]["content"]
+    assert "# sum the list\n<CURSOR>" in user
+
+
+def test_fim_prompt_puts_instruction_comments_above_the_selection() -> None:
+    task = select(CLASS_DOC, "    def greet(self, name):\n        return 'hi ' + name\n", "Add type hints")
+    prefix, suffix = edit.fim_prompt(task)
+    assert prefix.endswith("class Greeter:\n    # Original code:\n    # def greet(self, name):\n"
+                           "    #     return 'hi ' + name\n    # Rewritten: Add type hints\n")
+    assert suffix == "\n    def bye(self):\n        pass\n"
+    js = select("function f() {\n  return 1;\n}\n", "return 1;", "Return two", "javascript")
+    prefix, _ = edit.fim_prompt(js)
+    assert prefix.endswith("  // Original code:\n  // return 1;\n  // Rewritten: Return two\n  ")
+
+
+@pytest.mark.parametrize("bad", ["", "   ", None, "x" * 10_000])
+def test_validate_instruction_rejects_empty_and_huge(bad) -> None:
+    with pytest.raises(EditError):
+        edit.validate_instruction(bad)
+
+
+def test_unified_diff() -> None:
+    diff = edit.unified_diff("a\nb\n", "a\nc\n", "x.py")
+    assert diff.startswith("--- a/x.py\n+++ b/x.py\n") and "-b\n+c\n" in diff
+
+
+# --- the run loop, with scripted replies -----------------------------------------------------------
+
+
+class ScriptedEngine:
+    """Answers each generate() with the next scripted reply, one character per delta."""
+
+    is_instruct = True
+    supports_fim = False
+
+    def __init__(self, replies: list[str], cancel_after: int | None = None) -> None:
+        self.replies = list(replies)
+        self.prompts: list[str] = []
+        self.cancel_after = cancel_after
+
+    def chat_prompt(self, messages: list[dict]) -> str:
+        return "\n".join(f"<{m['role']}>{m['content']}" for m in messages) + "\n<assistant>"
+
+    def generate(self, prompt, *, max_new_tokens, stop, temperature, cancel):
+        self.prompts.append(prompt)
+        reply = self.replies.pop(0)
+        for i, ch in enumerate(reply):
+            if self.cancel_after is not None and i == self.cancel_after:
+                cancel.set()
+            if cancel.is_set():
+                return
+            yield ch
+
+
+GREET = "    def greet(self, name):\n        return 'hi ' + name\n"
+
+
+def test_run_edit_applies_a_good_first_reply() -> None:
+    engine = ScriptedEngine(["def greet(self, name: str) -> str:\n    return 'hi ' + name\n"])
+    result = edit.run_edit(engine, select(CLASS_DOC, GREET, "Add type hints"), max_new_tokens=64)
+    assert result.attempts == 1
+    assert "    def greet(self, name: str) -> str:\n        return 'hi ' + name\n\n    def bye" in result.new_text
+    assert engine.prompts[0].endswith("<assistant>```python\n")  # the reply is seeded with a fence
+
+
+def test_run_edit_retries_once_with_a_note_then_succeeds() -> None:
+    engine = ScriptedEngine(["def greet(self, name:\n    return 'hi ' + name\n",
+                             "def greet(self, name):\n    return 'hi ' + name.title()\n"])
+    progress: list[str] = []
+    result = edit.run_edit(engine, select(CLASS_DOC, GREET, "Fix the bug"), max_new_tokens=64,
+                           progress=lambda msg, frac: progress.append(msg))
+    assert result.attempts == 2 and "name.title()" in result.new_text
+    assert "would not parse" in engine.prompts[1] and "def greet(self, name:\n" in engine.prompts[1]
+    assert any(m.startswith("retrying") for m in progress)
+
+
+def test_run_edit_refuses_after_two_unparsable_replies() -> None:
+    engine = ScriptedEngine(["def greet(self, name:\n    return 1\n", "def greet(self name):\n    return 1\n"])
+    with pytest.raises(EditError, match="Edit refused: the edited file would not parse"):
+        edit.run_edit(engine, select(CLASS_DOC, GREET, "Fix the bug"), max_new_tokens=64)
+
+
+def test_run_edit_refuses_a_reply_without_code() -> None:
+    engine = ScriptedEngine(["```\nSorry, I cannot do that.\n", "```"])
+    with pytest.raises(EditError, match="no code"):
+        edit.run_edit(engine, select(CLASS_DOC, GREET, "Fix the bug"), max_new_tokens=64)
+
+
+def test_run_edit_cancelled_mid_generation_raises_cancelled() -> None:
+    engine = ScriptedEngine(["def greet(self, name):\n    return 'x'\n"], cancel_after=5)
+    with pytest.raises(EditCancelled):
+        edit.run_edit(engine, select(CLASS_DOC, GREET, "Fix the bug"), max_new_tokens=64,
+                      cancel=threading.Event())
+
+
+def test_run_edit_reports_no_change() -> None:
+    engine = ScriptedEngine(["def greet(self, name):\n    return 'hi ' + name\n"])
+    with pytest.raises(EditError, match="no change"):
+        edit.run_edit(engine, select(CLASS_DOC, GREET, "Simplify"), max_new_tokens=64)
