@@ -178,9 +178,10 @@ class InfillServer(LanguageServer):
 def create_server() -> InfillServer:
     """Build a server with every feature registered (one server per process or test)."""
     from lsp_server.features.completion import CompletionFeature
+    from lsp_server.features.edit import EditFeature
 
     server = InfillServer()
-    features: list[Feature] = [cls(server) for cls in (CompletionFeature,)]
+    features: list[Feature] = [cls(server) for cls in (CompletionFeature, EditFeature)]
     for feature in features:
         feature.register()
 

@@ -1,0 +1,325 @@
+"""Edit with instruction over LSP: code actions, the `infill.edit` command, versioned `applyEdit`.
+
+Flow: `textDocument/codeAction` offers preset edits ("Add docstring", "Fix the bug" …) whose command
+is `infill.edit` with the instruction filled in, so any client runs them without custom code, plus
+"Edit with instruction…" (command `infill.editWithInstruction`, handled by clients that can ask the user
+for text, which then call `infill.edit`). `infill.edit` generates on a worker thread with cancellable
+`$/progress`, validates (see `lsp_server.edit`), and applies a `TextDocumentEdit` carrying the document
+version, so an edit never lands on text it was not made for.
+
+`infill.edit` arguments: one object `{uri, range, version, instruction, apply=true, targetLanguage?}`;
+result: `{edit: WorkspaceEdit, diff: str, applied: bool}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+from urllib.parse import unquote
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcRequestCancelled
+
+from lsp_server import edit, languages
+from lsp_server.positions import to_offset
+from lsp_server.server import Feature, ProgressReporter
+
+log = logging.getLogger(__name__)
+
+EDIT_COMMAND = "infill.edit"
+ASK_COMMAND = "infill.editWithInstruction"  # client-side: ask for an instruction, then run infill.edit
+ASK_CAPABILITY = "infillEditWithInstruction"  # client capabilities.experimental flag that enables it
+ACTION_KIND = "refactor.rewrite.infill"
+REQUEST_FAILED = -32803  # LSP RequestFailed: the request was valid but could not be carried out
+CONTENT_MODIFIED = -32801
+
+DOC_COMMENT = {
+    "python": "Add a docstring to this code: a short summary line, then the arguments and return value.",
+    "rust": "Add /// doc comments to this code that say what it does, its arguments and its return value.",
+    "go": "Add a Go doc comment above this code that says what it does.",
+    "java": "Add a Javadoc comment to this code with @param and @return tags.",
+}
+DEFAULT_DOC_COMMENT = "Add a documentation comment (JSDoc/Doxygen style /** ... */) above this code."
+TYPED_LANGUAGES = {"python", "typescript", "typescriptreact"}
+
+
+def preset_instructions(language: str | None, translate_to: list[str]) -> list[tuple[str, str, str | None]]:
+    """(title, instruction, target language) for the preset actions on a selection."""
+    presets = [("Add docstring", DOC_COMMENT.get(language or "", DEFAULT_DOC_COMMENT), None)]
+    if language in TYPED_LANGUAGES:
+        presets.append(("Add type hints",
+                        "Add type hints to every parameter and return value. Keep the code otherwise unchanged.",
+                        None))
+    presets += [
+        ("Fix the bug", "Find and fix the bug in this code. Keep its name and signature.", None),
+        ("Simplify", "Simplify this code without changing what it does.", None),
+        ("Add error handling", "Add error handling to this code: check bad inputs and handle failures.", None),
+    ]
+    for target in translate_to:
+        spec = languages.spec_for(target)
+        if spec is None or spec.name == language:
+            continue
+        name = edit.language_name(spec.name)
+        presets.append((f"Translate to {name}",
+                        f"Translate this code to {name}, keeping the same behaviour and names.", spec.name))
+    return presets
+
+
+@dataclass
+class _Running:
+    """An edit in flight on one document."""
+
+    cancel: threading.Event = field(default_factory=threading.Event)
+    closed: bool = False
+
+
+class EditFeature(Feature):
+    """Code actions and the `infill.edit` command."""
+
+    def __init__(self, server) -> None:
+        super().__init__(server)
+        self._running: dict[str, _Running] = {}
+        self._lock = threading.Lock()
+
+    def register(self) -> None:
+        self.server.feature(
+            types.TEXT_DOCUMENT_CODE_ACTION,
+            types.CodeActionOptions(code_action_kinds=[ACTION_KIND], resolve_provider=False),
+        )(self.code_actions)
+        self.server.command(EDIT_COMMAND)(self.execute)
+
+    # --- lifecycle hooks ---------------------------------------------------------------------------
+
+    def on_close(self, uri: str) -> None:
+        with self._lock:
+            running = self._running.get(_key(uri))
+        if running is not None:  # stop generating: the result could not be applied anyway
+            running.closed = True
+            running.cancel.set()
+
+    # --- code actions ------------------------------------------------------------------------------
+
+    def code_actions(self, params: types.CodeActionParams) -> list[types.CodeAction]:
+        """Preset edits for the selection (or code for the comment above an empty one)."""
+        doc = self._document(params.text_document.uri)
+        if doc is None or not self._wants(params.context.only):
+            return []
+        text = doc.source
+        try:
+            start = to_offset(text, params.range.start.line, params.range.start.character)
+            end = to_offset(text, params.range.end.line, params.range.end.character)
+        except ValueError:
+            return []
+        if end < start:
+            return []
+        spec = languages.spec_for(doc.language_id, doc.path)
+        language = spec.name if spec else None
+        base = {"uri": params.text_document.uri, "range": _range_json(params.range), "version": doc.version}
+        actions = []
+        if self._client_can_ask():
+            actions.append(_action("Edit with instruction…", ASK_COMMAND, dict(base)))
+        if text[start:end].strip():
+            for title, instruction, target in preset_instructions(language, self.server.settings.translate_languages):
+                args = dict(base, instruction=instruction)
+                if target:
+                    args["targetLanguage"] = target
+                actions.append(_action(title, EDIT_COMMAND, args))
+        elif end == start:
+            comment = comment_above(text, start, languages.comment_prefix(doc.language_id, doc.path))
+            if comment:
+                actions.append(_action("Write code for this comment", EDIT_COMMAND,
+                                       dict(base, instruction=f"Write the code this comment asks for: {comment}")))
+        return actions
+
+    def _wants(self, only: list[str] | None) -> bool:
+        kinds = [str(getattr(k, "value", k)) for k in only or ()]
+        return not kinds or any(ACTION_KIND == k or ACTION_KIND.startswith(k + ".") for k in kinds)
+
+    def _client_can_ask(self) -> bool:
+        caps = self.server.client_capabilities
+        experimental = caps.experimental if caps else None
+        return isinstance(experimental, dict) and bool(experimental.get(ASK_CAPABILITY))
+
+    # --- the command -------------------------------------------------------------------------------
+
+    async def execute(self, *arguments: Any) -> dict:
+        """`infill.edit`: generate, validate, apply (unless apply=false); return the edit and a diff."""
+        request = self._parse_arguments(arguments)
+        uri, version = request["uri"], request["version"]
+        doc = self._document(uri)
+        if doc is None:
+            raise JsonRpcInvalidParams(f"infill.edit: {uri} is not open in the editor.")
+        if version is not None and doc.version != version:
+            raise JsonRpcException(f"The document changed (now version {doc.version}, the edit was for "
+                                   f"version {version}); nothing was edited.", CONTENT_MODIFIED)
+        version = doc.version
+        text = doc.source
+        rng: types.Range = request["range"]
+        try:
+            start = to_offset(text, rng.start.line, rng.start.character)
+            end = to_offset(text, rng.end.line, rng.end.character)
+        except ValueError as exc:
+            raise JsonRpcInvalidParams(f"infill.edit: the range is outside the document ({exc}).") from None
+        if end < start:
+            raise JsonRpcInvalidParams("infill.edit: the range ends before it starts.")
+        engine = self.server.model.ready()
+        if engine is None:
+            why = self.server.model.error or "the model is still loading; try again in a moment"
+            raise JsonRpcException(f"infill: {why}.", REQUEST_FAILED)
+        spec = languages.spec_for(doc.language_id, doc.path)
+        task = edit.EditTask(text, start, end, request["instruction"], spec.name if spec else None,
+                             request["target_language"])
+
+        key = _key(uri)
+        with self._lock:
+            if key in self._running:
+                raise JsonRpcException("An edit is already running on this document; wait for it to finish "
+                                       "or cancel it.", REQUEST_FAILED)
+            running = self._running[key] = _Running()
+        try:
+            self._cancel_on_cancel_request(running.cancel)
+            result = await asyncio.to_thread(self._generate, engine, task, running.cancel)
+            if running.closed:
+                raise JsonRpcException("The document was closed during the edit; nothing was applied.",
+                                       REQUEST_FAILED)
+            if running.cancel.is_set() or isinstance(result, edit.EditCancelled):
+                raise JsonRpcRequestCancelled("The edit was cancelled; nothing was applied.")
+            if isinstance(result, edit.EditError):
+                raise JsonRpcException(str(result), REQUEST_FAILED)
+            current = self._document(uri)
+            if current is None or current.version != version:
+                raise JsonRpcException("The document changed while the edit was being written; nothing was "
+                                       "applied.", CONTENT_MODIFIED)
+            workspace_edit = self._workspace_edit(uri, version, rng, result.replacement)
+            diff = edit.unified_diff(text, result.new_text, PurePosixPath(unquote(uri)).name or "document")
+            applied = False
+            if request["apply"]:
+                response = await self.server.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(
+                    edit=workspace_edit, label=f"infill: {request['instruction'][:60]}"))
+                if not response.applied:
+                    reason = response.failure_reason or "the editor refused it (the document may have changed)"
+                    raise JsonRpcException(f"The edit was not applied: {reason}.", REQUEST_FAILED)
+                applied = True
+            return {"edit": self.server.protocol._converter.unstructure(workspace_edit), "diff": diff,
+                    "applied": applied, "attempts": result.attempts}
+        finally:
+            with self._lock:
+                self._running.pop(key, None)
+
+    def _generate(self, engine, task: edit.EditTask, cancel: threading.Event) -> edit.EditResult | edit.EditError:
+        """Worker thread: run the edit with cancellable progress; errors are returned, not raised."""
+        progress = ProgressReporter(self.server, "infill: edit", cancellable=True)
+
+        def report(message: str, fraction: float | None) -> None:
+            if progress.cancelled.is_set():
+                cancel.set()
+            progress.report(message, fraction)
+
+        try:
+            report("reading the code", 0.0)
+            result = edit.run_edit(engine, task, max_new_tokens=self.server.settings.edit_max_tokens,
+                                   cancel=cancel, progress=report, temperature=self.server.settings.temperature)
+            progress.end(f"done ({result.attempts} attempt{'s' if result.attempts > 1 else ''})")
+            return result
+        except edit.EditError as exc:
+            progress.end(str(exc))
+            return exc
+        except Exception as exc:  # the model failed: a clear error for this request, the server lives on
+            log.exception("edit failed")
+            progress.end(f"failed: {exc}")
+            return edit.EditError(f"The edit failed: {exc}")
+
+    def _cancel_on_cancel_request(self, cancel: threading.Event) -> None:
+        """Set `cancel` when the client sends `$/cancelRequest` for this executeCommand request.
+
+        pygls cancels the request's future but not the coroutine running the command (it runs under a
+        future of its own), so we watch the request's future.
+        """
+        protocol = self.server.protocol
+        future = protocol._request_futures.get(protocol.msg_id) if protocol.msg_id is not None else None
+        if future is not None:
+            future.add_done_callback(lambda f: cancel.set() if f.cancelled() else None)
+
+    def _workspace_edit(self, uri: str, version: int, rng: types.Range, new_text: str) -> types.WorkspaceEdit:
+        """A versioned `TextDocumentEdit`, or plain `changes` for clients without documentChanges."""
+        text_edit = types.TextEdit(range=rng, new_text=new_text)
+        caps = self.server.client_capabilities
+        we = caps.workspace.workspace_edit if caps and caps.workspace else None
+        if we is not None and not we.document_changes:
+            return types.WorkspaceEdit(changes={uri: [text_edit]})
+        return types.WorkspaceEdit(document_changes=[types.TextDocumentEdit(
+            text_document=types.OptionalVersionedTextDocumentIdentifier(uri=uri, version=version),
+            edits=[text_edit])])
+
+    def _parse_arguments(self, arguments: tuple[Any, ...]) -> dict:
+        """Validate the command's one argument object; a clear InvalidParams for anything else."""
+        if len(arguments) != 1 or not isinstance(arguments[0], dict):
+            raise JsonRpcInvalidParams(
+                "infill.edit takes one object argument: {uri, range, version, instruction, apply?}.")
+        raw = arguments[0]
+        uri = raw.get("uri")
+        if not isinstance(uri, str) or not uri:
+            raise JsonRpcInvalidParams("infill.edit: 'uri' must be a document URI.")
+        try:
+            rng = self.server.protocol._converter.structure(raw.get("range"), types.Range)
+        except Exception:
+            raise JsonRpcInvalidParams("infill.edit: 'range' must be an LSP range "
+                                       "{start: {line, character}, end: {line, character}}.") from None
+        version = raw.get("version")
+        if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+            raise JsonRpcInvalidParams("infill.edit: 'version' must be the document's version number.")
+        try:
+            instruction = edit.validate_instruction(raw.get("instruction"))
+        except edit.EditError as exc:
+            raise JsonRpcInvalidParams(f"infill.edit: {exc}") from None
+        target = raw.get("targetLanguage")
+        target_spec = languages.spec_for(target) if isinstance(target, str) else None
+        if target is not None and target_spec is None:
+            raise JsonRpcInvalidParams(f"infill.edit: unknown targetLanguage {target!r}.")
+        return {"uri": uri, "range": rng, "version": version, "instruction": instruction,
+                "apply": raw.get("apply", True) is not False,
+                "target_language": target_spec.name if target_spec else None}
+
+    def _document(self, uri: str):
+        """The open document for a URI, or None (never a file read from disk)."""
+        docs = self.server.workspace.text_documents
+        return docs.get(uri) or docs.get(unquote(uri))
+
+
+def comment_above(text: str, offset: int, prefix: str) -> str | None:
+    """The comment on the cursor's line (cursor after it) or on the nearest line above a blank cursor
+    line; None when there is no such comment. Consecutive comment lines are joined."""
+    line_start = text.rfind("\n", 0, offset) + 1
+    line_end = text.find("\n", offset)
+    line = text[line_start: len(text) if line_end < 0 else line_end]
+    lines = text[:line_start].splitlines()
+    if line.strip():
+        if not line.strip().startswith(prefix) or text[offset:len(text) if line_end < 0 else line_end].strip():
+            return None
+        lines.append(line)
+    block = []
+    for previous in reversed(lines):
+        stripped = previous.strip()
+        if not stripped.startswith(prefix):
+            break
+        block.append(stripped[len(prefix):].strip())
+    block = [b for b in reversed(block) if b]
+    return " ".join(block) if block else None
+
+
+def _action(title: str, command: str, args: dict) -> types.CodeAction:
+    return types.CodeAction(title=title, kind=ACTION_KIND,
+                            command=types.Command(title=title, command=command, arguments=[args]))
+
+
+def _range_json(rng: types.Range) -> dict:
+    return {"start": {"line": rng.start.line, "character": rng.start.character},
+            "end": {"line": rng.end.line, "character": rng.end.character}}
+
+
+def _key(uri: str) -> str:
+    return unquote(uri)
