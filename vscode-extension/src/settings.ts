@@ -1,0 +1,49 @@
+/**
+ * The server's settings as VS Code settings: `infill.<key>` mirrors `lsp_server/config.py` field by field
+ * (camelCase here, snake_case there). Pure, so node's test runner checks it without an editor.
+ */
+
+/** Keys forwarded to the server, in `initializationOptions` and `workspace/didChangeConfiguration`. */
+export const SERVER_KEYS = [
+  "model",
+  "family",
+  "device",
+  "maxTokensSingleLine",
+  "maxTokensMultiLine",
+  "temperature",
+  "contextTokens",
+  "otherDocumentsTokens",
+  "enable",
+  "disabledLanguages",
+  "editMaxTokens",
+  "translateLanguages",
+  "indexEnable",
+] as const;
+
+export type ServerSettings = Partial<Record<(typeof SERVER_KEYS)[number], unknown>>;
+
+/**
+ * Read the server's settings through `get` (a `WorkspaceConfiguration.get` for section "infill").
+ * Unset keys are left out so the server keeps its own defaults; an empty model/family path means
+ * "the default", which the server spells `null`.
+ */
+export function serverSettings(get: (key: string) => unknown): ServerSettings {
+  const out: ServerSettings = {};
+  for (const key of SERVER_KEYS) {
+    const value = get(key);
+    if (value === undefined) continue;
+    if ((key === "model" || key === "family") && (value === "" || value === null)) {
+      out[key] = null;
+      continue;
+    }
+    out[key] = value;
+  }
+  return out;
+}
+
+/** Whether inline completion should be asked for in a document of this language. */
+export function completionEnabled(settings: ServerSettings, languageId: string): boolean {
+  if (settings.enable === false) return false;
+  const disabled = Array.isArray(settings.disabledLanguages) ? settings.disabledLanguages : [];
+  return !disabled.includes(languageId);
+}

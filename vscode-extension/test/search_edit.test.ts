@@ -1,0 +1,53 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { parseSearchResults, toPickItem } from "../src/search";
+import { applyTextEdits, editArguments, editsFor, expectedVersion, parseEditResult, validateInstruction } from "../src/edit";
+
+const range = (l1: number, c1: number, l2: number, c2: number) => ({ start: { line: l1, character: c1 }, end: { line: l2, character: c2 } });
+
+test("search results: malformed entries are skipped, items show name, place and snippet", () => {
+  const raw = [
+    { uri: "file:///w/cfg.py", range: range(9, 0, 20, 0), name: "parse_config", kind: "function", snippet: "\ndef parse_config(path):\n    ...", score: 0.9 },
+    { uri: "file:///w/x.py" },
+    "garbage",
+    { uri: "file:///w/y.py", range: range(0, 0, 1, 0), name: "", kind: "class", snippet: "x".repeat(500), score: 0.1 },
+  ];
+  const results = parseSearchResults(raw);
+  assert.equal(results.length, 2);
+  const item = toPickItem(results[0], (u) => u.replace("file:///w/", ""));
+  assert.equal(item.label, "$(symbol-function) parse_config");
+  assert.equal(item.description, "cfg.py:10");
+  assert.equal(item.detail, "def parse_config(path):  ...");
+  const long = toPickItem(results[1], (u) => u);
+  assert.equal(long.label, "$(symbol-class) (chunk)");
+  assert.ok(long.detail.length <= 160);
+  assert.deepEqual(parseSearchResults(null), []);
+});
+
+test("instruction validation", () => {
+  assert.ok(validateInstruction("   "));
+  assert.ok(validateInstruction("x".repeat(10_000)));
+  assert.equal(validateInstruction("add a docstring"), undefined);
+  assert.deepEqual(editArguments("file:///a.py", range(1, 0, 2, 0), 3, "  add types ", false), {
+    uri: "file:///a.py", range: range(1, 0, 2, 0), version: 3, instruction: "add types", apply: false,
+  });
+});
+
+test("edit results and their preview text, with UTF-16 positions", () => {
+  assert.equal(parseEditResult(null), undefined);
+  assert.equal(parseEditResult({ diff: "x" }), undefined);
+  const uri = "file:///a.py";
+  const we = {
+    documentChanges: [
+      { textDocument: { uri, version: 4 }, edits: [{ range: range(1, 7, 1, 9), newText: "beta" }, { range: range(0, 0, 0, 0), newText: "# hi\n" }] },
+    ],
+  };
+  const res = parseEditResult({ edit: we, diff: "--- a\n+++ b\n" });
+  assert.ok(res);
+  assert.equal(expectedVersion(res!.edit, uri), 4);
+  assert.equal(expectedVersion(res!.edit, "file:///other.py"), undefined);
+  // "😀" is two UTF-16 code units: character 7..9 on line 1 is "ab" after 'x = "😀'.
+  const text = 'a = 1\nx = "😀ab"\n';
+  assert.equal(applyTextEdits(text, editsFor(res!.edit, uri)), '# hi\na = 1\nx = "😀beta"\n');
+  assert.deepEqual(editsFor({ changes: { [uri]: [{ range: range(0, 0, 0, 1), newText: "b" }] } }, uri).length, 1);
+});
