@@ -216,6 +216,38 @@ def language_name(language: str | None) -> str:
     return LANGUAGE_NAMES.get(language or "", language or "code")
 
 
+DOC_COMMENT = {
+    "python": "Add a docstring to this code: a short summary line, then the arguments and return value.",
+    "rust": "Add /// doc comments to this code that say what it does, its arguments and its return value.",
+    "go": "Add a Go doc comment above this code that says what it does.",
+    "java": "Add a Javadoc comment to this code with @param and @return tags.",
+}
+DEFAULT_DOC_COMMENT = "Add a documentation comment (JSDoc/Doxygen style /** ... */) above this code."
+TYPED_LANGUAGES = {"python", "typescript", "typescriptreact"}
+
+
+def preset_instructions(language: str | None, translate_to: list[str]) -> list[tuple[str, str, str | None]]:
+    """(title, instruction, target language) for the preset actions on a selection."""
+    presets = [("Add docstring", DOC_COMMENT.get(language or "", DEFAULT_DOC_COMMENT), None)]
+    if language in TYPED_LANGUAGES:
+        presets.append(("Add type hints",
+                        "Add type hints to every parameter and return value. Keep the code otherwise unchanged.",
+                        None))
+    presets += [
+        ("Fix the bug", "Find and fix the bug in this code. Keep its name and signature.", None),
+        ("Simplify", "Simplify this code without changing what it does.", None),
+        ("Add error handling", "Add error handling to this code: check bad inputs and handle failures.", None),
+    ]
+    for target in translate_to:
+        spec = languages.spec_for(target)
+        if spec is None or spec.name == language:
+            continue
+        name = language_name(spec.name)
+        presets.append((f"Translate to {name}",
+                        f"Translate this code to {name}, keeping the same behaviour and names.", spec.name))
+    return presets
+
+
 def chat_messages(task: EditTask, scope: Scope, retry_note: str | None = None,
                   previous_reply: str | None = None) -> list[dict]:
     """Messages for an instruct model: the context, the selection (dedented) and the instruction."""

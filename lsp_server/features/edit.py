@@ -37,38 +37,6 @@ ACTION_KIND = "refactor.rewrite.infill"
 REQUEST_FAILED = -32803  # LSP RequestFailed: the request was valid but could not be carried out
 CONTENT_MODIFIED = -32801
 
-DOC_COMMENT = {
-    "python": "Add a docstring to this code: a short summary line, then the arguments and return value.",
-    "rust": "Add /// doc comments to this code that say what it does, its arguments and its return value.",
-    "go": "Add a Go doc comment above this code that says what it does.",
-    "java": "Add a Javadoc comment to this code with @param and @return tags.",
-}
-DEFAULT_DOC_COMMENT = "Add a documentation comment (JSDoc/Doxygen style /** ... */) above this code."
-TYPED_LANGUAGES = {"python", "typescript", "typescriptreact"}
-
-
-def preset_instructions(language: str | None, translate_to: list[str]) -> list[tuple[str, str, str | None]]:
-    """(title, instruction, target language) for the preset actions on a selection."""
-    presets = [("Add docstring", DOC_COMMENT.get(language or "", DEFAULT_DOC_COMMENT), None)]
-    if language in TYPED_LANGUAGES:
-        presets.append(("Add type hints",
-                        "Add type hints to every parameter and return value. Keep the code otherwise unchanged.",
-                        None))
-    presets += [
-        ("Fix the bug", "Find and fix the bug in this code. Keep its name and signature.", None),
-        ("Simplify", "Simplify this code without changing what it does.", None),
-        ("Add error handling", "Add error handling to this code: check bad inputs and handle failures.", None),
-    ]
-    for target in translate_to:
-        spec = languages.spec_for(target)
-        if spec is None or spec.name == language:
-            continue
-        name = edit.language_name(spec.name)
-        presets.append((f"Translate to {name}",
-                        f"Translate this code to {name}, keeping the same behaviour and names.", spec.name))
-    return presets
-
-
 @dataclass
 class _Running:
     """An edit in flight on one document."""
@@ -123,7 +91,7 @@ class EditFeature(Feature):
         if self._client_can_ask():
             actions.append(_action("Edit with instruction…", ASK_COMMAND, dict(base)))
         if text[start:end].strip():
-            for title, instruction, target in preset_instructions(language, self.server.settings.translate_languages):
+            for title, instruction, target in edit.preset_instructions(language, self.server.settings.translate_languages):
                 args = dict(base, instruction=instruction)
                 if target:
                     args["targetLanguage"] = target
