@@ -54,11 +54,18 @@ class EditFeature(Feature):
         self._lock = threading.Lock()
 
     def register(self) -> None:
+        # pygls tags handlers with attributes, which bound methods can't carry: register closures.
+        def code_action(params: types.CodeActionParams) -> list[types.CodeAction]:
+            return self.code_actions(params)
+
+        async def edit_command(*arguments: Any) -> dict:
+            return await self.execute(*arguments)
+
         self.server.feature(
             types.TEXT_DOCUMENT_CODE_ACTION,
             types.CodeActionOptions(code_action_kinds=[ACTION_KIND], resolve_provider=False),
-        )(self.code_actions)
-        self.server.command(EDIT_COMMAND)(self.execute)
+        )(code_action)
+        self.server.command(EDIT_COMMAND)(edit_command)
 
     # --- lifecycle hooks ---------------------------------------------------------------------------
 
