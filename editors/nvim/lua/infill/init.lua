@@ -1,0 +1,416 @@
+--- infill for Neovim: a thin client for the `infill serve` language server.
+---
+--- The server does all the work (completion, edits, search); this file only wires it into Neovim:
+--- it registers the server with `vim.lsp.config`/`vim.lsp.enable`, turns on the built-in inline
+--- completion (Neovim 0.12) or completion items (0.11), and adds :InfillEdit, :InfillSearch,
+--- :InfillStatus and :InfillToggle. See `:help infill`.
+
+local M = {}
+
+local api = vim.api
+local NAME = 'infill'
+
+--- Defaults; every key can be overridden in `setup()`.
+M.defaults = {
+  --- Command that starts the server; `{ 'infill', 'serve' }` needs `infill` on $PATH.
+  cmd = nil,
+  --- Filetypes the server attaches to (it has tree-sitter context for these; plain text elsewhere).
+  filetypes = { 'python', 'javascript', 'javascriptreact', 'typescript', 'typescriptreact', 'go', 'rust',
+    'java', 'c', 'cpp' },
+  root_markers = { '.git', 'pyproject.toml', 'package.json', 'go.mod', 'Cargo.toml', '.hg' },
+  --- Sent as `initializationOptions` and `workspace/didChangeConfiguration` (model, device, max tokens…).
+  settings = {},
+  --- Ghost-text inline completion (Neovim 0.12+). On 0.11 completion items are used instead.
+  inline = true,
+  --- Insert-mode keys; set one to false to leave it unmapped.
+  keys = { accept = '<Tab>', next = '<M-]>', prev = '<M-[>' },
+  --- Completion items (`textDocument/completion`) when inline completion is unavailable.
+  completion_fallback = true,
+  --- How many results :InfillSearch asks for.
+  search_limit = 20,
+}
+
+M.config = vim.deepcopy(M.defaults)
+
+--- Progress and model state, fed by `$/progress` so :InfillStatus can say what the server is doing.
+local state = {
+  progress = {}, ---@type table<string|integer, {title: string?, message: string?, percentage: integer?, done: boolean}>
+  model = nil, ---@type {state: string, message: string?, percentage: integer?}?
+  inline_enabled = true,
+}
+
+--- The running infill client (for `bufnr` if given), or nil.
+---@param bufnr integer?
+---@return vim.lsp.Client?
+function M.client(bufnr)
+  return vim.lsp.get_clients({ name = NAME, bufnr = bufnr })[1]
+end
+
+--- Whether this Neovim has the built-in ghost-text inline completion (0.12+).
+---@return boolean
+function M.has_inline()
+  return vim.lsp.inline_completion ~= nil and type(vim.lsp.inline_completion.enable) == 'function'
+end
+
+local function notify(msg, level)
+  vim.notify('infill: ' .. msg, level or vim.log.levels.INFO)
+end
+
+--- The client that should serve a request from `bufnr`: the attached one, else any running one.
+---@return vim.lsp.Client?
+local function require_client(bufnr)
+  local client = M.client(bufnr) or M.client()
+  if not client then
+    notify('the server is not running (is `infill` installed? see :help infill-install)', vim.log.levels.ERROR)
+  end
+  return client
+end
+
+local function server_has_command(client, command)
+  local provider = client.server_capabilities.executeCommandProvider
+  return type(provider) == 'table' and vim.list_contains(provider.commands or {}, command)
+end
+
+--------------------------------------------------------------------------------------------------
+-- Attach: inline completion, keys, completion fallback
+--------------------------------------------------------------------------------------------------
+
+local function map_keys(bufnr)
+  local keys = M.config.keys or {}
+  if keys.accept then
+    vim.keymap.set('i', keys.accept, function()
+      if state.inline_enabled and vim.lsp.inline_completion.get() then
+        return ''
+      end
+      return api.nvim_replace_termcodes(keys.accept, true, false, true)
+    end, { buffer = bufnr, expr = true, replace_keycodes = false, desc = 'infill: accept the suggestion' })
+  end
+  if keys.next then
+    vim.keymap.set('i', keys.next, function()
+      vim.lsp.inline_completion.select({ count = 1 })
+    end, { buffer = bufnr, desc = 'infill: next suggestion' })
+  end
+  if keys.prev then
+    vim.keymap.set('i', keys.prev, function()
+      vim.lsp.inline_completion.select({ count = -1 })
+    end, { buffer = bufnr, desc = 'infill: previous suggestion' })
+  end
+end
+
+local function on_attach(client, bufnr)
+  if M.config.inline and M.has_inline() then
+    -- A buffer marker: Neovim starts the capability for this buffer right after LspAttach.
+    vim.lsp.inline_completion.enable(state.inline_enabled, { bufnr = bufnr })
+    map_keys(bufnr)
+  elseif M.config.completion_fallback and vim.lsp.completion and client:supports_method('textDocument/completion') then
+    vim.lsp.completion.enable(true, client.id, bufnr, { autotrigger = true })
+  end
+end
+
+--------------------------------------------------------------------------------------------------
+-- Progress → status
+--------------------------------------------------------------------------------------------------
+
+local function on_progress(ev)
+  local client = vim.lsp.get_client_by_id(ev.data.client_id)
+  if not client or client.name ~= NAME then
+    return
+  end
+  local params = ev.data.params or {}
+  local value = params.value
+  if type(value) ~= 'table' then
+    return
+  end
+  local entry = state.progress[params.token] or { done = false }
+  entry.title = value.title or entry.title
+  entry.message = value.message or entry.message
+  entry.percentage = value.percentage or entry.percentage
+  entry.done = value.kind == 'end'
+  state.progress[params.token] = entry
+  if entry.title and entry.title:find('model', 1, true) then
+    local failed = entry.done and (entry.message or ''):find('fail', 1, true)
+    state.model = {
+      state = failed and 'failed' or (entry.done and 'ready' or 'loading'),
+      message = entry.message,
+      percentage = entry.percentage,
+    }
+  end
+end
+
+--- What the plugin knows about the server: running?, model state, work in progress, inline mode.
+---@return table
+function M.status()
+  local client = M.client()
+  local work = {}
+  for _, p in pairs(state.progress) do
+    if not p.done then
+      table.insert(work, p)
+    end
+  end
+  local mode = 'off'
+  if M.config.inline and M.has_inline() then
+    mode = state.inline_enabled and 'inline' or 'off'
+  elseif M.config.completion_fallback then
+    mode = 'completion items'
+  end
+  return {
+    running = client ~= nil and not client:is_stopped(),
+    client_id = client and client.id,
+    root = client and client.root_dir,
+    cmd = M.config.cmd,
+    model = state.model or { state = client and 'starting' or 'stopped' },
+    work = work,
+    completion = mode,
+    nvim = tostring(vim.version()),
+  }
+end
+
+local function show_status()
+  local s = M.status()
+  local lines = {}
+  if s.running then
+    table.insert(lines, ('infill: running (client %d), root %s'):format(s.client_id, s.root or '-'))
+  else
+    table.insert(lines, ('infill: not running; command: %s'):format(table.concat(s.cmd or {}, ' ')))
+  end
+  local m = s.model
+  local pct = m.percentage and (' %d%%'):format(m.percentage) or ''
+  table.insert(lines, ('  model: %s%s%s'):format(m.state, pct, m.message and (' - ' .. m.message) or ''))
+  for _, w in ipairs(s.work) do
+    local wp = w.percentage and (' %d%%'):format(w.percentage) or ''
+    table.insert(lines, ('  working: %s%s%s'):format(w.title or '?', wp, w.message and (' - ' .. w.message) or ''))
+  end
+  table.insert(lines, ('  completion: %s (Neovim %s)'):format(s.completion, s.nvim))
+  vim.notify(table.concat(lines, '\n'))
+end
+
+--------------------------------------------------------------------------------------------------
+-- :InfillEdit
+--------------------------------------------------------------------------------------------------
+
+--- The LSP range a command was run on: the charwise visual selection, whole lines, or the cursor.
+---@param bufnr integer
+---@param opts table user-command opts (range, line1, line2)
+---@param encoding string the client's position encoding
+---@return lsp.Range
+function M.command_range(bufnr, opts, encoding)
+  local util = vim.lsp.util
+  if (opts.range or 0) == 0 then
+    local row, col = unpack(api.nvim_win_get_cursor(0))
+    local pos = { line = row - 1, character = util.character_offset(bufnr, row - 1, col, encoding) }
+    return { start = pos, ['end'] = pos }
+  end
+  local s = api.nvim_buf_get_mark(bufnr, '<')
+  local e = api.nvim_buf_get_mark(bufnr, '>')
+  if vim.fn.visualmode() == 'v' and s[1] == opts.line1 and e[1] == opts.line2 then
+    local last = api.nvim_buf_get_lines(bufnr, e[1] - 1, e[1], true)[1]
+    -- `'>` is the first byte of the last selected character: include all of it, even if multibyte.
+    local end_byte = e[2] < #last and (e[2] + 1 + vim.str_utf_end(last, e[2] + 1)) or #last
+    return {
+      start = { line = s[1] - 1, character = util.character_offset(bufnr, s[1] - 1, s[2], encoding) },
+      ['end'] = { line = e[1] - 1, character = util.character_offset(bufnr, e[1] - 1, end_byte, encoding) },
+    }
+  end
+  local line_count = api.nvim_buf_line_count(bufnr)
+  if opts.line2 < line_count then
+    return { start = { line = opts.line1 - 1, character = 0 }, ['end'] = { line = opts.line2, character = 0 } }
+  end
+  local last = api.nvim_buf_get_lines(bufnr, line_count - 1, line_count, true)[1]
+  return {
+    start = { line = opts.line1 - 1, character = 0 },
+    ['end'] = { line = line_count - 1, character = util.character_offset(bufnr, line_count - 1, #last, encoding) },
+  }
+end
+
+--- Ask the server to rewrite `range` of `bufnr` by `instruction`; the server applies the edit itself
+--- (`workspace/applyEdit`, versioned, so a buffer changed meanwhile refuses it).
+---@param bufnr integer
+---@param range lsp.Range
+---@param instruction string
+---@param on_done fun(err: table?, result: any)?
+function M.edit(bufnr, range, instruction, on_done)
+  local client = require_client(bufnr)
+  if not client then
+    return
+  end
+  if vim.trim(instruction or '') == '' then
+    notify('an edit needs an instruction', vim.log.levels.WARN)
+    return
+  end
+  local doc = vim.lsp.util.make_versioned_text_document_params(bufnr)
+  local args = { uri = doc.uri, range = range, version = doc.version, instruction = instruction }
+  notify('editing…')
+  client:request('workspace/executeCommand', { command = 'infill.edit', arguments = { args } }, function(err, result)
+    if err then
+      notify('edit failed: ' .. (err.message or vim.inspect(err)), vim.log.levels.ERROR)
+    end
+    if on_done then
+      on_done(err, result)
+    end
+  end, bufnr)
+end
+
+local function edit_command(opts)
+  local bufnr = api.nvim_get_current_buf()
+  local client = require_client(bufnr)
+  if not client then
+    return
+  end
+  local range = M.command_range(bufnr, opts, client.offset_encoding)
+  if opts.args ~= '' then
+    M.edit(bufnr, range, opts.args)
+    return
+  end
+  vim.ui.input({ prompt = 'infill instruction: ' }, function(input)
+    if input then
+      M.edit(bufnr, range, input)
+    end
+  end)
+end
+
+--------------------------------------------------------------------------------------------------
+-- :InfillSearch
+--------------------------------------------------------------------------------------------------
+
+--- Quickfix items from an `infill.search` result (a list, or `{results = [...]}`), best first.
+---@param result any
+---@return table[]
+function M.search_items(result)
+  local hits = type(result) == 'table' and (result.results or result.items or result) or {}
+  local items = {}
+  for _, hit in ipairs(hits) do
+    local loc = hit.location or hit
+    local uri = loc.uri or loc.targetUri
+    local range = loc.range or loc.targetSelectionRange
+    if uri then
+      local start = range and range.start or { line = 0, character = 0 }
+      local snippet = hit.snippet or hit.text or hit.name or ''
+      local first = vim.trim(vim.split(snippet, '\n', { plain = true })[1] or '')
+      local score = tonumber(hit.score)
+      table.insert(items, {
+        filename = vim.uri_to_fname(uri),
+        lnum = start.line + 1,
+        col = start.character + 1,
+        text = (score and ('[%.2f] '):format(score) or '') .. first,
+      })
+    end
+  end
+  return items
+end
+
+--- Search the workspace for `query`; results go to the quickfix list.
+---@param query string
+---@param on_done fun(items: table[]?)?
+function M.search(query, on_done)
+  local client = require_client(api.nvim_get_current_buf())
+  if not client then
+    return
+  end
+  if not server_has_command(client, 'infill.search') then
+    notify('this server has no search (infill.search)', vim.log.levels.WARN)
+    return
+  end
+  local params = { command = 'infill.search', arguments = { { query = query, limit = M.config.search_limit } } }
+  client:request('workspace/executeCommand', params, function(err, result)
+    if err then
+      notify('search failed: ' .. (err.message or vim.inspect(err)), vim.log.levels.ERROR)
+      if on_done then
+        on_done(nil)
+      end
+      return
+    end
+    local items = M.search_items(result)
+    vim.fn.setqflist({}, ' ', { title = 'infill: ' .. query, items = items })
+    if #items == 0 then
+      notify('no results for ' .. query)
+    else
+      vim.cmd('botright copen')
+    end
+    if on_done then
+      on_done(items)
+    end
+  end)
+end
+
+--------------------------------------------------------------------------------------------------
+-- setup
+--------------------------------------------------------------------------------------------------
+
+local function default_cmd()
+  if vim.fn.executable('infill') == 1 then
+    return { 'infill', 'serve' }
+  end
+  return { 'python3', '-m', 'lsp_server.cli', 'serve' }
+end
+
+local function toggle()
+  state.inline_enabled = not state.inline_enabled
+  if M.has_inline() then
+    for _, client in ipairs(vim.lsp.get_clients({ name = NAME })) do
+      for bufnr in pairs(client.attached_buffers) do
+        vim.lsp.inline_completion.enable(state.inline_enabled, { bufnr = bufnr })
+      end
+    end
+  end
+  notify('inline completion ' .. (state.inline_enabled and 'on' or 'off'))
+end
+
+local function create_commands()
+  api.nvim_create_user_command('InfillEdit', edit_command, {
+    range = true, nargs = '?', desc = 'infill: rewrite the selection (or write at the cursor) from an instruction',
+  })
+  api.nvim_create_user_command('InfillSearch', function(opts)
+    M.search(opts.args)
+  end, { nargs = '+', desc = 'infill: search the code base in plain words' })
+  api.nvim_create_user_command('InfillStatus', show_status, { desc = 'infill: server, model and progress state' })
+  api.nvim_create_user_command('InfillToggle', toggle, { desc = 'infill: turn inline completion on or off' })
+end
+
+--- Register and enable the server, and add the commands. Call once from your config.
+---@param opts table? overrides of `M.defaults`
+function M.setup(opts)
+  if vim.fn.has('nvim-0.11') ~= 1 then
+    notify('needs Neovim 0.11 or newer (vim.lsp.config)', vim.log.levels.ERROR)
+    return
+  end
+  M.config = vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), opts or {})
+  if opts and opts.filetypes then -- lists replace, never merge
+    M.config.filetypes = opts.filetypes
+  end
+  M.config.cmd = M.config.cmd or default_cmd()
+  state.inline_enabled = M.config.inline
+
+  vim.lsp.config(NAME, {
+    cmd = M.config.cmd,
+    filetypes = M.config.filetypes,
+    root_markers = M.config.root_markers,
+    init_options = next(M.config.settings) and M.config.settings or vim.empty_dict(),
+    settings = { infill = next(M.config.settings) and M.config.settings or vim.empty_dict() },
+  })
+
+  local group = api.nvim_create_augroup('infill', { clear = true })
+  api.nvim_create_autocmd('LspAttach', {
+    group = group,
+    callback = function(ev)
+      local client = vim.lsp.get_client_by_id(ev.data.client_id)
+      if client and client.name == NAME then
+        on_attach(client, ev.buf)
+      end
+    end,
+  })
+  api.nvim_create_autocmd('LspProgress', { group = group, callback = on_progress })
+  api.nvim_create_autocmd('LspDetach', {
+    group = group,
+    callback = function(ev)
+      local client = vim.lsp.get_client_by_id(ev.data.client_id)
+      if client and client.name == NAME and #vim.lsp.get_clients({ name = NAME }) <= 1 then
+        state.model = nil
+        state.progress = {}
+      end
+    end,
+  })
+  create_commands()
+  vim.lsp.enable(NAME)
+end
+
+return M
