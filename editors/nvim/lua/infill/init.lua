@@ -227,27 +227,42 @@ end
 ---@param bufnr integer
 ---@param range lsp.Range
 ---@param instruction string
----@param on_done fun(err: table?, result: any)?
-function M.edit(bufnr, range, instruction, on_done)
+---@param opts {version: integer?, on_done: fun(err: table?, result: any)?}? version defaults to the buffer's
+function M.edit(bufnr, range, instruction, opts)
+  opts = opts or {}
   local client = require_client(bufnr)
   if not client then
     return
   end
-  if vim.trim(instruction or '') == '' then
-    notify('an edit needs an instruction', vim.log.levels.WARN)
+  if vim.trim(instruction or '') == '' or not range then
+    notify('an edit needs an instruction and a range', vim.log.levels.WARN)
     return
   end
   local doc = vim.lsp.util.make_versioned_text_document_params(bufnr)
-  local args = { uri = doc.uri, range = range, version = doc.version, instruction = instruction }
+  local args = { uri = doc.uri, range = range, version = opts.version or doc.version, instruction = instruction }
   notify('editing…')
   client:request('workspace/executeCommand', { command = 'infill.edit', arguments = { args } }, function(err, result)
     if err then
       notify('edit failed: ' .. (err.message or vim.inspect(err)), vim.log.levels.ERROR)
     end
-    if on_done then
-      on_done(err, result)
+    if opts.on_done then
+      opts.on_done(err, result)
     end
   end, bufnr)
+end
+
+--- Client side of the server's "Edit with instruction…" code action: ask, then run `infill.edit` on
+--- the range and version the action was made for.
+---@param command lsp.Command
+---@param ctx table
+local function edit_with_instruction(command, ctx)
+  local args = (command.arguments or {})[1] or {}
+  local bufnr = args.uri and vim.uri_to_bufnr(args.uri) or ctx.bufnr
+  vim.ui.input({ prompt = 'infill instruction: ' }, function(input)
+    if input then
+      M.edit(bufnr, args.range, input, { version = args.version })
+    end
+  end)
 end
 
 local function edit_command(opts)
@@ -384,6 +399,8 @@ function M.setup(opts)
     cmd = M.config.cmd,
     filetypes = M.config.filetypes,
     root_markers = M.config.root_markers,
+    -- Lets the server offer "Edit with instruction…" as a code action (we ask for the text).
+    capabilities = { experimental = { infillEditWithInstruction = true } },
     init_options = next(M.config.settings) and M.config.settings or vim.empty_dict(),
     settings = { infill = next(M.config.settings) and M.config.settings or vim.empty_dict() },
   })
@@ -410,6 +427,7 @@ function M.setup(opts)
     end,
   })
   create_commands()
+  vim.lsp.commands['infill.editWithInstruction'] = edit_with_instruction
   vim.lsp.enable(NAME)
 end
 
