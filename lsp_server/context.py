@@ -1,0 +1,612 @@
+"""What the model sees for an inline completion: prefix, suffix and a little of the rest of the workspace.
+
+Pure logic (no LSP, no engine). `build_context` takes a document, a cursor offset and a token counter and
+returns a `CompletionContext`: the code before and after the cursor fitted into a token budget, plus what
+post-processing needs to judge a suggestion (the enclosing scope, brackets open at the cursor, whether
+the cursor opens a block, the parse tree around the cursor).
+
+Speed matters (it runs on every keystroke) and documents can be huge, so only a *window* around the
+cursor is parsed: the text the budget can possibly use, widened to top-level line boundaries so the
+enclosing function is usually whole. Parsing is done once per context; `postprocess` reuses the tree.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import re
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Callable, Sequence
+from urllib.parse import unquote, urlparse
+
+from tree_sitter import Node, Tree
+
+from lsp_server import languages
+
+PREFIX_SHARE = 0.75  # of the budget, when both sides have more text than fits
+CHARS_PER_TOKEN = 6  # generous: the window must hold at least the budget's worth of text
+HEADER_SHARE = 0.3  # at most this much of the prefix budget goes to kept imports
+HEAD_CHARS = 8192  # imports are looked for in this much of the file's start
+BOUNDARY_SLACK = 0.25  # give up at most this share of the kept lines to cut at a statement boundary
+
+# Tree-sitter node types that are a function/class-like scope, and those that import something.
+SCOPE_TYPES = frozenset({
+    "function_definition", "class_definition",  # python, c, cpp
+    "function_declaration", "generator_function_declaration", "class_declaration", "method_definition",
+    "interface_declaration", "enum_declaration", "abstract_class_declaration", "arrow_function",
+    "function_expression",  # js/ts/java
+    "method_declaration", "constructor_declaration", "record_declaration", "type_declaration",
+    "func_literal",  # java/go
+    "function_item", "impl_item", "trait_item", "struct_item", "enum_item", "mod_item",  # rust
+    "class_specifier", "struct_specifier", "namespace_definition",  # c/cpp
+})
+IMPORT_TYPES = frozenset({
+    "import_statement", "import_from_statement", "future_import_statement",  # python, js/ts
+    "import_declaration", "package_clause", "package_declaration",  # go, java
+    "use_declaration", "extern_crate_declaration",  # rust
+    "preproc_include", "using_declaration",  # c/cpp
+})
+# Node types whose children are statements/declarations: a line starting one of those children is a
+# clean place to cut the prefix or suffix.
+BODY_TYPES = frozenset({
+    "module", "block", "program", "statement_block", "class_body", "source_file", "statement_list",
+    "declaration_list", "field_declaration_list", "interface_body", "enum_body", "translation_unit",
+    "compound_statement", "switch_body", "switch_block", "match_block", "expression_statement",
+})
+STRING_TYPES = ("string", "comment", "char_literal", "template_string", "raw_string", "heredoc")
+
+_PY_BLOCK = re.compile(
+    r"\s*(?:async\s+)?(?:def|class|if|elif|else|for|while|try|except|finally|with|match|case)\b")
+_TOP_LEVEL_LINE = re.compile(r"\n(?=[^\s)\]}])")  # a line starting in column 0 with code, not a closer
+_LINE_START = re.compile(r"\n([ \t]*)(?=[^\s)\]}])(?!(?:else|elif|except|finally|case|default)\b)")  # any line with code that does not start with a closer
+_CLOSERS = {")": "(", "]": "[", "}": "{"}
+_OPENERS = {v: k for k, v in _CLOSERS.items()}
+
+# Brackets outside strings and comments. Only one-character matches are brackets; the rest is skipped.
+_PY_TOKENS = re.compile(
+    r"#[^\n]*"
+    r"|\"\"\"[\s\S]*?(?:\"\"\"|\Z)|'''[\s\S]*?(?:'''|\Z)"
+    r"|\"(?:\\.|[^\"\\\n])*(?:\"|(?=\n)|\Z)|'(?:\\.|[^'\\\n])*(?:'|(?=\n)|\Z)"
+    r"|[()\[\]{}]")
+_C_TOKENS = re.compile(
+    r"//[^\n]*|/\*[\s\S]*?(?:\*/|\Z)"
+    r"|\"(?:\\.|[^\"\\\n])*(?:\"|(?=\n)|\Z)"
+    r"|'(?:\\[^'\n]{1,10}|[^'\\\n])'"  # a char literal; a Rust lifetime ('a) is not one and is skipped
+    r"|`(?:\\[\s\S]|[^`\\])*(?:`|\Z)"  # JS/TS template and Go raw strings
+    r"|[()\[\]{}]")
+
+
+@dataclass
+class CompletionContext:
+    """Everything a completion request needs to build its prompt and to judge the model's suggestion."""
+
+    prefix: str  # text before the cursor that goes in the prompt (possibly cut, with header/imports kept)
+    suffix: str  # text after the cursor that goes in the prompt (possibly cut)
+    language: str | None  # canonical language name from lsp_server.languages, None = plain text
+    multiline: bool  # True when the cursor opens an empty block/function body etc.; False mid-statement
+    indent: str  # indentation of the cursor's line (for block-end detection)
+    scope: str | None  # e.g. "function_definition parse_config" — the enclosing scope, for logs/prompts
+    line_prefix: str  # text of the cursor line before the cursor
+    line_suffix: str  # text of the cursor line after the cursor
+    extra: list[str] = field(default_factory=list)  # snippets from other documents (within their budget)
+    opens_block: bool = False  # the cursor line ends with a block opener (`def f():`, `{`)
+    open_brackets: str = ""  # brackets still open at the cursor, outermost first ("({")
+    suffix_closers: str = ""  # closing brackets in the suffix without an opener there, in order ("})")
+    in_string: bool = False  # the cursor is inside a string or comment: bracket rules do not apply
+    prefix_cut: bool = False  # the prefix does not start at the start of the document
+    suffix_cut: bool = False  # the suffix does not end at the end of the document
+    # The parsed window around the cursor, for the post-processing parse check.
+    window: str = field(default="", repr=False)
+    window_offset: int = 0  # the cursor's offset inside `window`
+    tree: Tree | None = field(default=None, repr=False)
+    scope_range: tuple[int, int] = (0, 0)  # byte range in `window` whose errors the parse check compares
+
+    @property
+    def scope_was_clean(self) -> bool:
+        """Whether the code around the cursor parsed without errors before any suggestion."""
+        return self.tree is not None and not error_spans(self.tree.root_node, *self.scope_range)
+
+
+def build_context(text: str, offset: int, language_id: str | None, *, count_tokens: Callable[[str], int],
+                  budget_tokens: int = 768, path: str | None = None,
+                  other_documents: Sequence[tuple[str, str]] = (),
+                  other_budget_tokens: int = 128, snippets: Sequence[str] = ()) -> CompletionContext:
+    """The context for a completion at `offset` (a str index into `text`).
+
+    `count_tokens(prefix) + count_tokens(suffix) <= budget_tokens` always holds. `snippets` (already
+    formatted, e.g. from `RecentSnippets.pick`) and signatures from `other_documents` ((uri, text) pairs,
+    most relevant first, the current document excluded) fill `extra` within `other_budget_tokens`.
+    """
+    offset = max(0, min(offset, len(text)))
+    budget_tokens = max(0, budget_tokens)
+    spec = languages.spec_for(language_id, path)
+    language = spec.name if spec else None
+
+    line_start = text.rfind("\n", 0, offset) + 1
+    line_end = text.find("\n", offset)
+    line_end = len(text) if line_end < 0 else line_end
+    line_prefix = text[line_start:offset]
+    line_suffix = text[offset:line_end].rstrip("\r")
+    line = text[line_start:line_end]
+    indent = line[:len(line) - len(line.lstrip(" \t"))]
+
+    lo, hi = _window(text, offset, budget_tokens * CHARS_PER_TOKEN, budget_tokens * CHARS_PER_TOKEN // 2)
+    window = text[lo:hi]
+    cursor = offset - lo
+    tree = languages.parse(window, language) if language else None
+    window_bytes = window.encode("utf-8") if tree is not None else b""
+    cursor_b = len(window[:cursor].encode("utf-8"))
+
+    fitter = _Fitter(text, offset, lo, hi, count_tokens, tree, language)
+    suffix_cap = budget_tokens - int(budget_tokens * PREFIX_SHARE)
+    suffix, suffix_cut = fitter.suffix(suffix_cap)
+    prefix, prefix_cut = fitter.prefix(budget_tokens - count_tokens(suffix))
+    if suffix_cut:  # the prefix left some budget unused: give it to the suffix
+        suffix, suffix_cut = fitter.suffix(budget_tokens - count_tokens(prefix))
+
+    scope_node = _enclosing_scope(tree, window_bytes, cursor_b) if tree is not None else None
+    opens_block = _opens_block(line_prefix, language)
+    open_stack, _ = scan_brackets(window[:cursor], language)
+    _, suffix_closers = scan_brackets(window[cursor:], language)
+    return CompletionContext(
+        prefix=prefix, suffix=suffix, language=language,
+        multiline=not line_suffix.strip() and (
+            not line_prefix.strip() or (opens_block and _block_is_empty(text, line_end, indent, language))),
+        indent=indent, scope=_describe(scope_node), line_prefix=line_prefix,
+        line_suffix=line_suffix,
+        extra=_extra(snippets, other_documents, count_tokens, other_budget_tokens, language),
+        opens_block=opens_block, open_brackets=open_stack, suffix_closers=suffix_closers,
+        in_string=_in_string(tree, cursor_b) if tree is not None else False,
+        prefix_cut=prefix_cut, suffix_cut=suffix_cut, window=window, window_offset=cursor, tree=tree,
+        scope_range=_check_range(tree, scope_node, cursor_b) if tree is not None else (0, 0),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# The window that gets parsed
+
+
+def _window(text: str, offset: int, before: int, after: int) -> tuple[int, int]:
+    """[lo, hi) around offset: `before`/`after` chars, widened to the least indented line start nearby
+    (column 0 when there is one) so the window starts and ends between statements."""
+    lo = max(0, offset - before)
+    if lo > 0:
+        lo = text.rfind("\n", 0, lo) + 1
+        best: tuple[int, int] | None = None  # (indent, start) of the least indented line, latest wins ties
+        for m in _LINE_START.finditer(text, max(0, lo - before // 2), lo):
+            if best is None or len(m.group(1)) <= best[0]:
+                best = (len(m.group(1)), m.start(1))
+        if best is not None:
+            lo = best[1]
+    hi = min(len(text), offset + after)
+    if hi < len(text):
+        found = _TOP_LEVEL_LINE.search(text, max(hi - 1, offset), min(len(text), hi + after // 2))
+        if found:
+            hi = found.start() + 1
+        else:
+            nl = text.find("\n", hi)
+            hi = len(text) if nl < 0 else nl + 1
+    return lo, hi
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fitting prefix and suffix into the budget
+
+
+class _Fitter:
+    """Cuts the prefix and suffix at line (preferably statement) boundaries to fit a token budget."""
+
+    def __init__(self, text: str, offset: int, lo: int, hi: int, count_tokens: Callable[[str], int],
+                 tree: Tree | None, language: str | None) -> None:
+        self.text, self.offset, self.lo, self.hi = text, offset, lo, hi
+        self.count = count_tokens
+        self.tree, self.language = tree, language
+        window = text[lo:hi]
+        self.starts = [lo] + [lo + m.end() for m in re.finditer("\n", window)]  # line starts in window
+        self.cursor_line = bisect.bisect_right(self.starts, offset) - 1
+
+    def prefix(self, cap: int) -> tuple[str, bool]:
+        """The longest prefix within `cap` tokens, the file header kept when the start is cut."""
+        cap = max(0, cap)
+        body = self.text[self.lo:self.offset]
+        if self.lo == 0 and self.count(body) <= cap:
+            return body, False
+        header = self._header(int(cap * HEADER_SHARE))
+        join = (lambda s: header + s) if header else (lambda s: s)
+        candidates = self.starts[:self.cursor_line + 1]
+        first = _first_fitting(candidates, lambda p: self.count(join(self.text[p:self.offset])) <= cap)
+        if first is None:  # not even the cursor line fits: cut it at a word boundary, no header
+            return self._cut_line_left(cap), True
+        best = self._boundary_after(first, self.cursor_line)
+        start = candidates[best]
+        if header and self.text[:start].rstrip().endswith(header.rstrip()):
+            header = ""  # the header is right before the cut: nothing to repeat
+        return (header + self.text[start:self.offset]) if header else self.text[start:self.offset], start > 0
+
+    def suffix(self, cap: int) -> tuple[str, bool]:
+        """The longest suffix within `cap` tokens, ending at a line end."""
+        cap = max(0, cap)
+        whole = self.text[self.offset:self.hi]
+        if self.hi == len(self.text) and self.count(whole) <= cap:
+            return whole, False
+        ends = self.starts[self.cursor_line + 1:]  # each line's end, its newline included
+        if not ends or ends[-1] < self.hi:
+            ends = ends + [self.hi]
+        last = _last_fitting(ends, lambda e: self.count(self.text[self.offset:e]) <= cap)
+        if last is None:
+            return self._cut_line_right(cap), True
+        end = ends[self._boundary_before(last, ends)]
+        return self.text[self.offset:end], end < len(self.text)
+
+    def _header(self, cap: int) -> str:
+        """The file's imports/package lines (whole statements, in order) within `cap` tokens."""
+        if not self.language or cap <= 0:
+            return ""
+        head_end = self.text.rfind("\n", 0, min(self.offset, HEAD_CHARS)) + 1
+        nodes = _header_nodes(self.language, self.text[:head_end])
+        kept: list[str] = []
+        for node_text in nodes:
+            candidate = "\n".join(kept + [node_text]) + "\n"
+            if self.count(candidate) > cap:
+                break
+            kept.append(node_text)
+        return "\n".join(kept) + "\n" if kept else ""
+
+    def _boundary_after(self, first: int, last: int) -> int:
+        """The first line in [first, last] that starts a statement, if it costs little; else `first`."""
+        slack = max(2, int((last - first) * BOUNDARY_SLACK))
+        for i in range(first, min(last, first + slack) + 1):
+            if self._starts_statement(i):
+                return i
+        return first
+
+    def _boundary_before(self, last: int, ends: list[int]) -> int:
+        """The last suffix end at or before `last` that is followed by a statement start, if cheap."""
+        slack = max(2, int(last * BOUNDARY_SLACK))
+        for i in range(last, max(-1, last - slack - 1), -1):
+            line = bisect.bisect_left(self.starts, ends[i])
+            if ends[i] >= self.hi or (line < len(self.starts) and self.starts[line] == ends[i]
+                                      and self._starts_statement(line)):
+                return i
+        return last
+
+    def _starts_statement(self, line: int) -> bool:
+        """Whether window line `line` begins a statement/declaration in a body (a clean cut point)."""
+        start = self.starts[line]
+        end = self.text.find("\n", start)
+        content = self.text[start:len(self.text) if end < 0 else end]
+        stripped = content.lstrip()
+        if not stripped:
+            return False
+        if self.tree is None:  # plain text: a line in column 0
+            return stripped == content
+        point = (line, _utf8_len(content[:len(content) - len(stripped)]))
+        node = self.tree.root_node.descendant_for_point_range(point, point)
+        while node is not None and node.parent is not None and node.parent.start_byte == node.start_byte:
+            node = node.parent
+        return node is not None and node.parent is not None and node.parent.type in BODY_TYPES \
+            and node.start_point[0] == line and not node.has_error
+
+    def _cut_line_left(self, cap: int) -> str:
+        """The end of a too-long cursor line that fits, starting at a word boundary."""
+        line_start = self.starts[self.cursor_line]
+        cuts = [line_start] + [line_start + m.end() for m in re.finditer(r"[\s;,]+", self.text[line_start:self.offset])]
+        first = _first_fitting(cuts, lambda p: self.count(self.text[p:self.offset]) <= cap)
+        return self.text[cuts[first]:self.offset] if first is not None else ""
+
+    def _cut_line_right(self, cap: int) -> str:
+        """The start of a too-long rest of the cursor line that fits, ending at a word boundary."""
+        end = self.text.find("\n", self.offset)
+        end = self.hi if end < 0 else end
+        cuts = [self.offset + m.start() for m in re.finditer(r"[\s;,]+", self.text[self.offset:end])] + [end]
+        last = _last_fitting(cuts, lambda e: self.count(self.text[self.offset:e]) <= cap)
+        return self.text[self.offset:cuts[last]] if last is not None else ""
+
+
+def _first_fitting(candidates: list[int], fits: Callable[[int], bool]) -> int | None:
+    """Index of the first candidate that fits, assuming fitting is monotone (later ones fit more)."""
+    lo, hi = 0, len(candidates)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fits(candidates[mid]):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo if lo < len(candidates) else None
+
+
+def _last_fitting(candidates: list[int], fits: Callable[[int], bool]) -> int | None:
+    """Index of the last candidate that fits, assuming earlier ones fit more."""
+    lo, hi = -1, len(candidates) - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(candidates[mid]):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo if lo >= 0 else None
+
+
+@functools.lru_cache(maxsize=64)
+def _header_nodes(language: str, head: str) -> tuple[str, ...]:
+    """Source of the top-level import/package statements in the start of a file (cached: it rarely changes)."""
+    tree = languages.parse(head, language)
+    if tree is None:
+        return ()
+    return tuple(n.text.decode("utf-8", "replace") for n in tree.root_node.named_children
+                 if n.type in IMPORT_TYPES and not n.has_error)
+
+
+def _utf8_len(s: str) -> int:
+    return len(s.encode("utf-8"))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Structure at the cursor
+
+
+def _enclosing_scope(tree: Tree, data: bytes, cursor_b: int) -> Node | None:
+    """The innermost function/class-like node around the cursor (probing the last code before it)."""
+    probe = len(data[:cursor_b].rstrip())
+    probe = max(0, probe - 1) if probe else 0
+    node = tree.root_node.descendant_for_byte_range(probe, max(probe, cursor_b))
+    while node is not None:
+        if node.type in SCOPE_TYPES:
+            return node
+        node = node.parent
+    return None
+
+
+def _describe(node: Node | None) -> str | None:
+    """"function_definition parse_config" for a scope node (its type and name, when it has one)."""
+    if node is None:
+        return None
+    name = _scope_name(node)
+    return f"{node.type} {name}" if name else node.type
+
+
+def _scope_name(node: Node) -> str | None:
+    """A scope's name: its `name` field, or the identifier inside its declarator (C/C++)."""
+    current: Node | None = node
+    for _ in range(6):
+        if current is None:
+            return None
+        name = current.child_by_field_name("name")
+        if name is not None:
+            return name.text.decode("utf-8", "replace") if name.text else None
+        if current.type in ("identifier", "field_identifier", "qualified_identifier", "destructor_name",
+                            "operator_name", "type_identifier"):
+            return current.text.decode("utf-8", "replace") if current.text else None
+        current = current.child_by_field_name("declarator") or current.child_by_field_name("type")
+    return None
+
+
+def _check_range(tree: Tree, scope: Node | None, cursor_b: int) -> tuple[int, int]:
+    """Byte range whose parse errors decide whether a suggestion broke the code around the cursor.
+
+    The enclosing scope when there is one, else the top-level statement at the cursor, else just the
+    cursor (between statements: only what the suggestion itself adds is judged).
+    """
+    node = scope
+    if node is None:
+        node = next((c for c in tree.root_node.children if c.start_byte < cursor_b < c.end_byte), None)
+    if node is None:
+        return cursor_b, cursor_b
+    return min(node.start_byte, cursor_b), max(node.end_byte, cursor_b)
+
+
+def _in_string(tree: Tree, cursor_b: int) -> bool:
+    """Whether the cursor is strictly inside a string or comment."""
+    node = tree.root_node.descendant_for_byte_range(cursor_b, cursor_b)
+    while node is not None:
+        if any(t in node.type for t in STRING_TYPES) and node.start_byte < cursor_b < node.end_byte:
+            return True
+        node = node.parent
+    return False
+
+
+def error_spans(root: Node, lo: int, hi: int) -> list[tuple[int, int]]:
+    """Byte ranges of ERROR/MISSING nodes that touch [lo, hi] (only subtrees with errors are visited)."""
+    spans: list[tuple[int, int]] = []
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if node.end_byte < lo or node.start_byte > hi or not (node.has_error or node.is_missing):
+            continue
+        if node.is_error or node.is_missing:
+            spans.append((node.start_byte, node.end_byte))
+            continue
+        stack.extend(node.children)
+    return spans
+
+
+def _opens_block(line_prefix: str, language: str | None) -> bool:
+    """Whether the text before the cursor ends with something that opens a block or bracket."""
+    code = line_prefix.rstrip()
+    if code.endswith(("{", "(", "[")):
+        return True
+    if language == "python" or language is None:
+        return code.endswith(":") and (language is None or bool(_PY_BLOCK.match(code)))
+    return False
+
+
+def _block_is_empty(text: str, line_end: int, indent: str, language: str | None) -> bool:
+    """Whether the block opened at the end of the cursor line has no body yet (the next code line is
+    not indented deeper, or is the closing bracket)."""
+    for line in text[line_end:line_end + 4096].split("\n")[1:]:
+        code = line.strip()
+        if not code:
+            continue
+        if code.startswith(("}", ")", "]")):
+            return True
+        return indent_width(line) <= indent_width(indent)
+    return True
+
+
+def indent_width(line: str) -> int:
+    """Columns of leading whitespace (a tab counts as 4)."""
+    return len(line) - len(line.lstrip(" \t")) + 3 * line[:len(line) - len(line.lstrip(" \t"))].count("\t")
+
+
+def scan_brackets(text: str, language: str | None) -> tuple[str, str]:
+    """(brackets still open at the end, closers that had no opener) outside strings and comments.
+
+    The open brackets come outermost first; the unmatched closers in the order they appear.
+    """
+    pattern = _PY_TOKENS if language == "python" or language is None else _C_TOKENS
+    stack: list[str] = []
+    unmatched: list[str] = []
+    for match in pattern.finditer(text):
+        ch = match.group()
+        if len(ch) != 1:
+            continue
+        if ch in _OPENERS:
+            stack.append(ch)
+        elif stack:
+            stack.pop()
+        else:
+            unmatched.append(ch)
+    return "".join(stack), "".join(unmatched)
+
+
+def bracket_events(text: str, language: str | None) -> list[tuple[int, str]]:
+    """Positions and characters of the brackets in text, outside strings and comments."""
+    pattern = _PY_TOKENS if language == "python" or language is None else _C_TOKENS
+    return [(m.start(), m.group()) for m in pattern.finditer(text) if len(m.group()) == 1]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Other documents
+
+
+def _extra(snippets: Sequence[str], documents: Sequence[tuple[str, str]],
+           count_tokens: Callable[[str], int], budget: int, language: str | None) -> list[str]:
+    """Recent snippets first, then other documents' signatures, as long as they fit the budget."""
+    out: list[str] = []
+    used = 0
+    comment = languages.comment_prefix(language)
+    candidates = list(snippets)
+    for uri, text in documents:
+        sigs = _signatures(uri_path(uri), text[:200_000])
+        if sigs:
+            candidates.append(f"{comment} {PurePosixPath(uri_path(uri)).name}\n" + "\n".join(sigs) + "\n")
+    for item in candidates:
+        cost = count_tokens(item)
+        if used + cost > budget:
+            item = _cut_lines_to(item, budget - used, count_tokens)
+            cost = count_tokens(item) if item else 0
+            if not item or used + cost > budget:
+                continue
+        out.append(item)
+        used += cost
+    return out
+
+
+def _cut_lines_to(item: str, budget: int, count_tokens: Callable[[str], int]) -> str:
+    """The first lines of item that fit the budget (at least two lines: a label alone is useless)."""
+    lines = item.splitlines(keepends=True)
+    ends = list(range(2, len(lines) + 1))
+    last = _last_fitting(ends, lambda n: count_tokens("".join(lines[:n])) <= budget)
+    return "".join(lines[:ends[last]]) if last is not None else ""
+
+
+@functools.lru_cache(maxsize=64)
+def _signatures(path: str, text: str) -> tuple[str, ...]:
+    """First lines of a document's top-level functions/classes and their members: what other code calls."""
+    spec = languages.spec_for(None, path)
+    tree = languages.parse(text, spec.name) if spec else None
+    if tree is None:
+        return ()
+    lines = text.splitlines()
+    out: list[str] = []
+
+    def visit(nodes: list[Node], depth: int) -> None:
+        for node in nodes:
+            if node.type == "decorated_definition":
+                node = node.child_by_field_name("definition") or node
+            if node.type not in SCOPE_TYPES:
+                continue
+            row = node.start_point[0]
+            if row < len(lines) and len(out) < 200:
+                out.append(lines[row].rstrip())
+            body = node.child_by_field_name("body")
+            if depth == 0 and body is not None and _scope_name(node) and not node.type.startswith(
+                    ("function", "method", "func", "arrow", "constructor")):
+                visit(body.named_children, 1)
+
+    visit(tree.root_node.named_children, 0)
+    return tuple(out)
+
+
+def uri_path(uri: str) -> str:
+    """The path part of a file URI (or the string itself if it is not a URI)."""
+    parsed = urlparse(uri)
+    return unquote(parsed.path) if parsed.scheme else uri
+
+
+# ---------------------------------------------------------------------------------------------------
+# Recently edited places (llama.vim's ring buffer)
+
+
+@dataclass
+class _Chunk:
+    uri: str
+    first_line: int
+    text: str
+
+
+class RecentSnippets:
+    """Chunks of code near where the user recently edited or moved, across documents.
+
+    Like llama.vim's ring buffer: the code you just touched in another file is the best hint for the
+    file you are in. A new chunk replaces an older one from the same document that overlaps it.
+    """
+
+    def __init__(self, capacity: int = 16, lines: int = 16) -> None:
+        self.capacity = capacity
+        self.lines = lines
+        self._chunks: deque[_Chunk] = deque()
+        self._lock = threading.Lock()
+
+    def add(self, uri: str, text: str, offset: int) -> None:
+        """Remember the lines around `offset` in document `uri` (most recent last)."""
+        offset = max(0, min(offset, len(text)))
+        row = text.count("\n", 0, offset)
+        all_lines = text.splitlines()
+        first = max(0, row - self.lines // 2)
+        chunk_lines = all_lines[first:first + self.lines]
+        chunk = "\n".join(chunk_lines).strip("\n")
+        if not chunk.strip():
+            return
+        with self._lock:
+            for old in list(self._chunks):
+                if old.uri == uri and abs(old.first_line - first) < self.lines // 2 + 1:
+                    self._chunks.remove(old)
+            self._chunks.append(_Chunk(uri, first, chunk + "\n"))
+            while len(self._chunks) > self.capacity:
+                self._chunks.popleft()
+
+    def forget(self, uri: str) -> None:
+        """Drop a document's chunks (it was closed or deleted)."""
+        with self._lock:
+            self._chunks = deque(c for c in self._chunks if c.uri != uri)
+
+    def pick(self, count_tokens: Callable[[str], int], budget: int, exclude_uri: str | None = None,
+             comment: str = "#") -> list[str]:
+        """The most recent chunks from other documents that fit in `budget` tokens, each labelled."""
+        with self._lock:
+            chunks = list(reversed(self._chunks))
+        out: list[str] = []
+        used = 0
+        for chunk in chunks:
+            if chunk.uri == exclude_uri:
+                continue
+            item = f"{comment} {PurePosixPath(uri_path(chunk.uri)).name}\n{chunk.text}"
+            cost = count_tokens(item)
+            if used + cost <= budget:
+                out.append(item)
+                used += cost
+        return out

@@ -1,0 +1,246 @@
+"""Judging a model's suggestion: where it should stop, what to cut, and whether to show it at all.
+
+Each rule is a small function with its own tests (in the spirit of tabby-agent's postprocess filters).
+`stop_rule` runs the cutting rules during streaming so generation ends as soon as the suggestion has
+left the block (saving tokens); `postprocess` runs them on the final text, then trims and validates it.
+
+A cutting rule returns where the suggestion should end (an index into it) or None. Rules that need a
+complete line (`final=False` while streaming) wait for its newline before deciding.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+from lsp_server import languages
+from lsp_server.context import (_C_TOKENS, _OPENERS, _PY_TOKENS, CompletionContext, bracket_events, error_spans,
+                                indent_width, scan_brackets)
+
+MAX_PARSE_RETRIES = 6  # multi-line suggestions that break the parse are shortened this many lines at most
+_WORD = re.compile(r"\w")
+
+
+def stop_rule(ctx: CompletionContext) -> Callable[[str], bool]:
+    """A predicate for streaming: True once the text so far has gone past where the suggestion ends."""
+    def rule(text: str) -> bool:
+        return cut_point(text, ctx, final=False) is not None
+    return rule
+
+
+def postprocess(suggestion: str, ctx: CompletionContext) -> str | None:
+    """The suggestion to show (cut, trimmed, checked), or None to show nothing."""
+    text = suggestion.replace("\r\n", "\n")
+    cut = cut_point(text, ctx, final=True)
+    if cut is not None:
+        text = text[:cut]
+    text = drop_suffix_overlap(text, ctx)
+    text = trim_whitespace(text, ctx)
+    if not text.strip():
+        return None
+    return check_parse(text, ctx)
+
+
+def cut_point(text: str, ctx: CompletionContext, final: bool) -> int | None:
+    """The earliest end any cutting rule asks for."""
+    cuts = [rule(text, ctx, final) for rule in (single_line_end, bracket_end, indent_end, suffix_repeat)]
+    found = [c for c in cuts if c is not None]
+    return min(found) if found else None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Cutting rules
+
+
+def single_line_end(text: str, ctx: CompletionContext, final: bool = False) -> int | None:
+    """Single-line mode ends at the first newline after some code.
+
+    At the end of a line a suggestion may start on the next line ("\\n    return x"); in the middle of
+    a line it may not (the text after the cursor would be pushed down).
+    """
+    if ctx.multiline:
+        return None
+    if ctx.line_suffix.strip():
+        nl = text.find("\n")
+        return nl if nl >= 0 else None
+    code = len(text) - len(text.lstrip())
+    nl = text.find("\n", code)
+    return nl if nl >= 0 and code < len(text) else None
+
+
+def bracket_end(text: str, ctx: CompletionContext, final: bool = False) -> int | None:
+    """Stop where the suggestion closes a bracket that was open before the cursor.
+
+    If the suffix already closes that bracket, the suggestion ends just before its own closer (no
+    duplicate `)`/`}`); if not, a `}` is kept and ends the block, and `)`/`]` are kept and generation
+    goes on. A closer of the wrong kind always ends it.
+    """
+    if ctx.in_string or ctx.language is None:
+        return None
+    stack: list[str] = []
+    outer = 0  # closers so far that closed brackets opened before the cursor
+    for pos, ch in bracket_events(text, ctx.language):
+        if ch in _OPENERS:
+            stack.append(ch)
+            continue
+        if stack:
+            if _OPENERS[stack.pop()] != ch:  # mismatched inside the suggestion: garbage from here
+                return pos
+            continue
+        if ctx.suffix_closers:  # the suffix closes the innermost open bracket: this closer is a repeat
+            return pos
+        depth = len(ctx.open_brackets) - 1 - outer
+        if depth < 0 or _OPENERS[ctx.open_brackets[depth]] != ch:
+            return pos
+        if ch == "}":
+            return pos + 1
+        outer += 1
+    return None
+
+
+def indent_end(text: str, ctx: CompletionContext, final: bool = False) -> int | None:
+    """Python: stop before the first line that dedents out of the block the cursor is in.
+
+    The limit is the cursor line's indentation, one deeper when the cursor line opens the block
+    (`def f():`). Lines inside brackets or strings of the suggestion do not count, and nothing counts
+    while the cursor itself is inside brackets (continuation lines may be indented anyhow).
+    """
+    if ctx.language != "python" or ctx.in_string or ctx.open_brackets:
+        return None
+    first = text.split("\n", 1)[0]
+    if ctx.line_prefix.strip():
+        base = indent_width(ctx.indent)
+    else:
+        base = indent_width(ctx.line_prefix + first) if first.strip() else indent_width(ctx.line_prefix)
+    limit = base + 1 if ctx.opens_block and ctx.line_prefix.strip() else base
+    if not ctx.line_prefix.strip() and not first.strip():  # the code starts on a later line
+        limit = indent_width(ctx.line_prefix) if ctx.line_prefix else 0
+    skip = _inside_spans(text, ctx.language)
+    pos = text.find("\n")
+    while pos >= 0:
+        start = pos + 1
+        end = text.find("\n", start)
+        line = text[start:] if end < 0 else text[start:end]
+        if line.strip() and not skip(start) and indent_width(line) < limit:
+            return pos
+        pos = end
+    return None
+
+
+def suffix_repeat(text: str, ctx: CompletionContext, final: bool = False) -> int | None:
+    """Stop where the suggestion starts repeating the code that follows the cursor.
+
+    A suggestion line equal to the first code line of the suffix (ignoring indentation) is where the
+    model ran into existing code. Short lines (`}`, `end`) only count when the next line matches too.
+    """
+    if ctx.line_suffix.strip():
+        return None
+    targets = [line.strip() for line in ctx.suffix.split("\n")[1:] if line.strip()][:2]
+    if not targets:
+        return None
+    lines = text.split("\n")
+    complete = len(lines) if final else len(lines) - 1
+    offset = 0
+    for i, line in enumerate(lines[:complete]):
+        candidate = (i > 0 or not ctx.line_prefix.strip()) and line.strip() == targets[0]
+        if candidate:
+            strong = len(_WORD.findall(targets[0])) >= 3
+            rest = [ln.strip() for ln in lines[i + 1:complete] if ln.strip()]
+            if strong or (len(targets) > 1 and rest[:1] == targets[1:2]):
+                return max(0, offset - 1)
+        offset += len(line) + 1
+    return None
+
+
+def _inside_spans(text: str, language: str) -> Callable[[int], bool]:
+    """A test for 'this position is inside a bracket, string or comment of the text'."""
+    pattern = _PY_TOKENS if language == "python" else _C_TOKENS
+    spans: list[tuple[int, int]] = []
+    depth, opened = 0, 0
+    for m in pattern.finditer(text):
+        token = m.group()
+        if len(token) > 1:
+            spans.append((m.start() + 1, m.end()))
+        elif token in _OPENERS:
+            if depth == 0:
+                opened = m.start() + 1
+            depth += 1
+        elif depth > 0:
+            depth -= 1
+            if depth == 0:
+                spans.append((opened, m.start() + 1))
+    if depth > 0:
+        spans.append((opened, len(text) + 1))
+    return lambda pos: any(lo <= pos < hi for lo, hi in spans)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Cleaning rules
+
+
+def drop_suffix_overlap(text: str, ctx: CompletionContext) -> str:
+    """Drop a tail that repeats the rest of the cursor line (`foo(x)` + `)` → `foo(x`)…
+
+    …but never a closer the suggestion opened itself (`bar()` before `)` stays whole).
+    """
+    rest = ctx.line_suffix.strip()
+    body = text.rstrip()
+    if not rest or not body.endswith(rest):
+        return text
+    kept = body[:len(body) - len(rest)]
+    if ctx.language is not None and not ctx.in_string and \
+            len(scan_brackets(kept, ctx.language)[0]) != len(scan_brackets(body, ctx.language)[0]):
+        return text
+    return kept
+
+
+def trim_whitespace(text: str, ctx: CompletionContext) -> str:
+    """Trailing blank lines go; trailing spaces go at the end of a line; no doubled space at the cursor."""
+    if ctx.line_suffix.strip():
+        text = re.sub(r"(?:\n[ \t]*)+\Z", "", text)
+    else:
+        text = text.rstrip()
+    if ctx.line_prefix.endswith((" ", "\t")) and text[:1] in (" ", "\t"):
+        text = text.lstrip(" \t")
+    return text
+
+
+# ---------------------------------------------------------------------------------------------------
+# Parse check
+
+
+def check_parse(text: str, ctx: CompletionContext) -> str | None:
+    """The suggestion, or its longest leading lines that keep the cursor's scope parsing; None if none do.
+
+    Applies only when the scope parsed cleanly before (a file being typed is often broken already,
+    and then there is nothing to compare with).
+    """
+    if ctx.tree is None or ctx.language is None or not ctx.scope_was_clean:
+        return text
+    candidate = text
+    for _ in range(MAX_PARSE_RETRIES + 1):
+        if not breaks_parse(candidate, ctx):
+            return candidate
+        if "\n" not in candidate.strip("\n"):
+            return None
+        candidate = candidate.rstrip("\n").rsplit("\n", 1)[0].rstrip()
+        if not candidate.strip():
+            return None
+    return None
+
+
+def breaks_parse(text: str, ctx: CompletionContext) -> bool:
+    """Whether inserting text at the cursor adds parse errors in or after the cursor's scope."""
+    assert ctx.tree is not None and ctx.language is not None
+    window = ctx.window
+    new = window[:ctx.window_offset] + text + window[ctx.window_offset:]
+    tree = languages.parse(new, ctx.language)
+    if tree is None:
+        return False
+    lo, hi = ctx.scope_range
+    delta = len(text.encode("utf-8"))
+    if error_spans(tree.root_node, lo, hi + delta):
+        return True
+    before = error_spans(ctx.tree.root_node, hi + 1, ctx.tree.root_node.end_byte)
+    after = error_spans(tree.root_node, hi + delta + 1, tree.root_node.end_byte)
+    return len(after) > len(before)
