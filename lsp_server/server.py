@@ -179,9 +179,10 @@ def create_server() -> InfillServer:
     """Build a server with every feature registered (one server per process or test)."""
     from lsp_server.features.completion import CompletionFeature
     from lsp_server.features.edit import EditFeature
+    from lsp_server.features.search import SearchFeature
 
     server = InfillServer()
-    features: list[Feature] = [cls(server) for cls in (CompletionFeature, EditFeature)]
+    features: list[Feature] = [cls(server) for cls in (CompletionFeature, EditFeature, SearchFeature)]
     for feature in features:
         feature.register()
 

@@ -1,0 +1,301 @@
+"""Code search over LSP: `infill.search` and `workspace/symbol`, over an index kept fresh in the background.
+
+One worker thread owns every index write, in order: on `initialized` it opens one index per workspace
+folder, brings it up to date (keyword search works as soon as a file is chunked), then loads the embedding
+model and embeds what is new, reporting counts with cancellable `$/progress`. After that it applies the
+queued updates: saves, debounced buffer changes, closes, watched-file events and deletions. Searches never
+wait for it; they rank whatever is indexed. The code model is not needed at all.
+
+`infill.search` takes one argument `{"query": str, "limit": int}` and returns a JSON list of
+`{uri, range, name, kind, snippet, score}`, best first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcInvalidParams
+from pygls.uris import to_fs_path
+
+from lsp_server.index import Hit, Index
+from lsp_server.server import Feature, ProgressReporter
+
+log = logging.getLogger(__name__)
+
+SEARCH_COMMAND = "infill.search"
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 200
+SYMBOL_LIMIT = 50
+DEBOUNCE_SECONDS = 1.0
+WATCHER_ID = "infill-search-watcher"
+
+SYMBOL_KINDS = {
+    "function": types.SymbolKind.Function, "method": types.SymbolKind.Method, "class": types.SymbolKind.Class,
+    "struct": types.SymbolKind.Struct, "interface": types.SymbolKind.Interface, "enum": types.SymbolKind.Enum,
+    "type": types.SymbolKind.TypeParameter, "trait": types.SymbolKind.Interface, "impl": types.SymbolKind.Class,
+    "module": types.SymbolKind.Module, "namespace": types.SymbolKind.Namespace, "macro": types.SymbolKind.Function,
+    "block": types.SymbolKind.Module,
+}
+
+
+def parse_arguments(arguments: tuple) -> tuple[str, int]:
+    """`(query, limit)` from the command's arguments; a clear InvalidParams error otherwise."""
+    arg = arguments[0] if len(arguments) == 1 else None
+    if isinstance(arg, list) and len(arg) == 1:  # some clients wrap the argument list once more
+        arg = arg[0]
+    if not isinstance(arg, dict) or not isinstance(arg.get("query"), str):
+        raise JsonRpcInvalidParams(f'{SEARCH_COMMAND} takes one argument {{"query": str, "limit": int}}')
+    limit = arg.get("limit", DEFAULT_LIMIT)
+    if limit is None:
+        limit = DEFAULT_LIMIT
+    if isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit < 1:
+        raise JsonRpcInvalidParams(f"{SEARCH_COMMAND}: limit must be a positive number, not {limit!r}")
+    return arg["query"], min(int(limit), MAX_LIMIT)
+
+
+class SearchFeature(Feature):
+    """Background indexing and the search requests."""
+
+    def __init__(self, server) -> None:
+        super().__init__(server)
+        self._indexes: list[Index] = []
+        self._jobs: "queue.Queue[tuple]" = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._timers: dict[str, threading.Timer] = {}
+        self._lock = threading.Lock()
+        self.idle = threading.Event()  # set whenever the queue is drained (tests and benchmarks wait on it)
+
+    def register(self) -> None:
+        self.server.command(SEARCH_COMMAND)(self.execute)
+        self.server.feature(types.WORKSPACE_SYMBOL)(self.workspace_symbol)
+
+    # --- requests ------------------------------------------------------------------------------
+
+    async def execute(self, *arguments: Any) -> list[dict]:
+        """`infill.search`: ranked results as JSON."""
+        query, limit = parse_arguments(arguments)
+        hits = await self._in_thread(self.search, query, limit)
+        return [hit.as_dict() for hit in hits]
+
+    async def workspace_symbol(self, params: types.WorkspaceSymbolParams) -> list[types.WorkspaceSymbol]:
+        """The same results in the editor's symbol picker (an empty query lists nothing)."""
+        if not params.query.strip():
+            return []
+        hits = await self._in_thread(self.search, params.query, SYMBOL_LIMIT)
+        return [self._symbol(hit) for hit in hits]
+
+    async def _in_thread(self, fn, *args):
+        return await asyncio.wrap_future(self.server.thread_pool.submit(fn, *args))
+
+    def search(self, query: str, limit: int) -> list[Hit]:
+        """Results from every workspace folder's index, merged by score."""
+        hits: list[Hit] = []
+        for index in list(self._indexes):
+            try:
+                hits.extend(index.search(query, limit))
+            except Exception:  # a broken index answers nothing; the others still do
+                log.exception("search in %s failed", index.root)
+        hits.sort(key=lambda h: -h.score)
+        return hits[:limit]
+
+    def _symbol(self, hit: Hit) -> types.WorkspaceSymbol:
+        d = hit.as_dict()
+        rng = types.Range(start=types.Position(**d["range"]["start"]), end=types.Position(**d["range"]["end"]))
+        container = next((i.rel(Path(hit.path)) for i in self._indexes if Path(hit.path).is_relative_to(i.root)),
+                         hit.path)
+        return types.WorkspaceSymbol(name=hit.name, kind=SYMBOL_KINDS.get(hit.kind, types.SymbolKind.Object),
+                                     location=types.Location(uri=d["uri"], range=rng), container_name=container)
+
+    # --- lifecycle hooks -----------------------------------------------------------------------
+
+    def on_initialized(self) -> None:
+        if self.server.settings.index_enable:
+            self._start()
+
+    def on_settings(self) -> None:
+        if self.server.settings.index_enable:
+            self._start()
+
+    def on_save(self, uri: str) -> None:
+        self._cancel_timer(uri)
+        self._enqueue("file", uri)
+
+    def on_change(self, uri: str) -> None:
+        """Re-index the buffer once typing pauses."""
+        with self._lock:
+            old = self._timers.pop(uri, None)
+            if old is not None:
+                old.cancel()
+            timer = threading.Timer(DEBOUNCE_SECONDS, self._enqueue, args=("buffer", uri))
+            timer.daemon = True
+            self._timers[uri] = timer
+        timer.start()
+
+    def on_close(self, uri: str) -> None:
+        self._cancel_timer(uri)
+        self._enqueue("file", uri)  # the buffer may never have been saved: the disk is the truth again
+
+    def on_watched_files(self, changes: list[types.FileEvent]) -> None:
+        for change in changes:
+            deleted = change.type == types.FileChangeType.Deleted
+            self._enqueue("remove" if deleted else "file", change.uri)
+
+    def shutdown(self) -> None:
+        """Stop the worker (at the end of the current file or embedding batch)."""
+        self._stop.set()
+        self._jobs.put(("stop", ""))
+
+    # --- the worker ----------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._worker is not None:
+                return
+            self._worker = threading.Thread(target=self._run, name="infill-index", daemon=True)
+            self._worker.start()
+
+    def _cancel_timer(self, uri: str) -> None:
+        with self._lock:
+            timer = self._timers.pop(uri, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _enqueue(self, kind: str, uri: str) -> None:
+        if self._worker is None:
+            return  # not indexing (disabled, or not initialized yet): the first full pass will see it
+        self.idle.clear()
+        self._jobs.put((kind, uri))
+
+    def _roots(self) -> list[Path]:
+        workspace = self.server.workspace
+        paths = [to_fs_path(uri) for uri in workspace.folders] if workspace.folders else [workspace.root_path]
+        return [Path(p).resolve() for p in paths if p and Path(p).is_dir()]
+
+    def _run(self) -> None:
+        try:
+            self._full_pass()
+            self._register_watcher()
+            while not self._stop.is_set():
+                try:
+                    job = self._jobs.get(timeout=0.5)
+                except queue.Empty:
+                    self.idle.set()
+                    continue
+                if job[0] == "stop":
+                    break
+                jobs = [job] + self._drain()
+                self._apply(jobs)
+                for index in self._indexes:
+                    index.embed_pending(cancel=self._stop)
+                if self._jobs.empty():
+                    self.idle.set()
+        except Exception:
+            log.exception("search indexing stopped")
+            self.idle.set()
+
+    def _drain(self) -> list[tuple]:
+        jobs = []
+        while True:
+            try:
+                jobs.append(self._jobs.get_nowait())
+            except queue.Empty:
+                return jobs
+
+    def _full_pass(self) -> None:
+        """Open every folder's index, chunk what changed, then embed it, with `$/progress`."""
+        progress = ProgressReporter(self.server, "infill: indexing", cancellable=True)
+        cancel = _AnyEvent(progress.cancelled, self._stop)
+        t0 = time.perf_counter()
+        try:
+            for root in self._roots():
+                self._indexes.append(Index(root))
+            for index in self._indexes:
+                index.update_all(progress.report, cancel, embed=False)
+            embedder = self._load_embedder(progress)
+            for index in self._indexes:
+                if embedder is not None and not cancel.is_set():
+                    index.set_embedder(embedder)
+                    index.embed_pending(progress.report, cancel)
+        except Exception as exc:
+            log.exception("indexing failed")
+            progress.end(f"indexing failed: {exc}")
+            return
+        files = sum(i.counts()[0] for i in self._indexes)
+        chunks = sum(i.counts()[1] for i in self._indexes)
+        state = "cancelled" if cancel.is_set() else "indexed"
+        progress.end(f"{state} {files} files, {chunks} chunks in {time.perf_counter() - t0:.1f}s")
+
+    def _load_embedder(self, progress: ProgressReporter):
+        """The embedding model, or None (keyword search only) when it cannot load."""
+        try:
+            from inference.embed import Embedder
+
+            return Embedder.load(progress=lambda message: progress.report(message, None))
+        except Exception as exc:
+            log.warning("semantic search off, keyword search only: %s", exc)
+            self.server.window_log_message(types.LogMessageParams(
+                type=types.MessageType.Warning, message=f"infill: semantic search unavailable ({exc})"))
+            return None
+
+    def _register_watcher(self) -> None:
+        """Ask the client to tell us about file changes made outside the editor (if it can)."""
+        caps = self.server.client_capabilities
+        watched = caps.workspace.did_change_watched_files if caps and caps.workspace else None
+        if not (watched and watched.dynamic_registration):
+            return
+        options = types.DidChangeWatchedFilesRegistrationOptions(
+            watchers=[types.FileSystemWatcher(glob_pattern="**/*")])
+        params = types.RegistrationParams(registrations=[types.Registration(
+            id=WATCHER_ID, method=types.WORKSPACE_DID_CHANGE_WATCHED_FILES, register_options=options)])
+        try:
+            self.server.client_register_capability(params).result(timeout=5)
+        except Exception as exc:
+            log.info("file watcher registration refused: %s", exc)
+
+    def _apply(self, jobs: list[tuple]) -> None:
+        """Apply queued updates; for each file only the last job counts."""
+        last: dict[str, str] = {}
+        for kind, uri in jobs:
+            last[uri] = kind
+        for uri, kind in last.items():
+            path = to_fs_path(uri)
+            if path is None:
+                continue
+            index = self._index_for(Path(path))
+            if index is None:
+                continue
+            try:
+                if kind == "remove" or not Path(path).exists():
+                    index.remove_file(path)
+                elif kind == "buffer":
+                    doc = self.server.workspace.text_documents.get(uri)
+                    index.update_file(path, text=doc.source if doc is not None else None)
+                elif Path(path).is_dir():
+                    index.update_all(cancel=self._stop, embed=False)
+                else:
+                    index.update_file(path)
+            except Exception:
+                log.exception("index update for %s failed", path)
+
+    def _index_for(self, path: Path) -> Index | None:
+        path = path.resolve() if path.exists() else path
+        matches = [i for i in self._indexes if path.is_relative_to(i.root)]
+        return max(matches, key=lambda i: len(str(i.root)), default=None)
+
+
+class _AnyEvent:
+    """Set when any of its events is (a cancel from the client or a server shutdown)."""
+
+    def __init__(self, *events: threading.Event) -> None:
+        self._events = events
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self._events)
