@@ -56,12 +56,15 @@ class Task:
             end = start + len(self.select)
         else:
             start = end = self.source.index(self.cursor_after) + len(self.cursor_after)
-        return edit.EditTask(self.source, start, end, self.instruction, self.language, self.target_language)
+        structured = next((p.preset for p in preset_instructions(self.language, [])
+                           if p.preset and p.instruction == self.instruction), None)  # as the code action sends it
+        return edit.EditTask(self.source, start, end, self.instruction, self.language, self.target_language,
+                             structured)
 
 
 def preset(language: str, title: str) -> str:
     """The instruction a preset code action sends (so the benchmark measures what users click)."""
-    return next(i for t, i, _ in preset_instructions(language, []) if t == title)
+    return next(p.instruction for p in preset_instructions(language, []) if p.title == title)
 
 
 # --- checks ----------------------------------------------------------------------------------------
@@ -364,10 +367,10 @@ TASKS: list[Task] = [
          structure("cpp", text_of_function("size", lambda s: "size()const" in s, "not const"))),
     # Translation: the replacement is checked in the target language.
     Task("translate-py-js", "python", "def add(a, b):\n    return a + b\n", "def add(a, b):\n    return a + b\n",
-         next(i for t, i, _ in preset_instructions("python", ["javascript"]) if t.startswith("Translate")),
+         next(p.instruction for p in preset_instructions("python", ["javascript"]) if p.target_language),
          structure("javascript", function_named("add"), on_replacement=True), target_language="javascript"),
     Task("translate-py-rust", "python", "def square(x):\n    return x * x\n", "def square(x):\n    return x * x\n",
-         next(i for t, i, _ in preset_instructions("python", ["rust"]) if t.startswith("Translate")),
+         next(p.instruction for p in preset_instructions("python", ["rust"]) if p.target_language),
          structure("rust", function_named("square"), on_replacement=True), target_language="rust"),
 ]
 

@@ -309,3 +309,69 @@ def test_run_edit_reports_no_change() -> None:
     engine = ScriptedEngine(["def greet(self, name):\n    return 'hi ' + name\n"])
     with pytest.raises(EditError, match="no change"):
         edit.run_edit(engine, select(CLASS_DOC, GREET, "Simplify"), max_new_tokens=64)
+
+
+# --- structured docstrings -------------------------------------------------------------------------
+
+
+def test_doc_targets_find_undocumented_definitions_in_the_selection() -> None:
+    doc = 'class A:\n    """Documented."""\n\n    def f(self):\n        return 1\n\n    def g(self): return 2\n'
+    targets = edit.doc_targets(EditTask(doc, 0, len(doc), "doc", "python", preset=edit.DOCSTRING))
+    # A already has one; g is a one-liner with no line for a docstring: only f.
+    assert [(t.name, t.kind, t.indent) for t in targets] == [("f", "method", "        ")]
+    assert doc[targets[0].offset:].startswith("return 1")
+
+
+@pytest.mark.parametrize("language, doc, expected", [
+    ("python", "def add(a, b):\n    return a + b\n", 'def add(a, b):\n    """Adds a and b."""\n    return a + b\n'),
+    ("javascript", "export function add(a, b) {\n  return a + b;\n}\n",
+     "/** Adds a and b. */\nexport function add(a, b) {\n  return a + b;\n}\n"),
+    ("go", "package m\n\nfunc Add(a, b int) int {\n\treturn a + b\n}\n",
+     "package m\n\n// Add adds a and b.\nfunc Add(a, b int) int {\n\treturn a + b\n}\n"),
+    ("rust", "impl S {\n    fn add(&self) -> i32 {\n        1\n    }\n}\n",
+     "impl S {\n    /// Adds a and b.\n    fn add(&self) -> i32 {\n        1\n    }\n}\n"),
+])
+def test_run_docstring_inserts_the_summary_where_the_language_wants_it(language: str, doc: str, expected: str) -> None:
+    engine = ScriptedEngine([" adds a and b. It uses the + operator."])
+    task = EditTask(doc, 0, len(doc), "Add docstring", language, preset=edit.DOCSTRING)
+    result = edit.run_edit(engine, task, max_new_tokens=64)
+    assert result.new_text == expected
+    assert engine.prompts[0].endswith("This function") or engine.prompts[0].endswith("This method")
+
+
+def test_run_docstring_keeps_a_non_verb_reply_after_the_seed() -> None:
+    engine = ScriptedEngine([" is a helper for sums in Python."])
+    doc = "def add(a, b):\n    return a + b\n"
+    result = edit.run_edit(engine, EditTask(doc, 0, len(doc), "Add docstring", "python", preset=edit.DOCSTRING),
+                           max_new_tokens=64)
+    assert '"""This function is a helper for sums."""' in result.new_text
+
+
+def test_run_docstring_with_an_empty_reply_is_refused() -> None:
+    doc = "def add(a, b):\n    return a + b\n"
+    with pytest.raises(EditError, match="no description"):
+        edit.run_edit(ScriptedEngine(["   "]), EditTask(doc, 0, len(doc), "Add docstring", "python",
+                                                        preset=edit.DOCSTRING), max_new_tokens=64)
+
+
+def test_docstring_preset_without_definitions_falls_back_to_a_rewrite() -> None:
+    doc = "x = 1\ny = 2\n"
+    engine = ScriptedEngine(["# two numbers\nx = 1\ny = 2\n"])
+    result = edit.run_edit(engine, EditTask(doc, 0, len(doc), "Add docstring", "python", preset=edit.DOCSTRING),
+                           max_new_tokens=64)
+    assert result.new_text == "# two numbers\nx = 1\ny = 2\n"
+
+
+def test_clean_summary() -> None:
+    assert edit.clean_summary("calculates the mean in Python. It loops.") == "Calculates the mean."
+    assert edit.clean_summary("`returns x`") == "Returns x."
+    assert edit.clean_summary("  ") == ""
+
+
+def test_presets_per_language() -> None:
+    py = [p.title for p in edit.preset_instructions("python", ["javascript", "python", "cobol"])]
+    assert py == ["Add docstring", "Add type hints", "Fix the bug", "Simplify", "Add error handling",
+                  "Translate to JavaScript"]
+    go = edit.preset_instructions("go", ["rust"])
+    assert "Add type hints" not in [p.title for p in go]
+    assert go[0].arguments()["preset"] == edit.DOCSTRING and go[-1].arguments()["targetLanguage"] == "rust"

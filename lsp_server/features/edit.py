@@ -7,7 +7,7 @@ for text, which then call `infill.edit`). `infill.edit` generates on a worker th
 `$/progress`, validates (see `lsp_server.edit`), and applies a `TextDocumentEdit` carrying the document
 version, so an edit never lands on text it was not made for.
 
-`infill.edit` arguments: one object `{uri, range, version, instruction, apply=true, targetLanguage?}`;
+`infill.edit` arguments: one object `{uri, range, version, instruction, apply=true, targetLanguage?, preset?}`;
 result: `{edit: WorkspaceEdit, diff: str, applied: bool}`.
 """
 
@@ -98,11 +98,8 @@ class EditFeature(Feature):
         if self._client_can_ask():
             actions.append(_action("Edit with instruction…", ASK_COMMAND, dict(base)))
         if text[start:end].strip():
-            for title, instruction, target in edit.preset_instructions(language, self.server.settings.translate_languages):
-                args = dict(base, instruction=instruction)
-                if target:
-                    args["targetLanguage"] = target
-                actions.append(_action(title, EDIT_COMMAND, args))
+            for preset in edit.preset_instructions(language, self.server.settings.translate_languages):
+                actions.append(_action(preset.title, EDIT_COMMAND, base | preset.arguments()))
         elif end == start:
             comment = comment_above(text, start, languages.comment_prefix(doc.language_id, doc.path))
             if comment:
@@ -147,7 +144,7 @@ class EditFeature(Feature):
             raise JsonRpcException(f"infill: {why}.", REQUEST_FAILED)
         spec = languages.spec_for(doc.language_id, doc.path)
         task = edit.EditTask(text, start, end, request["instruction"], spec.name if spec else None,
-                             request["target_language"])
+                             request["target_language"], request["preset"])
 
         key = _key(uri)
         with self._lock:
@@ -255,7 +252,10 @@ class EditFeature(Feature):
         target_spec = languages.spec_for(target) if isinstance(target, str) else None
         if target is not None and target_spec is None:
             raise JsonRpcInvalidParams(f"infill.edit: unknown targetLanguage {target!r}.")
-        return {"uri": uri, "range": rng, "version": version, "instruction": instruction,
+        preset = raw.get("preset")
+        if preset is not None and preset != edit.DOCSTRING:
+            raise JsonRpcInvalidParams(f"infill.edit: unknown preset {preset!r}.")
+        return {"uri": uri, "range": rng, "version": version, "instruction": instruction, "preset": preset,
                 "apply": raw.get("apply", True) is not False,
                 "target_language": target_spec.name if target_spec else None}
 
