@@ -350,9 +350,8 @@ def _utf8_len(s: str) -> int:
 
 def _enclosing_scope(tree: Tree, data: bytes, cursor_b: int) -> Node | None:
     """The innermost function/class-like node around the cursor (probing the last code before it)."""
-    probe = len(data[:cursor_b].rstrip())
-    probe = max(0, probe - 1) if probe else 0
-    node = tree.root_node.descendant_for_byte_range(probe, max(probe, cursor_b))
+    probe = max(0, len(data[:cursor_b].rstrip()) - 1)
+    node = tree.root_node.descendant_for_byte_range(probe, probe + 1)
     while node is not None:
         if node.type in SCOPE_TYPES:
             return node
@@ -374,12 +373,12 @@ def _scope_name(node: Node) -> str | None:
     for _ in range(6):
         if current is None:
             return None
-        name = current.child_by_field_name("name")
-        if name is not None:
-            return name.text.decode("utf-8", "replace") if name.text else None
         if current.type in ("identifier", "field_identifier", "qualified_identifier", "destructor_name",
                             "operator_name", "type_identifier"):
             return current.text.decode("utf-8", "replace") if current.text else None
+        name = current.child_by_field_name("name")
+        if name is not None:
+            return name.text.decode("utf-8", "replace") if name.text else None
         current = current.child_by_field_name("declarator") or current.child_by_field_name("type")
     return None
 

@@ -230,17 +230,16 @@ def check_parse(text: str, ctx: CompletionContext) -> str | None:
 
 
 def breaks_parse(text: str, ctx: CompletionContext) -> bool:
-    """Whether inserting text at the cursor adds parse errors in or after the cursor's scope."""
-    assert ctx.tree is not None and ctx.language is not None
+    """Whether inserting text at the cursor puts a parse error in the cursor's scope, or anywhere more of them."""
+    if ctx.tree is None or ctx.language is None:
+        return False
     window = ctx.window
     new = window[:ctx.window_offset] + text + window[ctx.window_offset:]
     tree = languages.parse(new, ctx.language)
     if tree is None:
         return False
     lo, hi = ctx.scope_range
-    delta = len(text.encode("utf-8"))
-    if error_spans(tree.root_node, lo, hi + delta):
+    if error_spans(tree.root_node, lo, hi + len(text.encode("utf-8"))):
         return True
-    before = error_spans(ctx.tree.root_node, hi + 1, ctx.tree.root_node.end_byte)
-    after = error_spans(tree.root_node, hi + delta + 1, tree.root_node.end_byte)
-    return len(after) > len(before)
+    everywhere = (0, 1 << 62)
+    return len(error_spans(tree.root_node, *everywhere)) > len(error_spans(ctx.tree.root_node, *everywhere))
