@@ -64,8 +64,9 @@ _TOP_LEVEL_LINE = re.compile(r"\n(?=[^\s)\]}])")  # a line starting in column 0 
 _LINE_START = re.compile(r"\n([ \t]*)(?=[^\s)\]}])(?!(?:else|elif|except|finally|case|default)\b)")  # any line with code that does not start with a closer
 _CLOSERS = {")": "(", "]": "[", "}": "{"}
 _OPENERS = {v: k for k, v in _CLOSERS.items()}
+_BRACKETS = frozenset("()[]{}")
 
-# Brackets outside strings and comments. Only one-character matches are brackets; the rest is skipped.
+# Brackets outside strings and comments: any other match is a string or comment, skipped whole.
 _PY_TOKENS = re.compile(
     r"#[^\n]*"
     r"|\"\"\"[\s\S]*?(?:\"\"\"|\Z)|'''[\s\S]*?(?:'''|\Z)"
@@ -460,7 +461,7 @@ def scan_brackets(text: str, language: str | None) -> tuple[str, str]:
     unmatched: list[str] = []
     for match in pattern.finditer(text):
         ch = match.group()
-        if len(ch) != 1:
+        if ch not in _BRACKETS:
             continue
         if ch in _OPENERS:
             stack.append(ch)
@@ -474,7 +475,7 @@ def scan_brackets(text: str, language: str | None) -> tuple[str, str]:
 def bracket_events(text: str, language: str | None) -> list[tuple[int, str]]:
     """Positions and characters of the brackets in text, outside strings and comments."""
     pattern = _PY_TOKENS if language == "python" or language is None else _C_TOKENS
-    return [(m.start(), m.group()) for m in pattern.finditer(text) if len(m.group()) == 1]
+    return [(m.start(), m.group()) for m in pattern.finditer(text) if m.group() in _BRACKETS]
 
 
 # ---------------------------------------------------------------------------------------------------

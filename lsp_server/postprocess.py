@@ -14,7 +14,7 @@ import re
 from typing import Callable
 
 from lsp_server import languages
-from lsp_server.context import (_C_TOKENS, _OPENERS, _PY_TOKENS, CompletionContext, bracket_events, error_spans,
+from lsp_server.context import (_BRACKETS, _C_TOKENS, _OPENERS, _PY_TOKENS, CompletionContext, bracket_events, error_spans,
                                 indent_width, scan_brackets)
 
 MAX_PARSE_RETRIES = 6  # multi-line suggestions that break the parse are shortened this many lines at most
@@ -102,10 +102,13 @@ def indent_end(text: str, ctx: CompletionContext, final: bool = False) -> int | 
     """Python: stop before the first line that dedents out of the block the cursor is in.
 
     The limit is the cursor line's indentation, one deeper when the cursor line opens the block
-    (`def f():`). Lines inside brackets or strings of the suggestion do not count, and nothing counts
-    while the cursor itself is inside brackets (continuation lines may be indented anyhow).
+    (`def f():`). Lines inside brackets or strings of the suggestion do not count, nor lines before
+    the suggestion closes the brackets open at the cursor (continuation lines may be indented anyhow).
     """
-    if ctx.language != "python" or ctx.in_string or ctx.open_brackets:
+    if ctx.language != "python" or ctx.in_string:
+        return None
+    after = _closes_all(text, ctx)
+    if after is None:  # still inside brackets opened before the cursor
         return None
     first = text.split("\n", 1)[0]
     if ctx.line_prefix.strip():
@@ -121,7 +124,7 @@ def indent_end(text: str, ctx: CompletionContext, final: bool = False) -> int | 
         start = pos + 1
         end = text.find("\n", start)
         line = text[start:] if end < 0 else text[start:end]
-        if line.strip() and not skip(start) and indent_width(line) < limit:
+        if start >= after and line.strip() and not skip(start) and indent_width(line) < limit:
             return pos
         pos = end
     return None
@@ -152,6 +155,24 @@ def suffix_repeat(text: str, ctx: CompletionContext, final: bool = False) -> int
     return None
 
 
+def _closes_all(text: str, ctx: CompletionContext) -> int | None:
+    """Where the suggestion has closed every bracket open at the cursor (0 if none is), or None."""
+    needed = len(ctx.open_brackets)
+    if not needed:
+        return 0
+    depth = closed = 0
+    for pos, ch in bracket_events(text, ctx.language):
+        if ch in _OPENERS:
+            depth += 1
+        elif depth:
+            depth -= 1
+        else:
+            closed += 1
+            if closed == needed:
+                return pos + 1
+    return None
+
+
 def _inside_spans(text: str, language: str) -> Callable[[int], bool]:
     """A test for 'this position is inside a bracket, string or comment of the text'."""
     pattern = _PY_TOKENS if language == "python" else _C_TOKENS
@@ -159,7 +180,7 @@ def _inside_spans(text: str, language: str) -> Callable[[int], bool]:
     depth, opened = 0, 0
     for m in pattern.finditer(text):
         token = m.group()
-        if len(token) > 1:
+        if token not in _BRACKETS:
             spans.append((m.start() + 1, m.end()))
         elif token in _OPENERS:
             if depth == 0:

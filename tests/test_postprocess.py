@@ -1,0 +1,230 @@
+"""Post-processing: each rule on golden cases per language, streaming stop, and the parse-safety property."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lsp_server import languages
+from lsp_server.context import CompletionContext, build_context
+from lsp_server.postprocess import (bracket_end, check_parse, drop_suffix_overlap, indent_end, postprocess,
+                                    single_line_end, stop_rule, suffix_repeat, trim_whitespace)
+
+CURSOR = "█"
+
+
+def ctx_at(doc: str, language: str | None) -> CompletionContext:
+    offset = doc.index(CURSOR)
+    return build_context(doc.replace(CURSOR, "", 1), offset, language, count_tokens=lambda s: len(s) // 3)
+
+
+def insert(doc: str, suggestion: str) -> str:
+    return doc.replace(CURSOR, suggestion, 1)
+
+
+# --- end-to-end golden cases: (language, document, raw model output, expected suggestion) --------------
+
+GOLDEN = [
+    # Python: block end by indentation
+    ("python", "def f(x):█\n\n\ndef g():\n    pass\n",
+     "\n    return x * 2\n\n\ndef h():\n    pass", "\n    return x * 2"),
+    ("python", "class A:\n    def f(self):\n        █\n\n    def g(self):\n        pass\n",
+     "self.x = 1\n        return self.x\n\n    def h(self):", "self.x = 1\n        return self.x"),
+    ("python", "if ok:\n    █\nelse:\n    pass\n", "run()\n    log()\nelse:\n    stop()", "run()\n    log()"),
+    ("python", "def f():\n    █\n", 'x = """\ndocs\n"""\n    return x\nprint(1)', 'x = """\ndocs\n"""\n    return x'),
+    ("python", "def f():\n    y = g(█\n", "1,\n2)\nprint(y)", "1,\n2)"),  # inside brackets: no dedent rule
+    # Python: brackets and suffix
+    ("python", "def f(x):\n    y = foo(█)\n    return y\n", "a, b)\n", "a, b"),
+    ("python", "def f(x):\n    y = foo(█)\n    return y\n", "bar())", "bar()"),
+    ("python", "def f(x):\n    y = foo(█)\n    return y\n", "bar()", "bar()"),
+    ("python", "d = {█\n", '"a": 1}\nprint(d)', '"a": 1}'),
+    ("python", 'def f():\n    print("█")\n', 'hello")', "hello"),
+    ("python", "def f(x):\n    if x == █:\n        pass\n", "1:", "1"),
+    # Python: suffix repetition
+    ("python", "def f(x):\n    y = 1\n    █\n    return y\n", "y += 2\n    return y\n", "y += 2"),
+    ("python", "def f(x):\n    █\n    value = compute(x)\n    return value\n",
+     "x = int(x)\n    value = compute(x)\n    return value", "x = int(x)"),
+    # single line
+    ("python", "def f(x):\n    y = █\n    return y\n", "x + 1\n    z = 2", "x + 1"),
+    ("python", "def f(x):\n    y = █ + 1\n", "x\n + 2", "x"),
+    ("python", "def f(x):\n    y = x█\n", "\n    return y\n    print(y)", "\n    return y"),
+    ("python", "def f(x):\n    y = x   █\n", "  + 1", "+ 1"),
+    # C-like: brackets end the block
+    ("c", "int main() {\n  int x = 1;\n  █\n}\n", "x++;\n  return x;\n}\n\nint g() {", "x++;\n  return x;"),
+    ("c", "int main() {█\n}\n", "\n  return 0;\n}\n", "\n  return 0;"),
+    ("c", "int main() {█", "\n  return 0;\n}\nint g() {}", "\n  return 0;\n}"),
+    ("cpp", "int main() {\n  std::vector<int> v = {█};\n}\n", "1, 2, 3};", "1, 2, 3"),
+    ("rust", "fn main() {\n    for x in v.iter() {█\n    }\n}\n",
+     '\n        println!("{}", x);\n    }\n}', '\n        println!("{}", x);'),
+    ("rust", "fn f<'a>(s: &'a str) -> &'a str {\n    █\n}\n", "let t: &'a str = s;\n    t\n}", "let t: &'a str = s;\n    t"),
+    ("go", "func main() {\n\tx := foo(█)\n}\n", "1, 2)", "1, 2"),
+    ("go", "func main() {\n\tif ok {█\n\t}\n}\n", "\n\t\treturn\n\t}\n}", "\n\t\treturn"),
+    ("javascript", "function f(a) {\n  if (a) {█\n  }\n  return 1;\n}\n",
+     "\n    return a + 1;\n  }\n  return 1;\n}", "\n    return a + 1;"),
+    ("typescript", "const f = (a: number): number => {\n  █\n};\n", "return a * 2;\n};\nconst g = 1;", "return a * 2;"),
+    ("java", "class A {\n  void m() {\n    █\n  }\n}\n", "int x = 1;\n    return;\n  }\n}", "int x = 1;\n    return;"),
+    ("java", "class A {\n  void m() {\n    String s = \"█\";\n  }\n}\n", 'a{b";', "a{b"),
+    # discard
+    ("python", "x = 1\n█", "   \n  \n", None),
+    ("python", "x = 1\n█", "", None),
+    ("c", "int main() {\n  f(█);\n}\n", ");", None),
+    # plain text: only line/overlap/trim rules
+    (None, "Dear diary, today █\nBye\n", "it rained)\nand more", "it rained)"),
+    # non-ASCII
+    ("python", 'def f():\n    s = "é😀" + █\n', "'ü' * 2\nprint(s)", "'ü' * 2"),
+]
+
+
+@pytest.mark.parametrize("language,doc,raw,expected", GOLDEN)
+def test_golden(language: str | None, doc: str, raw: str, expected: str | None) -> None:
+    assert postprocess(raw, ctx_at(doc, language)) == expected
+
+
+@pytest.mark.parametrize("language,doc,raw,expected", [g for g in GOLDEN if g[3] is not None])
+def test_streaming_stops_where_postprocess_cuts(language: str | None, doc: str, raw: str, expected: str) -> None:
+    """Fed one character at a time, generation stops as soon as the cut is decided, and the text
+    generated up to then post-processes to the same suggestion."""
+    ctx = ctx_at(doc, language)
+    rule = stop_rule(ctx)
+    stopped = next((i for i in range(1, len(raw) + 1) if rule(raw[:i])), len(raw))
+    assert postprocess(raw[:stopped], ctx) == expected
+
+
+# --- rules one by one ---------------------------------------------------------------------------------
+
+
+def test_single_line_end() -> None:
+    mid = ctx_at("x = f(█)\n", "python")
+    assert single_line_end("a\nb", mid) == 1
+    assert single_line_end("\nb", mid) == 0  # mid-line: a newline would push the rest of the line down
+    end = ctx_at("x = 1█\n", "python")
+    assert single_line_end("\n  y = 2\nz", end) == 8
+    assert single_line_end("\n  ", end) is None  # undecided while only whitespace has come
+    assert single_line_end("a\nb", ctx_at("def f():\n    █\n", "python")) is None  # multi-line mode
+
+
+def test_bracket_end_cases() -> None:
+    closed = ctx_at("f(█)\n", "javascript")
+    assert bracket_end("a, g(b))", closed) == 7
+    assert bracket_end("a)", closed) == 1
+    assert bracket_end("a]", closed) == 1  # a wrong closer ends it
+    open_ = ctx_at("f(█\n", "javascript")
+    assert bracket_end("a) + g(b)", open_) is None  # the suffix does not close it: keep going
+    block = ctx_at("if (x) {█", "c")
+    assert bracket_end("\n  y();\n}\nz();", block) == 9  # `}` kept, block ends
+    assert bracket_end("a(]", block) == 2  # mismatched inside the suggestion
+    assert bracket_end("x)", ctx_at('s = "(█"\n', "python")) is None  # in a string
+
+
+def test_indent_end_cases() -> None:
+    opener = ctx_at("def f():█\n", "python")
+    assert indent_end("\n    a\n\n    b\nc", opener) == 13
+    assert indent_end("\n    a\n    b", opener) is None
+    body = ctx_at("def f():\n    █\n", "python")
+    assert indent_end("a\n    b\nc", body) == 7
+    assert indent_end("a\n  b", body) == 1
+    col0 = ctx_at("def f():\n█\n", "python")
+    assert indent_end("    a\n    b\nc", col0) == 11  # the first line sets the block's indentation
+    assert indent_end("a\nb", ctx_at("def f():\n    █\n", "go")) is None  # only Python
+
+
+def test_suffix_repeat_cases() -> None:
+    ctx = ctx_at("def f():\n    █\n    return value\n", "python")
+    assert suffix_repeat("x = 1\n    return value", ctx, final=True) == 5
+    assert suffix_repeat("x = 1\n    return value", ctx, final=False) is None  # the line may go on
+    assert suffix_repeat("x = 1\n    return value_2\n", ctx, final=False) is None
+    short = ctx_at("int f() {\n  █\n}\nint g;\n", "c")
+    assert suffix_repeat("if (a) {\n  b;\n}\nc;", short, final=True) is None  # a lone `}` is not enough
+    assert suffix_repeat("a;\n}\nint g;", short, final=True) == 2
+
+
+def test_drop_suffix_overlap_cases() -> None:
+    ctx = ctx_at("x = foo(█);\n", "c")
+    assert drop_suffix_overlap("a);", ctx) == "a"
+    assert drop_suffix_overlap("bar();", ctx) == "bar();"  # dropping `);` would unbalance `bar(`
+    assert drop_suffix_overlap("a + b", ctx) == "a + b"
+    assert drop_suffix_overlap("x", ctx_at("x = █\n", "c")) == "x"
+
+
+def test_trim_whitespace_cases() -> None:
+    end = ctx_at("x = █\n", "python")
+    assert trim_whitespace("1  \n\n  ", end) == "1"
+    mid = ctx_at("x = █ + 1\n", "python")
+    assert trim_whitespace("a \n  ", mid) == "a "  # the space before the rest of the line stays
+    assert trim_whitespace("  1", end) == "1"  # no double space after `= `
+    assert trim_whitespace("\n    1", end) == "\n    1"
+
+
+def test_check_parse_discards_what_breaks_a_clean_scope() -> None:
+    doc = "def f(x):\n    y = 1\n    █\n    return y\n"
+    ctx = ctx_at(doc, "python")
+    assert ctx.scope_was_clean
+    assert check_parse("y += 2", ctx) == "y += 2"
+    assert check_parse("y = (", ctx) is None
+    assert check_parse("y += 1\n    z = [1,", ctx) == "y += 1"  # shortened to the lines that parse
+    assert check_parse("    )", ctx) is None
+
+
+@pytest.mark.parametrize("language,doc,bad", [
+    ("javascript", "function f() {\n  █\n}\n", "if (x) {"),
+    ("go", "package main\n\nfunc f() {\n\t█\n}\n", "x := )"),
+    ("rust", "fn f() {\n    █\n}\n", "let = ;"),
+    ("java", "class A {\n  void m() {\n    █\n  }\n}\n", "int x = ;"),
+    ("c", "int f(void) {\n  █\n}\n", "int x = (1;"),
+    ("cpp", "int f() {\n  █\n}\n", "auto x = [;"),
+    ("typescript", "function f(): void {\n  █\n}\n", "let x: = 1;"),
+])
+def test_check_parse_per_language(language: str, doc: str, bad: str) -> None:
+    ctx = ctx_at(doc, language)
+    assert ctx.scope_was_clean
+    assert check_parse(bad, ctx) is None
+    assert postprocess(bad, ctx) is None
+
+
+def test_check_parse_is_skipped_when_the_scope_was_already_broken() -> None:
+    ctx = ctx_at("def f(x):\n    y = (█\n", "python")
+    assert not ctx.scope_was_clean
+    assert check_parse("1 +", ctx) == "1 +"
+
+
+def test_errors_elsewhere_do_not_block_a_clean_scope() -> None:
+    doc = "def broken(:\n    pass\n\ndef f(x):\n    █\n    return x\n"
+    ctx = ctx_at(doc, "python")
+    assert ctx.scope_was_clean
+    assert postprocess("x = x + 1", ctx) == "x = x + 1"
+    assert postprocess("x = (x + 1", ctx) is None
+
+
+# --- properties -----------------------------------------------------------------------------------------
+
+CLEAN_FILES = {
+    "python": "import os\n\n\ndef f(x):\n    y = foo(x)\n    █\n    return y\n\n\ndef g():\n    return 1\n",
+    "c": "#include <stdio.h>\n\nint f(int x) {\n  int y = x;\n  █\n  return y;\n}\n",
+    "javascript": "function f(x) {\n  const y = [x];\n  █\n  return y;\n}\n",
+    "rust": "fn f(x: i32) -> i32 {\n    let y = x;\n    █\n    y\n}\n",
+    "go": "package main\n\nfunc f(x int) int {\n\ty := x\n\t█\n\treturn y\n}\n",
+}
+PIECES = ["y", " = ", "1", "+", "(", ")", "[", "]", "{", "}", ":", ";", "\n", "    ", "\t", "x", ",", "return ",
+          "if ", "foo(", '"', "#", "//", "let ", "const ", "int "]
+
+
+@settings(max_examples=200, deadline=None)
+@given(language=st.sampled_from(sorted(CLEAN_FILES)), pieces=st.lists(st.sampled_from(PIECES), max_size=14))
+def test_property_never_breaks_a_clean_file(language: str, pieces: list[str]) -> None:
+    doc = CLEAN_FILES[language]
+    assert not languages.parse(doc.replace(CURSOR, ""), language).root_node.has_error
+    ctx = ctx_at(doc, language)
+    result = postprocess("".join(pieces), ctx)
+    if result is not None:
+        assert result.strip()
+        assert not languages.parse(insert(doc, result), language).root_node.has_error
+
+
+@settings(max_examples=100, deadline=None)
+@given(raw=st.text(alphabet=st.sampled_from(list("ab(){} \n\t:;")), max_size=60),
+       language=st.sampled_from(["python", "c", None]))
+def test_property_result_is_a_trimmed_piece_of_the_output(raw: str, language: str | None) -> None:
+    ctx = ctx_at("def f(x):\n    y = g(█)\n    return y\n", language)
+    result = postprocess(raw, ctx)
+    assert result is None or (result.strip() and result.strip() in raw)
