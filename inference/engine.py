@@ -1,0 +1,378 @@
+"""The generation engine: onnxruntime-genai with KV caches kept between calls.
+
+Consecutive keystrokes share almost all of their prompt, so the engine keeps a few generators alive
+(LRU "slots"), each remembering the tokens its KV cache holds. A new prompt goes to the slot sharing its
+longest token prefix, which is rewound to that prefix; only the new tail is computed. The decode loop is
+ours (logits → token → append), so greedy, temperature sampling and per-step stop rules need no
+per-request generator parameters, and a cancel is honoured between any two tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import onnxruntime_genai as og
+
+from inference.errors import InferenceError
+from inference.registry import FimParts
+from inference.sources import PreparedModel, prepare
+
+StopRule = Callable[[str], bool]
+TokenRule = Callable[[int, np.ndarray], bool]
+PREFILL_CHUNK = 64  # tokens per forward pass while prefilling, so a cancel or a preemption lands quickly
+
+
+@dataclass
+class ModelInfo:
+    """What `infill model info` prints."""
+
+    name: str
+    source: str
+    family: str
+    fim: bool
+    instruct: bool
+    device: str
+    device_reason: str
+    precision: str
+    path: str
+    size_mb: float
+    context_length: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Completion:
+    """One finished generation, with the numbers the benchmarks and `--json` report."""
+
+    text: str
+    finish_reason: str  # stop | rule | eos | length | cancel
+    prompt_tokens: int
+    reused_tokens: int
+    generated_tokens: int
+    ttft_ms: float
+    total_ms: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _Slot:
+    generator: og.Generator
+    tokens: list[int] = field(default_factory=list)  # exactly what the KV cache holds
+    last_used: float = 0.0
+
+
+@dataclass
+class _Stats:
+    """Filled in while a generation streams; read after it ends."""
+
+    prompt_tokens: int = 0
+    reused_tokens: int = 0
+    generated_tokens: int = 0
+    finish_reason: str = "length"
+    ttft_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+def choose_device(requested: str = "auto") -> tuple[str, str]:
+    """Pick cpu or cuda, and say why (for `infill doctor` and `model info`)."""
+    cuda_ok = False
+    try:
+        cuda_ok = bool(og.is_cuda_available())
+    except Exception:  # older/CPU builds may not expose the probe
+        cuda_ok = False
+    if requested == "cpu":
+        return "cpu", "requested"
+    if requested == "cuda":
+        if not cuda_ok:
+            raise InferenceError("device 'cuda' requested but this onnxruntime-genai build has no CUDA; "
+                                 "install `infill-lsp[gpu]` on a machine with an NVIDIA GPU, or use device 'cpu'")
+        return "cuda", "requested"
+    if cuda_ok:
+        return "cuda", "onnxruntime-genai-cuda and a GPU are present"
+    return "cpu", "no CUDA build of onnxruntime-genai or no GPU found"
+
+
+class Engine:
+    """A loaded model: tokenizer, prompt conventions, and a thread-safe generate with prefix reuse."""
+
+    def __init__(self, prepared: PreparedModel, *, device: str = "auto", max_length: int = 2048,
+                 cache_slots: int = 3) -> None:
+        self.prepared = prepared
+        self.family = prepared.family
+        self.device, reason = choose_device(device)
+        config = og.Config(str(prepared.onnx_dir))
+        config.clear_providers()
+        if self.device == "cuda":
+            config.append_provider("cuda")
+        try:
+            self._model = og.Model(config)
+            self._tokenizer = og.Tokenizer(self._model)
+        except Exception as exc:
+            raise InferenceError(f"cannot load the ONNX model in {prepared.onnx_dir}: {exc}; "
+                                 "delete that folder to rebuild it") from None
+        genai = json.loads((prepared.onnx_dir / "genai_config.json").read_text())["model"]
+        self.context_length = int(genai.get("context_length", max_length))
+        self.max_length = min(max_length, self.context_length)
+        self._cache_slots = max(1, cache_slots)
+        self._slots: list[_Slot] = []
+        self._lock = threading.Lock()
+        self._preempt = threading.Event()
+        self._chat_template = _read_chat_template(prepared.onnx_dir)
+        self._eos_ids = self._stop_token_ids(genai)
+        self.info = ModelInfo(
+            name=prepared.name, source=prepared.source, family=self.family.name, fim=self.family.supports_fim,
+            instruct=self._chat_template is not None, device=self.device, device_reason=reason,
+            precision=prepared.precision, path=str(prepared.onnx_dir),
+            size_mb=round(sum(p.stat().st_size for p in prepared.onnx_dir.iterdir() if p.is_file()) / 2**20, 1),
+            context_length=self.context_length,
+        )
+
+    @classmethod
+    def load(cls, model: str | None = None, *, family: str | None = None, device: str = "auto",
+             precision: str | None = None, progress: Callable[[str, float | None], None] | None = None,
+             **kwargs) -> "Engine":
+        """Prepare (convert on first use) and load a model; `None` is the embedded default."""
+        prepared = prepare(model, family=family, precision=precision, progress=progress)
+        if progress:
+            progress(f"loading {prepared.name}", 0.97)
+        return cls(prepared, device=device, **kwargs)
+
+    # ----------------------------------------------------------------------------------------- text
+    @property
+    def supports_fim(self) -> bool:
+        return self.family.supports_fim
+
+    @property
+    def is_instruct(self) -> bool:
+        return self._chat_template is not None
+
+    def encode(self, text: str) -> list[int]:
+        return [int(t) for t in self._tokenizer.encode(text)] if text else []
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._tokenizer.decode(np.asarray(ids, dtype=np.int32)) if len(ids) else ""
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def chat_prompt(self, messages: list[dict]) -> str:
+        """The model's chat template applied to messages, ending where the assistant starts."""
+        if self._chat_template is None:
+            raise InferenceError(f"{self.info.name} has no chat template; use an instruct model for chat prompts")
+        return self._chat_template.render(messages=messages, add_generation_prompt=True,
+                                          bos_token="", eos_token="")
+
+    def render(self, prompt: str | FimParts, max_new_tokens: int) -> list[int]:
+        """Token ids of a prompt, cutting the far end of the prefix so it fits the context."""
+        budget = self.max_length - max_new_tokens - 1
+        if budget < 1:
+            raise InferenceError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt "
+                                 f"in a {self.max_length}-token context")
+        if isinstance(prompt, FimParts):
+            ids = self.encode(self.family.render(prompt))
+            if len(ids) > budget:  # keep the suffix and the tail of the prefix
+                over = len(ids) - budget
+                prefix_ids = self.encode(prompt.prefix)
+                cut = self.decode(prefix_ids[over + 1:])
+                ids = self.encode(self.family.render(FimParts(cut, prompt.suffix)))[-budget:]
+        else:
+            ids = self.encode(prompt)[-budget:]
+        if not ids:
+            raise InferenceError("empty prompt: give the model some text to continue")
+        return ids
+
+    # ------------------------------------------------------------------------------------ generate
+    def generate(self, prompt: str | FimParts, *, max_new_tokens: int = 64, stop: Sequence[str] = (),
+                 stop_rule: StopRule | None = None, token_rule: TokenRule | None = None,
+                 temperature: float = 0.0, cancel: threading.Event | None = None,
+                 seed: int | None = None, stats: _Stats | None = None) -> Iterator[str]:
+        """Stream text deltas. Stops at a stop string (cut before it), when `stop_rule(text so far)` or
+        `token_rule(token, logits)` says so, at EOS or a family stop token, after `max_new_tokens`, or when
+        `cancel` is set. Greedy unless `temperature` > 0."""
+        stats = stats if stats is not None else _Stats()
+        ids = self.render(prompt, max_new_tokens)
+        rng = np.random.default_rng(seed)
+        stops = tuple(s for s in stop if s)
+        hold = max((len(s) for s in stops), default=1) - 1
+        start = time.perf_counter()
+        self._preempt.set()  # a running prefill yields to us
+        with self._lock:
+            self._preempt.clear()
+            slot = self._slot_for(ids)
+            stats.prompt_tokens = len(ids)
+            stats.reused_tokens = self._feed(slot, ids, cancel)
+            if stats.reused_tokens < 0:
+                stats.reused_tokens, stats.finish_reason = 0, "cancel"
+                return
+            stats.ttft_ms = (time.perf_counter() - start) * 1000
+            generated: list[int] = []
+            emitted = ""
+            while True:
+                if cancel is not None and cancel.is_set():
+                    stats.finish_reason = "cancel"
+                    break
+                logits = slot.generator.get_logits()[0, -1]
+                token = _pick(logits, temperature, rng)
+                if token in self._eos_ids:
+                    stats.finish_reason = "eos"
+                    break
+                generated.append(token)
+                text = self.decode(generated)
+                cut = _find_stop(text, stops)
+                if cut is not None:
+                    text = text[:cut]
+                    stats.finish_reason = "stop"
+                elif (stop_rule is not None and stop_rule(text)) or \
+                        (token_rule is not None and token_rule(token, logits)):
+                    stats.finish_reason = "rule"
+                elif len(generated) >= max_new_tokens:
+                    stats.finish_reason = "length"
+                else:
+                    # Stream all but what could still turn into a stop string or a split character.
+                    safe = len(text) - hold
+                    while safe > len(emitted) and text[safe - 1] == "\ufffd":
+                        safe -= 1
+                    if safe > len(emitted):
+                        yield text[len(emitted):safe]
+                        emitted = text[:safe]
+                    slot.generator.append_tokens(np.asarray([token], dtype=np.int32))
+                    slot.tokens.append(token)
+                    continue
+                if len(text) > len(emitted):
+                    yield text[len(emitted):]
+                break
+            stats.generated_tokens = len(generated)
+            stats.total_ms = (time.perf_counter() - start) * 1000
+
+    def complete(self, prompt: str | FimParts, **kwargs) -> Completion:
+        """Run `generate` to the end and return the whole text with timings."""
+        stats = _Stats()
+        text = "".join(self.generate(prompt, stats=stats, **kwargs))
+        if not stats.total_ms:
+            stats.total_ms = stats.ttft_ms
+        return Completion(text, stats.finish_reason, stats.prompt_tokens, stats.reused_tokens,
+                          stats.generated_tokens, round(stats.ttft_ms, 2), round(stats.total_ms, 2))
+
+    def prefill(self, prompt: str | FimParts, *, max_new_tokens: int = 64,
+                cancel: threading.Event | None = None) -> int:
+        """Warm a KV cache for a prompt the user is likely to ask about next. Low priority: it gives up
+        between chunks as soon as a real request arrives. Returns the tokens computed."""
+        try:
+            ids = self.render(prompt, max_new_tokens)
+        except InferenceError:
+            return 0
+        if not self._lock.acquire(timeout=0.05):  # busy with a real request: warming would only delay it
+            return 0
+        try:
+            self._preempt.clear()
+            slot = self._slot_for(ids)
+            reused = self._feed(slot, ids, cancel, preemptible=True)
+            return 0 if reused < 0 else len(ids) - reused
+        finally:
+            self._lock.release()
+
+    def cached_prefixes(self) -> list[int]:
+        """Lengths of the token prefixes currently cached (for tests and benchmarks)."""
+        return [len(s.tokens) for s in self._slots]
+
+    # ------------------------------------------------------------------------------------ KV cache
+    def _slot_for(self, ids: list[int]) -> _Slot:
+        """The slot sharing the longest prefix with `ids`; a fresh or evicted one if none shares much."""
+        best, best_common = None, -1
+        for slot in self._slots:
+            common = _common_prefix(slot.tokens, ids)
+            if common > best_common:
+                best, best_common = slot, common
+        if best is None or (best_common < len(ids) // 2 and len(self._slots) < self._cache_slots):
+            best = _Slot(self._new_generator())
+            self._slots.append(best)
+        elif best_common < len(ids) // 2:  # nothing shares much: recycle the least recently used
+            best = min(self._slots, key=lambda s: s.last_used)
+        best.last_used = time.monotonic()
+        return best
+
+    def _new_generator(self) -> og.Generator:
+        params = og.GeneratorParams(self._model)
+        params.set_search_options(max_length=self.max_length, do_sample=False)
+        return og.Generator(self._model, params)
+
+    def _feed(self, slot: _Slot, ids: list[int], cancel: threading.Event | None,
+              preemptible: bool = False) -> int:
+        """Make `slot` hold exactly `ids` with logits for the last one. Returns the tokens reused, or -1
+        when cancelled/preempted midway (the slot then holds a valid shorter prefix)."""
+        common = _common_prefix(slot.tokens, ids)
+        common = min(common, len(ids) - 1)  # the last prompt token must be fed to get its logits
+        if common < len(slot.tokens):
+            if common == 0:
+                slot.generator = self._new_generator()
+            else:
+                slot.generator.rewind_to(common)
+            del slot.tokens[common:]
+        for start in range(common, len(ids), PREFILL_CHUNK):
+            if (cancel is not None and cancel.is_set()) or (preemptible and self._preempt.is_set()):
+                return -1
+            chunk = ids[start:start + PREFILL_CHUNK]
+            slot.generator.append_tokens(np.asarray(chunk, dtype=np.int32))
+            slot.tokens.extend(chunk)
+        return common
+
+    def _stop_token_ids(self, genai: dict) -> set[int]:
+        eos = genai.get("eos_token_id", [])
+        ids = set(eos if isinstance(eos, list) else [eos])
+        for token in self.family.stop_tokens:
+            encoded = self.encode(token)
+            if len(encoded) == 1 and self.decode(encoded) == token:  # a real special token of this vocab
+                ids.add(encoded[0])
+        return ids
+
+
+def _pick(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
+    if temperature <= 0:
+        return int(np.argmax(logits))
+    z = logits.astype(np.float64) / temperature
+    z -= z.max()
+    p = np.exp(z)
+    return int(rng.choice(len(p), p=p / p.sum()))
+
+
+def _find_stop(text: str, stops: tuple[str, ...]) -> int | None:
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(hits) if hits else None
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _read_chat_template(model_dir: Path):
+    """The model's Jinja chat template, compiled in a sandbox (templates ship with models)."""
+    source = None
+    jinja_file = model_dir / "chat_template.jinja"
+    if jinja_file.is_file():
+        source = jinja_file.read_text(encoding="utf-8")
+    else:
+        cfg = model_dir / "tokenizer_config.json"
+        if cfg.is_file():
+            try:
+                source = json.loads(cfg.read_text(encoding="utf-8")).get("chat_template")
+            except ValueError:
+                source = None
+    if not isinstance(source, str) or not source.strip():
+        return None
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    return ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(source)
