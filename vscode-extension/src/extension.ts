@@ -21,8 +21,11 @@ import { PickItem, parseSearchResults, toPickItem } from "./search";
 import { completionEnabled, serverSettings } from "./settings";
 import { StatusModel } from "./status";
 
-/** Server commands that mean "ask the user for an instruction first" (offered as code actions). */
-const INPUT_COMMANDS = new Set(["infill.editWithInstruction", "infill.editInstruction", "infill.promptEdit"]);
+/**
+ * The server offers an "Edit with instruction…" code action only to clients that say (in this
+ * experimental capability) they handle its client-side command, `infill.editWithInstruction`.
+ */
+const ASK_CAPABILITY = "infillEditWithInstruction";
 const PREVIEW_SCHEME = "infill-preview";
 
 let client: LanguageClient | undefined;
@@ -54,6 +57,10 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   command("infill.restartServer", restartServer);
   command("infill.editSelection", () => editWithInstruction(Boolean(config().get("editPreview"))));
   command("infill.editSelectionPreview", () => editWithInstruction(true));
+  // The server's "Edit with instruction…" code action: its argument is {uri, range, version}.
+  command("infill.editWithInstruction", (target?: EditTarget) =>
+    editWithInstruction(Boolean(config().get("editPreview")), target),
+  );
   command("infill.searchCode", searchCode);
   command("infill.showLog", () => output.show());
   command("infill.statusClicked", onStatusClicked);
@@ -111,20 +118,17 @@ async function startClient(): Promise<void> {
         render();
         next(token, params);
       },
-      provideCodeActions: async (document, range, ctx, token, next) => {
-        const actions = await next(document, range, ctx, token);
-        for (const action of actions ?? []) {
-          const cmd = action instanceof vscode.CodeAction ? action.command : (action as vscode.Command);
-          if (cmd && INPUT_COMMANDS.has(cmd.command)) {
-            cmd.command = "infill.editSelection";
-            cmd.arguments = [];
-          }
-        }
-        return actions;
-      },
     },
   };
   client = new LanguageClient("infill", "infill", serverOptions, clientOptions);
+  client.registerFeature({
+    fillClientCapabilities: (caps) => {
+      caps.experimental = { ...(caps.experimental as object | undefined), [ASK_CAPABILITY]: true };
+    },
+    initialize: () => undefined,
+    getState: () => ({ kind: "static" }),
+    clear: () => undefined,
+  });
   client.onDidChangeState((e) => {
     status.setServer(e.newState === State.Running ? "running" : e.newState === State.Starting ? "starting" : "stopped");
     render();
@@ -229,7 +233,12 @@ function runningClient(): LanguageClient | undefined {
   return undefined;
 }
 
-async function editWithInstruction(preview: boolean): Promise<void> {
+interface EditTarget {
+  uri?: string;
+  range?: { start: { line: number; character: number }; end: { line: number; character: number } };
+}
+
+async function editWithInstruction(preview: boolean, target?: EditTarget): Promise<void> {
   const editor = vscode.window.activeTextEditor;
   if (!editor) {
     void vscode.window.showInformationMessage("infill: open a file and select the code to edit first.");
@@ -247,7 +256,9 @@ async function editWithInstruction(preview: boolean): Promise<void> {
   if (instruction === undefined) return;
   const document = editor.document;
   const uri = c.code2ProtocolConverter.asUri(document.uri);
-  const args = editArguments(uri, c.code2ProtocolConverter.asRange(editor.selection), document.version, instruction, !preview);
+  // A code action names its own range; the palette command edits the selection.
+  const range = target?.uri === uri && target.range ? target.range : c.code2ProtocolConverter.asRange(editor.selection);
+  const args = editArguments(uri, range, document.version, instruction, !preview);
   let raw: unknown;
   try {
     raw = await vscode.window.withProgress(
