@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import itertools
 import re
 import threading
 from collections import deque
@@ -143,10 +144,10 @@ def build_context(text: str, offset: int, language_id: str | None, *, count_toke
 
     fitter = _Fitter(text, offset, lo, hi, count_tokens, tree, language)
     suffix_cap = budget_tokens - int(budget_tokens * PREFIX_SHARE)
-    suffix, suffix_cut = fitter.suffix(suffix_cap)
-    prefix, prefix_cut = fitter.prefix(budget_tokens - count_tokens(suffix))
-    if suffix_cut:  # the prefix left some budget unused: give it to the suffix
-        suffix, suffix_cut = fitter.suffix(budget_tokens - count_tokens(prefix))
+    suffix, suffix_cut, suffix_tokens = fitter.suffix(suffix_cap)
+    prefix, prefix_cut, prefix_tokens = fitter.prefix(budget_tokens - suffix_tokens)
+    if suffix_cut and budget_tokens - prefix_tokens - suffix_tokens > budget_tokens // 10:  # give unused to suffix
+        suffix, suffix_cut, _ = fitter.suffix(budget_tokens - prefix_tokens)
 
     scope_node = _enclosing_scope(tree, window_bytes, cursor_b) if tree is not None else None
     opens_block = _opens_block(line_prefix, language)
@@ -198,7 +199,11 @@ def _window(text: str, offset: int, before: int, after: int) -> tuple[int, int]:
 
 
 class _Fitter:
-    """Cuts the prefix and suffix at line (preferably statement) boundaries to fit a token budget."""
+    """Cuts the prefix and suffix at line (preferably statement) boundaries to fit a token budget.
+
+    Token counting is the expensive part, so candidates are searched by interpolating on the measured
+    characters-per-token ratio and then galloping: a handful of `count_tokens` calls per side.
+    """
 
     def __init__(self, text: str, offset: int, lo: int, hi: int, count_tokens: Callable[[str], int],
                  tree: Tree | None, language: str | None) -> None:
@@ -209,52 +214,64 @@ class _Fitter:
         self.starts = [lo] + [lo + m.end() for m in re.finditer("\n", window)]  # line starts in window
         self.cursor_line = bisect.bisect_right(self.starts, offset) - 1
 
-    def prefix(self, cap: int) -> tuple[str, bool]:
-        """The longest prefix within `cap` tokens, the file header kept when the start is cut."""
-        cap = max(0, cap)
-        body = self.text[self.lo:self.offset]
-        if self.lo == 0 and self.count(body) <= cap:
-            return body, False
-        header = self._header(int(cap * HEADER_SHARE))
-        join = (lambda s: header + s) if header else (lambda s: s)
-        candidates = self.starts[:self.cursor_line + 1]
-        first = _first_fitting(candidates, lambda p: self.count(join(self.text[p:self.offset])) <= cap)
-        if first is None:  # not even the cursor line fits: cut it at a word boundary, no header
-            return self._cut_line_left(cap), True
-        best = self._boundary_after(first, self.cursor_line)
-        start = candidates[best]
-        if header and self.text[:start].rstrip().endswith(header.rstrip()):
-            header = ""  # the header is right before the cut: nothing to repeat
-        return (header + self.text[start:self.offset]) if header else self.text[start:self.offset], start > 0
+    def prefix(self, cap: int) -> tuple[str, bool, int]:
+        """The longest prefix within `cap` tokens, the file header kept when the start is cut.
 
-    def suffix(self, cap: int) -> tuple[str, bool]:
-        """The longest suffix within `cap` tokens, ending at a line end."""
+        Returns (text, cut, tokens) where tokens is the measured count of a candidate at least as long.
+        """
         cap = max(0, cap)
-        whole = self.text[self.offset:self.hi]
-        if self.hi == len(self.text) and self.count(whole) <= cap:
-            return whole, False
+        if self.lo == 0:
+            whole = self.count(self.text[:self.offset])
+            if whole <= cap:
+                return self.text[:self.offset], False, whole
+        chosen = self._header(int(cap * HEADER_SHARE))
+        header = "".join(line for _, line in chosen)
+        starts = self.starts[self.cursor_line::-1]  # cursor line's start first: shortest first
+        costs: dict[int, int] = {}
+
+        def cost(i: int) -> int:
+            costs[i] = self.count(header + self.text[starts[i]:self.offset])
+            return costs[i]
+
+        found = _longest_fitting([len(header) + self.offset - p for p in starts], cost, cap)
+        if found is None:  # not even the cursor line fits: cut it at a word boundary, no header
+            text = self._cut_line_left(cap)
+            return text, True, self.count(text)
+        start = self.starts[self._boundary_after(self.cursor_line - found, self.cursor_line)]
+        header = "".join(line for end, line in chosen if end <= start)  # imports in the kept text: not twice
+        return header + self.text[start:self.offset], start > 0, costs[found]
+
+    def suffix(self, cap: int) -> tuple[str, bool, int]:
+        """The longest suffix within `cap` tokens, ending at a line end: (text, cut, tokens bound)."""
+        cap = max(0, cap)
         ends = self.starts[self.cursor_line + 1:]  # each line's end, its newline included
         if not ends or ends[-1] < self.hi:
             ends = ends + [self.hi]
-        last = _last_fitting(ends, lambda e: self.count(self.text[self.offset:e]) <= cap)
-        if last is None:
-            return self._cut_line_right(cap), True
-        end = ends[self._boundary_before(last, ends)]
-        return self.text[self.offset:end], end < len(self.text)
+        costs: dict[int, int] = {}
 
-    def _header(self, cap: int) -> str:
-        """The file's imports/package lines (whole statements, in order) within `cap` tokens."""
+        def cost(i: int) -> int:
+            costs[i] = self.count(self.text[self.offset:ends[i]])
+            return costs[i]
+
+        found = _longest_fitting([e - self.offset for e in ends], cost, cap)
+        if found is None:
+            text = self._cut_line_right(cap)
+            return text, True, self.count(text)
+        end = ends[self._boundary_before(found, ends)]
+        return self.text[self.offset:end], end < len(self.text), costs[found]
+
+    def _head(self) -> str:
+        """The start of the file where imports are looked for (whole lines, before the cursor)."""
+        return self.text[:self.text.rfind("\n", 0, min(self.offset, HEAD_CHARS)) + 1]
+
+    def _header(self, cap: int) -> list[tuple[int, str]]:
+        """The file's first imports/package lines (whole statements, in order) within `cap` tokens."""
         if not self.language or cap <= 0:
-            return ""
-        head_end = self.text.rfind("\n", 0, min(self.offset, HEAD_CHARS)) + 1
-        nodes = _header_nodes(self.language, self.text[:head_end])
-        kept: list[str] = []
-        for node_text in nodes:
-            candidate = "\n".join(kept + [node_text]) + "\n"
-            if self.count(candidate) > cap:
-                break
-            kept.append(node_text)
-        return "\n".join(kept) + "\n" if kept else ""
+            return []
+        nodes = list(_header_nodes(self.language, self._head()))
+        cumulative = list(itertools.accumulate(len(line) for _, line in nodes))
+        found = _longest_fitting(cumulative, lambda i: self.count("".join(line for _, line in nodes[:i + 1])), cap)
+        return nodes[:found + 1] if found is not None else []
 
     def _boundary_after(self, first: int, last: int) -> int:
         """The first line in [first, last] that starts a statement, if it costs little; else `first`."""
@@ -295,50 +312,89 @@ class _Fitter:
         """The end of a too-long cursor line that fits, starting at a word boundary."""
         line_start = self.starts[self.cursor_line]
         cuts = [line_start] + [line_start + m.end() for m in re.finditer(r"[\s;,]+", self.text[line_start:self.offset])]
-        first = _first_fitting(cuts, lambda p: self.count(self.text[p:self.offset]) <= cap)
-        return self.text[cuts[first]:self.offset] if first is not None else ""
+        cuts = [c for c in reversed(cuts) if c < self.offset]  # word starts, nearest first
+        found = _longest_fitting([self.offset - c for c in cuts],
+                                 lambda i: self.count(self.text[cuts[i]:self.offset]), cap)
+        return self.text[cuts[found]:self.offset] if found is not None else ""
 
     def _cut_line_right(self, cap: int) -> str:
         """The start of a too-long rest of the cursor line that fits, ending at a word boundary."""
         end = self.text.find("\n", self.offset)
         end = self.hi if end < 0 else end
         cuts = [self.offset + m.start() for m in re.finditer(r"[\s;,]+", self.text[self.offset:end])] + [end]
-        last = _last_fitting(cuts, lambda e: self.count(self.text[self.offset:e]) <= cap)
-        return self.text[self.offset:cuts[last]] if last is not None else ""
+        cuts = [c for c in cuts if c > self.offset]
+        found = _longest_fitting([c - self.offset for c in cuts],
+                                 lambda i: self.count(self.text[self.offset:cuts[i]]), cap)
+        return self.text[self.offset:cuts[found]] if found is not None else ""
 
 
-def _first_fitting(candidates: list[int], fits: Callable[[int], bool]) -> int | None:
-    """Index of the first candidate that fits, assuming fitting is monotone (later ones fit more)."""
-    lo, hi = 0, len(candidates)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if fits(candidates[mid]):
-            hi = mid
+_chars_per_token = 3.5  # last measured; only a starting guess, so sharing it across tokenizers is harmless
+
+
+def _longest_fitting(lengths: Sequence[int], cost: Callable[[int], int], cap: int) -> int | None:
+    """Index of the longest candidate whose cost is within cap (lengths ascending, cost growing with them).
+
+    The first guess uses the characters-per-token ratio measured last time, the second the one just
+    measured, then the search gallops and bisects. Every index returned has been measured.
+    """
+    n = len(lengths)
+    if n == 0:
+        return None
+    memo: dict[int, int] = {}
+
+    def fits(i: int) -> bool:
+        if i not in memo:
+            memo[i] = cost(i)
+        return memo[i] <= cap
+
+    global _chars_per_token
+    guess = min(n - 1, max(0, bisect.bisect_right(lengths, cap * _chars_per_token) - 1))
+    fits(guess)
+    if memo[guess] >= 64:  # long enough to say something about the tokenizer
+        _chars_per_token = lengths[guess] / memo[guess]
+        guess = min(n - 1, max(0, bisect.bisect_right(lengths, cap * _chars_per_token) - 1))
+    if fits(guess):  # gallop toward longer candidates, unless the next one clearly will not fit
+        good, bad, step = guess, n, 1
+        if guess + 1 < n and memo[guess] + (lengths[guess + 1] - lengths[guess]) / _chars_per_token > cap * 1.02:
+            bad = guess + 1
+        while good + step < bad:
+            if fits(good + step):
+                good, step = good + step, step * 2
+            else:
+                bad = good + step
+                break
+    else:  # gallop toward shorter ones
+        good, bad, step = -1, guess, 1
+        while bad - step > good:
+            if fits(bad - step):
+                good = bad - step
+                break
+            bad, step = bad - step, step * 2
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        if fits(mid):
+            good = mid
         else:
-            lo = mid + 1
-    return lo if lo < len(candidates) else None
-
-
-def _last_fitting(candidates: list[int], fits: Callable[[int], bool]) -> int | None:
-    """Index of the last candidate that fits, assuming earlier ones fit more."""
-    lo, hi = -1, len(candidates) - 1
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if fits(candidates[mid]):
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo if lo >= 0 else None
+            bad = mid
+    return good if good >= 0 else None
 
 
 @functools.lru_cache(maxsize=64)
-def _header_nodes(language: str, head: str) -> tuple[str, ...]:
-    """Source of the top-level import/package statements in the start of a file (cached: it rarely changes)."""
-    tree = languages.parse(head, language)
+def _header_nodes(language: str, head: str) -> tuple[tuple[int, str], ...]:
+    """(end offset, source line(s)) of the top-level import/package statements at the start of a file.
+
+    Cached: the head of a file rarely changes while the user types further down.
+    """
+    tree = languages.parse(head, language) if language else None
     if tree is None:
         return ()
-    return tuple(n.text.decode("utf-8", "replace") for n in tree.root_node.named_children
-                 if n.type in IMPORT_TYPES and not n.has_error)
+    data = head.encode("utf-8")
+    out = []
+    for node in tree.root_node.named_children:
+        if node.type in IMPORT_TYPES and not node.has_error:
+            end = len(data[:node.end_byte].decode("utf-8", "replace"))
+            out.append((end, data[node.start_byte:node.end_byte].decode("utf-8", "replace") + "\n"))
+    return tuple(out)
 
 
 def _utf8_len(s: str) -> int:
@@ -508,9 +564,11 @@ def _extra(snippets: Sequence[str], documents: Sequence[tuple[str, str]],
 def _cut_lines_to(item: str, budget: int, count_tokens: Callable[[str], int]) -> str:
     """The first lines of item that fit the budget (at least two lines: a label alone is useless)."""
     lines = item.splitlines(keepends=True)
-    ends = list(range(2, len(lines) + 1))
-    last = _last_fitting(ends, lambda n: count_tokens("".join(lines[:n])) <= budget)
-    return "".join(lines[:ends[last]]) if last is not None else ""
+    if len(lines) < 2:
+        return ""
+    lengths = list(itertools.accumulate(len(line) for line in lines))[1:]
+    found = _longest_fitting(lengths, lambda i: count_tokens("".join(lines[:i + 2])), budget)
+    return "".join(lines[:found + 2]) if found is not None else ""
 
 
 @functools.lru_cache(maxsize=64)
