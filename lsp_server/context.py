@@ -472,10 +472,11 @@ def error_spans(root: Node, lo: int, hi: int) -> list[tuple[int, int]]:
         node = stack.pop()
         if node.end_byte < lo or node.start_byte > hi or not (node.has_error or node.is_missing):
             continue
-        if node.is_error or node.is_missing:
+        flawed = [c for c in node.children if c.has_error or c.is_missing]
+        if node.is_error or node.is_missing or not flawed:  # no child to blame: a hidden token is missing
             spans.append((node.start_byte, node.end_byte))
             continue
-        stack.extend(node.children)
+        stack.extend(flawed)
     return spans
 
 
