@@ -49,6 +49,7 @@ def main():
 
 '''
 TYPED = "def square(x):\n"  # VS Code indents the next line; the model writes the body
+TYPED_AFTER_RESTART = "\n\ndef cube(x):\n"
 
 
 def _camel(name: str) -> str:
@@ -152,21 +153,16 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
     raise AssertionError(f"code-server did not answer {url} within {timeout}s")
 
 
-@pytest.mark.e2e
-@pytest.mark.slow
-def test_inline_completion_in_vscode(tmp_path: Path):
-    reason = _missing_prerequisite()
-    if reason:
-        print(f"SKIPPED test_inline_completion_in_vscode: {reason}")
-        pytest.skip(reason)
+def _run_vscode(tmp_path: Path, scenario: str, infill: str, **driver_args) -> dict:
+    """Install the freshly built .vsix into a private code-server, open a workspace with the fixture in
+    headless Chromium, run the browser driver's scenario, and return what it saw (one JSON object)."""
     vsix = _build_vsix()
     workspace = tmp_path / "workspace"
     workspace.mkdir()
-    sample = workspace / "sample.py"
-    sample.write_text(FIXTURE, encoding="utf-8")
+    (workspace / "sample.py").write_text(FIXTURE, encoding="utf-8")
     user_data, extensions = tmp_path / "user-data", tmp_path / "extensions"
     (user_data / "User").mkdir(parents=True)
-    (user_data / "User" / "settings.json").write_text(json.dumps(_user_settings(_infill_executable()), indent=1))
+    (user_data / "User" / "settings.json").write_text(json.dumps(_user_settings(infill), indent=1))
     env = _code_server_env()
     code_server = str(CODE_SERVER_DIR / "node_modules" / ".bin" / "code-server")
     dirs = ["--user-data-dir", str(user_data), "--extensions-dir", str(extensions)]
@@ -175,51 +171,87 @@ def test_inline_completion_in_vscode(tmp_path: Path):
     assert any(p.name.startswith("infill.infill-") for p in extensions.iterdir()), "the .vsix did not install"
 
     port = _free_port()
-    log = (tmp_path / "code-server.log").open("w")
-    proc = subprocess.Popen(
-        [code_server, *dirs, "--auth", "none", "--bind-addr", f"127.0.0.1:{port}", "--disable-telemetry",
-         "--disable-update-check", "--disable-workspace-trust", "--disable-getting-started-override",
-         str(workspace)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    ARTIFACTS.mkdir(exist_ok=True)
-    try:
-        _wait_http(f"http://127.0.0.1:{port}/healthz", proc, 60)
-        args = {
-            "url": f"http://127.0.0.1:{port}/?folder={workspace}",
-            "file": sample.name,
-            "typed": TYPED,
-            "chromium": str(CHROMIUM),
-            "screenshot": str(ARTIFACTS / "vscode-inline.png"),
-            "acceptedScreenshot": str(ARTIFACTS / "vscode-accepted.png"),
-            "failureScreenshot": str(ARTIFACTS / "vscode-failure.png"),
-            "readyTimeoutMs": READY_TIMEOUT_S * 1000,
-            "ghostTimeoutMs": GHOST_TIMEOUT_S * 1000,
-        }
-        driver = subprocess.run(["node", str(EXT / "e2e" / "inline.mjs"), json.dumps(args)], cwd=EXT,
-                                capture_output=True, text=True, timeout=READY_TIMEOUT_S + GHOST_TIMEOUT_S + 120)
-        sys.stderr.write(driver.stderr[-4000:])
-        lines = [line for line in driver.stdout.splitlines() if line.startswith("{")]
-        assert lines, f"the browser driver printed no result (exit {driver.returncode}): {driver.stdout[-2000:]}"
-        result = json.loads(lines[-1])
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+    log_path = tmp_path / "code-server.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [code_server, *dirs, "--auth", "none", "--bind-addr", f"127.0.0.1:{port}", "--disable-telemetry",
+             "--disable-update-check", "--disable-workspace-trust", "--disable-getting-started-override",
+             str(workspace)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        ARTIFACTS.mkdir(exist_ok=True)
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
-
-    assert result["ok"], f"{result['error']}\nstatus bar: {result['statusSeen']} items {result.get('statusItems')}\n" + \
-        (tmp_path / "code-server.log").read_text()[-3000:]
+            _wait_http(f"http://127.0.0.1:{port}/healthz", proc, 60)
+            args = {
+                "scenario": scenario,
+                "url": f"http://127.0.0.1:{port}/?folder={workspace}",
+                "file": "sample.py",
+                "chromium": str(CHROMIUM),
+                "codeServerPid": proc.pid,
+                "failureScreenshot": str(ARTIFACTS / f"vscode-{scenario}-failure.png"),
+                "readyTimeoutMs": READY_TIMEOUT_S * 1000,
+                "ghostTimeoutMs": GHOST_TIMEOUT_S * 1000,
+                **driver_args,
+            }
+            driver = subprocess.run(["node", str(EXT / "e2e" / "inline.mjs"), json.dumps(args)], cwd=EXT,
+                                    capture_output=True, text=True,
+                                    timeout=2 * READY_TIMEOUT_S + 2 * GHOST_TIMEOUT_S + 120)
+            sys.stderr.write(driver.stderr[-4000:])
+            lines = [line for line in driver.stdout.splitlines() if line.startswith("{")]
+            assert lines, f"the browser driver printed no result (exit {driver.returncode}): {driver.stdout[-2000:]}"
+            result = json.loads(lines[-1])
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+    assert result["ok"], (f"{result['error']}\nstatus bar: {result['statusSeen']}\n"
+                          + log_path.read_text(errors="replace")[-3000:])
     assert not [u for u in result["blocked"] if "127.0.0.1" in u], "loopback requests must never be blocked"
+    result["workspace"] = workspace
+    return result
+
+
+def _require_code_server() -> None:
+    reason = _missing_prerequisite()
+    if reason:
+        print(f"SKIPPED (VS Code end-to-end): {reason}")
+        pytest.skip(reason)
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_inline_completion_in_vscode(tmp_path: Path):
+    """Ghost text appears, Tab inserts it; after the server is killed the extension restarts it and
+    suggestions come back."""
+    _require_code_server()
+    screenshot = ARTIFACTS / "vscode-inline.png"
+    result = _run_vscode(tmp_path, "inline", _infill_executable(), typed=TYPED, typedAfterRestart=TYPED_AFTER_RESTART,
+                         screenshot=str(screenshot), acceptedScreenshot=str(ARTIFACTS / "vscode-accepted.png"))
+    print(f"status bar went through: {result['statusSeen']}; ghost text: {result['ghost']}")
     ghost = result["ghost"]["inline"]
     assert ghost.strip(), "ghost text was empty"
-    assert (ARTIFACTS / "vscode-inline.png").stat().st_size > 10_000
+    assert screenshot.stat().st_size > 10_000
 
-    saved = sample.read_text(encoding="utf-8")
+    saved = (result["workspace"] / "sample.py").read_text(encoding="utf-8")
     assert saved.startswith(FIXTURE + TYPED), "the file before the cursor changed"
     inserted = saved[len(FIXTURE + TYPED):]
-    # Tab inserted what the ghost text showed on the cursor's line (VS Code adds the indentation first).
+    # Tab inserted what the ghost text showed on the cursor's line (after the indentation VS Code added).
     first_line = inserted.splitlines()[0] if inserted else ""
     assert first_line.strip() and first_line.rstrip().endswith(ghost.rstrip()), (first_line, ghost)
+
+    restarted = result["restartedServer"]
+    assert restarted["after"] != restarted["before"]
+    assert result["ghostAfterRestart"]["inline"].strip(), "no suggestion after the server restarted"
+
+
+@pytest.mark.e2e
+def test_missing_server_is_explained_in_vscode(tmp_path: Path):
+    """A server path that does not exist: the status bar says so and a notification gives both fixes."""
+    _require_code_server()
+    result = _run_vscode(tmp_path, "missing", str(tmp_path / "no" / "infill"),
+                         screenshot=str(ARTIFACTS / "vscode-missing-server.png"))
+    assert "not installed" in result["statusSeen"][-1]
+    assert "pip install infill-lsp" in result["notification"]
+    assert "infill.serverPath" in result["notification"]

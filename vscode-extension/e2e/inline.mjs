@@ -1,12 +1,18 @@
-// Drives VS Code for the web (code-server) in headless Chromium: waits for the infill status bar item to
-// say the model is ready, types in a file, re-triggers inline suggestions until ghost text shows, takes a
-// screenshot, accepts with Tab and saves. Prints one JSON line for tests/test_vscode.py to check.
-// Input: one JSON argument {url, file, typed, screenshot, acceptedScreenshot, readyTimeoutMs, ghostTimeoutMs}.
+// Drives VS Code for the web (code-server) in headless Chromium for tests/test_vscode.py and prints one
+// JSON line with what it saw. One JSON argument:
+//   {scenario: "inline" | "missing", url, file, typed, typedAfterRestart?, codeServerPid?, chromium,
+//    screenshot, acceptedScreenshot?, failureScreenshot?, readyTimeoutMs, ghostTimeoutMs}
+// "inline": wait for the infill status bar item to say the model is ready, type, re-trigger inline
+//   suggestions until ghost text shows (the client registers late), screenshot, Tab, save; then, with
+//   codeServerPid, kill the infill server (a crash), wait until the extension has it running again and
+//   get ghost text once more.
+// "missing": the server executable does not exist: expect the status item and the notification's fix.
 import { chromium } from "playwright-core";
+import { readdirSync, readFileSync } from "node:fs";
 
 const opts = JSON.parse(process.argv[2]);
 const log = (...a) => console.error(`[e2e ${new Date().toISOString().slice(11, 19)}]`, ...a);
-const result = { ok: false, statusSeen: [], ghost: null, error: null, blocked: [] };
+const result = { ok: false, scenario: opts.scenario, statusSeen: [], ghost: null, error: null, blocked: [] };
 
 const loopback = (u) => {
   try {
@@ -18,14 +24,35 @@ const loopback = (u) => {
   }
 };
 
+/** PIDs of `infill serve` processes started under the given process (never anyone else's). */
+function infillServers(rootPid) {
+  const parent = new Map();
+  const cmd = new Map();
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
+      parent.set(Number(name), Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]));
+      cmd.set(Number(name), readFileSync(`/proc/${name}/cmdline`, "utf8").split("\0"));
+    } catch {}
+  }
+  const under = (pid) => {
+    for (let p = pid, n = 0; p > 1 && n < 50; p = parent.get(p) ?? 0, n++) if (p === rootPid) return true;
+    return false;
+  };
+  return [...cmd.entries()]
+    .filter(([pid, argv]) => under(pid) && argv.includes("serve") && argv.some((a) => /infill/.test(a)))
+    .map(([pid]) => pid);
+}
+
 const browser = await chromium.launch({
   executablePath: opts.chromium ?? "/usr/bin/chromium",
   headless: true,
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
-    "--no-first-run", "--disable-component-update", "--disable-sync",
-  ], // playwright gives every launch a fresh temporary --user-data-dir
+  // playwright gives every launch a fresh temporary --user-data-dir
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
+    "--no-first-run", "--disable-component-update", "--disable-sync"],
 });
+let page;
 try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   // Nothing leaves the machine: every non-loopback request from the page is refused.
@@ -35,7 +62,7 @@ try {
     result.blocked.push(url.slice(0, 120));
     return route.abort();
   });
-  const page = await context.newPage();
+  page = await context.newPage();
   page.on("pageerror", (e) => log("page error:", String(e).slice(0, 200)));
   await page.goto(opts.url, { waitUntil: "domcontentloaded" });
   await page.locator(".monaco-workbench").waitFor({ timeout: 60_000 });
@@ -53,56 +80,89 @@ try {
   await editor.waitFor({ timeout: 30_000 });
   log("file open");
 
-  // The status bar item tells when the server's model is ready ("infill" with no spinner).
-  result.statusItems = await page.locator(".statusbar-item").evaluateAll((els) => els.map((e) => e.id));
+  // The extension's status bar item (id: publisher.extension.item).
   const item = page.locator('[id="infill.infill.infill.status"]').first();
-  const readyBy = Date.now() + opts.readyTimeoutMs;
   let last = "";
-  for (;;) {
+  const statusText = async () => {
     const text = ((await item.textContent({ timeout: 1000 }).catch(() => "")) ?? "").trim();
     if (text !== last) {
       last = text;
       result.statusSeen.push(text);
       log("status:", JSON.stringify(text));
     }
-    if (/^infill$/.test(text)) break;
-    if (/not installed|stopped|error/.test(text)) throw new Error(`status bar says "${text}"`);
-    if (Date.now() > readyBy) throw new Error(`model not ready after ${opts.readyTimeoutMs} ms (status "${text}")`);
-    await page.waitForTimeout(1000);
-  }
+    return text;
+  };
+  const waitStatus = async (want, timeoutMs, fail) => {
+    const by = Date.now() + timeoutMs;
+    for (;;) {
+      const text = await statusText();
+      if (want.test(text)) return text;
+      if (fail && fail.test(text)) throw new Error(`status bar says "${text}"`);
+      if (Date.now() > by) throw new Error(`status bar still "${text}" after ${timeoutMs} ms (waiting for ${want})`);
+      await page.waitForTimeout(500);
+    }
+  };
 
-  // Type at the end of the file, then ask for inline suggestions until ghost text shows.
-  await editor.click();
-  await page.keyboard.press("Control+End");
-  await page.keyboard.type(opts.typed, { delay: 30 });
-  const ghost = page.locator(".monaco-editor .ghost-text-decoration, .monaco-editor .ghost-text-decoration-preview");
-  const ghostBy = Date.now() + opts.ghostTimeoutMs;
-  let tries = 0;
-  while (!(await ghost.first().isVisible().catch(() => false))) {
-    if (Date.now() > ghostBy) throw new Error(`no ghost text after ${opts.ghostTimeoutMs} ms and ${tries} triggers`);
-    tries++;
-    await page.keyboard.press("Alt+Backslash"); // editor.action.inlineSuggest.trigger
-    await ghost.first().waitFor({ state: "visible", timeout: 8000 }).catch(() => {});
-  }
-  const inline = (await ghost.allTextContents()).join("");
-  const below = (await page.locator(".monaco-editor .ghost-text").allTextContents()).join("\n");
-  result.ghost = { inline: inline.replace(/\u00a0/g, " "), block: below.replace(/\u00a0/g, " "), triggers: tries };
-  log("ghost text:", JSON.stringify(result.ghost));
-  await page.screenshot({ path: opts.screenshot });
+  if (opts.scenario === "missing") {
+    await waitStatus(/not installed/, 60_000);
+    const toast = page.locator(".notifications-toasts .notification-toast", { hasText: "was not found" }).first();
+    await toast.waitFor({ timeout: 30_000 });
+    result.notification = ((await toast.textContent()) ?? "").replace(/\s+/g, " ");
+    await page.screenshot({ path: opts.screenshot });
+    result.ok = true;
+  } else {
+    const ghost = page.locator(".monaco-editor .ghost-text-decoration, .monaco-editor .ghost-text-decoration-preview");
+    /** Type at the end of the file, then ask for inline suggestions until ghost text shows. */
+    const typeAndGetGhost = async (typed) => {
+      await editor.click();
+      await page.keyboard.press("Control+End");
+      await page.keyboard.type(typed, { delay: 30 });
+      const by = Date.now() + opts.ghostTimeoutMs;
+      let tries = 0;
+      while (!(await ghost.first().isVisible().catch(() => false))) {
+        if (Date.now() > by) throw new Error(`no ghost text after ${opts.ghostTimeoutMs} ms and ${tries} triggers`);
+        tries++;
+        await page.keyboard.press("Alt+Backslash"); // editor.action.inlineSuggest.trigger
+        await ghost.first().waitFor({ state: "visible", timeout: 8000 }).catch(() => {});
+      }
+      const inline = (await ghost.allTextContents()).join("").replace(/\u00a0/g, " ");
+      const block = (await page.locator(".monaco-editor .ghost-text").allTextContents()).join("\n").replace(/\u00a0/g, " ");
+      log("ghost text:", JSON.stringify(inline), "after", tries, "triggers");
+      return { inline, block, triggers: tries };
+    };
 
-  await page.keyboard.press("Tab");
-  await page.waitForTimeout(500);
-  result.ghostAfterTab = await ghost.first().isVisible().catch(() => false);
-  await page.keyboard.press("Control+S");
-  await page.waitForTimeout(1500);
-  if (opts.acceptedScreenshot) await page.screenshot({ path: opts.acceptedScreenshot });
-  result.ok = true;
+    await waitStatus(/^infill$/, opts.readyTimeoutMs, /not installed|stopped|error/);
+    result.ghost = await typeAndGetGhost(opts.typed);
+    await page.screenshot({ path: opts.screenshot });
+    await page.keyboard.press("Tab");
+    await page.waitForTimeout(500);
+    await page.keyboard.press("Escape"); // dismiss whatever the server suggests next
+    await page.keyboard.press("Control+S");
+    await page.waitForTimeout(1500);
+    if (opts.acceptedScreenshot) await page.screenshot({ path: opts.acceptedScreenshot });
+
+    if (opts.codeServerPid && opts.typedAfterRestart) {
+      const before = infillServers(opts.codeServerPid);
+      if (before.length !== 1) throw new Error(`expected one infill server under code-server, found ${before}`);
+      process.kill(before[0], "SIGKILL");
+      log("killed infill server", before[0]);
+      const by = Date.now() + 60_000;
+      let after = [];
+      while (!(after = infillServers(opts.codeServerPid).filter((p) => p !== before[0])).length) {
+        if (Date.now() > by) throw new Error("the extension did not restart the server within 60 s");
+        await statusText();
+        await page.waitForTimeout(500);
+      }
+      result.restartedServer = { before: before[0], after: after[0] };
+      await waitStatus(/^infill$/, opts.readyTimeoutMs, /not installed|stopped|error/);
+      result.ghostAfterRestart = await typeAndGetGhost(opts.typedAfterRestart);
+      await page.keyboard.press("Escape");
+    }
+    result.ok = true;
+  }
 } catch (err) {
   result.error = String(err?.message ?? err);
-  try {
-    const pages = browser.contexts().flatMap((c) => c.pages());
-    if (pages[0] && opts.failureScreenshot) await pages[0].screenshot({ path: opts.failureScreenshot });
-  } catch {}
+  if (page && opts.failureScreenshot) await page.screenshot({ path: opts.failureScreenshot }).catch(() => {});
 } finally {
   await browser.close();
 }
