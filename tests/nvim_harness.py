@@ -19,6 +19,7 @@ import ast
 import importlib.util
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -56,7 +57,12 @@ def nvim_version(exe: Path) -> tuple[int, int, int]:
 
 
 def server_cmd() -> list[str]:
-    """How Neovim starts the language server: this interpreter, so the venv's packages are used."""
+    """How Neovim starts the language server: this interpreter, so the venv's packages are used.
+
+    `INFILL_TEST_SERVER_CMD` overrides it (e.g. to test an installed `infill serve`)."""
+    override = os.environ.get("INFILL_TEST_SERVER_CMD")
+    if override:
+        return shlex.split(override)
     return [sys.executable, "-m", "lsp_server.cli", "serve"]
 
 
