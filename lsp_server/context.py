@@ -633,11 +633,16 @@ class RecentSnippets:
     def add(self, uri: str, text: str, offset: int) -> None:
         """Remember the lines around `offset` in document `uri` (most recent last)."""
         offset = max(0, min(offset, len(text)))
-        row = text.count("\n", 0, offset)
-        all_lines = text.splitlines()
-        first = max(0, row - self.lines // 2)
-        chunk_lines = all_lines[first:first + self.lines]
-        chunk = "\n".join(chunk_lines).strip("\n")
+        start = text.rfind("\n", 0, offset) + 1
+        for _ in range(self.lines // 2):  # back to the start of the chunk's first line
+            if start > 0:
+                start = text.rfind("\n", 0, start - 1) + 1
+        end = start
+        for _ in range(self.lines):
+            nl = text.find("\n", end)
+            end = len(text) if nl < 0 else nl + 1
+        first = text.count("\n", 0, start)
+        chunk = text[start:end].strip("\n")
         if not chunk.strip():
             return
         with self._lock:

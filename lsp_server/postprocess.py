@@ -43,7 +43,8 @@ def postprocess(suggestion: str, ctx: CompletionContext) -> str | None:
 
 def cut_point(text: str, ctx: CompletionContext, final: bool) -> int | None:
     """The earliest end any cutting rule asks for."""
-    cuts = [rule(text, ctx, final) for rule in (single_line_end, bracket_end, indent_end, suffix_repeat)]
+    rules = (single_line_end, bracket_end, indent_end, suffix_repeat, repetition_end)
+    cuts = [rule(text, ctx, final) for rule in rules]
     found = [c for c in cuts if c is not None]
     return min(found) if found else None
 
@@ -152,6 +153,22 @@ def suffix_repeat(text: str, ctx: CompletionContext, final: bool = False) -> int
             if strong or (len(targets) > 1 and rest[:1] == targets[1:2]):
                 return max(0, offset - 1)
         offset += len(line) + 1
+    return None
+
+
+def repetition_end(text: str, ctx: CompletionContext, final: bool = False) -> int | None:
+    """Stop when the model loops: the same line three times in a row keeps only its first copy.
+
+    Small models fall into repeating themselves; a line of real code rarely repeats verbatim thrice.
+    """
+    lines = text.split("\n")
+    complete = len(lines) if final else len(lines) - 1
+    offset = 0
+    for i in range(complete):
+        line = lines[i].strip()
+        if i + 2 < complete and _WORD.search(line) and lines[i + 1].strip() == line == lines[i + 2].strip():
+            return offset + len(lines[i])
+        offset += len(lines[i]) + 1
     return None
 
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from lsp_server import languages
 from lsp_server.context import CompletionContext, build_context
 from lsp_server.postprocess import (bracket_end, check_parse, drop_suffix_overlap, indent_end, postprocess,
-                                    single_line_end, stop_rule, suffix_repeat, trim_whitespace)
+                                    repetition_end, single_line_end, stop_rule, suffix_repeat, trim_whitespace)
 
 CURSOR = "█"
 
@@ -65,6 +65,9 @@ GOLDEN = [
     ("typescript", "const f = (a: number): number => {\n  █\n};\n", "return a * 2;\n};\nconst g = 1;", "return a * 2;"),
     ("java", "class A {\n  void m() {\n    █\n  }\n}\n", "int x = 1;\n    return;\n  }\n}", "int x = 1;\n    return;"),
     ("java", "class A {\n  void m() {\n    String s = \"█\";\n  }\n}\n", 'a{b";', "a{b"),
+    # a looping model
+    ("python", "def f():\n    █\n", "x = g()\n    y += 1\n    y += 1\n    y += 1\n    y += 1", "x = g()\n    y += 1"),
+    ("go", "func f() {\n\t█\n}\n", "log(a)\n\tlog(a)\n\tlog(a)\n", "log(a)"),
     # discard
     ("python", "x = 1\n█", "   \n  \n", None),
     ("python", "x = 1\n█", "", None),
@@ -137,6 +140,14 @@ def test_suffix_repeat_cases() -> None:
     short = ctx_at("int f() {\n  █\n}\nint g;\n", "c")
     assert suffix_repeat("if (a) {\n  b;\n}\nc;", short, final=True) is None  # a lone `}` is not enough
     assert suffix_repeat("a;\n}\nint g;", short, final=True) == 2
+
+
+def test_repetition_end_cases() -> None:
+    ctx = ctx_at("def f():\n    █\n", "python")
+    assert repetition_end("a = 1\na = 1\na = 1", ctx, final=True) == 5
+    assert repetition_end("a = 1\na = 1\na = 1", ctx, final=False) is None  # the third may still differ
+    assert repetition_end("}\n}\n}\n", ctx, final=True) is None  # closers legitimately repeat
+    assert repetition_end("a = 1\na = 1\nb = 2", ctx, final=True) is None
 
 
 def test_drop_suffix_overlap_cases() -> None:
