@@ -44,6 +44,7 @@ MAX_QUERY_TERMS = 32
 WINDOW_LINES = 40  # line-window fallback (and the most lines of top-level code in one block chunk)
 RRF_K = 60
 CANDIDATES = 50  # per ranker, before fusion
+COMMON_TERM_SHARE = 0.1  # query terms in more than this share of chunks are left out of BM25
 EMBED_HEAD_CHARS = 600  # the embedder sees MAX_TOKENS tokens; no need to tokenize the whole chunk
 
 Progress = Callable[[str, "float | None"], None]
@@ -556,6 +557,9 @@ class Index:
         self._embedder: Embedder | None = None
         self._writes = 0  # bumped on our own commits; PRAGMA data_version covers other processes' commits
         self._matrix_key: tuple | None = None
+        self._df_key: tuple | None = None
+        self._df: dict[str, int] = {}
+        self._df_total = 0
         self._matrix_ids = np.zeros(0, dtype=np.int64)
         self._matrix = np.zeros((0, 384), dtype=np.float32)
         self._conn = self._open()
@@ -853,7 +857,7 @@ class Index:
         return [cid for cid, _ in best], [score for _, score in best]
 
     def _bm25(self, words: list[str], limit: int) -> list[int]:
-        match = " OR ".join(f'"{w}"' for w in words)
+        match = " OR ".join(f'"{w}"' for w in self._selective(words))
         with self._lock:
             try:
                 return [r[0] for r in self._conn.execute(
@@ -862,6 +866,27 @@ class Index:
             except sqlite3.OperationalError as exc:  # a term FTS5 still refuses: no keyword hits, not an error
                 log.info("fts query %r failed: %s", match, exc)
                 return []
+
+    def _selective(self, words: list[str]) -> list[str]:
+        """The query's terms minus those in most chunks (``return``, ``self``): they barely move BM25 but
+        make FTS5 score nearly every row. Document frequencies are cached until the next commit."""
+        with self._lock:
+            key = self._data_key()
+            if self._df_key != key:
+                self._df_key, self._df = key, {}
+                self._df_total = self._conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
+            counts = []
+            for w in words:
+                if w not in self._df:
+                    self._df[w] = self._conn.execute(
+                        "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?", (f'"{w}"',)).fetchone()[0]
+                counts.append((self._df[w], w))
+        keep = [w for df, w in counts if df <= COMMON_TERM_SHARE * self._df_total]
+        return keep or [w for _df, w in sorted(counts)[:2]]
+
+    def _data_key(self) -> tuple[int, int]:
+        """Changes whenever the database does (our commits, or another connection's)."""
+        return self._writes, self._conn.execute("PRAGMA data_version").fetchone()[0]
 
     def _exact(self, query: str) -> list[int]:
         if len(query) > 200:
@@ -890,7 +915,7 @@ class Index:
     def _vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """The in-memory (chunk ids, unit vectors) matrix, reloaded only after a commit (ours or another's)."""
         with self._lock:
-            key = (self._writes, self._conn.execute("PRAGMA data_version").fetchone()[0])
+            key = self._data_key()
             if key != self._matrix_key:
                 rows = self._conn.execute(
                     "SELECT c.id, v.vec FROM chunks c JOIN vectors v ON v.hash=c.embed_hash ORDER BY c.id").fetchall()
