@@ -71,6 +71,63 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 def _add_search_commands(sub: argparse._SubParsersAction) -> None:
     """`infill index PATH` and `infill search QUERY` (the search feature's shell face)."""
+    p = sub.add_parser("index", help="index a workspace for code search (incremental; reuses the database)")
+    p.add_argument("path", type=Path, nargs="?", default=Path("."))
+    p.add_argument("--json", action="store_true", help="print the counts as JSON")
+    p.set_defaults(func=_index)
+
+    p = sub.add_parser("search", help="search a workspace's code in plain words or identifiers")
+    p.add_argument("query")
+    p.add_argument("--workspace", type=Path, default=Path("."), help="workspace folder (default: current)")
+    p.add_argument("--limit", type=int, default=10)
+    p.add_argument("--json", action="store_true", help="print the results as a JSON list")
+    p.add_argument("--no-update", action="store_true", help="search the index as it is, without refreshing it")
+    p.set_defaults(func=_search)
+
+
+def _open_index(path: Path):
+    from lsp_server.index import Index
+
+    if not path.is_dir():
+        raise InferenceError(f"{path} is not a directory")
+    try:
+        from inference.embed import Embedder
+
+        embedder = Embedder.load(progress=_progress)
+    except InferenceError as exc:
+        print(f"infill: keyword search only: {exc}", file=sys.stderr)
+        embedder = None
+    return Index(path, embedder=embedder)
+
+
+def _index(args: argparse.Namespace) -> int:
+    index = _open_index(args.path)
+    stats = index.update_all(_progress)
+    if args.json:
+        print(json.dumps({**stats.as_dict(), "database": str(index.db_path)}))
+    else:
+        print(f"indexed {stats.files} files, {stats.chunks} chunks ({stats.files_changed} changed,"
+              f" {stats.files_removed} removed, {stats.chunks_embedded} embedded) in {stats.seconds:.1f}s"
+              f" -> {index.db_path}")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    index = _open_index(args.workspace)
+    if not args.no_update:
+        index.update_all(_progress if not args.json else None)
+    hits = index.search(args.query, max(1, args.limit))
+    if args.json:
+        print(json.dumps([hit.as_dict() for hit in hits], ensure_ascii=False))
+        return 0
+    for hit in hits:
+        rel = index.rel(Path(hit.path))
+        print(f"{rel}:{hit.start_line + 1}  {hit.name} ({hit.kind})  {hit.score:.4f}")
+        for line in hit.snippet.split("\n")[:3]:
+            print(f"    {line}")
+    if not hits:
+        print("no results", file=sys.stderr)
+    return 0
 
 
 def _progress(message: str, fraction: float | None = None) -> None:
