@@ -114,6 +114,8 @@ def special_tokens(model_dir: Path) -> set[str]:
         except (OSError, ValueError):
             pass
     found.discard("")
+    # SentencePiece vocabularies spell some control tokens with a word-start mark (CodeLlama: "▁<PRE>").
+    found.update(t[1:] for t in list(found) if t.startswith("\u2581") and len(t) > 1)
     return found
 
 
