@@ -135,7 +135,8 @@ def suffix_repeat(text: str, ctx: CompletionContext, final: bool = False) -> int
     """Stop where the suggestion starts repeating the code that follows the cursor.
 
     A suggestion line equal to the first code line of the suffix (ignoring indentation) is where the
-    model ran into existing code. Short lines (`}`, `end`) only count when the next line matches too.
+    model ran into existing code. Short lines (`}`, `x += 1`) only count when the next line matches too
+    (or both the suggestion and the suffix end there).
     """
     if ctx.line_suffix.strip():
         return None
@@ -150,7 +151,8 @@ def suffix_repeat(text: str, ctx: CompletionContext, final: bool = False) -> int
         if candidate:
             strong = len(_WORD.findall(targets[0])) >= 3
             rest = [ln.strip() for ln in lines[i + 1:complete] if ln.strip()]
-            if strong or (len(targets) > 1 and rest[:1] == targets[1:2]):
+            follows = rest[:1] == targets[1:2] if len(targets) > 1 else final and not rest
+            if strong or follows:
                 return max(0, offset - 1)
         offset += len(line) + 1
     return None
@@ -233,11 +235,16 @@ def drop_suffix_overlap(text: str, ctx: CompletionContext) -> str:
 
 
 def trim_whitespace(text: str, ctx: CompletionContext) -> str:
-    """Trailing blank lines go; trailing spaces go at the end of a line; no doubled space at the cursor."""
+    """Trailing blank lines go; trailing spaces go at the end of a line; no doubled space at the cursor;
+    on an empty line the code starts on that line."""
     if ctx.line_suffix.strip():
         text = re.sub(r"(?:\n[ \t]*)+\Z", "", text)
     else:
         text = text.rstrip()
+    if not ctx.line_prefix.strip() and text.startswith("\n") and not ctx.line_suffix.strip():
+        # on an empty line, code that starts on the next one starts here (not below a blank line)
+        text = text.lstrip("\n")
+        text = text[len(ctx.line_prefix):] if text.startswith(ctx.line_prefix) else text.lstrip(" \t")
     if ctx.line_prefix.endswith((" ", "\t")) and text[:1] in (" ", "\t"):
         text = text.lstrip(" \t")
     return text

@@ -165,6 +165,22 @@ def test_trim_whitespace_cases() -> None:
     assert trim_whitespace("a \n  ", mid) == "a "  # the space before the rest of the line stays
     assert trim_whitespace("  1", end) == "1"  # no double space after `= `
     assert trim_whitespace("\n    1", end) == "\n    1"
+    empty = ctx_at("def f():\n    █\n", "python")
+    assert trim_whitespace("\n\n    x = 1\n    y = 2", empty) == "x = 1\n    y = 2"
+    assert trim_whitespace("\n        x = 1", empty) == "x = 1"  # extra indentation on an indented line goes
+    assert trim_whitespace("\nx = 1", ctx_at("█\n", "python")) == "x = 1"
+
+
+@pytest.mark.parametrize("language,doc,raw,expected", [
+    ("python", "█", "import os\n", "import os"),  # empty document
+    ("python", "█x = 1\n", "import os\n", None),  # at the start of a line: "import osx = 1" does not parse
+    ("python", "█x = 1\n", "y = ", "y = "),
+    ("python", "█\nx = 1\n", "import os\nimport sys\nx = 1\n", "import os\nimport sys"),
+    ("c", "int x = 1;\nint y = █", "2;\nint z = 3;", "2;"),  # end of a file without a final newline
+    ("rust", "fn main() {\n    let s = \"héllo 😀\";\n    println!(\"{}\", █);\n}\n", "s);", "s"),
+])
+def test_edges(language: str, doc: str, raw: str, expected: str) -> None:
+    assert postprocess(raw, ctx_at(doc, language)) == expected
 
 
 def test_check_parse_discards_what_breaks_a_clean_scope() -> None:
