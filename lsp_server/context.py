@@ -61,6 +61,8 @@ STRING_TYPES = ("string", "comment", "char_literal", "template_string", "raw_str
 
 _PY_BLOCK = re.compile(
     r"\s*(?:async\s+)?(?:def|class|if|elif|else|for|while|try|except|finally|with|match|case)\b")
+_INDENT = re.compile(r"[ \t]*")
+_SPACES = re.compile(r"\s+")
 _TOP_LEVEL_LINE = re.compile(r"\n(?=[^\s)\]}])")  # a line starting in column 0 with code, not a closer
 _LINE_START = re.compile(r"\n([ \t]*)(?=[^\s)\]}])(?!(?:else|elif|except|finally|case|default)\b)")  # any line with code that does not start with a closer
 _CLOSERS = {")": "(", "]": "[", "}": "{"}
@@ -118,7 +120,8 @@ def build_context(text: str, offset: int, language_id: str | None, *, count_toke
                   other_budget_tokens: int = 128, snippets: Sequence[str] = ()) -> CompletionContext:
     """The context for a completion at `offset` (a str index into `text`).
 
-    `count_tokens(prefix) + count_tokens(suffix) <= budget_tokens` always holds. `snippets` (already
+    `count_tokens(prefix) + count_tokens(suffix) <= budget_tokens` holds whenever count_tokens grows with
+    the text (true of any tokenizer up to a token or two at the seams). `snippets` (already
     formatted, e.g. from `RecentSnippets.pick`) and signatures from `other_documents` ((uri, text) pairs,
     most relevant first, the current document excluded) fill `extra` within `other_budget_tokens`.
     """
@@ -132,8 +135,7 @@ def build_context(text: str, offset: int, language_id: str | None, *, count_toke
     line_end = len(text) if line_end < 0 else line_end
     line_prefix = text[line_start:offset]
     line_suffix = text[offset:line_end].rstrip("\r")
-    line = text[line_start:line_end]
-    indent = line[:len(line) - len(line.lstrip(" \t"))]
+    indent = _INDENT.match(text, line_start, line_end).group()  # type: ignore[union-attr]  # always matches
 
     lo, hi = _window(text, offset, budget_tokens * CHARS_PER_TOKEN, budget_tokens * CHARS_PER_TOKEN // 2)
     window = text[lo:hi]
@@ -176,7 +178,8 @@ def _window(text: str, offset: int, before: int, after: int) -> tuple[int, int]:
     (column 0 when there is one) so the window starts and ends between statements."""
     lo = max(0, offset - before)
     if lo > 0:
-        lo = text.rfind("\n", 0, lo) + 1
+        nl = text.rfind("\n", max(0, lo - before), lo)  # back to the line start, unless the line is huge
+        lo = nl + 1 if nl >= 0 else min(offset, _word_start(text, lo))
         best: tuple[int, int] | None = None  # (indent, start) of the least indented line, latest wins ties
         for m in _LINE_START.finditer(text, max(0, lo - before // 2), lo):
             if best is None or len(m.group(1)) <= best[0]:
@@ -188,10 +191,22 @@ def _window(text: str, offset: int, before: int, after: int) -> tuple[int, int]:
         found = _TOP_LEVEL_LINE.search(text, max(hi - 1, offset), min(len(text), hi + after // 2))
         if found:
             hi = found.start() + 1
-        else:
-            nl = text.find("\n", hi)
-            hi = len(text) if nl < 0 else nl + 1
+        else:  # the end of the line, unless the line is huge (minified code): then a word end nearby
+            nl = text.find("\n", hi, hi + after + 1)
+            hi = nl + 1 if nl >= 0 else _word_end(text, hi)
     return lo, hi
+
+
+def _word_start(text: str, pos: int) -> int:
+    """The first position at or after pos that starts a word (after whitespace), or pos."""
+    m = _SPACES.search(text, pos, pos + 200)
+    return m.end() if m else pos
+
+
+def _word_end(text: str, pos: int) -> int:
+    """The first whitespace at or after pos (so a cut there splits no word), or pos."""
+    m = _SPACES.search(text, pos, pos + 200)
+    return m.start() if m else pos
 
 
 # ---------------------------------------------------------------------------------------------------

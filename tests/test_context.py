@@ -124,6 +124,17 @@ def test_is_fast_on_a_2000_line_file() -> None:
     assert min(timings) < 0.005
 
 
+def test_huge_single_line_is_not_parsed_whole() -> None:
+    doc = "var a = [" + ", ".join(str(i) for i in range(1_500_000)) + "];"  # 10 MB of minified code
+    offset = len(doc) // 2
+    start = time.perf_counter()
+    ctx = build_context(doc, offset, "javascript", count_tokens=count_tokens)
+    assert time.perf_counter() - start < 1.0
+    assert len(ctx.window) < 20_000
+    assert count_tokens(ctx.prefix) + count_tokens(ctx.suffix) <= 768
+    assert doc[:offset].endswith(ctx.prefix) and doc[offset:].startswith(ctx.suffix)
+
+
 def test_ten_megabyte_file_stays_bounded() -> None:
     doc = "int x = 1;\n" * 950_000
     offset = len(doc) // 2
