@@ -446,6 +446,8 @@ def reindent(code: str, task: EditTask) -> str:
     rest_of_line = task.text[task.end: len(task.text) if newline < 0 else newline]
     if rest_of_line.strip():  # text after the cursor goes on its own line, keeping its indentation
         result += "\n" + indent
+    elif task.end == len(task.text):  # at the end of the file: end with a newline
+        result += "\n"
     return result
 
 
@@ -508,9 +510,30 @@ def process_reply(task: EditTask, reply: str, in_place: bool = False) -> str:
             return code + ("\n" if task.selection.endswith("\n") else "")
     if not task.target_language:
         code = trim_to_definitions(code, task.selection_block, task.language)
+        if not in_place:
+            code = trim_overlap(code, task)
     if not code.strip():
         return ""
     return reindent(code, task)
+
+
+OVERLAP_LINES = 10
+
+
+def trim_overlap(code: str, task: EditTask) -> str:
+    """Drop the lines a reply repeats from around the selection (a function header above a selected
+    statement, a closing brace below it): they are already in the file and would be doubled."""
+    selected = {line.strip() for line in task.selection.splitlines() if line.strip()}
+    before = [line.strip() for line in task.text[:task.line_start].splitlines() if line.strip()][-OVERLAP_LINES:]
+    after = [line.strip() for line in task.text[task.end:].splitlines() if line.strip()][:OVERLAP_LINES]
+    if task.selection and not task.selection.endswith("\n"):
+        after = after[1:] if task.text[task.end:].split("\n", 1)[0].strip() else after  # rest of the end line
+    lines = code.splitlines()
+    while lines and (not lines[0].strip() or (lines[0].strip() in before and lines[0].strip() not in selected)):
+        lines.pop(0)
+    while lines and (not lines[-1].strip() or (lines[-1].strip() in after and lines[-1].strip() not in selected)):
+        lines.pop()
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -532,8 +555,9 @@ def run_edit(engine: GenerationEngine, task: EditTask, *, max_new_tokens: int,
     scope = enclosing_scope(task) if engine.is_instruct else Scope()
     replies: list[str] = []
     problem: str | None = None
+    note_override: str | None = None
     for attempt in (1, 2):
-        note = None if attempt == 1 else (
+        note = None if attempt == 1 else note_override or (
             f"That is not right: {problem}. Reply with the complete, corrected "
             f"{language_name(task.output_language)} code only, in one code block.")
         prompt, prefix = _prompt(engine, task, scope, note, replies[-1] if replies else None)
@@ -543,12 +567,17 @@ def run_edit(engine: GenerationEngine, task: EditTask, *, max_new_tokens: int,
             raise EditCancelled("The edit was cancelled.")
         replacement = process_reply(task, reply, in_place=not engine.is_instruct)
         problem = check_edit(task, replacement)
+        if problem is None and _same_code(replacement, task.selection):
+            problem = "the model proposed no change"
+            note_override = f"You returned the code unchanged. {task.instruction}"
         if problem is None:
-            if replacement == task.selection:
-                raise EditError("The model proposed no change.")
             new_text = task.text[:task.start] + replacement + task.text[task.end:]
             return EditResult(replacement, new_text, attempt, replies)
     raise EditError(f"Edit refused: {problem}. The file is unchanged.")
+
+
+def _same_code(a: str, b: str) -> bool:
+    return a.split() == b.split()
 
 
 def _prompt(engine: GenerationEngine, task: EditTask, scope: Scope, note: str | None,

@@ -306,9 +306,31 @@ def test_run_edit_cancelled_mid_generation_raises_cancelled() -> None:
 
 
 def test_run_edit_reports_no_change() -> None:
-    engine = ScriptedEngine(["def greet(self, name):\n    return 'hi ' + name\n"])
+    same = "def greet(self, name):\n    return 'hi ' + name\n"
+    engine = ScriptedEngine([same, same])
     with pytest.raises(EditError, match="no change"):
         edit.run_edit(engine, select(CLASS_DOC, GREET, "Simplify"), max_new_tokens=64)
+    assert "You returned the code unchanged. Simplify" in engine.prompts[1]
+
+
+def test_trim_overlap_drops_repeated_context_lines() -> None:
+    doc = "def diff(a, b):\n    return a - b\n"
+    task = select(doc, "return a - b", "Return the absolute difference")
+    assert edit.process_reply(task, "```python\ndef diff(a, b):\n    return abs(a - b)\n```") == "return abs(a - b)"
+    js = "function f(a, b) {\n  return a < b ? a : b;\n}\n"
+    task = select(js, "return a < b ? a : b;", "Fix", "javascript")
+    assert edit.process_reply(task, "function f(a, b) {\n  return a > b ? a : b;\n}") == "return a > b ? a : b;"
+    # lines that are also in the selection stay
+    task = select(js, js, "Fix", "javascript")
+    assert edit.process_reply(task, "function f(a, b) {\n  return a > b ? a : b;\n}") == \
+        "function f(a, b) {\n  return a > b ? a : b;\n}\n"
+
+
+def test_insertion_reply_repeating_the_enclosing_header_is_trimmed() -> None:
+    doc = "def squares(xs):\n    # return the squares of xs\n"
+    task = EditTask(doc, len(doc), len(doc), "Write code for this comment", "python")
+    out = edit.process_reply(task, "```python\ndef squares(xs):\n    return [x * x for x in xs]\n```")
+    assert doc + out == "def squares(xs):\n    # return the squares of xs\n    return [x * x for x in xs]\n"
 
 
 # --- structured docstrings -------------------------------------------------------------------------
