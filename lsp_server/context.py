@@ -64,10 +64,11 @@ _PY_BLOCK = re.compile(
 _INDENT = re.compile(r"[ \t]*")
 _SPACES = re.compile(r"\s+")
 _TOP_LEVEL_LINE = re.compile(r"\n(?=[^\s)\]}])")  # a line starting in column 0 with code, not a closer
-_LINE_START = re.compile(r"\n([ \t]*)(?=[^\s)\]}])(?!(?:else|elif|except|finally|case|default)\b)")  # any line with code that does not start with a closer
-_CLOSERS = {")": "(", "]": "[", "}": "{"}
-_OPENERS = {v: k for k, v in _CLOSERS.items()}
-_BRACKETS = frozenset("()[]{}")
+# A line with code that neither starts with a closer nor continues a statement (`else:`, `case 1:`).
+_LINE_START = re.compile(r"\n([ \t]*)(?=[^\s)\]}])(?!(?:else|elif|except|finally|case|default)\b)")
+CLOSERS = {")": "(", "]": "[", "}": "{"}
+OPENERS = {v: k for k, v in CLOSERS.items()}
+BRACKETS = frozenset("()[]{}")
 
 # Brackets outside strings and comments: any other match is a string or comment, skipped whole.
 _PY_TOKENS = re.compile(
@@ -408,7 +409,7 @@ def _header_nodes(language: str, head: str) -> tuple[tuple[int, str], ...]:
     for node in tree.root_node.named_children:
         if node.type in IMPORT_TYPES and not node.has_error:
             end = len(data[:node.end_byte].decode("utf-8", "replace"))
-            out.append((end, data[node.start_byte:node.end_byte].decode("utf-8", "replace") + "\n"))
+            out.append((end, data[node.start_byte:node.end_byte].decode("utf-8", "replace").rstrip("\n") + "\n"))
     return tuple(out)
 
 
@@ -523,19 +524,24 @@ def indent_width(line: str) -> int:
     return len(line) - len(line.lstrip(" \t")) + 3 * line[:len(line) - len(line.lstrip(" \t"))].count("\t")
 
 
+def token_pattern(language: str | None) -> re.Pattern[str]:
+    """The regex that finds brackets, strings and comments in this language's code."""
+    return _PY_TOKENS if language == "python" or language is None else _C_TOKENS
+
+
 def scan_brackets(text: str, language: str | None) -> tuple[str, str]:
     """(brackets still open at the end, closers that had no opener) outside strings and comments.
 
     The open brackets come outermost first; the unmatched closers in the order they appear.
     """
-    pattern = _PY_TOKENS if language == "python" or language is None else _C_TOKENS
+    pattern = token_pattern(language)
     stack: list[str] = []
     unmatched: list[str] = []
     for match in pattern.finditer(text):
         ch = match.group()
-        if ch not in _BRACKETS:
+        if ch not in BRACKETS:
             continue
-        if ch in _OPENERS:
+        if ch in OPENERS:
             stack.append(ch)
         elif stack:
             stack.pop()
@@ -546,8 +552,7 @@ def scan_brackets(text: str, language: str | None) -> tuple[str, str]:
 
 def bracket_events(text: str, language: str | None) -> list[tuple[int, str]]:
     """Positions and characters of the brackets in text, outside strings and comments."""
-    pattern = _PY_TOKENS if language == "python" or language is None else _C_TOKENS
-    return [(m.start(), m.group()) for m in pattern.finditer(text) if m.group() in _BRACKETS]
+    return [(m.start(), m.group()) for m in token_pattern(language).finditer(text) if m.group() in BRACKETS]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -14,8 +14,8 @@ import re
 from typing import Callable
 
 from lsp_server import languages
-from lsp_server.context import (_BRACKETS, _C_TOKENS, _OPENERS, _PY_TOKENS, CompletionContext, bracket_events, error_spans,
-                                indent_width, scan_brackets)
+from lsp_server.context import (BRACKETS, OPENERS, CompletionContext, bracket_events, error_spans, indent_width,
+                                scan_brackets, token_pattern)
 
 MAX_PARSE_RETRIES = 6  # multi-line suggestions that break the parse are shortened this many lines at most
 _WORD = re.compile(r"\w")
@@ -81,17 +81,17 @@ def bracket_end(text: str, ctx: CompletionContext, final: bool = False) -> int |
     stack: list[str] = []
     outer = 0  # closers so far that closed brackets opened before the cursor
     for pos, ch in bracket_events(text, ctx.language):
-        if ch in _OPENERS:
+        if ch in OPENERS:
             stack.append(ch)
             continue
         if stack:
-            if _OPENERS[stack.pop()] != ch:  # mismatched inside the suggestion: garbage from here
+            if OPENERS[stack.pop()] != ch:  # mismatched inside the suggestion: garbage from here
                 return pos
             continue
         if ctx.suffix_closers:  # the suffix closes the innermost open bracket: this closer is a repeat
             return pos
         depth = len(ctx.open_brackets) - 1 - outer
-        if depth < 0 or _OPENERS[ctx.open_brackets[depth]] != ch:
+        if depth < 0 or OPENERS[ctx.open_brackets[depth]] != ch:
             return pos
         if ch == "}":
             return pos + 1
@@ -181,7 +181,7 @@ def _closes_all(text: str, ctx: CompletionContext) -> int | None:
         return 0
     depth = closed = 0
     for pos, ch in bracket_events(text, ctx.language):
-        if ch in _OPENERS:
+        if ch in OPENERS:
             depth += 1
         elif depth:
             depth -= 1
@@ -194,14 +194,14 @@ def _closes_all(text: str, ctx: CompletionContext) -> int | None:
 
 def _inside_spans(text: str, language: str) -> Callable[[int], bool]:
     """A test for 'this position is inside a bracket, string or comment of the text'."""
-    pattern = _PY_TOKENS if language == "python" else _C_TOKENS
+    pattern = token_pattern(language)
     spans: list[tuple[int, int]] = []
     depth, opened = 0, 0
     for m in pattern.finditer(text):
         token = m.group()
-        if token not in _BRACKETS:
+        if token not in BRACKETS:
             spans.append((m.start() + 1, m.end()))
-        elif token in _OPENERS:
+        elif token in OPENERS:
             if depth == 0:
                 opened = m.start() + 1
             depth += 1

@@ -85,7 +85,8 @@ HEADERS = {
     "go": ('package main\n\nimport (\n\t"fmt"\n)\n', "var x{i} = {i}\n", "func main() {\n\t█\n}\n"),
     "c": ("#include <stdio.h>\n#include \"local.h\"\n", "int x{i} = {i};\n", "int main(void) {\n  █\n}\n"),
     "cpp": ("#include <vector>\nusing std::vector;\n", "int x{i} = {i};\n", "int main() {\n  █\n}\n"),
-    "java": ("package demo;\n\nimport java.util.List;\n", "// filler {i}\n", "class A {\n  void m() {\n    █\n  }\n}\n"),
+    "java": ("package demo;\n\nimport java.util.List;\n", "// filler {i}\n",
+             "class A {\n  void m() {\n    █\n  }\n}\n"),
     "rust": ("use std::io;\nuse std::fmt;\n", "const X{i}: i32 = {i};\n", "fn main() {\n    █\n}\n"),
     "javascript": ("import fs from 'fs';\nimport { x } from './x.js';\n", "const x{i} = {i};\n",
                    "function f() {\n  █\n}\n"),
@@ -195,7 +196,8 @@ def test_crlf_line_ends() -> None:
 # --- scope, brackets, strings --------------------------------------------------------------------------
 
 SCOPES = [
-    ("python", "class Config:\n    def parse_config(self, path):\n        data = █\n", "function_definition parse_config"),
+    ("python", "class Config:\n    def parse_config(self, path):\n        data = █\n",
+     "function_definition parse_config"),
     ("javascript", "class A {\n  load(url) {\n    const r = █\n  }\n}\n", "method_definition load"),
     ("typescript", "function total(xs: number[]): number {\n  return █\n}\n", "function_declaration total"),
     ("go", "package main\n\nfunc (s *Server) Serve(n int) error {\n\treturn █\n}\n", "method_declaration Serve"),
