@@ -651,14 +651,36 @@ class Index:
         except ValueError:
             return path.as_posix()
 
-    def update_file(self, path: Path | str, text: str | None = None) -> bool:
+    def wants(self, path: Path) -> bool:
+        """Would `walk` index this file? (For single-file events: ignored folders, ignore files, names.)"""
+        try:
+            parts = path.relative_to(self.root).parts
+        except ValueError:
+            return False
+        if any(p.startswith(".") or p in SKIP_DIRS for p in parts[:-1]) or not indexable_name(path):
+            return False
+        specs: list[tuple[Path, object]] = []
+        directory = self.root
+        for part in ("",) + parts[:-1]:
+            directory = directory / part if part else directory
+            spec = _load_ignores(directory)
+            if spec is not None:
+                specs.append((directory, spec))
+            if part and _ignored(specs[:-1] if spec is not None else specs, directory, True):
+                return False
+        return not _ignored(specs, path, False)
+
+    def update_file(self, path: Path | str, text: str | None = None, walked: bool = False) -> bool:
         """(Re)index one file from disk, or from an editor buffer's `text`; True when its chunks changed.
 
-        A file that became unindexable (deleted, binary, huge, ignored by name) is removed.
+        A file that became unindexable (deleted, binary, huge, ignored) is removed. `walked`: the caller
+        (`update_all`) already applied the ignore rules.
         """
         path = Path(path).resolve()
         if not path.is_relative_to(self.root):
             return False
+        if not walked and not self.wants(path):
+            return self.remove_file(path)
         if text is not None:
             data: bytes | None = text.encode("utf-8", "surrogatepass")
             size, mtime = len(data), -1  # -1: a buffer, not the disk; the next full pass re-reads the file
@@ -760,7 +782,7 @@ class Index:
             if known.get(key) == (st.st_size, st.st_mtime_ns):
                 continue  # unchanged since last time: not even read
             try:
-                stats.files_changed += self.update_file(path)
+                stats.files_changed += self.update_file(path, walked=True)
             except (OSError, sqlite3.Error) as exc:
                 log.warning("index: %s skipped: %s", path, exc)
             if progress and time.monotonic() - last > 0.25:

@@ -399,3 +399,20 @@ def test_embeddings_match_sentence_transformers(embedder) -> None:
     expected = reference.encode(texts, normalize_embeddings=True)
     assert np.all(np.sum(ours * expected, axis=1) > 0.9999)
     assert float(ours[0] @ ours[1]) < 0.5 and embedder.embed([]).shape == (0, 384)
+
+
+def test_single_file_updates_follow_the_walker_rules(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    write(ws, ".gitignore", "build/\n")
+    write(ws, "src/.gitignore", "local_*.py\n")
+    rels = ["src/main.py", "src/sub/deep.py", "src/local_a.py", "build/o.py", "node_modules/a.js", ".git/x.py",
+            "notes.bin"]
+    for rel in rels:
+        write(ws, rel, "def f():\n    pass\n")
+    index = Index(ws, tmp_path / "db.sqlite3")
+    walked = set(walk(ws))
+    for rel in rels:
+        path = (ws / rel).resolve()
+        assert index.wants(path) == (path in walked), rel
+        assert index.update_file(path) == (path in walked), rel  # events for ignored files index nothing
+    assert index.counts()[0] == 2
