@@ -132,13 +132,16 @@ def main() -> int:
     parser.add_argument("--include-tests", action="store_true", help="index the test suites too")
     parser.add_argument("--latency-queries", type=int, default=300, help="full searches timed for p50/p95")
     parser.add_argument("--queries", type=int, help="evaluate at most N cases (deterministic sample)")
+    parser.add_argument("--workdir", type=Path, help="keep the stripped library and index here (and reuse them on"
+                        " the next run: throughput then measures an up-to-date index, see 'reused')")
     args = parser.parse_args()
 
     from inference.embed import Embedder
 
     library = Path(sysconfig.get_paths()["stdlib"])
     files = stdlib_files(library, args.include_tests, args.max_files)
-    work = Path(tempfile.mkdtemp(prefix="infill-search-bench-"))
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="infill-search-bench-"))
+    reused = (work / "index.sqlite3").exists()
     try:
         workspace = work / "stdlib"
         cases = build_workspace(library, files, workspace)
@@ -186,7 +189,8 @@ def main() -> int:
             index.search(case.query, 10)
             latencies.append((time.perf_counter() - t) * 1000)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
 
     n = max(len(cases), 1)
     result = {
@@ -204,6 +208,7 @@ def main() -> int:
         "query_p50_ms": round(statistics.median(latencies), 2) if latencies else None,
         "query_p95_ms": round(percentile(latencies, 0.95), 2) if latencies else None,
         "latency_queries": len(latencies),
+        "reused": reused,
     }
     print(f"\nCode search on {result['corpus']}: {n_files} files, {n_chunks} chunks, {len(cases)} queries\n")
     print(f"{'ranker':<8} {'MRR@10':>8} {'recall@10':>10}")
