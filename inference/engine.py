@@ -117,6 +117,7 @@ class Engine:
         try:
             self._model = og.Model(config)
             self._tokenizer = og.Tokenizer(self._model)
+            self._decoder = _hf_decoder(prepared.onnx_dir)
         except Exception as exc:
             raise InferenceError(f"cannot load the ONNX model in {prepared.onnx_dir}: {exc}; "
                                  "delete that folder to rebuild it") from None
@@ -160,7 +161,11 @@ class Engine:
         return [int(t) for t in self._tokenizer.encode(text)] if text else []
 
     def decode(self, ids: Sequence[int]) -> str:
-        return self._tokenizer.decode(np.asarray(ids, dtype=np.int32)) if len(ids) else ""
+        if not len(ids):
+            return ""
+        if self._decoder is not None:
+            return self._decoder.decode([int(i) for i in ids], skip_special_tokens=True)
+        return self._tokenizer.decode(np.asarray(ids, dtype=np.int32))
 
     def count_tokens(self, text: str) -> int:
         return len(self.encode(text))
@@ -356,6 +361,21 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     while i < n and a[i] == b[i]:
         i += 1
     return i
+
+
+def _hf_decoder(model_dir: Path):
+    """The `tokenizers` decoder for a model folder, or None. onnxruntime-genai's decode drops everything after
+    an invalid UTF-8 byte sequence (a stray byte token from the model), which would silently eat the rest of
+    a completion; `tokenizers` writes U+FFFD there and goes on."""
+    path = model_dir / "tokenizer.json"
+    if not path.is_file():
+        return None
+    try:
+        from tokenizers import Tokenizer
+
+        return Tokenizer.from_file(str(path))
+    except Exception:  # a tokenizer.json only onnxruntime-genai understands: keep its decoder
+        return None
 
 
 def _read_chat_template(model_dir: Path):

@@ -1,0 +1,414 @@
+"""The ONNX engine on tiny random models: export, parity with torch, KV-cache reuse, stopping, cancel,
+threads, context limits and bad input. The default model's tests are marked slow at the end.
+
+Nothing here hard-codes model output: each expectation is derived from another run (a torch reference,
+a cold engine, an unconstrained generation) of the same deterministic model.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import load_tiny
+from inference import Engine, FimParts, InferenceError
+from inference.export import MANIFEST, is_complete
+from inference.reference import TorchReference
+
+CODE = [
+    "def fibonacci(n):\n    if n < 2:\n        return n\n    return",
+    "import os\nimport sys\n\nclass Config:\n    def __init__(self, path):\n        self.path = path\n        self.",
+    "for i, line in enumerate(open('data.txt')):\n    if not line.strip():\n        continue\n    print(",
+]
+DOC_A = "def load(path):\n    with open(path) as fh:\n        return json.load(fh)\n\n\ndef save(path, data):\n"
+DOC_B = "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n"
+
+
+def greedy_ids(engine: Engine, prompt, n: int) -> list[int]:
+    """The engine's generated token ids (seen through token_rule, which is called for every token)."""
+    seen: list[int] = []
+    engine.complete(prompt, max_new_tokens=n, token_rule=lambda tok, _logits: seen.append(tok) or False)
+    return seen
+
+
+def fresh(engine: Engine) -> Engine:
+    """A second engine on the same exported model: same weights, empty KV caches."""
+    return Engine(engine.prepared)
+
+
+# ------------------------------------------------------------------------------------------- export
+
+
+def test_export_builds_a_complete_cache_entry(qwen_engine, tiny_cache: Path) -> None:
+    onnx_dir = qwen_engine.prepared.onnx_dir
+    assert onnx_dir.is_relative_to(tiny_cache)
+    assert is_complete(onnx_dir)
+    assert not list(onnx_dir.parent.glob("*.tmp"))  # the temp build folder was renamed, not left behind
+    info = qwen_engine.info.as_dict()
+    assert info["family"] == "qwen2.5-coder" and info["fim"] is True and qwen_engine.supports_fim
+    assert info["precision"] == "fp32" and info["device"] == "cpu" and info["context_length"] == 512
+    assert info["size_mb"] > 0
+
+
+def test_second_load_reuses_the_export(qwen_engine, tiny_model, tiny_cache: Path) -> None:
+    onnx_dir = qwen_engine.prepared.onnx_dir
+    before = (onnx_dir / MANIFEST).stat().st_mtime_ns
+    again = load_tiny(tiny_model("qwen2.5-coder", "qwen2"), tiny_cache)
+    assert again.prepared.onnx_dir == onnx_dir and (onnx_dir / MANIFEST).stat().st_mtime_ns == before
+
+
+def test_explicit_family_setting_wins(tiny_model, tiny_cache: Path) -> None:
+    engine = load_tiny(tiny_model("qwen2.5-coder", "qwen2"), tiny_cache, family="plain")
+    assert engine.info.family == "plain" and not engine.supports_fim
+    assert engine.render(FimParts("x = 1\n", "y = 2\n"), 8) == engine.encode("x = 1\n")
+
+
+# ------------------------------------------------------------------------------------------- parity
+
+
+@pytest.mark.parametrize("which", ["qwen_engine", "llama_engine"])
+def test_greedy_matches_torch_reference_token_for_token(request, which: str) -> None:
+    engine: Engine = request.getfixturevalue(which)
+    reference = TorchReference(engine.prepared.hf_dir, threads=1)
+    prompts = [*CODE, FimParts("def area(r):\n    return ", "\n\nprint(area(2))\n")]
+    for prompt in prompts:
+        ids = engine.render(prompt, 32)
+        ours = greedy_ids(engine, prompt, 32)
+        theirs = reference.greedy(ids, 32, stop_ids=engine._eos_ids)
+        assert len(ours) >= 8, "the tiny model ended too early to compare"
+        assert ours == theirs, f"{which} diverges at {next(i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b)}"
+
+
+def test_fim_prompt_is_the_familys_tokens_around_prefix_and_suffix(qwen_engine, llama_engine) -> None:
+    for engine, (pre, suf, mid) in ((qwen_engine, ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")),
+                                    (llama_engine, ("<PRE>", "<SUF>", "<MID>"))):
+        ids = engine.render(FimParts("a = 1\n", "b = 2\n"), 16)
+        special = [engine.encode(t) for t in (pre, suf, mid)]
+        assert all(len(s) == 1 for s in special), "FIM markers must be single special tokens"
+        pre_id, suf_id, mid_id = (s[0] for s in special)
+        assert ids[0] == pre_id and ids[-1] == mid_id and ids.count(suf_id) == 1
+        body = engine.decode(ids)
+        assert body.index("a = 1") < body.index("b = 2")
+
+
+# -------------------------------------------------------------------------------------- KV cache reuse
+
+
+def test_prefix_reuse_computes_only_the_tail_and_changes_nothing(qwen_engine) -> None:
+    engine = fresh(qwen_engine)
+    first = engine.complete(DOC_A, max_new_tokens=12)
+    assert first.reused_tokens == 0
+    edited = DOC_A + "    with open(path, 'w') as"
+    second = engine.complete(edited, max_new_tokens=12)
+    shared = len(engine.encode(DOC_A)) - 1  # the last token may merge with the new text
+    assert second.reused_tokens >= shared - 1 and second.reused_tokens < second.prompt_tokens
+    cold = fresh(qwen_engine).complete(edited, max_new_tokens=12)
+    assert cold.reused_tokens == 0
+    assert (second.text, second.finish_reason) == (cold.text, cold.finish_reason)
+
+
+def test_same_prompt_again_reuses_all_but_one_token(qwen_engine) -> None:
+    engine = fresh(qwen_engine)
+    a = engine.complete(CODE[0], max_new_tokens=10)
+    b = engine.complete(CODE[0], max_new_tokens=10)
+    assert b.reused_tokens == b.prompt_tokens - 1 and a.text == b.text
+
+
+def test_two_documents_both_stay_cached(qwen_engine) -> None:
+    engine = fresh(qwen_engine)
+    engine.complete(DOC_A, max_new_tokens=4)
+    engine.complete(DOC_B, max_new_tokens=4)
+    assert len(engine.cached_prefixes()) == 2
+    for doc in (DOC_A + "    x", DOC_B + "    y", DOC_A + "    xy", DOC_B + "    yz"):
+        result = engine.complete(doc, max_new_tokens=4)
+        base = DOC_A if doc.startswith(DOC_A) else DOC_B
+        assert result.reused_tokens >= len(engine.encode(base)) - 2, doc
+    assert len(engine.cached_prefixes()) == 2
+
+
+def test_prefill_warms_the_cache(qwen_engine) -> None:
+    engine = fresh(qwen_engine)
+    computed = engine.prefill(DOC_B)
+    assert computed == len(engine.encode(DOC_B))
+    result = engine.complete(DOC_B + "        self.", max_new_tokens=6)
+    assert result.reused_tokens >= computed - 2
+    assert engine.prefill("") == 0  # bad input to a warm-up is ignored, not raised
+
+
+def test_lru_eviction_keeps_the_slot_count_bounded(qwen_engine) -> None:
+    engine = Engine(qwen_engine.prepared, cache_slots=2)
+    for doc in (DOC_A, DOC_B, CODE[1], CODE[2]):
+        engine.complete(doc, max_new_tokens=2)
+    assert len(engine.cached_prefixes()) == 2
+    assert engine.complete(CODE[2] + "x", max_new_tokens=2).reused_tokens > 0  # the most recent one survived
+
+
+# --------------------------------------------------------------------------------------------- stopping
+
+
+def test_decode_survives_a_stray_byte_token(qwen_engine) -> None:
+    """A lone byte of a multi-byte character (small models emit them) must not swallow the text after it."""
+    lone = qwen_engine.encode("é")[:1]
+    assert qwen_engine.decode(lone + qwen_engine.encode(" return x")) == "\ufffd return x"
+    assert qwen_engine.decode(qwen_engine.encode("héllo wörld ✓")) == "héllo wörld ✓"
+
+
+def test_stop_string_cuts_before_it(qwen_engine) -> None:
+    full = qwen_engine.complete(CODE[1], max_new_tokens=32)
+    assert full.finish_reason == "length" and len(full.text) > 12
+    stop = full.text[6:9]
+    cut = qwen_engine.complete(CODE[1], max_new_tokens=32, stop=(stop,))
+    assert cut.finish_reason == "stop"
+    assert cut.text == full.text[:full.text.index(stop)]
+
+
+def test_streamed_deltas_add_up_and_never_leak_a_stop_string(qwen_engine) -> None:
+    full = qwen_engine.complete(CODE[2], max_new_tokens=32).text
+    stop = full[10:14]
+    deltas = list(qwen_engine.generate(CODE[2], max_new_tokens=32, stop=(stop,)))
+    assert "".join(deltas) == full[:full.index(stop)]
+    assert all(stop not in "".join(deltas[:i + 1]) for i in range(len(deltas)))
+
+
+def test_stop_rule_sees_the_text_so_far(qwen_engine) -> None:
+    full = qwen_engine.complete(CODE[0], max_new_tokens=32).text
+    seen: list[str] = []
+
+    def rule(text: str) -> bool:
+        seen.append(text)
+        return len(text) >= 8
+
+    result = qwen_engine.complete(CODE[0], max_new_tokens=32, stop_rule=rule)
+    assert result.finish_reason == "rule"
+    assert result.text == seen[-1] and full.startswith(result.text) and len(result.text) >= 8
+    assert all(seen[i + 1].startswith(seen[i]) for i in range(len(seen) - 1))
+
+
+def test_token_rule_sees_each_tokens_logits(qwen_engine) -> None:
+    calls: list[tuple[int, np.ndarray]] = []
+
+    def rule(token: int, logits: np.ndarray) -> bool:
+        calls.append((token, np.array(logits)))
+        return len(calls) == 5
+
+    result = qwen_engine.complete(CODE[1], max_new_tokens=32, token_rule=rule)
+    assert result.finish_reason == "rule" and result.generated_tokens == 5 and len(calls) == 5
+    vocab = len(json.loads((qwen_engine.prepared.onnx_dir / "tokenizer.json").read_text())["model"]["vocab"])
+    for token, logits in calls:
+        assert logits.ndim == 1 and logits.shape[0] >= vocab
+        assert int(np.argmax(logits)) == token  # greedy picks the argmax of what the rule saw
+
+
+def test_max_new_tokens_bounds_the_output(qwen_engine) -> None:
+    result = qwen_engine.complete(CODE[0], max_new_tokens=3)
+    assert result.finish_reason == "length" and result.generated_tokens == 3
+
+
+def test_temperature_with_seed_is_reproducible(qwen_engine) -> None:
+    runs = [qwen_engine.complete(CODE[2], max_new_tokens=16, temperature=1.0, seed=s).text for s in (7, 7, 8, 9)]
+    assert runs[0] == runs[1]
+    assert len(set(runs[1:])) > 1  # different seeds sample differently
+
+
+# --------------------------------------------------------------------------------------------- cancel
+
+
+def test_cancel_from_another_thread_stops_between_tokens(qwen_engine) -> None:
+    cancel, reached = threading.Event(), threading.Event()
+    count = 0
+
+    def rule(_token: int, _logits: np.ndarray) -> bool:
+        nonlocal count
+        count += 1
+        if count == 3:
+            reached.set()
+            assert cancel.wait(5), "the other thread never cancelled"
+        return False
+
+    canceller = threading.Thread(target=lambda: reached.wait(5) and cancel.set())
+    canceller.start()
+    result = qwen_engine.complete(CODE[0], max_new_tokens=40, token_rule=rule, cancel=cancel)
+    canceller.join()
+    assert result.finish_reason == "cancel" and result.generated_tokens == 3
+
+
+def test_cancel_from_a_stop_rule(qwen_engine) -> None:
+    cancel = threading.Event()
+    full = qwen_engine.complete(CODE[1], max_new_tokens=20).text
+
+    def rule(text: str) -> bool:
+        if len(text) >= 4:
+            cancel.set()
+        return False
+
+    result = qwen_engine.complete(CODE[1], max_new_tokens=20, stop_rule=rule, cancel=cancel)
+    assert result.finish_reason == "cancel" and full.startswith(result.text)
+
+
+def test_cancel_before_start_does_no_work(qwen_engine) -> None:
+    cancel = threading.Event()
+    cancel.set()
+    result = qwen_engine.complete(CODE[2] + "\n# never computed\n", max_new_tokens=20, cancel=cancel)
+    assert result.finish_reason == "cancel" and result.text == "" and result.generated_tokens == 0
+
+
+# -------------------------------------------------------------------------------------------- threads
+
+
+def test_concurrent_calls_match_serial_results(qwen_engine) -> None:
+    engine = fresh(qwen_engine)
+    prompts = [*CODE, DOC_A, DOC_B, FimParts(DOC_A, DOC_B)] * 2
+    serial = [fresh(qwen_engine).complete(p, max_new_tokens=12).text for p in prompts]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        parallel = list(pool.map(lambda p: engine.complete(p, max_new_tokens=12).text, prompts))
+    assert parallel == serial
+
+
+# ------------------------------------------------------------------------------------ context limits
+
+
+def test_prompt_longer_than_context_keeps_its_end(qwen_engine) -> None:
+    long = "".join(f"value_{i} = compute({i}, scale={i * 3})\n" for i in range(400)) + "result ="
+    assert len(qwen_engine.encode(long)) > qwen_engine.context_length
+    ids = qwen_engine.render(long, 16)
+    assert len(ids) <= qwen_engine.context_length - 16
+    assert qwen_engine.decode(ids).endswith("value_399 = compute(399, scale=1197)\nresult =")
+    result = qwen_engine.complete(long, max_new_tokens=16)
+    assert result.generated_tokens > 0 and result.prompt_tokens == len(ids)
+
+
+def test_fim_prompt_longer_than_context_cuts_the_far_end_of_the_prefix(qwen_engine) -> None:
+    prefix = "".join(f"item_{i} = {i}\n" for i in range(600)) + "total = "
+    suffix = "\nprint(total)\n"
+    ids = qwen_engine.render(FimParts(prefix, suffix), 16)
+    assert len(ids) <= qwen_engine.context_length - 16
+    fim_prefix, fim_suffix, fim_middle = (qwen_engine.encode(t)[0] for t in
+                                          ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"))
+    assert ids[0] == fim_prefix and ids[-1] == fim_middle  # the template survives the cut
+    assert qwen_engine.decode(ids[ids.index(fim_suffix) + 1:-1]) == suffix  # the suffix is whole
+    kept = qwen_engine.decode(ids[1:ids.index(fim_suffix)])
+    assert kept.endswith("item_599 = 599\ntotal = ") and "item_0 =" not in kept
+    assert qwen_engine.complete(FimParts(prefix, suffix), max_new_tokens=16).generated_tokens > 0
+
+
+def test_max_new_tokens_filling_the_context_is_a_clear_error(qwen_engine) -> None:
+    with pytest.raises(InferenceError, match="max_new_tokens"):
+        qwen_engine.complete("x = 1", max_new_tokens=qwen_engine.context_length)
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+
+def test_empty_prompt_is_an_error(qwen_engine, llama_engine) -> None:
+    with pytest.raises(InferenceError, match="empty prompt"):
+        qwen_engine.complete("")
+    plain = load_tiny(llama_engine.prepared.hf_dir, llama_engine.prepared.onnx_dir.parents[2], family="plain")
+    with pytest.raises(InferenceError, match="empty prompt"):
+        plain.complete(FimParts("", "suffix only"))  # prefix-only rendering of an empty prefix
+
+
+def _one_line(exc: pytest.ExceptionInfo) -> str:
+    message = str(exc.value)
+    assert message and "\n" not in message, message
+    return message
+
+
+def test_missing_model_path(tmp_path: Path) -> None:
+    with pytest.raises(InferenceError) as exc:
+        Engine.load(str(tmp_path / "nowhere"))
+    assert "does not exist" in _one_line(exc)
+
+
+def test_model_path_is_a_file(tmp_path: Path) -> None:
+    file = tmp_path / "model.bin"
+    file.write_bytes(b"\0" * 16)
+    with pytest.raises(InferenceError) as exc:
+        Engine.load(str(file))
+    assert "not a directory" in _one_line(exc)
+
+
+def test_directory_that_is_not_a_model(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(InferenceError) as exc:
+        Engine.load(str(tmp_path))
+    assert "config.json" in _one_line(exc)
+
+
+def test_unsupported_architecture(tmp_path: Path, tiny_model, copy_model) -> None:
+    from tiny_models import set_model_type
+
+    model = copy_model(tiny_model("qwen2.5-coder", "qwen2"), "bert-like")
+    set_model_type(model, "bert")
+    with pytest.raises(InferenceError) as exc:
+        Engine.load(str(model))
+    assert "unsupported architecture 'bert'" in _one_line(exc)
+
+
+def test_unreadable_config_and_missing_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFILL_CACHE_DIR", str(tmp_path / "cache"))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{ not json")
+    with pytest.raises(InferenceError) as exc:
+        Engine.load(str(broken))
+    assert "cannot read" in _one_line(exc)
+    (broken / "config.json").write_text('{"model_type": "llama"}')
+    (broken / "pytorch_model.bin").write_bytes(b"pickle")
+    with pytest.raises(InferenceError) as exc:
+        Engine.load(str(broken))
+    assert "safetensors" in _one_line(exc)
+
+
+def test_gguf_that_fails_to_parse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default model's GGUF is read on first use; a damaged file is an error, not a crash."""
+    from inference import sources
+
+    bad = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    bad.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 64)
+    monkeypatch.setenv("INFILL_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(sources, "default_gguf", lambda: bad)
+    with pytest.raises(InferenceError) as exc:
+        Engine.load()
+    assert "GGUF" in _one_line(exc)
+    assert not list((tmp_path / "cache").rglob(MANIFEST))  # nothing half-built was kept
+
+
+def test_unknown_family_setting(tiny_model, tiny_cache: Path) -> None:
+    with pytest.raises(InferenceError) as exc:
+        load_tiny(tiny_model("qwen2.5-coder", "qwen2"), tiny_cache, family="gpt-9")
+    assert "unknown model family" in _one_line(exc)
+
+
+def test_corrupt_cache_is_detected_and_rebuilt(qwen_engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A truncated file or a missing manifest makes the cached export invalid: it is rebuilt, never used."""
+    import shutil
+
+    source = qwen_engine.prepared.hf_dir
+    cache = tmp_path / "cache"
+    # Seed a separate cache with a copy of the good export, at the path Engine.load will look for.
+    relative = qwen_engine.prepared.onnx_dir.relative_to(qwen_engine.prepared.onnx_dir.parents[2])
+    onnx_dir = cache / relative
+    shutil.copytree(qwen_engine.prepared.onnx_dir, onnx_dir)
+    monkeypatch.setenv("INFILL_CACHE_DIR", str(cache))
+    expected = qwen_engine.complete(CODE[0], max_new_tokens=10).text
+    assert Engine.load(str(source)).prepared.onnx_dir == onnx_dir  # the seeded copy is used as is
+
+    data = max(onnx_dir.iterdir(), key=lambda p: p.stat().st_size)  # the weights file
+    size = data.stat().st_size
+    with open(data, "r+b") as fh:
+        fh.truncate(size // 2)
+    assert not is_complete(onnx_dir)
+    engine = Engine.load(str(source))
+    assert is_complete(onnx_dir) and data.stat().st_size == size
+    assert engine.complete(CODE[0], max_new_tokens=10).text == expected
+
+    (onnx_dir / MANIFEST).unlink()
+    stamp = data.stat().st_mtime_ns
+    engine = Engine.load(str(source))
+    assert is_complete(onnx_dir) and data.stat().st_mtime_ns != stamp  # rebuilt, not trusted
+    assert engine.complete(CODE[0], max_new_tokens=10).text == expected
