@@ -561,6 +561,13 @@ def run_edit(engine: GenerationEngine, task: EditTask, *, max_new_tokens: int,
             f"That is not right: {problem}. Reply with the complete, corrected "
             f"{language_name(task.output_language)} code only, in one code block.")
         prompt, prefix = _prompt(engine, task, scope, note, replies[-1] if replies else None)
+        if _too_long(engine, prompt, max_new_tokens) and (scope.imports or scope.enclosing):
+            scope = Scope()  # the context is a nicety; drop it before refusing
+            prompt, prefix = _prompt(engine, task, scope, note, replies[-1] if replies else None)
+        if _too_long(engine, prompt, max_new_tokens):
+            raise EditError(f"The selection is too long for the model: its prompt would be "
+                            f"{engine.count_tokens(prompt)} tokens, at most "
+                            f"{_prompt_budget(engine, max_new_tokens)} fit. Select less code.")
         reply = prefix + _generate(engine, prompt, max_new_tokens, cancel, progress, attempt, temperature)
         replies.append(reply)
         if cancel.is_set():
@@ -574,6 +581,20 @@ def run_edit(engine: GenerationEngine, task: EditTask, *, max_new_tokens: int,
             new_text = task.text[:task.start] + replacement + task.text[task.end:]
             return EditResult(replacement, new_text, attempt, replies)
     raise EditError(f"Edit refused: {problem}. The file is unchanged.")
+
+
+def _prompt_budget(engine: GenerationEngine, max_new_tokens: int) -> int | None:
+    """How many prompt tokens fit beside the reply (None when the engine doesn't say)."""
+    length = getattr(engine, "max_length", None) or getattr(getattr(engine, "info", None), "context_length", None)
+    return None if not length else int(length) - max_new_tokens - 1
+
+
+def _too_long(engine: GenerationEngine, prompt: Any, max_new_tokens: int) -> bool:
+    """A chat prompt the engine would have to cut (it cuts from the start: the instructions)."""
+    budget = _prompt_budget(engine, max_new_tokens)
+    if budget is None or not isinstance(prompt, str) or not hasattr(engine, "count_tokens"):
+        return False
+    return engine.count_tokens(prompt) > budget
 
 
 def _same_code(a: str, b: str) -> bool:

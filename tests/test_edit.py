@@ -397,3 +397,22 @@ def test_presets_per_language() -> None:
     go = edit.preset_instructions("go", ["rust"])
     assert "Add type hints" not in [p.title for p in go]
     assert go[0].arguments()["preset"] == edit.DOCSTRING and go[-1].arguments()["targetLanguage"] == "rust"
+
+
+def test_run_edit_refuses_a_selection_too_long_for_the_context() -> None:
+    class SmallContext(ScriptedEngine):
+        max_length = 300
+
+        def count_tokens(self, text: str) -> int:
+            return len(text) // 4
+
+    body = "".join(f"    x{i} = {i}\n" for i in range(200))
+    doc = "def big():\n" + body
+    engine = SmallContext(["def big():\n    pass\n"])
+    with pytest.raises(EditError, match="too long for the model"):
+        edit.run_edit(engine, EditTask(doc, 0, len(doc), "Simplify", "python"), max_new_tokens=64)
+    assert engine.prompts == []  # refused before generating
+    small = SmallContext(["x = 2\n"])
+    result = edit.run_edit(small, EditTask(doc + "x = 1\n", len(doc), len(doc) + 6, "Set x to 2", "python"),
+                           max_new_tokens=64)
+    assert result.replacement == "x = 2\n"
