@@ -50,6 +50,24 @@ def main():
 '''
 TYPED = "def square(x):\n"  # VS Code indents the next line; the model writes the body
 TYPED_AFTER_RESTART = "\n\ndef cube(x):\n"
+SEARCH_FIXTURE = '''\
+import json
+
+
+def read_settings_file(path):
+    """Load the user's settings from a JSON file and fill in defaults."""
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    data.setdefault("theme", "light")
+    return data
+
+
+class Cache:
+    """A tiny in-memory cache."""
+
+    def __init__(self):
+        self.items = {}
+'''
 
 
 def _camel(name: str) -> str:
@@ -153,16 +171,17 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
     raise AssertionError(f"code-server did not answer {url} within {timeout}s")
 
 
-def _run_vscode(tmp_path: Path, scenario: str, infill: str, **driver_args) -> dict:
+def _run_vscode(tmp_path: Path, scenario: str, infill: str, settings: dict | None = None, **driver_args) -> dict:
     """Install the freshly built .vsix into a private code-server, open a workspace with the fixture in
     headless Chromium, run the browser driver's scenario, and return what it saw (one JSON object)."""
     vsix = _build_vsix()
     workspace = tmp_path / "workspace"
     workspace.mkdir()
     (workspace / "sample.py").write_text(FIXTURE, encoding="utf-8")
+    (workspace / "settings_loader.py").write_text(SEARCH_FIXTURE, encoding="utf-8")
     user_data, extensions = tmp_path / "user-data", tmp_path / "extensions"
     (user_data / "User").mkdir(parents=True)
-    (user_data / "User" / "settings.json").write_text(json.dumps(_user_settings(infill), indent=1))
+    (user_data / "User" / "settings.json").write_text(json.dumps({**_user_settings(infill), **(settings or {})}, indent=1))
     env = _code_server_env()
     code_server = str(CODE_SERVER_DIR / "node_modules" / ".bin" / "code-server")
     dirs = ["--user-data-dir", str(user_data), "--extensions-dir", str(extensions)]
@@ -206,8 +225,10 @@ def _run_vscode(tmp_path: Path, scenario: str, infill: str, **driver_args) -> di
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-    assert result["ok"], (f"{result['error']}\nstatus bar: {result['statusSeen']}\n"
-                          + log_path.read_text(errors="replace")[-3000:])
+    if not result["ok"]:
+        ext_logs = "".join(p.read_text(errors="replace")[-3000:] for p in user_data.glob("logs/**/infill.log"))
+        pytest.fail(f"{result['error']}\nstatus bar: {result['statusSeen']}\n--- extension log:\n{ext_logs}"
+                    f"\n--- code-server log:\n{log_path.read_text(errors='replace')[-1500:]}")
     assert not [u for u in result["blocked"] if "127.0.0.1" in u], "loopback requests must never be blocked"
     result["workspace"] = workspace
     return result
@@ -255,3 +276,18 @@ def test_missing_server_is_explained_in_vscode(tmp_path: Path):
     assert "not installed" in result["statusSeen"][-1]
     assert "pip install infill-lsp" in result["notification"]
     assert "infill.serverPath" in result["notification"]
+
+
+@pytest.mark.e2e
+def test_search_code_in_vscode(tmp_path: Path):
+    """infill: Search Code… lists ranked results from the workspace index; Enter opens the location."""
+    _require_code_server()
+    screenshot = ARTIFACTS / "vscode-search.png"
+    result = _run_vscode(tmp_path, "search", _infill_executable(), settings={"infill.indexEnable": True},
+                         query="load settings from a json file", expectName="read_settings_file",
+                         expectFile="settings_loader.py", screenshot=str(screenshot))
+    print(f"search rows: {result['searchRows'][:3]}; cursor: {result['cursor']}")
+    top = result["searchRows"][0]
+    assert "read_settings_file" in top and "settings_loader.py:4" in top, result["searchRows"]
+    assert "settings_loader.py" in result["activeTab"]
+    assert result["cursor"].startswith("Ln 4,"), result["cursor"]

@@ -103,7 +103,34 @@ try {
     }
   };
 
-  if (opts.scenario === "missing") {
+  if (opts.scenario === "search") {
+    await waitStatus(/^infill/, opts.readyTimeoutMs, /not installed|stopped/);
+    await page.keyboard.press("F1");
+    await page.locator(".quick-input-widget input").waitFor({ timeout: 20_000 });
+    await page.keyboard.type("infill: Search Code");
+    await page.locator(".quick-input-list .monaco-list-row", { hasText: "Search Code" }).first().waitFor({ timeout: 20_000 });
+    await page.keyboard.press("Enter");
+    await page.locator(".quick-input-widget", { hasText: "infill: Search Code" }).waitFor({ timeout: 20_000 });
+    // The index is built in the background after start: ask again until the result shows.
+    const row = page.locator(".quick-input-list .monaco-list-row", { hasText: opts.expectName }).first();
+    const by = Date.now() + opts.ghostTimeoutMs;
+    for (let tries = 0; !(await row.isVisible().catch(() => false)); tries++) {
+      if (Date.now() > by) throw new Error(`no search result named ${opts.expectName} after ${tries} queries`);
+      await page.keyboard.press("Control+A");
+      await page.keyboard.type(opts.query, { delay: 20 });
+      await row.waitFor({ timeout: 10_000 }).catch(() => statusText());
+    }
+    const rows = page.locator(".quick-input-list .monaco-list-row");
+    result.searchRows = (await rows.allTextContents()).map((t) => t.replace(/\s+/g, " ").trim());
+    log("search rows:", JSON.stringify(result.searchRows.slice(0, 3)));
+    await page.screenshot({ path: opts.screenshot });
+    await page.keyboard.press("Enter");
+    await page.locator(".tab.active", { hasText: opts.expectFile }).waitFor({ timeout: 20_000 });
+    const cursor = page.locator(".statusbar-item", { hasText: /^Ln \d+, Col \d+/ }).first();
+    result.cursor = ((await cursor.textContent()) ?? "").trim();
+    result.activeTab = ((await page.locator(".tab.active").first().textContent()) ?? "").trim();
+    result.ok = true;
+  } else if (opts.scenario === "missing") {
     await waitStatus(/not installed/, 60_000);
     const toast = page.locator(".notifications-toasts .notification-toast", { hasText: "was not found" }).first();
     await toast.waitFor({ timeout: 30_000 });

@@ -13,7 +13,6 @@ import {
   LanguageClientOptions,
   ServerOptions,
   State,
-  TransportKind,
 } from "vscode-languageclient/node";
 import { applyTextEdits, editArguments, editsFor, expectedVersion, parseEditResult, validateInstruction } from "./edit";
 import { missingServerMessage, resolveExecutable } from "./executable";
@@ -101,8 +100,8 @@ async function startClient(): Promise<void> {
   }
   const serverOptions: ServerOptions = {
     command: resolved,
+    // No `transport`: TransportKind.stdio would append `--stdio`, which `infill serve` does not take.
     args: cfg.get<string[]>("serverArgs", ["serve"]),
-    transport: TransportKind.stdio,
     options: cwd ? { cwd } : undefined,
   };
   const clientOptions: LanguageClientOptions = {
