@@ -164,7 +164,7 @@ def build_context(text: str, offset: int, language_id: str | None, *, count_toke
         line_suffix=line_suffix,
         extra=_extra(snippets, other_documents, count_tokens, other_budget_tokens, language),
         opens_block=opens_block, open_brackets=open_stack, suffix_closers=suffix_closers,
-        in_string=_in_string(tree, cursor_b) if tree is not None else False,
+        in_string=_in_string(tree, window_bytes, cursor_b) if tree is not None else False,
         prefix_cut=prefix_cut, suffix_cut=suffix_cut, window=window, window_offset=cursor, tree=tree,
         scope_range=_check_range(tree, scope_node, cursor_b) if tree is not None else (0, 0),
     )
@@ -470,13 +470,16 @@ def _check_range(tree: Tree, scope: Node | None, cursor_b: int) -> tuple[int, in
     return min(node.start_byte, cursor_b), max(node.end_byte, cursor_b)
 
 
-def _in_string(tree: Tree, cursor_b: int) -> bool:
-    """Whether the cursor is strictly inside a string or comment."""
-    node = tree.root_node.descendant_for_byte_range(cursor_b, cursor_b)
-    while node is not None:
-        if any(t in node.type for t in STRING_TYPES) and node.start_byte < cursor_b < node.end_byte:
-            return True
-        node = node.parent
+def _in_string(tree: Tree, data: bytes, cursor_b: int) -> bool:
+    """Whether the cursor is inside a string or comment (a line comment also at its end)."""
+    for probe in (cursor_b, max(0, cursor_b - 1)):
+        node = tree.root_node.descendant_for_byte_range(probe, probe)
+        while node is not None:
+            if any(t in node.type for t in STRING_TYPES) and node.start_byte < cursor_b:
+                line_comment = "comment" in node.type and data.startswith((b"//", b"#"), node.start_byte)
+                if cursor_b < node.end_byte or (line_comment and cursor_b == node.end_byte):
+                    return True
+            node = node.parent
     return False
 
 

@@ -70,14 +70,16 @@ def single_line_end(text: str, ctx: CompletionContext, final: bool = False) -> i
 
 
 def bracket_end(text: str, ctx: CompletionContext, final: bool = False) -> int | None:
-    """Stop where the suggestion closes a bracket that was open before the cursor.
+    """Stop where the suggestion closes a bracket that was open before the cursor, if it should not.
 
-    If the suffix already closes that bracket, the suggestion ends just before its own closer (no
-    duplicate `)`/`}`); if not, a `}` is kept and ends the block, and `)`/`]` are kept and generation
-    goes on. A closer of the wrong kind always ends it.
+    The suggestion may close the brackets open at the cursor that the suffix leaves open (innermost
+    first, each with its own kind); closing one the suffix closes would repeat it, so the suggestion
+    ends just before. A `}` that starts its line ends a block, and the suggestion with it. Any other
+    closer of the wrong kind ends it too.
     """
     if ctx.in_string or ctx.language is None:
         return None
+    free = closable(ctx.open_brackets, ctx.suffix_closers)
     stack: list[str] = []
     outer = 0  # closers so far that closed brackets opened before the cursor
     for pos, ch in bracket_events(text, ctx.language):
@@ -88,15 +90,27 @@ def bracket_end(text: str, ctx: CompletionContext, final: bool = False) -> int |
             if OPENERS[stack.pop()] != ch:  # mismatched inside the suggestion: garbage from here
                 return pos
             continue
-        if ctx.suffix_closers:  # the suffix closes the innermost open bracket: this closer is a repeat
+        if outer >= len(free) or OPENERS[free[-1 - outer]] != ch:
             return pos
-        depth = len(ctx.open_brackets) - 1 - outer
-        if depth < 0 or OPENERS[ctx.open_brackets[depth]] != ch:
-            return pos
-        if ch == "}":
+        if ch == "}" and not text[text.rfind("\n", 0, pos) + 1:pos].strip():
             return pos + 1
         outer += 1
     return None
+
+
+def closable(open_brackets: str, suffix_closers: str) -> str:
+    """The brackets open at the cursor that the suffix does not close (outermost first).
+
+    The suffix's first unmatched closer closes the innermost open bracket of its kind; everything
+    opened inside that one is left for the suggestion to close.
+    """
+    if not suffix_closers:
+        return open_brackets
+    first = suffix_closers[0]
+    for i in range(len(open_brackets) - 1, -1, -1):
+        if OPENERS[open_brackets[i]] == first:
+            return open_brackets[i + 1:]
+    return open_brackets
 
 
 def indent_end(text: str, ctx: CompletionContext, final: bool = False) -> int | None:
@@ -134,28 +148,33 @@ def indent_end(text: str, ctx: CompletionContext, final: bool = False) -> int | 
 def suffix_repeat(text: str, ctx: CompletionContext, final: bool = False) -> int | None:
     """Stop where the suggestion starts repeating the code that follows the cursor.
 
-    A suggestion line equal to the first code line of the suffix (ignoring indentation) is where the
+    A suggestion line equal to the first code line of the suffix (at the same indentation) is where the
     model ran into existing code. Short lines (`}`, `x += 1`) only count when the next line matches too
     (or both the suggestion and the suffix end there).
     """
     if ctx.line_suffix.strip():
         return None
-    targets = [line.strip() for line in ctx.suffix.split("\n")[1:] if line.strip()][:2]
+    targets = [_line_key(line) for line in ctx.suffix.split("\n")[1:] if line.strip()][:2]
     if not targets:
         return None
     lines = text.split("\n")
     complete = len(lines) if final else len(lines) - 1
     offset = 0
     for i, line in enumerate(lines[:complete]):
-        candidate = (i > 0 or not ctx.line_prefix.strip()) and line.strip() == targets[0]
-        if candidate:
-            strong = len(_WORD.findall(targets[0])) >= 3
-            rest = [ln.strip() for ln in lines[i + 1:complete] if ln.strip()]
+        absolute = line if i else ctx.line_prefix + line
+        if (i > 0 or not ctx.line_prefix.strip()) and _line_key(absolute) == targets[0]:
+            strong = len(_WORD.findall(targets[0][1])) >= 3
+            rest = [_line_key(ln) for ln in lines[i + 1:complete] if ln.strip()]
             follows = rest[:1] == targets[1:2] if len(targets) > 1 else final and not rest
             if strong or follows:
                 return max(0, offset - 1)
         offset += len(line) + 1
     return None
+
+
+def _line_key(line: str) -> tuple[int, str]:
+    """A line as (indentation width, code): equal keys are the same line whatever the tabs."""
+    return indent_width(line), line.strip()
 
 
 def repetition_end(text: str, ctx: CompletionContext, final: bool = False) -> int | None:

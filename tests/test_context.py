@@ -233,6 +233,10 @@ def test_brackets_in_strings_and_comments_are_ignored() -> None:
 def test_cursor_in_string() -> None:
     assert ctx_at('def f():\n    print("hel█")\n', "python").in_string
     assert not ctx_at('def f():\n    print(█)\n', "python").in_string
+    assert not ctx_at('def f():\n    print("x")█\n', "python").in_string
+    assert ctx_at("def f():\n    pass  # see f(█\n", "python").in_string  # the end of a line comment
+    assert ctx_at("int f() {\n  // see g(█\n}\n", "c").in_string
+    assert not ctx_at("int f() {\n  /* g( */█\n}\n", "c").in_string
 
 
 # --- single-line vs multi-line ---------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from lsp_server import languages
 from lsp_server.context import CompletionContext, build_context
-from lsp_server.postprocess import (bracket_end, check_parse, drop_suffix_overlap, indent_end, postprocess,
+from lsp_server.postprocess import (bracket_end, check_parse, closable, drop_suffix_overlap, indent_end, postprocess,
                                     repetition_end, single_line_end, stop_rule, suffix_repeat, trim_whitespace)
 
 CURSOR = "█"
@@ -41,7 +41,17 @@ GOLDEN = [
     ("python", "d = {█\n", '"a": 1}\nprint(d)', '"a": 1}'),
     ("python", 'def f():\n    print("█")\n', 'hello")', "hello"),
     ("python", "def f(x):\n    if x == █:\n        pass\n", "1:", "1"),
-    # Python: suffix repetition
+    # brackets the suffix leaves open are the suggestion's to close
+    ("c", "int main(void) {\n  printf(█\n}\n", '"hi");\n  return 0;\n}', '"hi");\n  return 0;'),
+    ("c", "int main(void) {\n  printf(█\n  return 0;\n}\n", '"hi");\n  return 0;\n}', '"hi");'),
+    ("javascript", "class A {\n  constructor(█\n    this.x = 1;\n  }\n}\n", "x) {\n    this.x = x;", "x) {"),
+    ("go", "func f() {\n\tlog.SetPrefix(█\n}\n", '"x: ")\n}', '"x: ")'),
+    ("javascript", 'Object.defineProperty(exports, "m", { █\nexports.x = 1;\n', "value: true });\nexports.x = 1;",
+     "value: true });"),
+    ("c", "int f() {\n  // see g(█\n}\n", ");\n}", ");"),  # in a comment: no bracket rules
+    # Python: suffix repetition, at the same indentation only
+    ("python", "if key:█\nelse:\n    y = 2\n", "\n    if a:\n        b()\n    else:\n        c()\nelse:\n",
+     "\n    if a:\n        b()\n    else:\n        c()"),
     ("python", "def f(x):\n    y = 1\n    █\n    return y\n", "y += 2\n    return y\n", "y += 2"),
     ("python", "def f(x):\n    █\n    value = compute(x)\n    return value\n",
      "x = int(x)\n    value = compute(x)\n    return value", "x = int(x)"),
@@ -108,6 +118,14 @@ def test_single_line_end() -> None:
     assert single_line_end("a\nb", ctx_at("def f():\n    █\n", "python")) is None  # multi-line mode
 
 
+def test_closable() -> None:
+    assert closable("{(", "") == "{("
+    assert closable("{(", "}") == "("  # the suffix closes the block but leaves the call open
+    assert closable("{(", ")}") == ""  # the suffix closes both
+    assert closable("([", ")") == "["
+    assert closable("(", "}") == "("  # a closer with no opener here closes something further out
+
+
 def test_bracket_end_cases() -> None:
     closed = ctx_at("f(█)\n", "javascript")
     assert bracket_end("a, g(b))", closed) == 7
@@ -141,6 +159,8 @@ def test_suffix_repeat_cases() -> None:
     short = ctx_at("int f() {\n  █\n}\nint g;\n", "c")
     assert suffix_repeat("if (a) {\n  b;\n}\nc;", short, final=True) is None  # a lone `}` is not enough
     assert suffix_repeat("a;\n}\nint g;", short, final=True) == 2
+    nested = ctx_at("if a:█\nelse:\n    pass\n", "python")
+    assert suffix_repeat("\n    if b:\n        c()\n    else:\n        d()\nelse:", nested, final=True) == 44
 
 
 def test_repetition_end_cases() -> None:
