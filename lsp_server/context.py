@@ -80,8 +80,14 @@ _C_TOKENS = re.compile(
     r"//[^\n]*|/\*[\s\S]*?(?:\*/|\Z)"
     r"|\"(?:\\.|[^\"\\\n])*(?:\"|(?=\n)|\Z)"
     r"|'(?:\\[^'\n]{1,10}|[^'\\\n])'"  # a char literal; a Rust lifetime ('a) is not one and is skipped
-    r"|`(?:\\[\s\S]|[^`\\])*(?:`|\Z)"  # JS/TS template and Go raw strings
+    r"|`(?:\\[\s\S]|[^`\\])*(?:`|\Z)"  # Go raw strings
     r"|[()\[\]{}]")
+_JS_TOKENS = re.compile(  # JavaScript/TypeScript: '...' is a string, `...` a template
+    r"//[^\n]*|/\*[\s\S]*?(?:\*/|\Z)"
+    r"|\"(?:\\.|[^\"\\\n])*(?:\"|(?=\n)|\Z)|'(?:\\.|[^'\\\n])*(?:'|(?=\n)|\Z)"
+    r"|`(?:\\[\s\S]|[^`\\])*(?:`|\Z)"
+    r"|[()\[\]{}]")
+_JS_LANGUAGES = frozenset({"javascript", "typescript", "typescriptreact"})
 
 
 @dataclass
@@ -529,7 +535,9 @@ def indent_width(line: str) -> int:
 
 def token_pattern(language: str | None) -> re.Pattern[str]:
     """The regex that finds brackets, strings and comments in this language's code."""
-    return _PY_TOKENS if language == "python" or language is None else _C_TOKENS
+    if language == "python" or language is None:
+        return _PY_TOKENS
+    return _JS_TOKENS if language in _JS_LANGUAGES else _C_TOKENS
 
 
 def scan_brackets(text: str, language: str | None) -> tuple[str, str]:

@@ -228,6 +228,8 @@ def test_brackets_in_strings_and_comments_are_ignored() -> None:
     assert scan_brackets('f("(", \'[\') /* ) */ // }\n{', "c") == ("{", "")
     assert scan_brackets("fn f<'a>(x: &'a str) { (", "rust") == ("{(", "")
     assert scan_brackets("`${(}`) ]", "javascript") == ("", ")]")
+    assert scan_brackets("f('\", (', \"'\").g(", "javascript") == ("(", "")  # quotes inside JS strings
+    assert scan_brackets("let c = '(';", "java") == ("", "")
 
 
 def test_cursor_in_string() -> None:
