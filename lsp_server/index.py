@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
@@ -979,7 +979,3 @@ def snippet(text: str, max_lines: int = 6, max_chars: int = 400) -> str:
     out = "\n".join(lines[:max_lines])
     return out if len(out) <= max_chars else out[:max_chars - 1] + "…"
 
-
-def open_all(roots: Iterable[Path], embedder: "Embedder | None" = None) -> list[Index]:
-    """One Index per workspace folder."""
-    return [Index(root, embedder=embedder) for root in roots]
