@@ -145,6 +145,8 @@ class Embedder:
         options.intra_op_num_threads = max(1, min(threads, 2))
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads sleep: an
+        # editor's background indexer must not burn the cores the user (and the code model) need
         self._session = ort.InferenceSession(str(model_dir / "model.onnx"), options,
                                              providers=["CPUExecutionProvider"])
         self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
