@@ -106,6 +106,7 @@ class CompletionContext:
     opens_block: bool = False  # the cursor line ends with a block opener (`def f():`, `{`)
     open_brackets: str = ""  # brackets still open at the cursor, outermost first ("({")
     suffix_closers: str = ""  # closing brackets in the suffix without an opener there, in order ("})")
+    closable: str = ""  # the open brackets the suffix leaves open: the suggestion may close these ("(")
     in_string: bool = False  # the cursor is inside a string or comment: bracket rules do not apply
     prefix_cut: bool = False  # the prefix does not start at the start of the document
     suffix_cut: bool = False  # the suffix does not end at the end of the document
@@ -162,6 +163,7 @@ def build_context(text: str, offset: int, language_id: str | None, *, count_toke
     opens_block = _opens_block(line_prefix, language)
     open_stack, _ = scan_brackets(window[:cursor], language)
     _, suffix_closers = scan_brackets(window[cursor:], language)
+    closable = closable_brackets(window[:cursor], window[cursor:], language)
     return CompletionContext(
         prefix=prefix, suffix=suffix, language=language,
         multiline=not line_suffix.strip() and (
@@ -169,7 +171,7 @@ def build_context(text: str, offset: int, language_id: str | None, *, count_toke
         indent=indent, scope=_describe(scope_node), line_prefix=line_prefix,
         line_suffix=line_suffix,
         extra=_extra(snippets, other_documents, count_tokens, other_budget_tokens, language),
-        opens_block=opens_block, open_brackets=open_stack, suffix_closers=suffix_closers,
+        opens_block=opens_block, open_brackets=open_stack, suffix_closers=suffix_closers, closable=closable,
         in_string=_in_string(tree, window_bytes, cursor_b) if tree is not None else False,
         prefix_cut=prefix_cut, suffix_cut=suffix_cut, window=window, window_offset=cursor, tree=tree,
         scope_range=_check_range(tree, scope_node, cursor_b) if tree is not None else (0, 0),
@@ -559,6 +561,39 @@ def scan_brackets(text: str, language: str | None) -> tuple[str, str]:
         else:
             unmatched.append(ch)
     return "".join(stack), "".join(unmatched)
+
+
+def closable_brackets(before: str, after: str, language: str | None) -> str:
+    """The brackets open at the end of `before` that `after` does not close (outermost first).
+
+    The suffix's first unmatched closer closes one of the open brackets; everything opened inside
+    that one is the suggestion's to close. Which one: a closer that starts its line closes the
+    innermost bracket of its kind opened on a line with the same indentation (`}` under `function`
+    closes the function, not a `const {` left open inside it); otherwise the innermost of its kind.
+    """
+    opens: list[tuple[str, int]] = []  # (bracket, indentation of its line)
+    for pos, ch in bracket_events(before, language):
+        if ch in OPENERS:
+            opens.append((ch, indent_width(before[before.rfind("\n", 0, pos) + 1:pos])))
+        elif opens:
+            opens.pop()
+    brackets = "".join(ch for ch, _ in opens)
+    depth = 0
+    for pos, ch in bracket_events(after, language):
+        if ch in OPENERS:
+            depth += 1
+            continue
+        if depth:
+            depth -= 1
+            continue
+        kind = [i for i, (opener, _) in enumerate(opens) if OPENERS[opener] == ch]
+        line_start = after.rfind("\n", 0, pos) + 1
+        if line_start and not after[line_start:pos].strip():  # a closer at the start of its line
+            width = pos - line_start + 3 * after.count("\t", line_start, pos)
+            aligned = [i for i in kind if opens[i][1] == width]
+            kind = aligned or kind
+        return brackets[kind[-1] + 1:] if kind else brackets
+    return brackets
 
 
 def bracket_events(text: str, language: str | None) -> list[tuple[int, str]]:

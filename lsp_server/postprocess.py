@@ -79,7 +79,7 @@ def bracket_end(text: str, ctx: CompletionContext, final: bool = False) -> int |
     """
     if ctx.in_string or ctx.language is None:
         return None
-    free = closable(ctx.open_brackets, ctx.suffix_closers)
+    free = ctx.closable
     stack: list[str] = []
     outer = 0  # closers so far that closed brackets opened before the cursor
     for pos, ch in bracket_events(text, ctx.language):
@@ -92,25 +92,11 @@ def bracket_end(text: str, ctx: CompletionContext, final: bool = False) -> int |
             continue
         if outer >= len(free) or OPENERS[free[-1 - outer]] != ch:
             return pos
-        if ch == "}" and not text[text.rfind("\n", 0, pos) + 1:pos].strip():
+        line_start = text.rfind("\n", 0, pos) + 1
+        if ch == "}" and not text[line_start:pos].strip() and (line_start or not ctx.line_prefix.strip()):
             return pos + 1
         outer += 1
     return None
-
-
-def closable(open_brackets: str, suffix_closers: str) -> str:
-    """The brackets open at the cursor that the suffix does not close (outermost first).
-
-    The suffix's first unmatched closer closes the innermost open bracket of its kind; everything
-    opened inside that one is left for the suggestion to close.
-    """
-    if not suffix_closers:
-        return open_brackets
-    first = suffix_closers[0]
-    for i in range(len(open_brackets) - 1, -1, -1):
-        if OPENERS[open_brackets[i]] == first:
-            return open_brackets[i + 1:]
-    return open_brackets
 
 
 def indent_end(text: str, ctx: CompletionContext, final: bool = False) -> int | None:

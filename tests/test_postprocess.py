@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lsp_server import languages
-from lsp_server.context import CompletionContext, build_context
-from lsp_server.postprocess import (bracket_end, check_parse, closable, drop_suffix_overlap, indent_end, postprocess,
+from lsp_server.context import CompletionContext, build_context, closable_brackets
+from lsp_server.postprocess import (bracket_end, check_parse, drop_suffix_overlap, indent_end, postprocess,
                                     repetition_end, single_line_end, stop_rule, suffix_repeat, trim_whitespace)
 
 CURSOR = "█"
@@ -49,6 +49,8 @@ GOLDEN = [
     ("javascript", 'Object.defineProperty(exports, "m", { █\nexports.x = 1;\n', "value: true });\nexports.x = 1;",
      "value: true });"),
     ("c", "int f() {\n  // see g(█\n}\n", ");\n}", ");"),  # in a comment: no bracket rules
+    ("javascript", "export { a █\nexport { b } from './b.js';\n", "} from './a.js';\nexport", "} from './a.js';"),
+    ("javascript", "function f(o) {\n  const { a, █\n  return a;\n}\n", "b } = o;\n  return a;", "b } = o;"),
     # Python: suffix repetition, at the same indentation only
     ("python", "if key:█\nelse:\n    y = 2\n", "\n    if a:\n        b()\n    else:\n        c()\nelse:\n",
      "\n    if a:\n        b()\n    else:\n        c()"),
@@ -119,11 +121,14 @@ def test_single_line_end() -> None:
 
 
 def test_closable() -> None:
-    assert closable("{(", "") == "{("
-    assert closable("{(", "}") == "("  # the suffix closes the block but leaves the call open
-    assert closable("{(", ")}") == ""  # the suffix closes both
-    assert closable("([", ")") == "["
-    assert closable("(", "}") == "("  # a closer with no opener here closes something further out
+    assert closable_brackets("int f() {\n  g(", "", "c") == "{("
+    assert closable_brackets("int f() {\n  g(", "\n}\n", "c") == "("  # the block is closed, the call not
+    assert closable_brackets("int f() {\n  g(", ");\n}\n", "c") == ""  # both closed
+    assert closable_brackets("x = f([", ")\n", "python") == "["
+    assert closable_brackets("f(", "\n}\n", "c") == "("  # a closer with no opener here closes something further out
+    # `}` under `function` closes the function, not the `const {` left open inside it
+    assert closable_brackets("function f(o) {\n  const { a, ", "\n  return a;\n}\n", "javascript") == "{"
+    assert closable_brackets("function f(o) {\n  const { a, ", " } = o;\n}\n", "javascript") == ""
 
 
 def test_bracket_end_cases() -> None:
