@@ -291,3 +291,22 @@ def test_search_code_in_vscode(tmp_path: Path):
     assert "read_settings_file" in top and "settings_loader.py:4" in top, result["searchRows"]
     assert "settings_loader.py" in result["activeTab"]
     assert result["cursor"].startswith("Ln 4,"), result["cursor"]
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_edit_with_instruction_preview_in_vscode(tmp_path: Path):
+    """infill: Edit with Instruction (Preview Diff)…: select a function, give an instruction, the server's
+    diff opens beside the file, Apply changes only the selection."""
+    _require_code_server()
+    screenshot = ARTIFACTS / "vscode-edit-preview.png"
+    # A small token budget keeps the CPU time bounded (and shows the setting reaching the server).
+    result = _run_vscode(tmp_path, "edit", _infill_executable(), settings={"infill.editMaxTokens": 96},
+                         selectFrom=8, selectTo=10,
+                         instruction="add a docstring", screenshot=str(screenshot))
+    saved = (result["workspace"] / "sample.py").read_text(encoding="utf-8")
+    print(f"diff shown: {result['diffText'][:300]!r}\nsaved:\n{saved}")
+    assert saved != FIXTURE, "Apply did not change the file"
+    head = FIXTURE.split("def main")[0]
+    assert saved.startswith(head), "lines above the selection changed"
+    assert "+" in result["diffText"] and "@@" in result["diffText"], "the preview is not a unified diff"

@@ -130,6 +130,38 @@ try {
     result.cursor = ((await cursor.textContent()) ?? "").trim();
     result.activeTab = ((await page.locator(".tab.active").first().textContent()) ?? "").trim();
     result.ok = true;
+  } else if (opts.scenario === "edit") {
+    await waitStatus(/^infill$/, opts.readyTimeoutMs, /not installed|stopped|error/);
+    // Select lines [selectFrom, selectTo] (1-based) with Go to Line and shift+arrows.
+    await editor.click();
+    await page.keyboard.press("Control+G");
+    await page.keyboard.type(String(opts.selectFrom));
+    await page.keyboard.press("Enter");
+    await page.keyboard.press("Home");
+    await page.keyboard.press("Home");
+    for (let i = opts.selectFrom; i <= opts.selectTo; i++) await page.keyboard.press("Shift+ArrowDown");
+    await page.keyboard.press("F1");
+    await page.keyboard.type("infill: Edit with Instruction (Preview Diff)");
+    await page.locator(".quick-input-list .monaco-list-row", { hasText: "Preview Diff" }).first().waitFor({ timeout: 20_000 });
+    await page.keyboard.press("Enter");
+    // The input box's prompt (not the palette, which also says "Edit with Instruction").
+    await page.locator(".quick-input-widget", { hasText: "How should the selected code change?" }).waitFor({ timeout: 20_000 });
+    await page.keyboard.type(opts.instruction);
+    await page.keyboard.press("Enter");
+    const ask = page.locator(".notifications-toasts .notification-toast", { hasText: "apply this edit?" }).first();
+    const failed = page.locator(".notifications-toasts .notification-toast", { hasText: /edit failed|no change/ }).first();
+    await Promise.race([ask.waitFor({ timeout: opts.ghostTimeoutMs }), failed.waitFor({ timeout: opts.ghostTimeoutMs })]);
+    if (await failed.isVisible().catch(() => false)) throw new Error(`edit: ${(await failed.textContent())?.trim()}`);
+    const diffTab = page.locator(".tab", { hasText: ".diff" }).first();
+    await diffTab.waitFor({ timeout: 10_000 });
+    result.diffText = (await page.locator(".editor-group-container").nth(1).locator(".view-lines").textContent().catch(() => "")) ?? "";
+    await page.screenshot({ path: opts.screenshot });
+    await ask.getByRole("button", { name: "Apply" }).click();
+    await page.waitForTimeout(1000);
+    await page.locator(".tab", { hasText: opts.file }).first().click();
+    await page.keyboard.press("Control+S");
+    await page.waitForTimeout(1500);
+    result.ok = true;
   } else if (opts.scenario === "missing") {
     await waitStatus(/not installed/, 60_000);
     const toast = page.locator(".notifications-toasts .notification-toast", { hasText: "was not found" }).first();
