@@ -104,6 +104,7 @@ class CompletionContext:
     line_suffix: str  # text of the cursor line after the cursor
     extra: list[str] = field(default_factory=list)  # snippets from other documents (within their budget)
     opens_block: bool = False  # the cursor line ends with a block opener (`def f():`, `{`)
+    block_indent: str = ""  # indentation of the line starting the statement the cursor's line belongs to
     open_brackets: str = ""  # brackets still open at the cursor, outermost first ("({")
     suffix_closers: str = ""  # closing brackets in the suffix without an opener there, in order ("})")
     closable: str = ""  # the open brackets the suffix leaves open: the suggestion may close these ("(")
@@ -160,18 +161,23 @@ def build_context(text: str, offset: int, language_id: str | None, *, count_toke
         suffix, suffix_cut, _ = fitter.suffix(budget_tokens - prefix_tokens)
 
     scope_node = _enclosing_scope(tree, window_bytes, cursor_b) if tree is not None else None
-    opens_block = _opens_block(line_prefix, language)
+    header = _python_header(tree, window_bytes, cursor_b) if language == "python" and tree is not None else None
+    opens_block = header is not None or _opens_block(line_prefix, language)
+    block_indent = indent
+    if header is not None:  # a multi-line `def f(a,\n      b):` — the block belongs to the `def` line
+        header_start = len(window_bytes[:header.start_byte].decode("utf-8", "replace"))
+        block_indent = _INDENT.match(window, window.rfind("\n", 0, header_start) + 1).group()  # type: ignore
     open_stack, _ = scan_brackets(window[:cursor], language)
     _, suffix_closers = scan_brackets(window[cursor:], language)
     closable = closable_brackets(window[:cursor], window[cursor:], language)
     return CompletionContext(
         prefix=prefix, suffix=suffix, language=language,
         multiline=not line_suffix.strip() and (
-            not line_prefix.strip() or (opens_block and _block_is_empty(text, line_end, indent, language))),
+            not line_prefix.strip() or (opens_block and _block_is_empty(text, line_end, block_indent, language))),
         indent=indent, scope=_describe(scope_node), line_prefix=line_prefix,
         line_suffix=line_suffix,
         extra=_extra(snippets, other_documents, count_tokens, other_budget_tokens, language),
-        opens_block=opens_block, open_brackets=open_stack, suffix_closers=suffix_closers, closable=closable,
+        opens_block=opens_block, block_indent=block_indent, open_brackets=open_stack, suffix_closers=suffix_closers, closable=closable,
         in_string=_in_string(tree, window_bytes, cursor_b) if tree is not None else False,
         prefix_cut=prefix_cut, suffix_cut=suffix_cut, window=window, window_offset=cursor, tree=tree,
         scope_range=_check_range(tree, scope_node, cursor_b) if tree is not None else (0, 0),
@@ -505,6 +511,23 @@ def error_spans(root: Node, lo: int, hi: int) -> list[tuple[int, int]]:
             continue
         stack.extend(flawed)
     return spans
+
+
+PY_COMPOUND = frozenset({
+    "function_definition", "class_definition", "if_statement", "elif_clause", "else_clause", "for_statement",
+    "while_statement", "try_statement", "except_clause", "finally_clause", "with_statement", "match_statement",
+    "case_clause", "except_group_clause",
+})
+
+
+def _python_header(tree: Tree, data: bytes, cursor_b: int) -> Node | None:
+    """The compound statement whose header's `:` is the last code before the cursor, if any."""
+    probe = len(data[:cursor_b].rstrip()) - 1
+    if probe < 0 or data[probe:probe + 1] != b":":
+        return None
+    leaf = tree.root_node.descendant_for_byte_range(probe, probe + 1)
+    parent = leaf.parent if leaf is not None and leaf.type == ":" else None
+    return parent if parent is not None and parent.type in PY_COMPOUND else None
 
 
 def _opens_block(line_prefix: str, language: str | None) -> bool:

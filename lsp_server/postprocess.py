@@ -113,7 +113,7 @@ def indent_end(text: str, ctx: CompletionContext, final: bool = False) -> int | 
         return None
     first = text.split("\n", 1)[0]
     if ctx.line_prefix.strip():
-        base = indent_width(ctx.indent)
+        base = indent_width(ctx.block_indent if ctx.opens_block else ctx.indent)
     else:
         base = indent_width(ctx.line_prefix + first) if first.strip() else indent_width(ctx.line_prefix)
     limit = base + 1 if ctx.opens_block and ctx.line_prefix.strip() else base

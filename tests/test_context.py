@@ -250,6 +250,7 @@ MULTILINE = [
     ("python", "def f(x):\n    y = █\n", False),
     ("python", "def f(x):\n    y = g(█)\n", False),
     ("python", "d = {'a':█\n", False),  # a colon that opens no block
+    ("python", "def f(a,\n      b):█\n\nx = 1\n", True),  # a header over two lines
     ("javascript", "function f() {█\n}\n", True),
     ("javascript", "function f() {█}\n", False),
     ("go", "func f() {\n\tif x {█\n\t}\n}\n", True),
@@ -268,6 +269,8 @@ def test_single_or_multi_line(language: str, doc: str, multiline: bool) -> None:
 
 def test_indent_of_the_cursor_line() -> None:
     assert ctx_at("def f():\n\tif x:\n\t\ty = █\n", "python").indent == "\t\t"
+    ctx = ctx_at("class A:\n    def f(self, a,\n             b):█\n", "python")
+    assert ctx.opens_block and ctx.indent == " " * 13 and ctx.block_indent == "    "
 
 
 # --- other documents and recent snippets ------------------------------------------------------------------

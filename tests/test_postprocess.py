@@ -32,6 +32,8 @@ GOLDEN = [
     ("python", "class A:\n    def f(self):\n        █\n\n    def g(self):\n        pass\n",
      "self.x = 1\n        return self.x\n\n    def h(self):", "self.x = 1\n        return self.x"),
     ("python", "if ok:\n    █\nelse:\n    pass\n", "run()\n    log()\nelse:\n    stop()", "run()\n    log()"),
+    ("python", "class A:\n    def f(self, a,\n          b):█\n\n    def g(self):\n        pass\n",
+     "\n        return a + b\n\n    def h(self):", "\n        return a + b"),
     ("python", "def f():\n    █\n", 'x = """\ndocs\n"""\n    return x\nprint(1)', 'x = """\ndocs\n"""\n    return x'),
     ("python", "def f():\n    y = g(█\n", "1,\n2)\nprint(y)", "1,\n2)"),  # inside brackets: no dedent rule
     # Python: brackets and suffix
