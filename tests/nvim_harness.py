@@ -251,9 +251,19 @@ class Nvim:
             value = self.lua(lua_code, *args)
             if value:
                 return value
+            error = self.lua_error()
+            if error:
+                raise NvimError(f"Lua error in Neovim while waiting for: {lua_code.strip()[:200]}\n{error}")
             if time.monotonic() > deadline:
                 raise NvimError(f"timed out after {timeout}s waiting for: {lua_code.strip()[:200]}")
             time.sleep(interval)
+
+    def lua_error(self) -> str | None:
+        """The first Lua error Neovim reported (callbacks, commands, handlers), so tests fail fast on it."""
+        log = self.home / "stderr.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        at = text.find("stack traceback")
+        return text[max(0, text.rfind("\n", 0, max(0, at - 300))):at + 600] if at >= 0 else None
 
     # -- state ---------------------------------------------------------------------------------------
 

@@ -238,8 +238,12 @@ function M.edit(bufnr, range, instruction, opts)
     notify('an edit needs an instruction and a range', vim.log.levels.WARN)
     return
   end
-  local doc = vim.lsp.util.make_versioned_text_document_params(bufnr)
-  local args = { uri = doc.uri, range = range, version = opts.version or doc.version, instruction = instruction }
+  local args = {
+    uri = vim.uri_from_bufnr(bufnr),
+    range = range,
+    version = opts.version or vim.lsp.util.buf_versions[bufnr],
+    instruction = instruction,
+  }
   notify('editing…')
   client:request('workspace/executeCommand', { command = 'infill.edit', arguments = { args } }, function(err, result)
     if err then
@@ -315,24 +319,22 @@ end
 
 --- Search the workspace for `query`; results go to the quickfix list.
 ---@param query string
----@param on_done fun(items: table[]?)?
+---@param on_done fun(items: table[]?)? called with the items, or nil when the search could not run
 function M.search(query, on_done)
+  on_done = on_done or function() end
   local client = require_client(api.nvim_get_current_buf())
   if not client then
-    return
+    return on_done(nil)
   end
   if not server_has_command(client, 'infill.search') then
     notify('this server has no search (infill.search)', vim.log.levels.WARN)
-    return
+    return on_done(nil)
   end
   local params = { command = 'infill.search', arguments = { { query = query, limit = M.config.search_limit } } }
   client:request('workspace/executeCommand', params, function(err, result)
     if err then
       notify('search failed: ' .. (err.message or vim.inspect(err)), vim.log.levels.ERROR)
-      if on_done then
-        on_done(nil)
-      end
-      return
+      return on_done(nil)
     end
     local items = M.search_items(result)
     vim.fn.setqflist({}, ' ', { title = 'infill: ' .. query, items = items })
@@ -341,9 +343,7 @@ function M.search(query, on_done)
     else
       vim.cmd('botright copen')
     end
-    if on_done then
-      on_done(items)
-    end
+    on_done(items)
   end)
 end
 
