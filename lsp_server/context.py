@@ -146,7 +146,7 @@ def build_context(text: str, offset: int, language_id: str | None, *, count_toke
     line_suffix = text[offset:line_end].rstrip("\r")
     indent = _INDENT.match(text, line_start, line_end).group()  # type: ignore[union-attr]  # always matches
 
-    lo, hi = _window(text, offset, budget_tokens * CHARS_PER_TOKEN, budget_tokens * CHARS_PER_TOKEN // 2)
+    lo, hi = _window(text, offset, budget_tokens * CHARS_PER_TOKEN, budget_tokens * CHARS_PER_TOKEN // 2, language)
     window = text[lo:hi]
     cursor = offset - lo
     tree = languages.parse(window, language) if language else None
@@ -188,7 +188,7 @@ def build_context(text: str, offset: int, language_id: str | None, *, count_toke
 # The window that gets parsed
 
 
-def _window(text: str, offset: int, before: int, after: int) -> tuple[int, int]:
+def _window(text: str, offset: int, before: int, after: int, language: str | None) -> tuple[int, int]:
     """[lo, hi) around offset: `before`/`after` chars, widened to the least indented line start nearby
     (column 0 when there is one) so the window starts and ends between statements."""
     lo = max(0, offset - before)
@@ -201,6 +201,7 @@ def _window(text: str, offset: int, before: int, after: int) -> tuple[int, int]:
                 best = (len(m.group(1)), m.start(1))
         if best is not None:
             lo = best[1]
+        lo = _skip_long_string(text, lo, offset, language)
     hi = min(len(text), offset + after)
     if hi < len(text):
         found = _TOP_LEVEL_LINE.search(text, max(hi - 1, offset), min(len(text), hi + after // 2))
@@ -210,6 +211,24 @@ def _window(text: str, offset: int, before: int, after: int) -> tuple[int, int]:
             nl = text.find("\n", hi, hi + after + 1)
             hi = nl + 1 if nl >= 0 else _word_end(text, hi)
     return lo, hi
+
+
+def _skip_long_string(text: str, lo: int, offset: int, language: str | None) -> int:
+    """Move a window start that falls inside a docstring or block comment to the line after its end.
+
+    Counting delimiters before `lo` tells (odd `\"\"\"` count, more `/*` than `*/`); a window starting
+    inside one would make the parse and the bracket scan read prose as code.
+    """
+    pairs = (('"""', '"""'), ("'''", "'''")) if language == "python" else (("/*", "*/"),)
+    for opener, closer in pairs:
+        opened = text.count(opener, 0, lo)
+        inside = opened % 2 == 1 if opener == closer else opened > text.count(closer, 0, lo)
+        if inside:
+            end = text.find(closer, lo)
+            nl = text.find("\n", end) if end >= 0 else -1
+            if 0 <= nl < offset:
+                lo = nl + 1
+    return lo
 
 
 def _word_start(text: str, pos: int) -> int:

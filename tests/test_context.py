@@ -149,6 +149,21 @@ def test_ten_megabyte_file_stays_bounded() -> None:
 # --- edge cases ----------------------------------------------------------------------------------------
 
 
+def test_window_never_starts_inside_a_docstring() -> None:
+    docstring = '"""Module docstring.\n\n' + "".join(f"Line {i} of prose (with a paren.\n" for i in range(400)) + '"""\n'
+    doc = docstring + "import os\n\n\ndef f(a):\n    return g(a, █\n"
+    ctx = ctx_at(doc, "python", budget_tokens=400)
+    assert not ctx.window.startswith("Line") and ctx.scope == "function_definition f"
+    assert ctx.open_brackets == "(" and ctx.closable == "("
+
+
+def test_window_never_starts_inside_a_block_comment() -> None:
+    doc = "/*\n" + "".join(f"note {i} {{\n" for i in range(400)) + "*/\nint f(void) {\n  return g(█\n}\n"
+    ctx = ctx_at(doc, "c", budget_tokens=400)
+    assert not ctx.window.startswith("note")
+    assert ctx.closable == "("
+
+
 def test_empty_document() -> None:
     ctx = build_context("", 0, "python", count_tokens=count_tokens)
     assert (ctx.prefix, ctx.suffix, ctx.line_prefix, ctx.line_suffix) == ("", "", "", "")
