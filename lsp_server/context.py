@@ -178,7 +178,8 @@ def build_context(text: str, offset: int, language_id: str | None, *, count_toke
         line_suffix=line_suffix,
         extra=_extra(snippets, other_documents, count_tokens, other_budget_tokens, language),
         opens_block=opens_block, block_indent=block_indent, open_brackets=open_stack, suffix_closers=suffix_closers, closable=closable,
-        in_string=_in_string(tree, window_bytes, cursor_b) if tree is not None else False,
+        in_string=_open_string_at_end(line_prefix, language) or (
+            _in_string(tree, window_bytes, cursor_b) if tree is not None else False),
         prefix_cut=prefix_cut, suffix_cut=suffix_cut, window=window, window_offset=cursor, tree=tree,
         scope_range=_check_range(tree, scope_node, cursor_b) if tree is not None else (0, 0),
     )
@@ -514,6 +515,21 @@ def _in_string(tree: Tree, data: bytes, cursor_b: int) -> bool:
                     return True
             node = node.parent
     return False
+
+
+def _open_string_at_end(line_prefix: str, language: str | None) -> bool:
+    """Whether the cursor line, up to the cursor, ends inside a string or comment that is still open
+    (the parse tree cannot tell: an unterminated string is an error node)."""
+    last = None
+    for last in token_pattern(language).finditer(line_prefix):
+        pass
+    if last is None or last.end() != len(line_prefix) or last.group() in BRACKETS:
+        return False
+    token = last.group()
+    if token.startswith(("//", "#")) or (token.startswith("/*") and not token.endswith("*/")):
+        return True
+    quote = token[:3] if token[:3] in ('"""', "'''") else token[0]
+    return len(token) == len(quote) or not token.endswith(quote) or token.endswith("\\" + quote)
 
 
 def error_spans(root: Node, lo: int, hi: int) -> list[tuple[int, int]]:

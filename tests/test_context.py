@@ -254,6 +254,9 @@ def test_cursor_in_string() -> None:
     assert ctx_at("def f():\n    pass  # see f(█\n", "python").in_string  # the end of a line comment
     assert ctx_at("int f() {\n  // see g(█\n}\n", "c").in_string
     assert not ctx_at("int f() {\n  /* g( */█\n}\n", "c").in_string
+    assert ctx_at('int f() {\n  puts("a [b█\n}\n', "c").in_string  # unterminated: an error node, not a string
+    assert ctx_at("x = f'{a} (█\n", "python").in_string
+    assert not ctx_at('x = "a" + (█\n', "python").in_string
 
 
 # --- single-line vs multi-line ---------------------------------------------------------------------------
