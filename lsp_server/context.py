@@ -167,9 +167,7 @@ def build_context(text: str, offset: int, language_id: str | None, *, count_toke
     if header is not None:  # a multi-line `def f(a,\n      b):` — the block belongs to the `def` line
         header_start = len(window_bytes[:header.start_byte].decode("utf-8", "replace"))
         block_indent = _INDENT.match(window, window.rfind("\n", 0, header_start) + 1).group()  # type: ignore
-    open_stack, _ = scan_brackets(window[:cursor], language)
-    _, suffix_closers = scan_brackets(window[cursor:], language)
-    closable = closable_brackets(window[:cursor], window[cursor:], language)
+    brackets = bracket_state(window[:cursor], window[cursor:], language)
     return CompletionContext(
         prefix=prefix, suffix=suffix, language=language,
         multiline=not line_suffix.strip() and (
@@ -177,7 +175,8 @@ def build_context(text: str, offset: int, language_id: str | None, *, count_toke
         indent=indent, scope=_describe(scope_node), line_prefix=line_prefix,
         line_suffix=line_suffix,
         extra=_extra(snippets, other_documents, count_tokens, other_budget_tokens, language),
-        opens_block=opens_block, block_indent=block_indent, open_brackets=open_stack, suffix_closers=suffix_closers, closable=closable,
+        opens_block=opens_block, block_indent=block_indent, open_brackets=brackets.open,
+        suffix_closers=brackets.suffix_closers, closable=brackets.closable,
         in_string=_open_string_at_end(line_prefix, language) or (
             _in_string(tree, window_bytes, cursor_b) if tree is not None else False),
         prefix_cut=prefix_cut, suffix_cut=suffix_cut, window=window, window_offset=cursor, tree=tree,
@@ -621,37 +620,56 @@ def scan_brackets(text: str, language: str | None) -> tuple[str, str]:
     return "".join(stack), "".join(unmatched)
 
 
-def closable_brackets(before: str, after: str, language: str | None) -> str:
-    """The brackets open at the end of `before` that `after` does not close (outermost first).
+@dataclass(frozen=True)
+class Brackets:
+    """Brackets around the cursor: what is open, what the suffix closes, what the suggestion may close."""
+
+    open: str  # open at the cursor, outermost first
+    suffix_closers: str  # closers in the suffix without an opener there, in order
+    closable: str  # the open ones the suffix leaves open (outermost first)
+
+
+def bracket_state(before: str, after: str, language: str | None) -> Brackets:
+    """Match brackets across the cursor (strings and comments skipped).
 
     The suffix's first unmatched closer closes one of the open brackets; everything opened inside
     that one is the suggestion's to close. Which one: a closer that starts its line closes the
     innermost bracket of its kind opened on a line with the same indentation (`}` under `function`
     closes the function, not a `const {` left open inside it); otherwise the innermost of its kind.
     """
-    opens: list[tuple[str, int]] = []  # (bracket, indentation of its line)
+    opens: list[tuple[str, int]] = []  # (bracket, position)
     for pos, ch in bracket_events(before, language):
         if ch in OPENERS:
-            opens.append((ch, indent_width(before[before.rfind("\n", 0, pos) + 1:pos])))
+            opens.append((ch, pos))
         elif opens:
             opens.pop()
     brackets = "".join(ch for ch, _ in opens)
     depth = 0
+    closers: list[str] = []
+    closable: str | None = None
     for pos, ch in bracket_events(after, language):
         if ch in OPENERS:
             depth += 1
-            continue
-        if depth:
+        elif depth:
             depth -= 1
-            continue
-        kind = [i for i, (opener, _) in enumerate(opens) if OPENERS[opener] == ch]
-        line_start = after.rfind("\n", 0, pos) + 1
-        if line_start and not after[line_start:pos].strip():  # a closer at the start of its line
-            width = pos - line_start + 3 * after.count("\t", line_start, pos)
-            aligned = [i for i in kind if opens[i][1] == width]
-            kind = aligned or kind
-        return brackets[kind[-1] + 1:] if kind else brackets
-    return brackets
+        else:
+            closers.append(ch)
+            if closable is None:
+                closable = _left_open(before, opens, after, pos, ch)
+    return Brackets(brackets, "".join(closers), brackets if closable is None else closable)
+
+
+def _left_open(before: str, opens: list[tuple[str, int]], after: str, pos: int, closer: str) -> str:
+    """The open brackets inside the one that the closer at after[pos] closes."""
+    kind = [i for i, (opener, _) in enumerate(opens) if OPENERS[opener] == closer]
+    line_start = after.rfind("\n", 0, pos) + 1
+    if line_start and not after[line_start:pos].strip():  # a closer at the start of its line
+        width = indent_width(after[line_start:pos])
+        aligned = [i for i in kind
+                   if indent_width(before[before.rfind("\n", 0, opens[i][1]) + 1:opens[i][1]]) == width]
+        kind = aligned or kind
+    brackets = "".join(ch for ch, _ in opens)
+    return brackets[kind[-1] + 1:] if kind else brackets
 
 
 def bracket_events(text: str, language: str | None) -> list[tuple[int, str]]:

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lsp_server import languages
-from lsp_server.context import CompletionContext, build_context, closable_brackets
+from lsp_server.context import CompletionContext, bracket_state, build_context
 from lsp_server.postprocess import (bracket_end, check_parse, drop_suffix_overlap, indent_end, postprocess,
                                     repetition_end, single_line_end, stop_rule, suffix_repeat, trim_whitespace)
 
@@ -120,6 +120,10 @@ def test_single_line_end() -> None:
     assert single_line_end("\n  y = 2\nz", end) == 8
     assert single_line_end("\n  ", end) is None  # undecided while only whitespace has come
     assert single_line_end("a\nb", ctx_at("def f():\n    █\n", "python")) is None  # multi-line mode
+
+
+def closable_brackets(before: str, after: str, language: str) -> str:
+    return bracket_state(before, after, language).closable
 
 
 def test_closable() -> None:
