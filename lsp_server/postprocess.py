@@ -112,13 +112,12 @@ def indent_end(text: str, ctx: CompletionContext, final: bool = False) -> int | 
     if after is None:  # still inside brackets opened before the cursor
         return None
     first = text.split("\n", 1)[0]
-    if ctx.line_prefix.strip():
-        base = indent_width(ctx.block_indent if ctx.opens_block else ctx.indent)
-    else:
-        base = indent_width(ctx.line_prefix + first) if first.strip() else indent_width(ctx.line_prefix)
-    limit = base + 1 if ctx.opens_block and ctx.line_prefix.strip() else base
-    if not ctx.line_prefix.strip() and not first.strip():  # the code starts on a later line
-        limit = indent_width(ctx.line_prefix) if ctx.line_prefix else 0
+    if ctx.line_prefix.strip():  # after code: the block's body, or the cursor line's block
+        limit = indent_width(ctx.block_indent) + 1 if ctx.opens_block else indent_width(ctx.indent)
+    elif first.strip():  # on an empty line the suggestion's first line sets the indentation
+        limit = indent_width(ctx.line_prefix + first)
+    else:  # the code starts on a later line: only going left of the cursor ends it
+        limit = indent_width(ctx.line_prefix)
     skip = _inside_spans(text, ctx.language)
     pos = text.find("\n")
     while pos >= 0:
