@@ -159,6 +159,9 @@ class Feature:
 
     def on_change(self, uri: str) -> None: ...
 
+    def on_edit(self, uri: str, changes: list) -> None:
+        """The same change as `on_change`, with its content changes (where the user is typing)."""
+
     def on_save(self, uri: str) -> None: ...
 
     def on_close(self, uri: str) -> None: ...
@@ -221,6 +224,7 @@ def create_server() -> InfillServer:
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: InfillServer, params: types.DidChangeTextDocumentParams) -> None:
         each("on_change", params.text_document.uri)
+        each("on_edit", params.text_document.uri, list(params.content_changes))
 
     @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
     def did_save(ls: InfillServer, params: types.DidSaveTextDocumentParams) -> None:

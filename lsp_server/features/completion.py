@@ -1,9 +1,281 @@
-"""Inline completion (placeholder until the engine lands)."""
+"""Inline completion: position → context → prompt → engine → post-processing → ghost text.
+
+What makes it feel fast on a CPU: a newer request for a document cancels the one in flight, text the
+user types that the last suggestion predicted is answered from that suggestion (trimmed, not
+regenerated), and the engine's KV cache is warmed where the user is typing before they ask.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from lsprotocol import types
+
+from inference import Engine, FimParts, InferenceError
+from lsp_server.context import CompletionContext, RecentSnippets, build_context, uri_path
+from lsp_server.languages import comment_prefix
+from lsp_server.positions import to_offset, to_position
+from lsp_server.postprocess import postprocess, stop_rule
 from lsp_server.server import Feature
+
+log = logging.getLogger(__name__)
+
+MAX_DOCUMENT_CHARS = 2_000_000  # larger documents (logs, minified bundles, data) get no suggestion
+TYPED_THROUGH_ENTRIES = 32
+
+
+@dataclass
+class Suggestion:
+    """A finished suggestion and the document around it, for the typed-through cache."""
+
+    uri: str
+    before: str  # document text before the cursor
+    after: str  # document text after the cursor
+    text: str
+
+
+@dataclass
+class Prompt:
+    """What goes to the engine for one completion, and how to read its answer."""
+
+    ctx: CompletionContext
+    prompt: str | FimParts
+    lead: str  # whitespace cut from the end of the prompt (token healing), expected back from the model
+    max_tokens: int
 
 
 class CompletionFeature(Feature):
     """Inline completion and its `textDocument/completion` fallback."""
+
+    def __init__(self, server) -> None:
+        super().__init__(server)
+        self._inflight: dict[str, threading.Event] = {}
+        self._typed: OrderedDict[tuple[str, str], Suggestion] = OrderedDict()
+        self._recent = RecentSnippets()
+        self._warm_queue: queue.Queue[tuple[str, int]] = queue.Queue()
+        self._warm_cancel = threading.Event()
+        self.stats = {"requests": 0, "typed_through": 0, "generated": 0, "reused_tokens": 0, "prompt_tokens": 0}
+        threading.Thread(target=self._warm_loop, name="infill-warm", daemon=True).start()
+
+    def register(self) -> None:
+        server = self.server
+
+        @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+        async def inline_completion(ls, params: types.InlineCompletionParams) -> types.InlineCompletionList:
+            text = await self.suggest(params.text_document.uri, params.position)
+            if not text:
+                return types.InlineCompletionList(items=[])
+            pos = params.position
+            return types.InlineCompletionList(items=[
+                types.InlineCompletionItem(insert_text=text, range=types.Range(start=pos, end=pos))])
+
+        @server.feature(types.TEXT_DOCUMENT_COMPLETION,
+                        types.CompletionOptions(trigger_characters=[".", "(", " "]))
+        async def completion(ls, params: types.CompletionParams) -> types.CompletionList:
+            if self._client_has_inline_completion():  # the ghost text already shows it
+                return types.CompletionList(is_incomplete=True, items=[])
+            return await self._completion_items(params)
+
+        @server.feature("infill/stats")
+        def stats(ls, params) -> dict:
+            """Counters for benchmarks and `:InfillStatus` (not part of LSP)."""
+            return dict(self.stats)
+
+    # ---------------------------------------------------------------------------------- requests
+    async def suggest(self, uri: str, position: types.Position) -> str | None:
+        """The suggestion at a position, or None. Never raises for bad input."""
+        self.stats["requests"] += 1
+        doc = self.server.workspace.text_documents.get(uri)
+        if doc is None or not self.server.settings.language_enabled(doc.language_id):
+            return None
+        text = doc.source
+        if len(text) > MAX_DOCUMENT_CHARS or "\x00" in text:
+            return None
+        try:
+            offset = to_offset(text, position.line, position.character)
+        except ValueError:
+            return None
+        typed = self._typed_through(uri, text, offset)
+        if typed is not None:  # the user typed what we predicted (or asked again): no need to generate
+            self.stats["typed_through"] += 1
+            return typed
+        engine = self.server.model.ready()
+        if engine is None:
+            return None
+        previous = self._inflight.pop(uri, None)
+        if previous is not None:
+            previous.set()  # a newer request for this document: the old one is stale
+        cancel = threading.Event()
+        self._inflight[uri] = cancel
+        self._warm_cancel.set()
+        try:
+            result = await asyncio.to_thread(self._generate, engine, doc.uri, doc.language_id, text, offset, cancel)
+        except asyncio.CancelledError:  # $/cancelRequest: stop the engine between two tokens
+            cancel.set()
+            raise
+        finally:
+            if self._inflight.get(uri) is cancel:
+                del self._inflight[uri]
+        if result is None or cancel.is_set():
+            return None
+        self._remember(Suggestion(uri, text[:offset], text[offset:], result))
+        return result
+
+    def _generate(self, engine: Engine, uri: str, language_id: str | None, text: str, offset: int,
+                  cancel: threading.Event) -> str | None:
+        try:
+            prompt = self._prompt(engine, uri, language_id, text, offset)
+            if prompt is None:
+                return None
+            healed_rule = stop_rule(prompt.ctx)
+            completion = engine.complete(
+                prompt.prompt, max_new_tokens=prompt.max_tokens, cancel=cancel,
+                temperature=self.server.settings.temperature,
+                stop_rule=lambda t: healed_rule(_heal(t, prompt.lead)))
+        except InferenceError as exc:
+            log.info("no completion: %s", exc)
+            return None
+        self.stats["generated"] += 1
+        self.stats["reused_tokens"] += completion.reused_tokens
+        self.stats["prompt_tokens"] += completion.prompt_tokens
+        if completion.finish_reason == "cancel":
+            return None
+        return postprocess(_heal(completion.text, prompt.lead), prompt.ctx)
+
+    def _prompt(self, engine: Engine, uri: str, language_id: str | None, text: str, offset: int) -> Prompt | None:
+        """Build the context and the engine prompt for a position."""
+        settings = self.server.settings
+        comment = comment_prefix(language_id, uri_path(uri))
+        snippets = self._recent.pick(engine.count_tokens, settings.other_documents_tokens, exclude_uri=uri,
+                                     comment=comment)
+        ctx = build_context(text, offset, language_id, count_tokens=engine.count_tokens,
+                            budget_tokens=settings.context_tokens, path=uri_path(uri), snippets=snippets,
+                            other_budget_tokens=settings.other_documents_tokens)
+        extra = "".join(s if s.endswith("\n") else s + "\n" for s in ctx.extra)
+        prefix = extra + ctx.prefix
+        # Token healing: a prompt ending in indentation makes small models restart the line; cut the
+        # trailing blanks and expect them back at the start of the answer.
+        stripped = prefix.rstrip(" \t")
+        lead = prefix[len(stripped):] if stripped.endswith("\n") else ""
+        prefix = stripped if lead else prefix
+        if not prefix.strip() and not engine.supports_fim:
+            return None  # nothing to continue from
+        max_tokens = settings.max_tokens_multi_line if ctx.multiline else settings.max_tokens_single_line
+        prompt: str | FimParts = FimParts(prefix, ctx.suffix) if engine.supports_fim else prefix
+        return Prompt(ctx, prompt, lead, max_tokens)
+
+    async def _completion_items(self, params: types.CompletionParams) -> types.CompletionList:
+        """Fallback for clients without inline completion: the suggestion as one completion item."""
+        text = await self.suggest(params.text_document.uri, params.position)
+        doc = self.server.workspace.text_documents.get(params.text_document.uri)
+        if not text or doc is None:
+            return types.CompletionList(is_incomplete=True, items=[])
+        source = doc.source
+        offset = to_offset(source, params.position.line, params.position.character)
+        word_start = offset
+        while word_start > 0 and (source[word_start - 1].isalnum() or source[word_start - 1] == "_"):
+            word_start -= 1
+        word = source[word_start:offset]
+        start = types.Position(*to_position(source, word_start))
+        label = (word + text).splitlines()[0][:80] or text[:80]
+        item = types.CompletionItem(
+            label=label, kind=types.CompletionItemKind.Snippet, detail="infill", filter_text=word + text,
+            text_edit=types.TextEdit(range=types.Range(start=start, end=params.position), new_text=word + text),
+            insert_text_format=types.InsertTextFormat.PlainText, sort_text="0")
+        return types.CompletionList(is_incomplete=True, items=[item])
+
+    def _client_has_inline_completion(self) -> bool:
+        caps = self.server.client_capabilities
+        return bool(caps and caps.text_document and caps.text_document.inline_completion)
+
+    # ------------------------------------------------------------------------ typed-through cache
+    def _typed_through(self, uri: str, text: str, offset: int) -> str | None:
+        """If the user typed the start of the last suggestion here, the rest of it."""
+        for suggestion in reversed(self._typed.values()):
+            if suggestion.uri != uri or text[offset:] != suggestion.after:
+                continue
+            before = text[:offset]
+            if not before.startswith(suggestion.before):
+                continue
+            typed = before[len(suggestion.before):]
+            if suggestion.text.startswith(typed) and len(typed) < len(suggestion.text):
+                return suggestion.text[len(typed):]
+        return None
+
+    def _remember(self, suggestion: Suggestion) -> None:
+        key = (suggestion.uri, suggestion.before[-200:])
+        self._typed[key] = suggestion
+        self._typed.move_to_end(key)
+        while len(self._typed) > TYPED_THROUGH_ENTRIES:
+            self._typed.popitem(last=False)
+
+    # ---------------------------------------------------------------------------------- warming
+    def on_open(self, uri: str) -> None:
+        doc = self.server.workspace.text_documents.get(uri)
+        if doc is not None:
+            self._warm_queue.put((uri, len(doc.source)))  # no cursor yet: the whole text covers every position
+            self._recent.add(uri, doc.source, 0)
+
+    def on_edit(self, uri: str, changes: list) -> None:
+        doc = self.server.workspace.text_documents.get(uri)
+        if doc is None or not changes:
+            return
+        last = changes[-1]
+        rng = getattr(last, "range", None)
+        if rng is None:
+            return
+        try:
+            offset = to_offset(doc.source, rng.start.line, rng.start.character) + len(last.text)
+        except ValueError:
+            return
+        self._recent.add(uri, doc.source, offset)
+        self._warm_queue.put((uri, offset))
+
+    def on_close(self, uri: str) -> None:
+        self._recent.forget(uri)
+        for key in [k for k in self._typed if k[0] == uri]:
+            del self._typed[key]
+        event = self._inflight.pop(uri, None)
+        if event is not None:
+            event.set()
+
+    def on_settings(self) -> None:
+        self._typed.clear()
+
+    def _warm_loop(self) -> None:
+        """Prefill the KV cache where the user is typing, at low priority (latest position wins)."""
+        while True:
+            uri, offset = self._warm_queue.get()
+            time.sleep(0.1)  # debounce: a burst of keystrokes warms once, at its end
+            while not self._warm_queue.empty():
+                uri, offset = self._warm_queue.get_nowait()
+            engine = self.server.model.ready()
+            doc = self.server.workspace.text_documents.get(uri)
+            if engine is None or doc is None or self._inflight:
+                continue
+            text = doc.source
+            if len(text) > MAX_DOCUMENT_CHARS or not self.server.settings.language_enabled(doc.language_id):
+                continue
+            self._warm_cancel.clear()
+            try:
+                prompt = self._prompt(engine, uri, doc.language_id, text, min(offset, len(text)))
+                if prompt is not None:
+                    engine.prefill(prompt.prompt, max_new_tokens=prompt.max_tokens, cancel=self._warm_cancel)
+            except Exception:  # warming is best effort; a real request reports real errors
+                log.debug("warming failed", exc_info=True)
+
+
+def _heal(text: str, lead: str) -> str:
+    """Remove from the model's answer the indentation the prompt had cut (see token healing)."""
+    if not lead:
+        return text
+    if text.startswith(lead):
+        return text[len(lead):]
+    blank = len(text) - len(text.lstrip(" \t"))
+    return text[blank:] if lead.startswith(text[:blank]) else text

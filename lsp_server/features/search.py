@@ -74,8 +74,15 @@ class SearchFeature(Feature):
         self.idle = threading.Event()  # set whenever the queue is drained (tests and benchmarks wait on it)
 
     def register(self) -> None:
-        self.server.command(SEARCH_COMMAND)(self.execute)
-        self.server.feature(types.WORKSPACE_SYMBOL)(self.workspace_symbol)
+        # pygls tags the handler with attributes, which bound methods cannot take: register plain functions.
+        async def execute(*arguments: Any) -> list[dict]:
+            return await self.execute(*arguments)
+
+        async def workspace_symbol(params: types.WorkspaceSymbolParams):
+            return await self.workspace_symbol(params)
+
+        self.server.command(SEARCH_COMMAND)(execute)
+        self.server.feature(types.WORKSPACE_SYMBOL)(workspace_symbol)
 
     # --- requests ------------------------------------------------------------------------------
 
