@@ -79,7 +79,7 @@ _PY_TOKENS = re.compile(
 _C_TOKENS = re.compile(
     r"//[^\n]*|/\*[\s\S]*?(?:\*/|\Z)"
     r"|\"(?:\\.|[^\"\\\n])*(?:\"|(?=\n)|\Z)"
-    r"|'(?:\\[^'\n]{1,10}|[^'\\\n])'"  # a char literal; a Rust lifetime ('a) is not one and is skipped
+    r"|'(?:\\.[^'\n]{0,9}|[^'\\\n])'"  # a char literal ('\'', '\u{1F600}'); a Rust lifetime ('a) is not one
     r"|`(?:\\[\s\S]|[^`\\])*(?:`|\Z)"  # Go raw strings
     r"|[()\[\]{}]")
 _JS_TOKENS = re.compile(  # JavaScript/TypeScript: '...' is a string, `...` a template

@@ -246,6 +246,7 @@ def test_brackets_in_strings_and_comments_are_ignored() -> None:
     assert scan_brackets("`${(}`) ]", "javascript") == ("", ")]")
     assert scan_brackets("f('\", (', \"'\").g(", "javascript") == ("(", "")  # quotes inside JS strings
     assert scan_brackets("let c = '(';", "java") == ("", "")
+    assert scan_brackets("f('\\'', '(', '\\u{28}')", "rust") == ("", "")
 
 
 def test_cursor_in_string() -> None:
