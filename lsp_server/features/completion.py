@@ -14,14 +14,16 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Sequence
 
 from lsprotocol import types
 
-from inference import Engine, FimParts, InferenceError
+from inference import Completion, Engine, FimParts, InferenceError
 from lsp_server.context import CompletionContext, RecentSnippets, build_context, uri_path
 from lsp_server.languages import comment_prefix
 from lsp_server.positions import to_offset, to_position
 from lsp_server.postprocess import postprocess, stop_rule
+from lsp_server.config import Settings
 from lsp_server.server import Feature
 
 log = logging.getLogger(__name__)
@@ -129,46 +131,16 @@ class CompletionFeature(Feature):
 
     def _generate(self, engine: Engine, uri: str, language_id: str | None, text: str, offset: int,
                   cancel: threading.Event) -> str | None:
-        try:
-            prompt = self._prompt(engine, uri, language_id, text, offset)
-            if prompt is None:
-                return None
-            healed_rule = stop_rule(prompt.ctx)
-            completion = engine.complete(
-                prompt.prompt, max_new_tokens=prompt.max_tokens, cancel=cancel,
-                temperature=self.server.settings.temperature,
-                stop_rule=lambda t: healed_rule(_heal(t, prompt.lead)))
-        except InferenceError as exc:
-            log.info("no completion: %s", exc)
+        prompt = build_prompt(engine, self.server.settings, uri, language_id, text, offset,
+                              self._snippets(engine, uri, language_id))
+        if prompt is None:
             return None
-        self.stats["generated"] += 1
-        self.stats["reused_tokens"] += completion.reused_tokens
-        self.stats["prompt_tokens"] += completion.prompt_tokens
-        if completion.finish_reason == "cancel":
-            return None
-        return postprocess(_heal(completion.text, prompt.lead), prompt.ctx)
-
-    def _prompt(self, engine: Engine, uri: str, language_id: str | None, text: str, offset: int) -> Prompt | None:
-        """Build the context and the engine prompt for a position."""
-        settings = self.server.settings
-        comment = comment_prefix(language_id, uri_path(uri))
-        snippets = self._recent.pick(engine.count_tokens, settings.other_documents_tokens, exclude_uri=uri,
-                                     comment=comment)
-        ctx = build_context(text, offset, language_id, count_tokens=engine.count_tokens,
-                            budget_tokens=settings.context_tokens, path=uri_path(uri), snippets=snippets,
-                            other_budget_tokens=settings.other_documents_tokens)
-        extra = "".join(s if s.endswith("\n") else s + "\n" for s in ctx.extra)
-        prefix = extra + ctx.prefix
-        # Token healing: a prompt ending in indentation makes small models restart the line; cut the
-        # trailing blanks and expect them back at the start of the answer.
-        stripped = prefix.rstrip(" \t")
-        lead = prefix[len(stripped):] if stripped.endswith("\n") else ""
-        prefix = stripped if lead else prefix
-        if not prefix.strip() and not engine.supports_fim:
-            return None  # nothing to continue from
-        max_tokens = settings.max_tokens_multi_line if ctx.multiline else settings.max_tokens_single_line
-        prompt: str | FimParts = FimParts(prefix, ctx.suffix) if engine.supports_fim else prefix
-        return Prompt(ctx, prompt, lead, max_tokens)
+        suggestion, completion = run_completion(engine, prompt, self.server.settings.temperature, cancel)
+        if completion is not None:
+            self.stats["generated"] += 1
+            self.stats["reused_tokens"] += completion.reused_tokens
+            self.stats["prompt_tokens"] += completion.prompt_tokens
+        return suggestion
 
     async def _completion_items(self, params: types.CompletionParams) -> types.CompletionList:
         """Fallback for clients without inline completion: the suggestion as one completion item."""
@@ -189,6 +161,11 @@ class CompletionFeature(Feature):
             text_edit=types.TextEdit(range=types.Range(start=start, end=params.position), new_text=word + text),
             insert_text_format=types.InsertTextFormat.PlainText, sort_text="0")
         return types.CompletionList(is_incomplete=True, items=[item])
+
+    def _snippets(self, engine: Engine, uri: str, language_id: str | None) -> list[str]:
+        """Code near recent edits in other documents (the same for a request and its warm-up)."""
+        return self._recent.pick(engine.count_tokens, self.server.settings.other_documents_tokens,
+                                 exclude_uri=uri, comment=comment_prefix(language_id, uri_path(uri)))
 
     def _client_has_inline_completion(self) -> bool:
         caps = self.server.client_capabilities
@@ -264,11 +241,47 @@ class CompletionFeature(Feature):
                 continue
             self._warm_cancel.clear()
             try:
-                prompt = self._prompt(engine, uri, doc.language_id, text, min(offset, len(text)))
+                prompt = build_prompt(engine, self.server.settings, uri, doc.language_id, text,
+                                      min(offset, len(text)), self._snippets(engine, uri, doc.language_id))
                 if prompt is not None:
                     engine.prefill(prompt.prompt, max_new_tokens=prompt.max_tokens, cancel=self._warm_cancel)
             except Exception:  # warming is best effort; a real request reports real errors
                 log.debug("warming failed", exc_info=True)
+
+
+def build_prompt(engine: Engine, settings: Settings, uri: str, language_id: str | None, text: str, offset: int,
+                 snippets: Sequence[str] = ()) -> Prompt | None:
+    """The context and the engine prompt for a position (None when there is nothing to continue)."""
+    ctx = build_context(text, offset, language_id, count_tokens=engine.count_tokens,
+                        budget_tokens=settings.context_tokens, path=uri_path(uri), snippets=snippets,
+                        other_budget_tokens=settings.other_documents_tokens)
+    extra = "".join(s if s.endswith("\n") else s + "\n" for s in ctx.extra)
+    prefix = extra + ctx.prefix
+    # Token healing: a prompt ending in indentation makes small models restart the line; cut the
+    # trailing blanks and expect them back at the start of the answer.
+    stripped = prefix.rstrip(" \t")
+    lead = prefix[len(stripped):] if stripped.endswith("\n") else ""
+    prefix = stripped if lead else prefix
+    if not prefix.strip() and not engine.supports_fim:
+        return None
+    max_tokens = settings.max_tokens_multi_line if ctx.multiline else settings.max_tokens_single_line
+    prompt: str | FimParts = FimParts(prefix, ctx.suffix) if engine.supports_fim else prefix
+    return Prompt(ctx, prompt, lead, max_tokens)
+
+
+def run_completion(engine: Engine, prompt: Prompt, temperature: float = 0.0,
+                   cancel: threading.Event | None = None) -> tuple[str | None, Completion | None]:
+    """Generate with the streaming stop rule, then post-process: (suggestion or None, raw completion)."""
+    rule = stop_rule(prompt.ctx)
+    try:
+        completion = engine.complete(prompt.prompt, max_new_tokens=prompt.max_tokens, cancel=cancel,
+                                     temperature=temperature, stop_rule=lambda t: rule(_heal(t, prompt.lead)))
+    except InferenceError as exc:
+        log.info("no completion: %s", exc)
+        return None, None
+    if completion.finish_reason == "cancel":
+        return None, completion
+    return postprocess(_heal(completion.text, prompt.lead), prompt.ctx), completion
 
 
 def _heal(text: str, lead: str) -> str:
