@@ -40,6 +40,11 @@ def norm(x, y):
     return math.sqrt(x * x + y * y)
 '''
 
+# Long enough that reading it (prefill) takes the model a few seconds: cancel and close land mid-edit.
+BIG = "import math\n\n" + "\n\n".join(
+    f"def average_{i}(numbers):\n    total = 0\n    for n in numbers:\n        total += n\n    return total / len(numbers)\n"
+    for i in range(30))
+
 pytestmark = [pytest.mark.e2e]
 
 
@@ -168,14 +173,13 @@ async def wait_for_model(client: LanguageClient) -> None:
 
 
 async def wait_for_edit_progress(client: LanguageClient, seen: set) -> str:
-    """The token of a new "infill: edit" progress once it has reported at least one token."""
-    for _ in range(600):
+    """The token of a new "infill: edit" progress (the edit has started reading the code)."""
+    for _ in range(1200):
         for token, values in list(client.progress_reports.items()):
             if token in seen or not values:
                 continue
             begin = values[0]
-            if isinstance(begin, types.WorkDoneProgressBegin) and begin.title == "infill: edit" and \
-                    any(isinstance(v, types.WorkDoneProgressReport) and "tokens" in (v.message or "") for v in values):
+            if isinstance(begin, types.WorkDoneProgressBegin) and begin.title == "infill: edit":
                 seen.add(token)
                 return token
         await asyncio.sleep(0.05)
@@ -350,9 +354,9 @@ async def test_reply_that_breaks_the_file_is_refused(client: LanguageClient, edi
 @pytest.mark.asyncio(loop_scope="module")
 async def test_cancel_request_stops_the_edit_and_applies_nothing(client: LanguageClient, editor: Editor) -> None:
     await wait_for_model(client)
-    uri = editor.open("cancel.py", AVERAGE)
+    uri = editor.open("cancel.py", BIG)
     seen = set(client.progress_reports)
-    args = {"uri": uri, "range": range_json(span(AVERAGE, AVERAGE)), "version": 1,
+    args = {"uri": uri, "range": range_json(span(BIG, BIG)), "version": 1,
             "instruction": "Add docstrings and type hints to every function."}
     request = asyncio.ensure_future(execute(client, args, msg_id="edit-to-cancel"))
     token = await wait_for_edit_progress(client, seen)
@@ -361,7 +365,7 @@ async def test_cancel_request_stops_the_edit_and_applies_nothing(client: Languag
         await request
     assert err.value.code == -32800
     await wait_for_end(client, token)
-    assert editor.text(uri) == AVERAGE and not [a for a in editor.applied
+    assert editor.text(uri) == BIG and not [a for a in editor.applied
                                                if a.edit.document_changes[0].text_document.uri == uri]
     # the document is free again: a new edit is not refused as overlapping (it is cancelled at once too)
     seen = set(client.progress_reports)
@@ -371,7 +375,7 @@ async def test_cancel_request_stops_the_edit_and_applies_nothing(client: Languag
     with pytest.raises(JsonRpcException) as err:
         await request
     assert err.value.code == -32800 and "cancelled" in err.value.message
-    assert editor.text(uri) == AVERAGE
+    assert editor.text(uri) == BIG
 
 
 async def wait_for_end(client: LanguageClient, token: str) -> None:
@@ -386,18 +390,18 @@ async def wait_for_end(client: LanguageClient, token: str) -> None:
 @pytest.mark.asyncio(loop_scope="module")
 async def test_overlapping_edit_and_close_during_generation(client: LanguageClient, editor: Editor) -> None:
     await wait_for_model(client)
-    uri = editor.open("overlap.py", AVERAGE)
+    uri = editor.open("overlap.py", BIG)
     seen = set(client.progress_reports)
-    args = {"uri": uri, "range": range_json(span(AVERAGE, AVERAGE)), "version": 1,
+    args = {"uri": uri, "range": range_json(span(BIG, BIG)), "version": 1,
             "instruction": "Add docstrings and type hints to every function."}
     first = asyncio.ensure_future(execute(client, args))
     await wait_for_edit_progress(client, seen)
     with pytest.raises(JsonRpcException) as err:
-        await execute(client, args | {"range": range_json(span(AVERAGE, "total = 0"))})
+        await execute(client, args | {"range": range_json(span(BIG, "total = 0"))})
     assert err.value.code == -32803 and "already running" in err.value.message
     editor.close(uri)
     with pytest.raises(JsonRpcException) as err:
         await first
     assert "closed" in err.value.message
-    assert editor.text(uri) == AVERAGE and not [a for a in editor.applied
+    assert editor.text(uri) == BIG and not [a for a in editor.applied
                                                if a.edit.document_changes[0].text_document.uri == uri]

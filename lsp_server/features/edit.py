@@ -37,6 +37,19 @@ ACTION_KIND = "refactor.rewrite.infill"
 REQUEST_FAILED = -32803  # LSP RequestFailed: the request was valid but could not be carried out
 CONTENT_MODIFIED = -32801
 
+class _AnyOf:
+    """Set when any of its events is set (what the engine and the edit loop poll between tokens)."""
+
+    def __init__(self, *events: threading.Event) -> None:
+        self._events = events
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self._events)
+
+    def set(self) -> None:
+        self._events[0].set()
+
+
 @dataclass
 class _Running:
     """An edit in flight on one document."""
@@ -158,7 +171,7 @@ class EditFeature(Feature):
             if running.closed:
                 raise JsonRpcException("The document was closed during the edit; nothing was applied.",
                                        REQUEST_FAILED)
-            if running.cancel.is_set() or isinstance(result, edit.EditCancelled):
+            if isinstance(result, edit.EditCancelled) or running.cancel.is_set():
                 raise JsonRpcRequestCancelled("The edit was cancelled; nothing was applied.")
             if isinstance(result, edit.EditError):
                 raise JsonRpcException(str(result), REQUEST_FAILED)
@@ -169,7 +182,7 @@ class EditFeature(Feature):
             workspace_edit = self._workspace_edit(uri, version, rng, result.replacement)
             diff = edit.unified_diff(text, result.new_text, PurePosixPath(unquote(uri)).name or "document")
             applied = False
-            if request["apply"]:
+            if request["apply"] and self._client_applies_edits():
                 response = await self.server.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(
                     edit=workspace_edit, label=f"infill: {request['instruction'][:60]}"))
                 if not response.applied:
@@ -185,10 +198,9 @@ class EditFeature(Feature):
     def _generate(self, engine, task: edit.EditTask, cancel: threading.Event) -> edit.EditResult | edit.EditError:
         """Worker thread: run the edit with cancellable progress; errors are returned, not raised."""
         progress = ProgressReporter(self.server, "infill: edit", cancellable=True)
+        cancel = _AnyOf(cancel, progress.cancelled)  # the request's cancel or the progress cancel button
 
         def report(message: str, fraction: float | None) -> None:
-            if progress.cancelled.is_set():
-                cancel.set()
             progress.report(message, fraction)
 
         try:
@@ -204,6 +216,11 @@ class EditFeature(Feature):
             log.exception("edit failed")
             progress.end(f"failed: {exc}")
             return edit.EditError(f"The edit failed: {exc}")
+
+    def _client_applies_edits(self) -> bool:
+        """Whether the client takes `workspace/applyEdit`; if not it gets the edit to apply itself."""
+        caps = self.server.client_capabilities
+        return bool(caps and caps.workspace and caps.workspace.apply_edit)
 
     def _cancel_on_cancel_request(self, cancel: threading.Event) -> None:
         """Set `cancel` when the client sends `$/cancelRequest` for this executeCommand request.
