@@ -201,7 +201,7 @@ def _window(text: str, offset: int, before: int, after: int, language: str | Non
                 best = (len(m.group(1)), m.start(1))
         if best is not None:
             lo = best[1]
-        lo = _skip_long_string(text, lo, offset, language)
+        lo = _skip_long_string(text, lo, offset, language, before)
     hi = min(len(text), offset + after)
     if hi < len(text):
         found = _TOP_LEVEL_LINE.search(text, max(hi - 1, offset), min(len(text), hi + after // 2))
@@ -213,8 +213,9 @@ def _window(text: str, offset: int, before: int, after: int, language: str | Non
     return lo, hi
 
 
-def _skip_long_string(text: str, lo: int, offset: int, language: str | None) -> int:
-    """Move a window start that falls inside a docstring or block comment to the line after its end.
+def _skip_long_string(text: str, lo: int, offset: int, language: str | None, reach: int) -> int:
+    """Move a window start that falls inside a docstring or block comment out of it: to the line after
+    its end, or, when the cursor is inside it too, to the line where it starts (if within `reach`).
 
     Counting delimiters before `lo` tells (odd `\"\"\"` count, more `/*` than `*/`); a window starting
     inside one would make the parse and the bracket scan read prose as code.
@@ -223,11 +224,16 @@ def _skip_long_string(text: str, lo: int, offset: int, language: str | None) -> 
     for opener, closer in pairs:
         opened = text.count(opener, 0, lo)
         inside = opened % 2 == 1 if opener == closer else opened > text.count(closer, 0, lo)
-        if inside:
-            end = text.find(closer, lo)
-            nl = text.find("\n", end) if end >= 0 else -1
-            if 0 <= nl < offset:
-                lo = nl + 1
+        if not inside:
+            continue
+        end = text.find(closer, lo)
+        nl = text.find("\n", end) if end >= 0 else -1
+        if 0 <= nl < offset:
+            lo = nl + 1
+        else:
+            start = text.rfind(opener, 0, lo)
+            if lo - start <= reach:
+                lo = text.rfind("\n", 0, start) + 1
     return lo
 
 

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lsp_server.context import RecentSnippets, build_context, scan_brackets
+from lsp_server.postprocess import postprocess
 
 CURSOR = "█"
 
@@ -156,6 +157,15 @@ def test_window_never_starts_inside_a_docstring() -> None:
     ctx = ctx_at(doc, "python", budget_tokens=400)
     assert not ctx.window.startswith("Line") and ctx.scope == "function_definition f"
     assert ctx.open_brackets == "(" and ctx.closable == "("
+
+
+def test_window_around_a_cursor_in_a_docstring_starts_with_it() -> None:
+    code = "".join(f"x{i} = {i}\n" for i in range(300))
+    rules = "".join(f"{i}. a rule (with a paren.\n" for i in range(80))
+    doc = 'import os\n' + code + '\n\ndef f():\n    """Rules:\n\n' + rules + '81. █\n    """\n    return 1\n'
+    ctx = ctx_at(doc, "python", budget_tokens=300)
+    assert ctx.window.startswith('    """Rules:') and ctx.in_string and ctx.scope_was_clean
+    assert postprocess("62. another rule (short).\n", ctx) == "62. another rule (short)."
 
 
 def test_window_never_starts_inside_a_block_comment() -> None:
