@@ -152,7 +152,8 @@ def test_ten_megabyte_file_stays_bounded() -> None:
 
 
 def test_window_never_starts_inside_a_docstring() -> None:
-    docstring = '"""Module docstring.\n\n' + "".join(f"Line {i} of prose (with a paren.\n" for i in range(400)) + '"""\n'
+    prose = "".join(f"Line {i} of prose (with a paren.\n" for i in range(400))
+    docstring = '"""Module docstring.\n\n' + prose + '"""\n'
     doc = docstring + "import os\n\n\ndef f(a):\n    return g(a, █\n"
     ctx = ctx_at(doc, "python", budget_tokens=400)
     assert not ctx.window.startswith("Line") and ctx.scope == "function_definition f"
