@@ -79,6 +79,12 @@ GOLDEN = [
      "\n    return a + 1;\n  }\n  return 1;\n}", "\n    return a + 1;"),
     ("typescript", "const f = (a: number): number => {\n  █\n};\n", "return a * 2;\n};\nconst g = 1;", "return a * 2;"),
     ("java", "class A {\n  void m() {\n    █\n  }\n}\n", "int x = 1;\n    return;\n  }\n}", "int x = 1;\n    return;"),
+    ("typescriptreact", "function App() {\n  return <ul>{█}</ul>;\n}\n", "items.map(i => <li>{i}</li>)}</ul>;",
+     "items.map(i => <li>{i}</li>)"),
+    ("cpp", "int Widget::size() const {\n  if (empty()) {█\n  }\n  return n_;\n}\n",
+     "\n    return 0;\n  }\n  return n_;\n}", "\n    return 0;"),
+    ("java", "class A {\n  int f(List<String> xs) {\n    return xs.stream().map(█\n  }\n}\n",
+     "String::length).reduce(0, Integer::sum);\n  }", "String::length).reduce(0, Integer::sum);"),
     ("java", "class A {\n  void m() {\n    String s = \"█\";\n  }\n}\n", 'a{b";', "a{b"),
     # a looping model
     ("python", "def f():\n    █\n", "x = g()\n    y += 1\n    y += 1\n    y += 1\n    y += 1", "x = g()\n    y += 1"),
