@@ -151,10 +151,18 @@ try {
     const ask = page.locator(".notifications-toasts .notification-toast", { hasText: "apply this edit?" }).first();
     const failed = page.locator(".notifications-toasts .notification-toast", { hasText: /edit failed|no change/ }).first();
     await Promise.race([ask.waitFor({ timeout: opts.ghostTimeoutMs }), failed.waitFor({ timeout: opts.ghostTimeoutMs })]);
-    if (await failed.isVisible().catch(() => false)) throw new Error(`edit: ${(await failed.textContent())?.trim()}`);
+    if (await failed.isVisible().catch(() => false)) {
+      // The server refused (e.g. the model's edit would not parse): the user must see why.
+      result.refused = ((await failed.locator(".notification-list-item-message").textContent()) ?? "").trim();
+      log("edit refused:", result.refused);
+      await page.screenshot({ path: opts.screenshot });
+      result.ok = true;
+      throw null;
+    }
     const diffTab = page.locator(".tab", { hasText: ".diff" }).first();
     await diffTab.waitFor({ timeout: 10_000 });
-    result.diffText = (await page.locator(".editor-group-container").nth(1).locator(".view-lines").textContent().catch(() => "")) ?? "";
+    const diffLines = await page.locator(".editor-group-container").nth(1).locator(".view-line").allTextContents();
+    result.diffText = diffLines.join("\n").replace(/\u00a0/g, " ");
     await page.screenshot({ path: opts.screenshot });
     await ask.getByRole("button", { name: "Apply" }).click();
     await page.waitForTimeout(1000);
@@ -220,7 +228,7 @@ try {
     result.ok = true;
   }
 } catch (err) {
-  result.error = String(err?.message ?? err);
+  if (err !== null) result.error = String(err?.message ?? err); // null: a scenario ended early, on purpose
   if (page && opts.failureScreenshot) await page.screenshot({ path: opts.failureScreenshot }).catch(() => {});
 } finally {
   await browser.close();
