@@ -245,8 +245,8 @@ def _require_code_server() -> None:
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_inline_completion_in_vscode(tmp_path: Path):
-    """Ghost text appears, Tab inserts it; after the server is killed the extension restarts it and
-    suggestions come back."""
+    """Ghost text appears, Tab inserts it; a click on the status bar item turns completions off and on;
+    after the server is killed the extension restarts it and suggestions come back."""
     _require_code_server()
     screenshot = ARTIFACTS / "vscode-inline.png"
     result = _run_vscode(tmp_path, "inline", _infill_executable(), typed=TYPED, typedAfterRestart=TYPED_AFTER_RESTART,
@@ -262,6 +262,9 @@ def test_inline_completion_in_vscode(tmp_path: Path):
     # Tab inserted exactly what the ghost text showed on the cursor's line.
     first_line = inserted.splitlines()[0] if inserted else ""
     assert first_line.strip() and first_line.rstrip() == ghost.rstrip(), (first_line, ghost)
+
+    assert "infill: off" in result["statusSeen"], "the status bar click did not turn completions off"
+    assert not result["ghostWhileOff"], "ghost text appeared while completions were off"
 
     restarted = result["restartedServer"]
     assert restarted["after"] != restarted["before"]

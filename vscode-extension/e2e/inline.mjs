@@ -208,6 +208,18 @@ try {
     await page.waitForTimeout(1500);
     if (opts.acceptedScreenshot) await page.screenshot({ path: opts.acceptedScreenshot });
 
+    // A click on the status item turns completions off (no ghost text), another turns them back on.
+    await item.click();
+    await waitStatus(/^infill: off$/, 10_000);
+    await editor.click();
+    await page.keyboard.press("Control+End");
+    await page.keyboard.type("\n# the end", { delay: 30 });
+    await page.keyboard.press("Alt+Backslash");
+    await page.waitForTimeout(6000);
+    result.ghostWhileOff = await ghost.first().isVisible().catch(() => false);
+    await item.click();
+    await waitStatus(/^infill$/, 10_000);
+
     if (opts.codeServerPid && opts.typedAfterRestart) {
       const before = infillServers(opts.codeServerPid);
       if (before.length !== 1) throw new Error(`expected one infill server under code-server, found ${before}`);

@@ -71,7 +71,6 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     }),
     vscode.workspace.onDidChangeConfiguration(onConfigurationChanged),
     vscode.window.onDidChangeActiveTextEditor(() => render()),
-    { dispose: () => void client?.stop() },
   );
 
   status.enabled = config().get<boolean>("enable", true);
