@@ -416,10 +416,13 @@ return false"""
             raise NvimError(f"the server could not load the model: {message}")
         return message
 
-    def server_exited(self) -> bool:
-        """Whether a language server Neovim started has quit (Neovim reports it on its stderr)."""
+    def _stderr(self) -> bytes:
         log = self.home / "stderr.log"
-        return log.exists() and b"quit with exit code" in log.read_bytes()
+        return log.read_bytes() if log.exists() else b""
+
+    def server_exited(self, since: int = 0) -> bool:
+        """Whether a language server quit (Neovim says so on its stderr) after byte `since` of that log."""
+        return b"quit with exit code" in self._stderr()[since:]
 
     def wait_attached(self, name: str = "infill", timeout: float = 60.0) -> int:
         """Wait until the `name` client is attached to the current buffer and initialized; return its id.
@@ -428,11 +431,12 @@ return false"""
         code = (f"local c = vim.lsp.get_clients({{ name = {json.dumps(name)}, bufnr = 0 }})[1] "
                 "return c ~= nil and c.initialized == true and c.id")
         deadline = time.monotonic() + timeout
+        since = len(self._stderr())  # an earlier server's exit (a restart) does not count
         while True:
             client_id = self.lua(code)
             if client_id:
                 return client_id
-            if self.server_exited():
+            if self.server_exited(since):
                 raise NvimError(f"the {name} server quit before it was ready")
             if time.monotonic() > deadline:
                 raise NvimError(f"the {name} server did not attach within {timeout}s")

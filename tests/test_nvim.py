@@ -8,6 +8,8 @@ wait for the server's model-loading `$/progress` to end (the first run converts 
 from __future__ import annotations
 
 import ast
+import os
+import signal
 import subprocess
 import textwrap
 import time
@@ -481,3 +483,48 @@ def test_infill_edit_command_rewrites_only_the_selection(workspace: Path) -> Non
     assert after[:4] == before[:4], "lines above the selection changed"
     assert after[len(after) - 4:] == before[9:], "lines below the selection changed"
     assert after != before
+
+
+def test_missing_server_says_how_to_fix_it(workspace: Path) -> None:
+    path = _write(workspace, "m.py", "x = 1\n")
+    with Nvim.start(workspace, plugin=True, budget=60,
+                    extra_lua="require('infill').setup({ cmd = { '/nonexistent/infill', 'serve' } })") as nvim:
+        nvim.cmd(f"edit {path.name}")
+        errors = [m["msg"] for m in nvim.messages() if m["level"] == 4]  # vim.log.levels.ERROR
+        assert any("/nonexistent/infill" in e and "not found" in e for e in errors), errors
+        status = nvim.lua("return require('infill').status()")
+        assert status["running"] is False and "not found" in status["problem"]
+        nvim.cmd("InfillStatus")
+        assert "InfillRestart" in nvim.messages()[-1]["msg"]
+        assert nvim.lua_error() is None
+
+
+def test_server_crash_then_restart(workspace: Path) -> None:
+    """A killed server leaves a clear status (not a stuck "loading"), and :InfillRestart brings it back."""
+    path = _write(workspace, "m.py", "def add(a, b):\n    return a + b\n")
+    with Nvim.start(workspace, plugin=True, budget=120) as nvim:
+        _open(nvim, path)
+        first = nvim.lua("return require('infill').client().id")
+        servers = _children(nvim.proc.pid)
+        assert servers, "no server process under Neovim"
+        for pid in servers:
+            os.kill(pid, signal.SIGKILL)
+        status = nvim.wait_for("local s = require('infill').status(); return not s.running and s", timeout=20)
+        assert "signal 9" in status["problem"] and status["model"]["state"] == "stopped"
+        nvim.cmd("InfillRestart")
+        nvim.wait_attached(timeout=60)
+        assert nvim.lua("return require('infill').client().id") != first
+        assert nvim.lua("return require('infill').status().problem") is None
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is `pid` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found

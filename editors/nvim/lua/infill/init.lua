@@ -37,6 +37,7 @@ local state = {
   progress = {}, ---@type table<string|integer, {title: string?, message: string?, percentage: integer?, done: boolean}>
   model = nil, ---@type {state: string, message: string?, percentage: integer?}?
   inline_enabled = true,
+  problem = nil, ---@type string? why the server is not running (missing executable, exit code)
 }
 
 --- The running infill client (for `bufnr` if given), or nil.
@@ -197,6 +198,7 @@ function M.status()
     mode = 'completion items'
   end
   return {
+    problem = not client and state.problem or nil,
     running = client ~= nil and not client:is_stopped(),
     client_id = client and client.id,
     root = client and client.root_dir,
@@ -214,7 +216,9 @@ local function show_status()
   if s.running then
     table.insert(lines, ('infill: running (client %d), root %s'):format(s.client_id, s.root or '-'))
   else
-    table.insert(lines, ('infill: not running; command: %s'):format(table.concat(s.cmd or {}, ' ')))
+    table.insert(lines, ('infill: not running%s; command: %s'):format(
+      s.problem and (' (' .. s.problem .. ')') or '', table.concat(s.cmd or {}, ' ')))
+    table.insert(lines, '  :InfillRestart starts it again; :help infill-troubleshooting')
   end
   local m = s.model
   local pct = m.percentage and (' %d%%'):format(m.percentage) or ''
@@ -224,6 +228,15 @@ local function show_status()
     table.insert(lines, ('  working: %s%s%s'):format(w.title or '?', wp, w.message and (' - ' .. w.message) or ''))
   end
   table.insert(lines, ('  completion: %s (Neovim %s)'):format(s.completion, s.nvim))
+  local client = M.client()
+  if client and not client:is_stopped() then -- the server's counters, if it answers quickly
+    local reply = client:request_sync('infill/stats', vim.empty_dict(), 500)
+    local stats = reply and reply.result
+    if type(stats) == 'table' and stats.requests then
+      table.insert(lines, ('  requests: %d, answered from typed-through cache: %d'):format(
+        stats.requests, stats.typed_through or 0))
+    end
+  end
   vim.notify(table.concat(lines, '\n'))
 end
 
@@ -401,6 +414,36 @@ local function default_cmd()
   return { 'python3', '-m', 'lsp_server.cli', 'serve' }
 end
 
+--- Whether the server command can run; the reason when it cannot.
+---@return boolean, string?
+local function check_cmd()
+  local exe = M.config.cmd[1]
+  if vim.fn.executable(exe) == 1 then
+    return true
+  end
+  return false, ('`%s` not found; install the server (pip install infill-lsp) or set `cmd` in setup()'):format(exe)
+end
+
+--- Stop the server and start it again for every buffer it should serve (after a crash or an upgrade).
+function M.restart()
+  state.restarting = true
+  for _, client in ipairs(vim.lsp.get_clients({ name = NAME })) do
+    client:stop(true)
+  end
+  vim.wait(5000, function()
+    return #vim.lsp.get_clients({ name = NAME }) == 0
+  end, 50)
+  state.restarting = false
+  state.model, state.progress, state.problem = nil, {}, nil
+  local ok, why = check_cmd()
+  if not ok then
+    state.problem = why
+    notify(why, vim.log.levels.ERROR)
+    return
+  end
+  vim.lsp.enable(NAME) -- re-runs the FileType logic: attaches every matching buffer
+end
+
 local function toggle()
   state.inline_enabled = not state.inline_enabled
   if M.has_inline() then
@@ -422,6 +465,7 @@ local function create_commands()
   end, { nargs = '+', desc = 'infill: search the code base in plain words' })
   api.nvim_create_user_command('InfillStatus', show_status, { desc = 'infill: server, model and progress state' })
   api.nvim_create_user_command('InfillToggle', toggle, { desc = 'infill: turn inline completion on or off' })
+  api.nvim_create_user_command('InfillRestart', M.restart, { desc = 'infill: restart the server' })
 end
 
 --- Register and enable the server, and add the commands. Call once from your config.
@@ -453,6 +497,14 @@ function M.setup(opts)
     -- Lets the server offer "Edit with instruction…" as a code action (we ask for the text).
     capabilities = { experimental = { infillEditWithInstruction = true } },
     init_options = next(M.config.settings) and M.config.settings or vim.empty_dict(),
+    -- A crash must not leave a stuck "loading" status: say how it ended.
+    on_exit = function(code, signal)
+      state.model, state.progress = nil, {}
+      if (code ~= 0 or signal ~= 0) and not state.restarting then
+        state.problem = ('the server exited with code %d, signal %d; its log: %s'):format(
+          code, signal, vim.lsp.log.get_filename())
+      end
+    end,
     settings = { infill = next(M.config.settings) and M.config.settings or vim.empty_dict() },
   })
 
@@ -479,6 +531,13 @@ function M.setup(opts)
   })
   create_commands()
   vim.lsp.commands['infill.editWithInstruction'] = edit_with_instruction
+  local ok, why = check_cmd()
+  if not ok then -- say it once, clearly, instead of an error on every file opened
+    state.problem = why
+    notify(why, vim.log.levels.ERROR)
+    return
+  end
+  state.problem = nil
   vim.lsp.enable(NAME)
 end
 
