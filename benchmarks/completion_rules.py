@@ -7,6 +7,7 @@ right place gives back exactly the deleted text. Cases:
 
 - block: cursor at the end of a line that opens a block (`def f(...):`, `... {`), the body deleted.
 - line: cursor after a `(`, `,`, `=`, `.` or space in a line, the rest of that line deleted.
+- def: a whole top-level definition deleted, the cursor on the empty line left behind.
 
 Counts per language: exact (the deleted text), short (a prefix of it), long (it, plus more), none
 (discarded) and other; plus build_context / postprocess latency (deterministic len/3 token counter, so
@@ -79,6 +80,24 @@ def block_cases(text: str, language: str, rng: random.Random, per_file: int) -> 
             yield "block", text[:cursor] + text[end:], cursor, body + text[end:end + FOLLOWING_CHARS], body.rstrip()
 
 
+DEFINITIONS = {"function_definition", "class_definition", "decorated_definition", "function_declaration",
+               "class_declaration", "function_item", "impl_item", "method_declaration", "struct_specifier"}
+
+
+def definition_cases(text: str, language: str, rng: random.Random, per_file: int) -> Iterator[Case]:
+    """Delete a whole top-level definition; the cursor is on the empty line left behind."""
+    tree = languages.parse(text, language)
+    if tree is None or tree.root_node.has_error:
+        return
+    data = text.encode("utf-8")
+    nodes = [n for n in tree.root_node.named_children if n.type in DEFINITIONS and n.start_point[1] == 0]
+    for node in rng.sample(nodes, min(per_file, len(nodes))):
+        start = len(data[:node.start_byte].decode("utf-8"))
+        end = len(data[:node.end_byte].decode("utf-8"))
+        if text[end:end + 1] == "\n":
+            yield "def", text[:start] + text[end:], start, text[start:end + FOLLOWING_CHARS], text[start:end]
+
+
 def line_cases(text: str, rng: random.Random, per_file: int) -> Iterator[Case]:
     """Delete the rest of a line after a token boundary."""
     starts = [0]
@@ -126,7 +145,8 @@ def main() -> None:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
             continue
-        cases = list(block_cases(text, language, rng, args.per_file)) + list(line_cases(text, rng, args.per_file))
+        cases = (list(block_cases(text, language, rng, args.per_file)) + list(line_cases(text, rng, args.per_file))
+                 + list(definition_cases(text, language, rng, args.per_file // 2)))
         for kind, doc, cursor, suggestion, expected in cases:
             start = time.perf_counter()
             ctx = build_context(doc, cursor, language, count_tokens=count_tokens, path=str(path))

@@ -43,7 +43,7 @@ def postprocess(suggestion: str, ctx: CompletionContext) -> str | None:
 
 def cut_point(text: str, ctx: CompletionContext, final: bool) -> int | None:
     """The earliest end any cutting rule asks for."""
-    rules = (single_line_end, bracket_end, indent_end, suffix_repeat, repetition_end)
+    rules = (single_line_end, bracket_end, indent_end, definition_end, suffix_repeat, repetition_end)
     cuts = [rule(text, ctx, final) for rule in rules]
     found = [c for c in cuts if c is not None]
     return min(found) if found else None
@@ -124,9 +124,46 @@ def indent_end(text: str, ctx: CompletionContext, final: bool = False) -> int | 
         start = pos + 1
         end = text.find("\n", start)
         line = text[start:] if end < 0 else text[start:end]
-        if start >= after and line.strip() and not skip(start) and indent_width(line) < limit:
+        if start >= after and _is_code(line) and not skip(start) and indent_width(line) < limit:
             return pos
         pos = end
+    return None
+
+
+def definition_end(text: str, ctx: CompletionContext, final: bool = False) -> int | None:
+    """On an empty top-level line, one definition per suggestion: stop after the first block ends.
+
+    C-like: at the end of the line where the suggestion's own braces close again (`}` or `};`).
+    Python: before the first line back in column 0 after an indented block.
+    """
+    if not ctx.multiline or ctx.line_prefix.strip() or ctx.open_brackets or ctx.language is None:
+        return None
+    if ctx.language == "python":
+        if ctx.line_prefix:
+            return None
+        indented = False
+        pos = 0
+        skip = _inside_spans(text, ctx.language)
+        lines = text.split("\n")
+        for line in lines if final else lines[:-1]:  # while streaming, `el` may still become `else:`
+            if skip(pos) or not _is_code(line):
+                pass
+            elif not line[:1].isspace():
+                if indented and not line.lstrip().startswith(("else", "elif", "except", "finally", ")", "]", "}")):
+                    return max(0, pos - 1)
+            else:
+                indented = True
+            pos += len(line) + 1
+        return None
+    depth = 0
+    for pos, ch in bracket_events(text, ctx.language):
+        if ch in OPENERS:
+            depth += 1
+        elif depth:
+            depth -= 1
+            end = text.find("\n", pos)
+            if depth == 0 and ch == "}" and end >= 0 and not bracket_events(text[pos + 1:end], ctx.language):
+                return end
     return None
 
 
@@ -155,6 +192,12 @@ def suffix_repeat(text: str, ctx: CompletionContext, final: bool = False) -> int
                 return max(0, offset - 1)
         offset += len(line) + 1
     return None
+
+
+def _is_code(line: str) -> bool:
+    """A Python line that counts for indentation: not blank, not only a comment."""
+    code = line.strip()
+    return bool(code) and not code.startswith("#")
 
 
 def _line_key(line: str) -> tuple[int, str]:

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from lsp_server import languages
 from lsp_server.context import CompletionContext, bracket_state, build_context
-from lsp_server.postprocess import (bracket_end, check_parse, drop_suffix_overlap, indent_end, postprocess,
+from lsp_server.postprocess import (bracket_end, check_parse, definition_end, drop_suffix_overlap, indent_end, postprocess,
                                     repetition_end, single_line_end, stop_rule, suffix_repeat, trim_whitespace)
 
 CURSOR = "█"
@@ -86,6 +86,14 @@ GOLDEN = [
     ("java", "class A {\n  int f(List<String> xs) {\n    return xs.stream().map(█\n  }\n}\n",
      "String::length).reduce(0, Integer::sum);\n  }", "String::length).reduce(0, Integer::sum);"),
     ("java", "class A {\n  void m() {\n    String s = \"█\";\n  }\n}\n", 'a{b";', "a{b"),
+    # one definition per suggestion on an empty top-level line
+    ("c", "int f(void);\n\n█\n", "struct S {\n  int a;\n};\nstruct T {\n  int b;\n};", "struct S {\n  int a;\n};"),
+    ("go", "package main\n\n█\n", "func a() {\n\tif x {\n\t\ty()\n\t} else {\n\t\tz()\n\t}\n}\n\nfunc b() {}",
+     "func a() {\n\tif x {\n\t\ty()\n\t} else {\n\t\tz()\n\t}\n}"),
+    ("python", "import os\n\n█\n", "def h():\n    return (\n1)\n\n\nx = h()\n", "def h():\n    return (\n1)"),
+    ("python", "import os\n█\n", "import re\nimport sys\n", "import re\nimport sys"),
+    ("python", "import os\n\n█\n", "class A:\n    x = 1\n## old:\n    y = 2\n\nz = 3", "class A:\n    x = 1\n## old:\n    y = 2"),
+    ("python", "def f():\n    █\n", "x = 1\n# note\n    y = 2\nz = 3", "x = 1\n# note\n    y = 2"),  # comments do not dedent
     # a looping model
     ("python", "def f():\n    █\n", "x = g()\n    y += 1\n    y += 1\n    y += 1\n    y += 1", "x = g()\n    y += 1"),
     ("go", "func f() {\n\t█\n}\n", "log(a)\n\tlog(a)\n\tlog(a)\n", "log(a)"),
@@ -166,6 +174,17 @@ def test_indent_end_cases() -> None:
     col0 = ctx_at("def f():\n█\n", "python")
     assert indent_end("    a\n    b\nc", col0) == 11  # the first line sets the block's indentation
     assert indent_end("a\nb", ctx_at("def f():\n    █\n", "go")) is None  # only Python
+
+
+def test_definition_end_cases() -> None:
+    top = ctx_at("import os\n\n█\n", "python")
+    assert definition_end("def f():\n    pass\nx = 1", top, final=True) == 17
+    assert definition_end("if a:\n    pass\nel", top, final=False) is None  # may still become `else:`
+    assert definition_end("if a:\n    pass\nelse:\n    pass\n", top, final=False) is None
+    assert definition_end("def f():\n    pass\n", ctx_at("def g():\n    █\n", "python"), final=True) is None
+    c = ctx_at("█\n", "c")
+    assert definition_end("int f() {\n  return 0;\n}\nint g", c) == 23
+    assert definition_end("int f() {\n  if (x) {\n  }\n", c) is None
 
 
 def test_suffix_repeat_cases() -> None:
