@@ -278,6 +278,39 @@ def test_inline_completion_is_inserted_at_the_cursor(workspace: Path, case: str)
         f"expected exactly the suggestion {ghost['text']!r} inserted at the cursor; file is now:\n{after.decode()}")
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_typing_while_a_suggestion_is_pending(workspace: Path) -> None:
+    """Keys typed while requests are in flight: the suggestion shown is for where the cursor now is."""
+    plugin, source = COMPLETION_CASES["plugin-ascii"]
+    marked = textwrap.dedent(source).lstrip("\n")
+    path = _write(workspace, "sample.py", marked.replace(CURSOR, ""))
+    before = path.read_bytes()
+    offset = len(marked[: marked.index(CURSOR)].encode())
+    row = marked[: marked.index(CURSOR)].count("\n")
+    typed = "radius"
+    with Nvim.start(workspace, plugin=plugin, budget=MODEL_TIMEOUT + 240) as nvim:
+        try:
+            _open(nvim, path)
+            nvim.wait_model_ready(MODEL_TIMEOUT)
+            nvim.call("nvim_win_set_cursor", 0, [row + 1, 0])
+            nvim.input("A")
+            for char in typed:  # faster than the 200 ms debounce for some keys, slower for others
+                nvim.input(char)
+                time.sleep(0.12)
+            ghost = nvim.wait_for(GHOST, timeout=120, interval=0.2)
+            tick = nvim.lua("return vim.b.changedtick")
+            nvim.input("<Tab>")
+            nvim.wait_for("return vim.b.changedtick ~= ...", tick, timeout=10)
+            nvim.input("<Esc>")
+            nvim.wait_for("return vim.api.nvim_get_mode().mode == 'n'", timeout=10)
+            nvim.cmd("write")
+        except NvimError as exc:
+            pytest.fail(f"{exc}\nmessages: {nvim.messages()}\n{nvim.logs()}")
+    assert (ghost["row"], ghost["col"]) == (row, offset - (before.rfind(b"\n", 0, offset) + 1) + len(typed))
+    assert path.read_bytes() == before[:offset] + typed.encode() + ghost["text"].encode() + before[offset:]
+
+
 def _save_screen(nvim: Nvim, name: str, expect: str) -> None:
     """Keep what the user sees (a text screenshot) under test-artifacts/, once it shows `expect`."""
     assert nvim.screen is not None
