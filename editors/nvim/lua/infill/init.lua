@@ -421,7 +421,7 @@ local function check_cmd()
   if vim.fn.executable(exe) == 1 then
     return true
   end
-  return false, ('`%s` not found; install the server (pip install infill-lsp) or set `cmd` in setup()'):format(exe)
+  return false, ('`%s` not found; install the server (see :help infill-install) or set `cmd` in setup()'):format(exe)
 end
 
 --- Stop the server and start it again for every buffer it should serve (after a crash or an upgrade).
