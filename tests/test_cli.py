@@ -1,0 +1,121 @@
+"""The `infill` command as a user runs it: a real subprocess, real default model, the shipped sample file.
+
+Bad input must give one line on stderr that says what to do, and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SAMPLE = Path(__file__).resolve().parent.parent / "lsp_server" / "samples" / "sample.py"
+
+
+def infill(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the installed console script (or the module, if the script is not on this venv's bin)."""
+    script = Path(sys.executable).parent / "infill"
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "lsp_server.cli"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    assert result.returncode != 0, result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("infill: "), result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def sample_cursor() -> tuple[str, int, int]:
+    """The sample's unfinished `key=lambda item: item.` — cursor right after the dot, before `)`."""
+    text = SAMPLE.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    line = next(i for i, ln in enumerate(lines) if ln.rstrip().endswith("item: item.)"))
+    return text, line, lines[line].rindex(")")
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+
+def test_missing_file_is_a_one_line_error(tmp_path: Path) -> None:
+    assert_one_line_error(infill("complete", str(tmp_path / "nope.py"), "--line", "0", "--col", "0"),
+                          "cannot read", "nope.py")
+
+
+@pytest.mark.parametrize("line,col", [("500", "0"), ("-1", "0"), ("0", "-3")])
+def test_position_outside_the_file_is_a_one_line_error(line: str, col: str) -> None:
+    assert_one_line_error(infill("complete", str(SAMPLE), "--line", line, "--col", col), "outside the file")
+
+
+def test_bad_model_path_is_a_one_line_error(tmp_path: Path) -> None:
+    assert_one_line_error(infill("complete", str(SAMPLE), "--line", "0", "--col", "0",
+                                 "--model", str(tmp_path / "missing-model")), "does not exist")
+    (tmp_path / "README.txt").write_text("not a model")
+    assert_one_line_error(infill("model", "info", "--model", str(tmp_path)), "not a model directory")
+
+
+def test_doctor_names_the_device_and_why() -> None:
+    result = infill("doctor")
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("device: cpu (") or first.startswith("device: cuda (")
+
+
+# ---------------------------------------------------------------------------------- default model (slow)
+
+
+@pytest.mark.slow
+def test_complete_prints_the_text_to_insert_at_the_position(default_engine) -> None:
+    text, line, col = sample_cursor()
+    plain = infill("complete", str(SAMPLE), "--line", str(line), "--col", str(col), "--max-tokens", "12")
+    assert plain.returncode == 0, plain.stderr
+    as_json = infill("complete", str(SAMPLE), "--line", str(line), "--col", str(col), "--max-tokens", "12", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    result = json.loads(as_json.stdout)
+    assert plain.stdout == result["text"] + "\n"  # the same greedy completion either way
+    assert result["text"].strip(), "the model produced nothing at an obvious completion point"
+    assert result["ttft_ms"] > 0 and result["total_ms"] >= result["ttft_ms"]
+    assert result["finish_reason"] in {"stop", "rule", "eos", "length"} and 0 < result["generated_tokens"] <= 12
+    # The default model is prefix-only: the prompt is exactly the file up to the cursor.
+    offset = sum(len(x) for x in text.splitlines(keepends=True)[:line]) + col
+    assert result["prompt_tokens"] == default_engine.count_tokens(text[:offset])
+
+
+@pytest.mark.slow
+def test_model_info_describes_the_default_model(default_engine) -> None:
+    human = infill("model", "info")
+    assert human.returncode == 0, human.stderr
+    assert "SmolLM2-135M-Instruct" in human.stdout and "precision" in human.stdout
+    info = json.loads(infill("model", "info", "--json").stdout)
+    assert info["name"] == "SmolLM2-135M-Instruct" and info["family"] == "plain" and info["fim"] is False
+    assert info["precision"] == default_engine.info.precision and info["device"] in {"cpu", "cuda"}
+    assert Path(info["path"]).is_dir() and info["size_mb"] > 50 and info["source"].endswith(".gguf")
+
+
+def test_complete_with_a_user_model_directory(tiny_model, tiny_cache: Path, qwen_engine,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--model PATH` runs a local HF folder (exported into the cache first) with its FIM template."""
+    text, line, col = sample_cursor()
+    monkeypatch.setenv("INFILL_CACHE_DIR", str(tiny_cache))  # where qwen_engine's export already is
+    result = infill("complete", str(SAMPLE), "--line", str(line), "--col", str(col), "--json",
+                    "--max-tokens", "8", "--model", str(tiny_model("qwen2.5-coder", "qwen2")))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    offset = sum(len(x) for x in text.splitlines(keepends=True)[:line]) + col
+    from inference import FimParts
+
+    expected = qwen_engine.render(FimParts(text[:offset], text[offset:]), 8)
+    assert data["prompt_tokens"] == len(expected)  # prefix and suffix both went into the FIM prompt
+
+
+def test_sample_file_is_shipped() -> None:
+    assert SAMPLE.is_file()
+    _text, line, col = sample_cursor()
+    assert line > 0 and col > 0
