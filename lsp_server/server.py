@@ -13,7 +13,9 @@ import uuid
 from typing import Callable
 
 from lsprotocol import types
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
 
 from inference import Engine, InferenceError
 from lsp_server import __version__
@@ -169,11 +171,25 @@ class Feature:
     def on_watched_files(self, changes: list[types.FileEvent]) -> None: ...
 
 
+class InfillProtocol(LanguageServerProtocol):
+    """pygls drops a request whose params do not fit the protocol's types without answering it, and a
+    client would wait forever; answer it with InvalidParams instead."""
+
+    def structure_message(self, data):
+        try:
+            return super().structure_message(data)
+        except JsonRpcException:
+            if isinstance(data, dict) and "id" in data and "method" in data:
+                error = JsonRpcInvalidParams(f"invalid params for {data['method']}")
+                self._send_response(data["id"], error=error.to_response_error())
+            raise
+
+
 class InfillServer(LanguageServer):
     """The language server, its settings and its model."""
 
     def __init__(self) -> None:
-        super().__init__("infill", __version__, max_workers=4)
+        super().__init__("infill", __version__, protocol_cls=InfillProtocol, max_workers=4)
         self.settings = Settings()
         self.model = ModelService(self)
 

@@ -1,0 +1,272 @@
+"""Inline completion end to end: a real pytest-lsp client, the real server over JSON-RPC, the real model.
+
+Documents are virtual (opened by URI under a folder that does not exist), so the tests also show the
+server never reads or writes the workspace for completion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from concurrent.futures import Future
+from pathlib import Path
+
+import pytest
+import pytest_lsp
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+
+from lsp_server.positions import to_offset, to_position
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVER = [sys.executable, "-c",
+          f"import sys; sys.path.insert(0, {str(ROOT)!r}); from lsp_server.cli import main; sys.exit(main(['serve']))"]
+DOCS = ROOT / "tests" / "_completion_docs"  # never created: the documents live only in the client
+MODEL_TIMEOUT = 900
+
+INVENTORY = '''import json
+
+
+def total_value(items):
+    total = 0.0
+    for item in items:
+        total += item.price * item.quantity
+    return total
+
+
+def most_expensive(items):
+    return max(items, key=lambda item: item.)
+'''
+CURSOR = INVENTORY.index("item.)") + len("item.")
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+async def wait_for_model(client: LanguageClient) -> None:
+    """Until the server reports the model ready (its `$/progress` ends with "… ready on …")."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + MODEL_TIMEOUT
+    while loop.time() < deadline:
+        for values in list(client.progress_reports.values()):
+            for value in values:
+                if isinstance(value, types.WorkDoneProgressEnd) and value.message:
+                    if " ready on " in value.message:
+                        return
+                    if value.message.startswith("failed"):
+                        pytest.fail(f"model failed to load: {value.message}")
+        await asyncio.sleep(0.5)
+    pytest.fail("model not ready in time")
+
+
+def open_doc(client: LanguageClient, name: str, text: str, language: str = "python", version: int = 1) -> str:
+    uri = (DOCS / name).as_uri()
+    client.text_document_did_open(types.DidOpenTextDocumentParams(
+        text_document=types.TextDocumentItem(uri=uri, language_id=language, version=version, text=text)))
+    return uri
+
+
+def replace_doc(client: LanguageClient, uri: str, text: str, version: int) -> None:
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+        content_changes=[types.TextDocumentContentChangeWholeDocument(text=text)]))
+
+
+async def stats(client: LanguageClient) -> dict:
+    """The server's completion counters (pygls hands custom results back as named tuples)."""
+    result = await client.protocol.send_request_async("infill/stats", None)
+    return result if isinstance(result, dict) else result._asdict()
+
+
+def position(text: str, offset: int) -> types.Position:
+    line, character = to_position(text, offset)
+    return types.Position(line=line, character=character)
+
+
+async def inline(client: LanguageClient, uri: str, pos: types.Position) -> list[types.InlineCompletionItem]:
+    result = await client.text_document_inline_completion_async(types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=pos,
+        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic)))
+    if result is None:
+        return []
+    return list(result.items if isinstance(result, types.InlineCompletionList) else result)
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER), scope="module")
+async def client(lsp_client: LanguageClient):
+    lsp_client.feature(types.CLIENT_REGISTER_CAPABILITY)(lambda params: None)
+    caps = client_capabilities("visual-studio-code")
+    caps.text_document.inline_completion = types.InlineCompletionClientCapabilities()
+    result = await lsp_client.initialize_session(types.InitializeParams(
+        capabilities=caps, initialization_options={"maxTokensSingleLine": 24, "noSuchSetting": 1}))
+    lsp_client.init_result = result
+    await wait_for_model(lsp_client)
+    yield
+    await lsp_client.shutdown_session()
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_advertises_inline_completion_and_fallback(client: LanguageClient) -> None:
+    caps = client.init_result.capabilities
+    assert caps.inline_completion_provider is not None
+    assert caps.completion_provider is not None
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_inline_completion_inserts_at_cursor(client: LanguageClient) -> None:
+    uri = open_doc(client, "inventory.py", INVENTORY)
+    pos = position(INVENTORY, CURSOR)
+    items = await inline(client, uri, pos)
+    assert len(items) == 1
+    item = items[0]
+    assert item.range.start == pos and item.range.end == pos
+    text = item.insert_text if isinstance(item.insert_text, str) else item.insert_text.value
+    assert text.strip(), "an empty suggestion must not be offered"
+    assert "\n" not in text, "mid-statement completion is single-line"
+    assert not text.endswith(")"), "the closing bracket after the cursor must not be repeated"
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_non_ascii_before_cursor_uses_utf16_positions(client: LanguageClient) -> None:
+    """A typed-through request after an emoji (2 UTF-16 units) only hits if positions convert exactly."""
+    text = 'def label(name):\n    return "é😀 " + name.\n'
+    cursor = text.index("name.\n") + len("name.")
+    uri = open_doc(client, "emoji.py", text)
+    first = await inline(client, uri, position(text, cursor))
+    assert first, "expected a suggestion after `name.`"
+    suggestion = first[0].insert_text
+    assert first[0].range.start == position(text, cursor)
+    assert position(text, cursor).character == len("    return \"é😀 \" + name.") + 1  # the emoji counts twice
+    typed = text[:cursor] + suggestion[0] + text[cursor:]
+    replace_doc(client, uri, typed, 2)
+    second = await inline(client, uri, position(typed, cursor + 1))
+    assert second and second[0].insert_text == suggestion[1:]
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_typing_the_suggestion_is_answered_from_it(client: LanguageClient) -> None:
+    uri = open_doc(client, "typed.py", INVENTORY)
+    items = await inline(client, uri, position(INVENTORY, CURSOR))
+    suggestion = items[0].insert_text
+    if len(suggestion) < 2:
+        pytest.skip(f"suggestion {suggestion!r} too short to type through")
+    before = await stats(client)
+    typed = INVENTORY[:CURSOR] + suggestion[:2] + INVENTORY[CURSOR:]
+    replace_doc(client, uri, typed, 2)
+    again = await inline(client, uri, position(typed, CURSOR + 2))
+    after = await stats(client)
+    assert again and again[0].insert_text == suggestion[2:]
+    assert after["typed_through"] == before["typed_through"] + 1
+    assert after["generated"] == before["generated"], "typed-through must not run the model"
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_change_then_complete_sees_new_text(client: LanguageClient) -> None:
+    uri = open_doc(client, "changed.py", "x = 1\n")
+    text = INVENTORY.replace("most_expensive", "priciest")
+    replace_doc(client, uri, text, 2)
+    cursor = text.index("item.)") + len("item.")
+    items = await inline(client, uri, position(text, cursor))
+    assert items and items[0].range.start == position(text, cursor)
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_bad_positions_and_documents_get_empty_results(client: LanguageClient) -> None:
+    uri = open_doc(client, "small.py", "def f():\n    return 1\n")
+    assert await inline(client, (DOCS / "never_opened.py").as_uri(), types.Position(0, 0)) == []
+    assert await inline(client, uri, types.Position(line=99, character=0)) == []
+    # past the end of a line means the end of that line: allowed, answered at the line end
+    items = await inline(client, uri, types.Position(line=1, character=500))
+    assert all(i.range.start == types.Position(line=1, character=500) for i in items)
+    binary = open_doc(client, "blob.py", "abc\x00\x01\x02def")
+    assert await inline(client, binary, types.Position(line=0, character=3)) == []
+    huge = open_doc(client, "huge.py", "x = 1\n" * 2_000_000)  # 12 MB
+    assert await inline(client, huge, types.Position(line=10, character=5)) == []
+    unknown = open_doc(client, "notes.weird", "Shopping list:\n- apples\n- ", language="no-such-language")
+    await inline(client, unknown, types.Position(line=2, character=2))  # plain text: any answer, no error
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_malformed_params_are_an_lsp_error_not_a_crash(client: LanguageClient) -> None:
+    # The typed client refuses to send bad params, so put the raw JSON-RPC message on the wire.
+    answer: Future = Future()
+    client.protocol._request_futures["malformed-1"] = answer
+    client.protocol._result_types["malformed-1"] = None
+    client.protocol._send_data({"jsonrpc": "2.0", "id": "malformed-1", "method": types.TEXT_DOCUMENT_INLINE_COMPLETION,
+                                "params": {"textDocument": 3}})
+    with pytest.raises(JsonRpcException):
+        await asyncio.wait_for(asyncio.wrap_future(answer), 30)
+    uri = open_doc(client, "alive.py", INVENTORY)
+    assert await inline(client, uri, position(INVENTORY, CURSOR)), "the server must still answer"
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_cancel_request_stops_generation(client: LanguageClient) -> None:
+    text = "def fibonacci(n):\n    "
+    uri = open_doc(client, "cancel.py", text)
+    params = types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=position(text, len(text)),
+        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked))
+    future = asyncio.ensure_future(
+        client.protocol.send_request_async(types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id="cancel-me"))
+    await asyncio.sleep(0.3)  # the request is on the wire and generating
+    client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="cancel-me"))
+    with pytest.raises(JsonRpcException, match="(?i)cancel"):  # 128 tokens take seconds: it is still running
+        await asyncio.wait_for(future, 120)
+    assert await inline(client, uri, position(text, len(text))) is not None  # still serving
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_newer_request_for_same_document_supersedes_older(client: LanguageClient) -> None:
+    text = "class Stack:\n    def __init__(self):\n        "
+    uri = open_doc(client, "race.py", text)
+    older = asyncio.ensure_future(inline(client, uri, position(text, len(text))))
+    await asyncio.sleep(0.02)
+    text2 = text + "self"
+    replace_doc(client, uri, text2, 2)
+    newer = await inline(client, uri, position(text2, len(text2)))
+    stale = await older
+    assert stale == [] or stale[0].range.start == position(text, len(text))
+    assert all(i.range.start == position(text2, len(text2)) for i in newer)
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_configuration_disables_and_reenables(client: LanguageClient) -> None:
+    uri = open_doc(client, "config.py", INVENTORY)
+    pos = position(INVENTORY, CURSOR)
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"infill": {"disabledLanguages": ["python"]}}))
+    await asyncio.sleep(0.2)
+    assert await inline(client, uri, pos) == []
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"infill": {"disabledLanguages": []}}))
+    await asyncio.sleep(0.2)
+    assert await inline(client, uri, pos)
+
+
+# --- a client without inline completion gets ordinary completion items ------------------------------
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER), scope="module")
+async def plain_client(lsp_client: LanguageClient):
+    lsp_client.feature(types.CLIENT_REGISTER_CAPABILITY)(lambda params: None)
+    caps = client_capabilities("visual-studio-code")
+    caps.text_document.inline_completion = None
+    await lsp_client.initialize_session(types.InitializeParams(capabilities=caps))
+    await wait_for_model(lsp_client)
+    yield
+    await lsp_client.shutdown_session()
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_completion_fallback_for_clients_without_inline(plain_client: LanguageClient) -> None:
+    uri = open_doc(plain_client, "fallback.py", INVENTORY)
+    pos = position(INVENTORY, CURSOR)
+    result = await plain_client.text_document_completion_async(types.CompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=pos))
+    assert isinstance(result, types.CompletionList) and result.is_incomplete
+    assert len(result.items) == 1
+    edit = result.items[0].text_edit
+    assert edit.range.end == pos
+    word_start = to_offset(INVENTORY, edit.range.start.line, edit.range.start.character)
+    assert word_start == CURSOR, "no identifier before the cursor, so the edit starts at it"
+    assert edit.new_text.strip() and "\n" not in edit.new_text
