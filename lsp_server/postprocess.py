@@ -105,6 +105,7 @@ def indent_end(text: str, ctx: CompletionContext, final: bool = False) -> int | 
     The limit is the cursor line's indentation, one deeper when the cursor line opens the block
     (`def f():`). Lines inside brackets or strings of the suggestion do not count, nor lines before
     the suggestion closes the brackets open at the cursor (continuation lines may be indented anyhow).
+    A dedented comment does not end the block, but is not kept at its end either.
     """
     if ctx.language != "python" or ctx.in_string:
         return None
@@ -119,15 +120,22 @@ def indent_end(text: str, ctx: CompletionContext, final: bool = False) -> int | 
     else:  # the code starts on a later line: only going left of the cursor ends it
         limit = indent_width(ctx.line_prefix)
     skip = _inside_spans(text, ctx.language)
+    kept = len(first)  # end of the last line that belongs to the block
+    dedented_comment = False
     pos = text.find("\n")
     while pos >= 0:
         start = pos + 1
         end = text.find("\n", start)
         line = text[start:] if end < 0 else text[start:end]
-        if start >= after and _is_code(line) and not skip(start) and indent_width(line) < limit:
-            return pos
+        out = start >= after and line.strip() and not skip(start) and indent_width(line) < limit
+        if out and _is_code(line):
+            return kept  # dedented comments just before it go with it
+        if out:
+            dedented_comment = True
+        elif line.strip():
+            kept, dedented_comment = len(text) if end < 0 else end, False
         pos = end
-    return None
+    return kept if final and dedented_comment else None
 
 
 def definition_end(text: str, ctx: CompletionContext, final: bool = False) -> int | None:

@@ -94,6 +94,8 @@ GOLDEN = [
     ("python", "import os\n█\n", "import re\nimport sys\n", "import re\nimport sys"),
     ("python", "import os\n\n█\n", "class A:\n    x = 1\n## old:\n    y = 2\n\nz = 3", "class A:\n    x = 1\n## old:\n    y = 2"),
     ("python", "def f():\n    █\n", "x = 1\n# note\n    y = 2\nz = 3", "x = 1\n# note\n    y = 2"),  # comments do not dedent
+    ("python", "def add(a, b):█\n", "\n    a += b\n\n# Example usage:\nadd(1, 2)", "\n    a += b"),
+    ("python", "def add(a, b):█\n", "\n    a += b\n\n# Example usage:", "\n    a += b"),
     # a looping model
     ("python", "def f():\n    █\n", "x = g()\n    y += 1\n    y += 1\n    y += 1\n    y += 1", "x = g()\n    y += 1"),
     ("go", "func f() {\n\t█\n}\n", "log(a)\n\tlog(a)\n\tlog(a)\n", "log(a)"),
