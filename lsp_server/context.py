@@ -28,6 +28,7 @@ from tree_sitter import Node, Tree
 from lsp_server import languages
 
 PREFIX_SHARE = 0.75  # of the budget, when both sides have more text than fits
+STICKY_LINES = 16  # a cut prefix starts on a multiple of this many lines, so KV caches stay reusable
 CHARS_PER_TOKEN = 6  # generous: the window must hold at least the budget's worth of text
 HEADER_SHARE = 0.3  # at most this much of the prefix budget goes to kept imports
 HEAD_CHARS = 8192  # imports are looked for in this much of the file's start
@@ -292,9 +293,20 @@ class _Fitter:
         if found is None:  # not even the cursor line fits: cut it at a word boundary, no header
             text = self._cut_line_left(cap)
             return text, True, self.count(text)
-        start = self.starts[self._boundary_after(self.cursor_line - found, self.cursor_line)]
+        start = self.starts[self._boundary_after(self._sticky(self.cursor_line - found), self.cursor_line)]
         header = "".join(line for end, line in chosen if end <= start)  # imports in the kept text: not twice
         return header + self.text[start:self.offset], start > 0, costs[found]
+
+    def _sticky(self, first: int) -> int:
+        """Round a cut prefix's first line up to a multiple of STICKY_LINES (counted from the file start).
+
+        The engine reuses the KV cache of the longest shared token prefix; if the cut moved with every
+        keystroke, each request would share nothing with the last and pay a cold prefill (~1 s on a
+        CPU). Rounded, the start stays put while the user types a screenful of lines.
+        """
+        base = self.text.count("\n", 0, self.lo)
+        rounded = -(-(base + first) // STICKY_LINES) * STICKY_LINES - base
+        return min(max(first, rounded), self.cursor_line)
 
     def suffix(self, cap: int) -> tuple[str, bool, int]:
         """The longest suffix within `cap` tokens, ending at a line end: (text, cut, tokens bound)."""

@@ -362,3 +362,16 @@ def test_property_budget_and_alignment(text: str, where: float, budget: int, lan
     assert text[offset:].startswith(ctx.suffix)
     assert text[:offset].endswith(ctx.prefix) or ctx.prefix_cut
     assert ctx.line_prefix == text[:offset].rsplit("\n", 1)[-1]
+
+
+def test_cut_prefix_start_is_sticky_while_typing() -> None:
+    """Consecutive keystrokes keep the same prompt start, so the engine's KV cache can be reused."""
+    lines = [f"value_{i} = compute({i}, factor={i % 7})\n" for i in range(400)]
+    text = "".join(lines)
+    starts = set()
+    for line in range(300, 306):  # the user types down six lines
+        offset = sum(len(x) for x in lines[:line]) + 5
+        ctx = build_context(text, offset, "python", count_tokens=count_tokens, budget_tokens=400)
+        assert ctx.prefix_cut and count_tokens(ctx.prefix) + count_tokens(ctx.suffix) <= 400
+        starts.add(ctx.prefix.split("\n", 1)[0])
+    assert len(starts) <= 2, f"the prefix start moved with every line: {sorted(starts)}"
