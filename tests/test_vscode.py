@@ -11,6 +11,7 @@ through $INFILL_CODE_SERVER_DIR, default /opt/infill-code-server), `apt-get inst
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -121,7 +122,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@functools.cache
 def _build_vsix() -> Path:
+    """Build the .vsix from the current sources once per test session (esbuild + vsce, a few seconds)."""
     subprocess.run(["npm", "run", "package"], cwd=EXT, check=True, capture_output=True, timeout=180)
     vsix = EXT / "infill.vsix"
     assert vsix.exists()
