@@ -21,5 +21,6 @@ export PATH="$NODE_HOME/bin:$PATH"
 # ~/.npmrc may point nodedir at the system Node 20: native modules must build against Node 24's headers.
 export npm_config_nodedir="$NODE_HOME"
 node --version
-npm install --no-audit --no-fund --unsafe-perm "code-server@$CODE_SERVER_VERSION"
+# code-server's postinstall builds its native modules (needs libkrb5-dev, gcc, make, python3).
+npm install --no-audit --no-fund "code-server@$CODE_SERVER_VERSION"
 "$DIR/node_modules/.bin/code-server" --version
