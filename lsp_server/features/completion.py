@@ -62,7 +62,8 @@ class CompletionFeature(Feature):
         self._recent = RecentSnippets()
         self._warm_queue: queue.Queue[tuple[str, int]] = queue.Queue()
         self._warm_cancel = threading.Event()
-        self.stats = {"requests": 0, "typed_through": 0, "generated": 0, "reused_tokens": 0, "prompt_tokens": 0}
+        self.stats = {"requests": 0, "typed_through": 0, "generated": 0, "reuse_hits": 0, "reused_tokens": 0,
+                      "prompt_tokens": 0}
         threading.Thread(target=self._warm_loop, name="infill-warm", daemon=True).start()
 
     def register(self) -> None:
@@ -138,6 +139,7 @@ class CompletionFeature(Feature):
         suggestion, completion = run_completion(engine, prompt, self.server.settings.temperature, cancel)
         if completion is not None:
             self.stats["generated"] += 1
+            self.stats["reuse_hits"] += completion.reused_tokens >= completion.prompt_tokens // 2
             self.stats["reused_tokens"] += completion.reused_tokens
             self.stats["prompt_tokens"] += completion.prompt_tokens
         return suggestion
@@ -257,11 +259,12 @@ def build_prompt(engine: Engine, settings: Settings, uri: str, language_id: str 
                         other_budget_tokens=settings.other_documents_tokens)
     extra = "".join(s if s.endswith("\n") else s + "\n" for s in ctx.extra)
     prefix = extra + ctx.prefix
-    # Token healing: a prompt ending in indentation makes small models restart the line; cut the
-    # trailing blanks and expect them back at the start of the answer.
+    # Token healing: tokenizers merge a line break with the indentation after it ("\n       "), so a
+    # prompt ending at a line start (blanks or not) splits that token and small models restart at
+    # column 0 (comments, prose). Cut the line break and the blanks; expect them back in the answer.
     stripped = prefix.rstrip(" \t")
-    lead = prefix[len(stripped):] if stripped.endswith("\n") else ""
-    prefix = stripped if lead else prefix
+    lead = prefix[len(stripped) - 1:] if stripped.endswith("\n") else ""
+    prefix = prefix[:len(prefix) - len(lead)]
     if not prefix.strip() and not engine.supports_fim:
         return None
     max_tokens = settings.max_tokens_multi_line if ctx.multiline else settings.max_tokens_single_line
@@ -285,9 +288,15 @@ def run_completion(engine: Engine, prompt: Prompt, temperature: float = 0.0,
 
 
 def _heal(text: str, lead: str) -> str:
-    """Remove from the model's answer the indentation the prompt had cut (see token healing)."""
+    """Remove from the model's answer the line break and indentation the prompt had cut (see token
+    healing). Text the model appends to the line before the cursor cannot be shown there: it goes."""
     if not lead:
         return text
+    if lead.startswith("\n"):
+        nl = text.find("\n")
+        text, lead = ("", "") if nl < 0 else (text[nl + 1:], lead[1:])
+        if not lead:
+            return text
     if text.startswith(lead):
         return text[len(lead):]
     blank = len(text) - len(text.lstrip(" \t"))
