@@ -561,3 +561,30 @@ def _children(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             found.append(int(stat.parent.name))
     return found
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_infill_cancel_stops_an_edit(workspace: Path) -> None:
+    """`:InfillCancel` right after `:InfillEdit`: the request is cancelled and the buffer never changes."""
+    path = _write(workspace, "shop.py", EDIT_SOURCE)
+    with Nvim.start(workspace, plugin=True, budget=MODEL_TIMEOUT + 120) as nvim:
+        _open(nvim, path)
+        if "infill.edit" not in _server_commands(nvim):
+            pytest.skip("the server does not offer infill.edit yet (edit feature not registered)")
+        try:
+            nvim.wait_model_ready(MODEL_TIMEOUT)
+            tick = nvim.lua("return vim.b.changedtick")
+            nvim.input("5GV9G:InfillEdit Rewrite this function to use sum() with a generator<CR>:InfillCancel<CR>")
+            nvim.wait_for("for _, m in ipairs(_G.__messages) do"
+                          " if m.msg:find('edit cancelled', 1, true) then return m.msg end end return false", timeout=20)
+            # The server ends the edit's progress once it has stopped; an edit applied late would land by then.
+            nvim.wait_for("for _, p in ipairs(_G.__progress) do"
+                          " if p.kind == 'end' and p.title == 'infill: edit' then return true end end return false",
+                          timeout=120)
+            time.sleep(1)
+            assert nvim.lua("return vim.b.changedtick") == tick
+            assert nvim.lua("return require('infill').cancel()") == 0  # nothing left running
+        except NvimError as exc:
+            pytest.fail(f"{exc}\nmessages: {nvim.messages()}\n{nvim.logs()}")
+    assert path.read_text(encoding="utf-8") == textwrap.dedent(EDIT_SOURCE).lstrip("\n")

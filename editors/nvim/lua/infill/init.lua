@@ -38,6 +38,7 @@ local state = {
   model = nil, ---@type {state: string, message: string?, percentage: integer?}?
   inline_enabled = true,
   problem = nil, ---@type string? why the server is not running (missing executable, exit code)
+  edits = {}, ---@type table<integer, {client: vim.lsp.Client, on_done: function?}> edits in flight, by request id
 }
 
 --- The running infill client (for `bufnr` if given), or nil.
@@ -300,8 +301,11 @@ function M.edit(bufnr, range, instruction, opts)
     version = opts.version or vim.lsp.util.buf_versions[bufnr],
     instruction = instruction,
   }
-  notify('editing…')
-  client:request('workspace/executeCommand', { command = 'infill.edit', arguments = { args } }, function(err, result)
+  notify('editing… (:InfillCancel stops it)')
+  local request_id
+  local params = { command = 'infill.edit', arguments = { args } }
+  local _, id = client:request('workspace/executeCommand', params, function(err, result)
+    state.edits[request_id] = nil
     if err then
       notify('edit failed: ' .. (err.message or vim.inspect(err)), vim.log.levels.ERROR)
     end
@@ -309,6 +313,27 @@ function M.edit(bufnr, range, instruction, opts)
       opts.on_done(err, result)
     end
   end, bufnr)
+  request_id = id
+  if id then
+    state.edits[id] = { client = client, on_done = opts.on_done }
+  end
+end
+
+--- Cancel every edit this plugin started that is still running (`$/cancelRequest`); the server
+--- stops generating and applies nothing.
+---@return integer how many were cancelled
+function M.cancel()
+  local n = 0
+  for id, edit in pairs(state.edits) do
+    edit.client:cancel_request(id) -- Neovim drops the reply to a cancelled request: report it here
+    state.edits[id] = nil
+    n = n + 1
+    if edit.on_done then
+      edit.on_done({ code = -32800, message = 'cancelled' }, nil)
+    end
+  end
+  notify(n == 0 and 'no edit is running' or 'edit cancelled; nothing was changed')
+  return n
 end
 
 --- Client side of the server's "Edit with instruction…" code action: ask, then run `infill.edit` on
@@ -466,6 +491,9 @@ local function create_commands()
   api.nvim_create_user_command('InfillStatus', show_status, { desc = 'infill: server, model and progress state' })
   api.nvim_create_user_command('InfillToggle', toggle, { desc = 'infill: turn inline completion on or off' })
   api.nvim_create_user_command('InfillRestart', M.restart, { desc = 'infill: restart the server' })
+  api.nvim_create_user_command('InfillCancel', function()
+    M.cancel()
+  end, { desc = 'infill: stop the running edit' })
 end
 
 --- Register and enable the server, and add the commands. Call once from your config.
