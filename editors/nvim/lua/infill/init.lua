@@ -2,8 +2,9 @@
 ---
 --- The server does all the work (completion, edits, search); this file only wires it into Neovim:
 --- it registers the server with `vim.lsp.config`/`vim.lsp.enable`, turns on the built-in inline
---- completion (Neovim 0.12) or completion items (0.11), and adds :InfillEdit, :InfillSearch,
---- :InfillStatus and :InfillToggle. See `:help infill`.
+--- completion (Neovim 0.12) or completion items (0.11), handles the server's "Edit with instruction…"
+--- code action, and adds :InfillEdit, :InfillCancel, :InfillSearch, :InfillStatus, :InfillToggle and
+--- :InfillRestart. See `:help infill`.
 
 local M = {}
 
