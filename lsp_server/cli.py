@@ -154,7 +154,10 @@ def _load(args: argparse.Namespace):
 
 
 def _complete(args: argparse.Namespace) -> int:
-    from inference import FimParts
+    """The same pipeline as the server's inline completion (context, stop rules, post-processing)."""
+    from lsp_server.config import Settings
+    from lsp_server.features.completion import build_prompt, run_completion
+    from lsp_server.languages import spec_for
 
     try:
         text = args.file.read_text(encoding="utf-8")
@@ -162,12 +165,15 @@ def _complete(args: argparse.Namespace) -> int:
         raise InferenceError(f"cannot read {args.file}: {exc}") from None
     offset = _offset(text, args.line, args.col)
     engine = _load(args)
-    parts = FimParts(prefix=text[:offset], suffix=text[offset:])
-    result = engine.complete(parts, max_new_tokens=args.max_tokens, stop=("\n\n",))
+    settings = Settings(max_tokens_single_line=args.max_tokens, max_tokens_multi_line=args.max_tokens)
+    spec = spec_for(None, str(args.file))
+    prompt = build_prompt(engine, settings, args.file.resolve().as_uri(), spec.name if spec else None, text, offset)
+    suggestion, completion = run_completion(engine, prompt) if prompt is not None else (None, None)
     if args.json:
-        print(json.dumps(result.as_dict(), ensure_ascii=False))
+        print(json.dumps({"text": suggestion or "", "raw": completion.as_dict() if completion else None},
+                         ensure_ascii=False))
     else:
-        print(result.text)
+        print(suggestion or "")
     return 0
 
 
@@ -200,10 +206,23 @@ def _model_info(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
+    """What infill would run on, and why; a missing piece is named with the command that fixes it."""
+    import onnxruntime
+    import onnxruntime_genai
+
     from inference.engine import choose_device
+    from inference.sources import cache_root, default_gguf
 
     device, reason = choose_device("auto")
     print(f"device: {device} ({reason})")
+    print(f"onnxruntime {onnxruntime.__version__} providers: {', '.join(onnxruntime.get_available_providers())}")
+    print(f"onnxruntime-genai {onnxruntime_genai.__version__}")
+    print(f"cache: {cache_root()}")
+    try:
+        print(f"default model: {default_gguf()}")
+    except InferenceError as exc:
+        print(f"default model: missing — {exc}")
+        return 1
     return 0
 
 
