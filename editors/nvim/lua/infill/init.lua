@@ -306,9 +306,13 @@ function M.edit(bufnr, range, instruction, opts)
   local request_id
   local params = { command = 'infill.edit', arguments = { args } }
   local _, id = client:request('workspace/executeCommand', params, function(err, result)
-    state.edits[request_id] = nil
+    if request_id then
+      state.edits[request_id] = nil
+    end
     if err then
       notify('edit failed: ' .. (err.message or vim.inspect(err)), vim.log.levels.ERROR)
+    elseif type(result) == 'table' and result.applied then
+      notify('edit applied (u to undo)')
     end
     if opts.on_done then
       opts.on_done(err, result)
