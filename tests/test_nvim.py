@@ -588,3 +588,14 @@ def test_infill_cancel_stops_an_edit(workspace: Path) -> None:
         except NvimError as exc:
             pytest.fail(f"{exc}\nmessages: {nvim.messages()}\n{nvim.logs()}")
     assert path.read_text(encoding="utf-8") == textwrap.dedent(EDIT_SOURCE).lstrip("\n")
+
+
+def test_disabled_language_says_so(workspace: Path) -> None:
+    path = _write(workspace, "m.py", "x = 1\n")
+    with Nvim.start(workspace, plugin=True, budget=120, extra_lua=(
+            "require('infill').setup({ cmd = require('infill').config.cmd, root_markers = { 'pyproject.toml' },"
+            " settings = { disabledLanguages = { 'python' } } })")) as nvim:
+        _open(nvim, path)  # the server still attaches: edits and search work in that language
+        assert nvim.lua("return require('infill').status().completion") == "off for python (settings)"
+        assert nvim.lua("return vim.lsp.inline_completion.is_enabled({ bufnr = 0 })") is False
+        assert nvim.lua("return vim.fn.maparg('<Tab>', 'i', false, true).buffer") != 1  # <Tab> left alone

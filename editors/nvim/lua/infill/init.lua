@@ -138,7 +138,19 @@ local function complete_whole_suggestion(client_id, bufnr)
   })
 end
 
+--- Whether the user's settings turn completion off for this buffer's filetype.
+---@param bufnr integer
+---@return boolean
+local function language_disabled(bufnr)
+  local settings = M.config.settings or {}
+  local disabled = settings.disabledLanguages or settings.disabled_languages or {}
+  return settings.enable == false or vim.list_contains(disabled, vim.bo[bufnr].filetype)
+end
+
 local function on_attach(client, bufnr)
+  if language_disabled(bufnr) then
+    return -- edits and search still work; no completion requests at all
+  end
   if M.config.inline and M.has_inline() then
     -- A buffer marker: Neovim starts the capability for this buffer right after LspAttach.
     vim.lsp.inline_completion.enable(state.inline_enabled, { bufnr = bufnr })
@@ -194,7 +206,9 @@ function M.status()
     end
   end
   local mode = 'off'
-  if M.config.inline and M.has_inline() then
+  if language_disabled(api.nvim_get_current_buf()) then
+    mode = 'off for ' .. vim.bo.filetype .. ' (settings)'
+  elseif M.config.inline and M.has_inline() then
     mode = state.inline_enabled and 'inline' or 'off'
   elseif M.config.completion_fallback then
     mode = 'completion items'
@@ -479,7 +493,7 @@ local function toggle()
   if M.has_inline() then
     for _, client in ipairs(vim.lsp.get_clients({ name = NAME })) do
       for bufnr in pairs(client.attached_buffers) do
-        vim.lsp.inline_completion.enable(state.inline_enabled, { bufnr = bufnr })
+        vim.lsp.inline_completion.enable(state.inline_enabled and not language_disabled(bufnr), { bufnr = bufnr })
       end
     end
   end
