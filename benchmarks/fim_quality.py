@@ -14,11 +14,7 @@ Each task is answered twice:
   cut only at its stop tokens / EOS, at most `--raw-tokens` tokens (default: the pipeline's own budgets);
 - pipeline: `build_prompt` + `run_completion` from lsp_server.features.completion, the code behind
   `textDocument/inlineCompletion` (context builder, streaming stop rule, post-processing).
-When both prompts are the same token for token (typical: the HumanEval files fit the context budget),
-greedy decoding makes the pipeline's stream a prefix of the raw one, so the pipeline's engine call
-replays the raw tokens through the same stop rule instead of decoding them again (`--no-share` turns
-this off; its latency is then the raw stream's time up to the pipeline's stop, plus context and
-post-processing time measured for real).
+Latency is wall time per answer (for the pipeline: context, generation and post-processing).
 
 The filled program plus the problem's `test` and `check(entry_point)` runs in benchmarks.sandbox
 (subprocess, temp dir, resource limits, no network, no writes outside). pass@1 is greedy; exact match
@@ -43,7 +39,7 @@ from typing import Callable, Iterable, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from inference import Completion, Engine, FimParts  # noqa: E402
+from inference import Engine, FimParts  # noqa: E402
 from lsp_server.config import Settings  # noqa: E402
 from lsp_server.features.completion import build_prompt, run_completion  # noqa: E402
 
@@ -153,55 +149,6 @@ def exact_match(fill: str, hole: str) -> bool:
 
 
 @dataclass
-class Stream:
-    """A raw greedy generation: its prompt, tokens and timings (for replay by the pipeline)."""
-
-    prompt: str | FimParts
-    tokens: list[int]
-    completion: Completion
-
-
-class SharedStream:
-    """An engine stand-in for `run_completion` that answers from the raw stream when the prompt is the
-    same: greedy decoding would produce the same tokens, so it replays them through the caller's stop
-    rule exactly as `Engine.generate` applies it, and falls back to the engine when they run out."""
-
-    def __init__(self, engine: Engine, stream: Stream | None) -> None:
-        self._engine = engine
-        self._stream = stream
-        self.replayed = False
-
-    def __getattr__(self, name: str):
-        return getattr(self._engine, name)
-
-    def complete(self, prompt: str | FimParts, *, max_new_tokens: int = 64, stop: Sequence[str] = (),
-                 stop_rule: Callable[[str], bool] | None = None, temperature: float = 0.0,
-                 cancel=None) -> Completion:
-        stream = self._stream
-        if stream is None or stop or temperature > 0 or prompt != stream.prompt:
-            return self._engine.complete(prompt, max_new_tokens=max_new_tokens, stop=stop, stop_rule=stop_rule,
-                                         temperature=temperature, cancel=cancel)
-        raw = stream.completion
-        per_token = (raw.total_ms - raw.ttft_ms) / max(1, raw.generated_tokens)
-        for k in range(1, max_new_tokens + 1):
-            if k > len(stream.tokens):
-                if raw.finish_reason != "eos":  # the raw stream stopped earlier than this one would
-                    return self._engine.complete(prompt, max_new_tokens=max_new_tokens, stop_rule=stop_rule,
-                                                 temperature=temperature, cancel=cancel)
-                return self._done(self._engine.decode(stream.tokens), "eos", k - 1, per_token)
-            text = self._engine.decode(stream.tokens[:k])
-            if stop_rule is not None and stop_rule(text):
-                return self._done(text, "rule", k, per_token)
-        return self._done(self._engine.decode(stream.tokens[:max_new_tokens]), "length", max_new_tokens, per_token)
-
-    def _done(self, text: str, reason: str, tokens: int, per_token: float) -> Completion:
-        raw = self._stream.completion  # type: ignore[union-attr]
-        self.replayed = True
-        return Completion(text, reason, raw.prompt_tokens, raw.reused_tokens, tokens, raw.ttft_ms,
-                          round(raw.ttft_ms + per_token * tokens, 2))
-
-
-@dataclass
 class Answer:
     fill: str
     passed: bool
@@ -216,35 +163,21 @@ def raw_prompt(engine: Engine, task: Task) -> str | FimParts:
     return parts if engine.supports_fim else task.prefix
 
 
-def answer_raw(engine: Engine, task: Task, max_tokens: int) -> tuple[str, Stream]:
-    """The model's own greedy answer, cut only at its stop tokens / EOS."""
-    prompt = raw_prompt(engine, task)
-    tokens: list[int] = []
-
-    def record(token: int, _logits) -> bool:
-        tokens.append(int(token))
-        return False
-
-    completion = engine.complete(prompt, max_new_tokens=max_tokens, token_rule=record)
-    return completion.text, Stream(prompt, tokens, completion)
-
-
-def answer_pipeline(engine: Engine, settings: Settings, task: Task,
-                    stream: Stream | None) -> tuple[str, float, str, bool]:
-    """The LSP inline completion's answer at the hole: (fill, latency ms, finish reason, replayed)."""
-    text, offset = task.prefix + task.suffix, len(task.prefix)
-    shared = SharedStream(engine, stream)
+def answer_raw(engine: Engine, task: Task, max_tokens: int) -> Answer:
+    """The model's own greedy answer, cut only at its stop tokens / EOS (not yet judged)."""
     start = time.perf_counter()
-    prompt = build_prompt(shared, settings, URI, "python", text, offset)  # type: ignore[arg-type]
-    if prompt is None:
-        return "", (time.perf_counter() - start) * 1000, "", False
-    suggestion, completion = run_completion(shared, prompt)  # type: ignore[arg-type]
-    wall = (time.perf_counter() - start) * 1000
-    if completion is None:
-        return suggestion or "", wall, "", False
-    if shared.replayed:  # engine time from the shared stream, the rest (context, post-processing) measured
-        wall += completion.total_ms
-    return suggestion or "", wall, completion.finish_reason, shared.replayed
+    completion = engine.complete(raw_prompt(engine, task), max_new_tokens=max_tokens)
+    return Answer(completion.text, False, False, (time.perf_counter() - start) * 1000, "", completion.finish_reason)
+
+
+def answer_pipeline(engine: Engine, settings: Settings, task: Task) -> Answer:
+    """The LSP inline completion's answer at the hole, the cursor on the hole's empty line (not yet judged)."""
+    text, offset = task.prefix + task.suffix, len(task.prefix)
+    start = time.perf_counter()
+    prompt = build_prompt(engine, settings, URI, "python", text, offset)
+    suggestion, completion = run_completion(engine, prompt) if prompt is not None else (None, None)
+    return Answer(suggestion or "", False, False, (time.perf_counter() - start) * 1000, "",
+                  completion.finish_reason if completion is not None else "")
 
 
 class Judge:
@@ -272,21 +205,20 @@ class Record:
     hole: str
     raw: Answer
     pipeline: Answer
-    replayed: bool
 
 
 def run(engine: Engine, tasks: Sequence[Task], raw_tokens: dict[str, int], settings: Settings, judge: Judge,
-        share: bool = True, progress: Callable[[int, int, Record], None] | None = None) -> list[Record]:
+        progress: Callable[[int, int, Record], None] | None = None) -> list[Record]:
+    """Answer every task both ways (raw first, then the pipeline) and judge both answers."""
     records = []
     for n, task in enumerate(tasks, 1):
-        raw_fill, stream = answer_raw(engine, task, raw_tokens[task.set])
-        raw_ok, raw_reason = judge(task, raw_fill)
-        raw = Answer(raw_fill, raw_ok, exact_match(raw_fill, task.hole), stream.completion.total_ms, raw_reason,
-                     stream.completion.finish_reason)
-        fill, latency, finish, replayed = answer_pipeline(engine, settings, task, stream if share else None)
-        ok, reason = judge(task, fill)
-        pipe = Answer(fill, ok, exact_match(fill, task.hole), round(latency, 2), reason, finish)
-        record = Record(task.task_id, task.set, task.hole, raw, pipe, replayed)
+        raw = answer_raw(engine, task, raw_tokens[task.set])
+        pipe = answer_pipeline(engine, settings, task)
+        for answer in (raw, pipe):
+            answer.passed, answer.reason = judge(task, answer.fill)
+            answer.exact = exact_match(answer.fill, task.hole)
+            answer.latency_ms = round(answer.latency_ms, 1)
+        record = Record(task.task_id, task.set, task.hole, raw, pipe)
         records.append(record)
         if progress:
             progress(n, len(tasks), record)
@@ -329,7 +261,7 @@ def result_line(engine: Engine, summary: dict[str, dict[str, float]], args: argp
     names = {"single": "single_line", "multi": "multi_line"}
     line: dict = {"benchmark": "fim_quality", "model": engine.info.name, "family": engine.info.family,
                   "fim": engine.supports_fim, "device": engine.info.device, "limit": args.limit, "seed": args.seed,
-                  "multi_per_problem": args.multi_per_problem, "shared_stream": not args.no_share,
+                  "multi_per_problem": args.multi_per_problem,
                   "seconds": round(seconds, 1)}
     for set_name, s in summary.items():
         key = names[set_name]
@@ -363,7 +295,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="multi-line blocks drawn per problem (0 = all 5,815)")
     parser.add_argument("--raw-tokens", type=int, default=None,
                         help="raw max_new_tokens (default: the pipeline's single/multi-line budgets)")
-    parser.add_argument("--no-share", action="store_true", help="decode the pipeline's tokens anew")
     parser.add_argument("--records", type=Path, default=None, help="write every task's answers here (JSONL)")
     args = parser.parse_args(argv)
     sets = [s.strip() for s in args.sets.split(",") if s.strip()]
@@ -397,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             elapsed = time.perf_counter() - started
             print(f"  {n}/{total} tasks, {elapsed:.0f}s, eta {elapsed / n * (total - n):.0f}s", file=sys.stderr)
 
-    records = run(engine, tasks, raw_tokens, settings, Judge(Limits()), share=not args.no_share, progress=progress)
+    records = run(engine, tasks, raw_tokens, settings, Judge(Limits()), progress=progress)
     if records_file:
         records_file.close()
     seconds = time.perf_counter() - started

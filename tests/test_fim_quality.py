@@ -1,0 +1,160 @@
+"""The HumanEval infilling benchmark: task construction, the sandbox, a tiny run.
+
+Also the golden cases of the completion rules the benchmark showed to hurt (token healing).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/ is a folder of scripts
+
+from benchmarks import fim_quality as fq  # noqa: E402
+from benchmarks.sandbox import Limits, run_python  # noqa: E402
+from lsp_server.config import Settings  # noqa: E402
+from lsp_server.features.completion import _heal, build_prompt  # noqa: E402
+
+QUICK = Limits(timeout_s=4.0, cpu_s=3)
+
+
+@pytest.fixture(scope="module")
+def problems() -> list[fq.Problem]:
+    return fq.load_problems()
+
+
+# ------------------------------------------------------------------------------------------- tasks
+
+
+def test_single_line_set_is_bavarian_and_rebuilds_each_file(problems) -> None:
+    tasks = fq.single_line_tasks(problems)
+    assert len(problems) == 164
+    assert len(tasks) == 1033  # the single-line set of Bavarian et al. 2022
+    assert len({t.task_id for t in tasks}) == len(tasks)
+    assert [t.task_id for t in fq.single_line_tasks(fq.load_problems())] == [t.task_id for t in tasks]
+    for task in tasks:
+        assert task.prefix + task.hole + task.suffix == task.problem.prompt + task.problem.solution
+        assert task.hole.strip() and "\n" not in task.hole
+        assert task.prefix.endswith("\n")  # the cursor is at the start of an empty line
+        assert task.problem.test not in task.suffix
+    first = [t.task_id for t in tasks if t.problem.task_id == "HumanEval/0"]
+    assert first == sorted(first, key=lambda i: int(i.rsplit("/L", 1)[1]))  # file order: shared prefixes
+
+
+def test_multi_line_blocks_are_all_spans_and_the_sample_follows_the_seed(problems) -> None:
+    assert sum(len(fq.multi_line_blocks(p)) for p in problems) == 5815  # Bavarian's multi-line set
+    a = fq.multi_line_tasks(problems, seed=0, per_problem=1)
+    assert len(a) == 164
+    assert [t.task_id for t in a] == [t.task_id for t in fq.multi_line_tasks(problems, seed=0, per_problem=1)]
+    assert [t.task_id for t in a] != [t.task_id for t in fq.multi_line_tasks(problems, seed=1, per_problem=1)]
+    for task in a:
+        assert task.prefix + task.hole + task.suffix == task.problem.prompt + task.problem.solution
+        assert task.hole.split("\n")[0].strip() and task.hole.split("\n")[-1].strip()
+
+
+def test_limit_is_reproducible_and_keeps_file_order(problems) -> None:
+    tasks = fq.single_line_tasks(problems)
+    picked = fq.limit_tasks(tasks, 20, seed=3)
+    assert [t.task_id for t in picked] == [t.task_id for t in fq.limit_tasks(tasks, 20, seed=3)]
+    assert [t.task_id for t in picked] != [t.task_id for t in fq.limit_tasks(tasks, 20, seed=4)]
+    order = {t.task_id: i for i, t in enumerate(tasks)}
+    assert [order[t.task_id] for t in picked] == sorted(order[t.task_id] for t in picked)
+
+
+def test_exact_match_ignores_trailing_whitespace_only() -> None:
+    assert fq.exact_match("    return x  \n", "    return x")
+    assert not fq.exact_match("return x", "    return x")
+    assert not fq.exact_match("    return x\n    pass", "    return x")
+
+
+def test_canonical_fill_passes_and_wrong_fills_fail(problems) -> None:
+    task = fq.single_line_tasks(problems[:1])[-1]
+    judge = fq.Judge(QUICK)
+    assert judge(task, task.hole) == (True, "pass")
+    ok, reason = judge(task, "    return True")
+    assert not ok and "Assertion" in reason
+    assert not judge(task, "")[0]
+
+
+# ----------------------------------------------------------------------------------------- sandbox
+
+
+@pytest.mark.parametrize("program, reason", [
+    ("while True:\n    pass\n", "timeout"),
+    ("while True:\n    print('x' * 100000)\n", "File too large"),
+    ("import os\nos.fork()\n", "os.fork is not allowed"),
+    ("import subprocess\nsubprocess.run(['true'])\n", "subprocess.Popen is not allowed"),
+    ("import socket\nsocket.create_connection(('127.0.0.1', 9))\n", "socket"),
+    ("x = bytearray(8 << 30)\n", "MemoryError"),
+])
+def test_sandbox_stops_bad_programs_and_counts_them_as_failures(program: str, reason: str) -> None:
+    outcome = run_python(program, QUICK)
+    assert not outcome.passed
+    assert reason in outcome.reason
+
+
+def test_sandbox_keeps_writes_inside_its_directory(tmp_path: Path) -> None:
+    target = tmp_path / "escaped.txt"
+    outcome = run_python(f"open({str(target)!r}, 'w').write('x')\n", QUICK)
+    assert not outcome.passed and "outside the sandbox" in outcome.reason
+    assert not target.exists()
+    inside = run_python("open('here.txt', 'w').write('x')\nassert open('here.txt').read() == 'x'\n", QUICK)
+    assert inside.passed
+
+
+def test_benchmark_keeps_going_after_a_runaway_fill(problems) -> None:
+    task = fq.single_line_tasks(problems[:1])[-1]
+    judge = fq.Judge(Limits(timeout_s=2.0, cpu_s=1))
+    results = [judge(task, fill) for fill in ("    while True: pass", "    print('y' * 10**7)", task.hole)]
+    assert [ok for ok, _ in results] == [False, False, True]
+
+
+# -------------------------------------------------------------------- token healing (found by the benchmark)
+
+
+@pytest.mark.parametrize("text, lead, healed", [
+    ("\n        return s", "\n", "        return s"),  # the model brings back the line break
+    ("\n        return s", "\n        ", "return s"),
+    (" # done\n        return s", "\n", "        return s"),  # text for the line before the cursor goes
+    (" # done", "\n", ""),
+    ("    x", "    ", "x"),
+    ("x", "", "x"),
+])
+def test_heal_golden(text: str, lead: str, healed: str) -> None:
+    assert _heal(text, lead) == healed
+
+
+@pytest.mark.slow
+def test_prompt_at_a_line_start_ends_before_the_line_break(default_engine) -> None:
+    """SmolLM2 spells "\\n" + indentation as one token: a prompt ending in "\\n" would split it."""
+    assert any("\n" in default_engine.decode([i]) and " " in default_engine.decode([i])
+               for i in default_engine.encode("if a:\n        b"))
+    head = "def f(xs):\n    total = 0\n"
+    for line_prefix in ("", "    "):
+        text = head + line_prefix + "\n    return total\n"
+        prompt = build_prompt(default_engine, Settings(), "file:///t.py", "python", text, len(head + line_prefix))
+        assert prompt is not None
+        assert prompt.lead == "\n" + line_prefix and prompt.prompt == head.rstrip("\n")
+
+
+# -------------------------------------------------------------------------------- real model, end to end
+
+
+@pytest.mark.slow
+def test_tiny_run_prints_table_and_json(capsys, tmp_path: Path) -> None:
+    records = tmp_path / "records.jsonl"
+    assert fq.main(["--limit", "1", "--sets", "single,multi", "--raw-tokens", "8", "--records", str(records)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(out[-1])
+    assert result["model"] == "SmolLM2-135M-Instruct"
+    assert result["single_line_tasks"] == 1 and result["multi_line_tasks"] == 1
+    for key in ("single_line_pass1_raw", "single_line_pass1_pipeline", "multi_line_pass1_raw",
+                "multi_line_pass1_pipeline"):
+        assert 0.0 <= result[key] <= 1.0
+    assert any(line.startswith("single   pipeline") for line in out)
+    rows = [json.loads(line) for line in records.read_text().splitlines()]
+    assert [r["set"] for r in rows] == ["single", "multi"]
+    assert all(r["raw"]["finish"] in ("length", "eos") for r in rows)  # raw is cut only by the model or budget
