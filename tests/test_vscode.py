@@ -312,6 +312,8 @@ def test_edit_with_instruction_preview_in_vscode(tmp_path: Path):
     # The body of main(): small enough that the reply (and the CPU time) stays short.
     result = _run_vscode(tmp_path, "edit", _infill_executable(), selectFrom=9, selectTo=10,
                          instruction="add a docstring", screenshot=str(screenshot))
+    assert any(a.startswith("Edit with instruction") for a in result["codeActions"]), result["codeActions"]
+    assert "Add docstring" in result["codeActions"], result["codeActions"]
     saved = (result["workspace"] / "sample.py").read_text(encoding="utf-8")
     if result.get("refused"):
         print(f"the server refused the edit, and VS Code showed: {result['refused']!r}")

@@ -133,13 +133,28 @@ try {
   } else if (opts.scenario === "edit") {
     await waitStatus(/^infill$/, opts.readyTimeoutMs, /not installed|stopped|error/);
     // Select lines [selectFrom, selectTo] (1-based) with Go to Line and shift+arrows.
-    await editor.click();
-    await page.keyboard.press("Control+G");
-    await page.keyboard.type(String(opts.selectFrom));
-    await page.keyboard.press("Enter");
-    await page.keyboard.press("Home");
-    await page.keyboard.press("Home");
-    for (let i = opts.selectFrom; i <= opts.selectTo; i++) await page.keyboard.press("Shift+ArrowDown");
+    const select = async () => {
+      await editor.click();
+      await page.keyboard.press("Control+G");
+      await page.keyboard.type(String(opts.selectFrom));
+      await page.keyboard.press("Enter");
+      await page.keyboard.press("Home");
+      await page.keyboard.press("Home");
+      for (let i = opts.selectFrom; i <= opts.selectTo; i++) await page.keyboard.press("Shift+ArrowDown");
+    };
+    // The server's code actions for the selection (Ctrl+.): the extension announced it can ask for an
+    // instruction, so "Edit with instruction…" must be among them.
+    const action = page.locator(".action-widget .action-list-item, .action-widget .monaco-list-row", { hasText: "Edit with instruction" }).first();
+    for (let tries = 0; tries < 3 && !(await action.isVisible().catch(() => false)); tries++) {
+      await select();
+      await page.keyboard.press("Control+Period");
+      await action.waitFor({ timeout: 8000 }).catch(() => {});
+    }
+    result.codeActions = (await page.locator(".action-widget .action-list-item, .action-widget .monaco-list-row").allTextContents())
+      .map((t) => t.trim()).filter(Boolean);
+    log("code actions:", JSON.stringify(result.codeActions));
+    if (await page.locator(".action-widget").first().isVisible().catch(() => false)) await page.keyboard.press("Escape");
+    await select();
     await page.keyboard.press("F1");
     await page.keyboard.type("infill: Edit with Instruction (Preview Diff)");
     await page.locator(".quick-input-list .monaco-list-row", { hasText: "Preview Diff" }).first().waitFor({ timeout: 20_000 });
