@@ -1,0 +1,171 @@
+"""Engine latency on the default model, against transformers+torch measured in the same run (issue 2, point 7).
+
+    python benchmarks/engine_latency.py [--runs 5] [--prompt-tokens 500] [--new-tokens 64] [--model DIR]
+
+- ttft cold: a ~500-token code prompt the engine has never seen (a different stdlib module each run).
+- ttft warm: the same prompt after a 1-5 token edit at its end (typing), so only the tail is computed.
+- decode: tokens/s after the first token, greedy, no stop strings.
+- peak RSS of this process after the ONNX runs (before torch is imported).
+- torch: `inference.reference.TorchReference` (greedy with a KV cache, 2 threads) on the same prompts.
+Every number is the median of --runs runs after one warm-up. Run it alone: ONNX Runtime's threads spin, so
+anything running beside it distorts the result. Prints a table, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import struct
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from inference import Engine  # noqa: E402
+
+MODULES = ("textwrap.py", "argparse.py", "difflib.py", "configparser.py", "calendar.py", "csv.py", "shlex.py",
+           "gettext.py", "dataclasses.py", "statistics.py", "fractions.py", "tokenize.py", "pprint.py")
+TYPED = ["\n", "    ", "re", "sult", " =", " self", ".", "_", "value"]  # keystroke-sized edits, 1-5 tokens each
+TARGETS = {"ttft_warm_ms": 30.0, "decode_tok_s": 70.0, "peak_rss_mb": 500.0}
+COLD_SLACK = 1.15  # cold ttft within 15 % of the compute floor
+
+
+def code_prompt(engine: Engine, module: str, tokens: int) -> str:
+    """The first `tokens` tokens of a stdlib module, after its docstring and imports, as text."""
+    text = (Path(sysconfig.get_paths()["stdlib"]) / module).read_text(encoding="utf-8")
+    start = text.find("\ndef ") if "\ndef " in text else 0
+    return engine.decode(engine.encode(text[start + 1:])[:tokens])
+
+
+def timed_first_token(engine: Engine, prompt: str) -> float:
+    """Wall time of a whole one-token request: tokenize, prefill (or reuse), first token."""
+    start = time.perf_counter()
+    engine.complete(prompt, max_new_tokens=1)
+    return (time.perf_counter() - start) * 1000
+
+
+def decode_rate(engine: Engine, prompt: str, new_tokens: int) -> float:
+    result = engine.complete(prompt, max_new_tokens=new_tokens)
+    steps = result.generated_tokens - 1
+    seconds = (result.total_ms - result.ttft_ms) / 1000
+    return steps / seconds if steps > 0 and seconds > 0 else 0.0
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def matmul_params(hf_dir: Path) -> int:
+    """Parameters touched per token by matrix products (all weights but the input embedding table)."""
+    total = 0
+    for file in hf_dir.glob("*.safetensors"):
+        with open(file, "rb") as fh:
+            header = json.loads(fh.read(struct.unpack("<Q", fh.read(8))[0]))
+        for name, meta in header.items():
+            if name != "__metadata__" and "embed_tokens" not in name:
+                count = 1
+                for dim in meta["shape"]:
+                    count *= dim
+                total += count
+    config = json.loads((hf_dir / "config.json").read_text())
+    if config.get("tie_word_embeddings"):  # the tied output projection is a matmul over the vocabulary
+        total += config["vocab_size"] * config["hidden_size"]
+    return total
+
+
+def median_runs(fn, runs: int) -> float:
+    fn(-1)  # warm-up
+    return statistics.median(fn(i) for i in range(runs))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--prompt-tokens", type=int, default=500)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--model", help="local model directory (default: the embedded SmolLM2)")
+    parser.add_argument("--gflops", type=float, default=100.0, help="the CPU's sustained GFLOP/s (compute floor)")
+    parser.add_argument("--skip-torch", action="store_true")
+    args = parser.parse_args()
+    if args.runs + 1 > len(MODULES):
+        parser.error(f"--runs at most {len(MODULES) - 1} (one unseen module per cold run)")
+
+    load_start = time.perf_counter()
+    engine = Engine.load(args.model, progress=lambda m, _f=None: print(f"[infill] {m}", file=sys.stderr))
+    load_ms = (time.perf_counter() - load_start) * 1000
+    genai = json.loads((engine.prepared.onnx_dir / "genai_config.json").read_text())
+    threads = genai["model"]["decoder"].get("session_options", {}).get("intra_op_num_threads")
+    prompts = [code_prompt(engine, m, args.prompt_tokens) for m in MODULES[:args.runs + 1]]
+    prompt_tokens = statistics.median(len(engine.encode(p)) for p in prompts)
+
+    ttft_cold = median_runs(lambda i: timed_first_token(engine, prompts[i + 1]), args.runs)
+    base = prompts[0]
+    engine.complete(base, max_new_tokens=1)
+    typed = [base]
+    for piece in TYPED:
+        typed.append(typed[-1] + piece)
+    ttft_warm = median_runs(lambda i: timed_first_token(engine, typed[i + 2]), min(args.runs, len(TYPED) - 1))
+    decode = median_runs(lambda i: decode_rate(engine, prompts[i + 1], args.new_tokens), args.runs)
+    rss = peak_rss_mb()
+
+    hf_dir = engine.prepared.hf_dir
+    floor_ms = (2 * matmul_params(hf_dir) * prompt_tokens / (args.gflops * 1e9) * 1000) if hf_dir else None
+    torch_cold = torch_decode = None
+    if not args.skip_torch and hf_dir is not None:
+        from inference.reference import TorchReference
+
+        reference = TorchReference(hf_dir, threads=2)
+        ids = [engine.encode(p) for p in prompts]
+        runs = [reference.run(ids[i], args.new_tokens) for i in (0, *range(1, args.runs + 1))][1:]
+        torch_cold = statistics.median(r.ttft_ms for r in runs)
+        torch_decode = statistics.median(r.decode_tok_s for r in runs)
+
+    report = {
+        "model": engine.info.name, "precision": engine.info.precision, "device": engine.info.device,
+        "threads": threads, "cpu_count": os.cpu_count(), "runs": args.runs, "prompt_tokens": prompt_tokens,
+        "new_tokens": args.new_tokens, "load_ms": round(load_ms, 1),
+        "ttft_cold_ms": round(ttft_cold, 1), "ttft_warm_ms": round(ttft_warm, 1), "decode_tok_s": round(decode, 1),
+        "peak_rss_mb": round(rss, 1), "compute_floor_ms": round(floor_ms, 1) if floor_ms else None,
+        "torch_ttft_cold_ms": round(torch_cold, 1) if torch_cold else None,
+        "torch_decode_tok_s": round(torch_decode, 1) if torch_decode else None,
+        "ttft_cold_speedup_vs_torch": round(torch_cold / ttft_cold, 2) if torch_cold else None,
+        "decode_speedup_vs_torch": round(decode / torch_decode, 2) if torch_decode else None,
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
+    print_table(report)
+    print(json.dumps(report))
+    return 0
+
+
+def print_table(r: dict) -> None:
+    def verdict(ok: bool | None) -> str:
+        return "" if ok is None else ("ok" if ok else "MISSED")
+
+    floor = r["compute_floor_ms"]
+    rows = [
+        ("time to first token, cold", f"{r['ttft_cold_ms']:.0f} ms",
+         f"≤ {floor * COLD_SLACK:.0f} ms (floor {floor:.0f})" if floor else "",
+         verdict(r["ttft_cold_ms"] <= floor * COLD_SLACK) if floor else "",
+         f"{r['torch_ttft_cold_ms']:.0f} ms" if r["torch_ttft_cold_ms"] else "-"),
+        ("time to first token, warm", f"{r['ttft_warm_ms']:.1f} ms", f"≤ {TARGETS['ttft_warm_ms']:.0f} ms",
+         verdict(r["ttft_warm_ms"] <= TARGETS["ttft_warm_ms"]), "-"),
+        ("decode", f"{r['decode_tok_s']:.1f} tok/s", f"≥ {TARGETS['decode_tok_s']:.0f} tok/s",
+         verdict(r["decode_tok_s"] >= TARGETS["decode_tok_s"]),
+         f"{r['torch_decode_tok_s']:.1f} tok/s" if r["torch_decode_tok_s"] else "-"),
+        ("peak RSS", f"{r['peak_rss_mb']:.0f} MB", f"≤ {TARGETS['peak_rss_mb']:.0f} MB",
+         verdict(r["peak_rss_mb"] <= TARGETS["peak_rss_mb"]), "-"),
+    ]
+    print(f"{r['model']} {r['precision']} on {r['device']}, {r['threads']} threads, {r['prompt_tokens']:.0f}-token "
+          f"prompt, median of {r['runs']} runs (1-min load average {r['load_average_1m']})")
+    print(f"{'':28}{'engine':>14}  {'target':<26}{'':8}{'torch':>12}")
+    for name, value, target, ok, torch_value in rows:
+        print(f"{name:28}{value:>14}  {target:<26}{ok:8}{torch_value:>12}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
