@@ -15,6 +15,7 @@ import tempfile
 import time
 from importlib import resources
 from pathlib import Path
+from typing import Union
 
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
@@ -34,6 +35,13 @@ async def _demo(args: argparse.Namespace) -> int:
     text = sample.read_text(encoding="utf-8")
     uri = sample.as_uri()
     client = LanguageClient("infill-demo", "0.1")
+    converter = client.protocol._converter
+    # lsprotocol reads any result item with a "command" key as a Command, even a CodeAction whose
+    # command is an object; tell them apart by that key's type.
+    converter.register_structure_hook(
+        Union[types.Command, types.CodeAction],
+        lambda obj, _t: converter.structure(obj, types.Command if isinstance(obj.get("command"), str)
+                                            else types.CodeAction))
     ready = asyncio.Event()
 
     @client.feature(types.WINDOW_WORK_DONE_PROGRESS_CREATE)
@@ -129,21 +137,31 @@ async def _show_completion(client: LanguageClient, uri: str, text: str) -> None:
 
 
 async def _show_edit(client: LanguageClient, uri: str, text: str) -> None:
+    """Ask for code actions on a function, as an editor does, and preview the "Add docstring" one."""
     start = text.index("def total_value")
     end = text.index("\n\n\n", start)
     range_ = types.Range(types.Position(*to_position(text, start)), types.Position(*to_position(text, end)))
+    actions = await client.text_document_code_action_async(types.CodeActionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), range=range_,
+        context=types.CodeActionContext(diagnostics=[])))
+    titles = [a.title for a in actions or []]
+    print("== Edit (textDocument/codeAction on total_value → infill.edit, preview only) ==")
+    print(f"  code actions: {', '.join(titles)}")
+    action = next((a for a in actions or [] if a.title == "Add docstring"), None)
+    command = getattr(action, "command", None)
+    if not isinstance(command, types.Command) or not command.arguments:
+        print("  no 'Add docstring' action offered\n")
+        return
+    arguments = [dict(command.arguments[0], apply=False)]
     t0 = time.perf_counter()
     try:
         result = await client.workspace_execute_command_async(types.ExecuteCommandParams(
-            command="infill.edit",
-            arguments=[{"uri": uri, "range": _json(range_), "version": 1, "instruction": "Add a docstring",
-                        "apply": False}]))
+            command=command.command, arguments=arguments))
     except Exception as exc:  # the edit feature reports refusals as LSP errors
-        print(f"== Edit (infill.edit) ==\n  refused: {exc}\n")
+        print(f"  refused: {exc}\n")
         return
     elapsed = (time.perf_counter() - t0) * 1000
-    print("== Edit (infill.edit, 'Add a docstring' on total_value, preview only) ==")
-    diff = (result or {}).get("diff", "") if isinstance(result, dict) else getattr(result, "diff", "")
+    diff = result.get("diff", "") if isinstance(result, dict) else getattr(result, "diff", "")
     for line in (diff or "(no change)").splitlines():
         print(f"  {line}")
     print(f"  latency: {elapsed:.0f} ms\n", flush=True)
@@ -165,8 +183,3 @@ async def _show_search(client: LanguageClient) -> None:
         line = hit["range"]["start"]["line"] + 1 if isinstance(hit.get("range"), dict) else "?"
         print(f"  {hit.get('score', 0):.3f}  {Path(hit['uri']).name}:{line}  {hit.get('name')}")
     print(f"  latency: {elapsed:.0f} ms\n", flush=True)
-
-
-def _json(range_: types.Range) -> dict:
-    return {"start": {"line": range_.start.line, "character": range_.start.character},
-            "end": {"line": range_.end.line, "character": range_.end.character}}

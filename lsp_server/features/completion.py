@@ -65,6 +65,7 @@ class CompletionFeature(Feature):
         self.stats = {"requests": 0, "typed_through": 0, "generated": 0, "reuse_hits": 0, "reused_tokens": 0,
                       "prompt_tokens": 0}
         threading.Thread(target=self._warm_loop, name="infill-warm", daemon=True).start()
+        server.model.on_ready(lambda _engine: self._warm_open_documents())
 
     def register(self) -> None:
         server = self.server
@@ -200,6 +201,11 @@ class CompletionFeature(Feature):
         if doc is not None:
             self._warm_queue.put((uri, len(doc.source)))  # no cursor yet: the whole text covers every position
             self._recent.add(uri, doc.source, 0)
+
+    def _warm_open_documents(self) -> None:
+        """Documents opened while the model was loading were not warmed: warm the latest one now."""
+        for uri, doc in list(self.server.workspace.text_documents.items()):
+            self._warm_queue.put((uri, len(doc.source)))
 
     def on_edit(self, uri: str, changes: list) -> None:
         doc = self.server.workspace.text_documents.get(uri)
