@@ -308,6 +308,28 @@ async def test_preset_add_docstring_is_applied_with_the_document_version(client:
 
 @pytest.mark.slow
 @pytest.mark.asyncio(loop_scope="module")
+async def test_write_code_for_a_comment_on_an_empty_selection_with_non_ascii_text(client: LanguageClient,
+                                                                                  editor: Editor) -> None:
+    """An empty range inserts new code; positions are UTF-16 (the emoji before it is two units)."""
+    await wait_for_model(client)
+    doc = "# café 🎉 utilities\n\n\ndef squares(xs):\n    # return the squares of xs 🎉\n    \n"
+    uri = editor.open("squares.py", doc)
+    pos = types.Position(line=5, character=4)
+    action = next(a for a in await code_actions(client, uri, types.Range(start=pos, end=pos))
+                  if a.title == "Write code for this comment")
+    result = await client.workspace_execute_command_async(types.ExecuteCommandParams(
+        command=action.command.command, arguments=action.command.arguments))
+    assert result["applied"] is True
+    new = editor.text(uri)
+    head = doc[:to_offset(doc, 5, 4)]  # everything before the cursor
+    assert new.startswith(head) and len(new) > len(doc)  # inserted at the cursor, nothing before it touched
+    assert not languages.parse(new, "python").root_node.has_error
+    body = new[len(head):]
+    assert body.strip() and "def squares" not in body  # new code, not a copy of the enclosing header
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio(loop_scope="module")
 async def test_instruction_edit_preview_then_apply(client: LanguageClient, editor: Editor) -> None:
     await wait_for_model(client)
     doc = "def avg(xs):\n    return sum(xs) / len(xs)\n"
