@@ -303,14 +303,16 @@ def test_search_code_in_vscode(tmp_path: Path):
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_edit_with_instruction_preview_in_vscode(tmp_path: Path):
-    """infill: Edit with Instruction (Preview Diff)…: select code, give an instruction; the server's
+    """The server's "Edit with instruction…" code action (Ctrl+.) on a selection, with infill.editPreview on:
+    an input box asks for the instruction; the server's
     diff opens beside the file and Apply changes only the selection — or, when the server refuses the
     model's edit (the 135M default model often writes code that does not parse), its reason is shown
     and the file is untouched."""
     _require_code_server()
     screenshot = ARTIFACTS / "vscode-edit-preview.png"
     # The body of main(): small enough that the reply (and the CPU time) stays short.
-    result = _run_vscode(tmp_path, "edit", _infill_executable(), selectFrom=9, selectTo=10,
+    result = _run_vscode(tmp_path, "edit", _infill_executable(), settings={"infill.editPreview": True},
+                         selectFrom=9, selectTo=10,
                          instruction="add a docstring", screenshot=str(screenshot))
     assert any(a.startswith("Edit with instruction") for a in result["codeActions"]), result["codeActions"]
     assert "Add docstring" in result["codeActions"], result["codeActions"]

@@ -153,12 +153,9 @@ try {
     result.codeActions = (await page.locator(".action-widget .action-list-item, .action-widget .monaco-list-row").allTextContents())
       .map((t) => t.trim()).filter(Boolean);
     log("code actions:", JSON.stringify(result.codeActions));
-    if (await page.locator(".action-widget").first().isVisible().catch(() => false)) await page.keyboard.press("Escape");
-    await select();
-    await page.keyboard.press("F1");
-    await page.keyboard.type("infill: Edit with Instruction (Preview Diff)");
-    await page.locator(".quick-input-list .monaco-list-row", { hasText: "Preview Diff" }).first().waitFor({ timeout: 20_000 });
-    await page.keyboard.press("Enter");
+    if (!(await action.isVisible().catch(() => false))) throw new Error(`no "Edit with instruction…" code action: ${result.codeActions}`);
+    // Choosing it runs the extension's own command (infill.editWithInstruction) with the action's range.
+    await action.click();
     // The input box's prompt (not the palette, which also says "Edit with Instruction").
     await page.locator(".quick-input-widget", { hasText: "How should the selected code change?" }).waitFor({ timeout: 20_000 });
     await page.keyboard.type(opts.instruction);
