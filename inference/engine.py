@@ -178,23 +178,40 @@ class Engine:
                                           bos_token="", eos_token="")
 
     def render(self, prompt: str | FimParts, max_new_tokens: int) -> list[int]:
-        """Token ids of a prompt, cutting the far end of the prefix so it fits the context."""
+        """Token ids of a prompt, cut at its far ends (start of the prefix, end of a FIM suffix) to fit the context."""
         budget = self.max_length - max_new_tokens - 1
         if budget < 1:
             raise InferenceError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt "
                                  f"in a {self.max_length}-token context")
         if isinstance(prompt, FimParts):
             ids = self.encode(self.family.render(prompt))
-            if len(ids) > budget:  # keep the suffix and the tail of the prefix
-                over = len(ids) - budget
-                prefix_ids = self.encode(prompt.prefix)
-                cut = self.decode(prefix_ids[over + 1:])
-                ids = self.encode(self.family.render(FimParts(cut, prompt.suffix)))[-budget:]
+            if len(ids) > budget:
+                ids = self._fit_fim(prompt, budget, len(ids))
         else:
             ids = self.encode(prompt)[-budget:]
         if not ids:
             raise InferenceError("empty prompt: give the model some text to continue")
         return ids
+
+    def _fit_fim(self, parts: FimParts, budget: int, total: int) -> list[int]:
+        """Cut a FIM prompt to `budget` tokens at its far ends: the start of the prefix and the end of the
+        suffix, never the template's own tokens. The suffix keeps at most a quarter of the room while the
+        prefix needs the rest (the code just before the cursor matters most)."""
+        prefix_ids, suffix_ids = self.encode(parts.prefix), self.encode(parts.suffix)
+        room = max(0, budget - max(0, total - len(prefix_ids) - len(suffix_ids)))  # what the template leaves
+        keep_suffix = min(len(suffix_ids), max(room // 4, room - len(prefix_ids)))
+        keep_prefix = min(len(prefix_ids), room - keep_suffix)
+        for _ in range(8):  # re-encoding the cut text can merge or split a token at a cut: shave and retry
+            prefix = self.decode(prefix_ids[len(prefix_ids) - keep_prefix:]) if keep_prefix > 0 else ""
+            ids = self.encode(self.family.render(FimParts(prefix, self.decode(suffix_ids[:keep_suffix]))))
+            over = len(ids) - budget
+            if over <= 0:
+                return ids
+            if keep_prefix > over + 1:
+                keep_prefix -= over + 1
+            else:
+                keep_prefix, keep_suffix = 0, max(0, keep_suffix - over - 1)
+        raise InferenceError(f"the FIM template alone does not fit in {budget} tokens; lower max_new_tokens")
 
     # ------------------------------------------------------------------------------------ generate
     def generate(self, prompt: str | FimParts, *, max_new_tokens: int = 64, stop: Sequence[str] = (),

@@ -88,4 +88,4 @@ def default_reference(default_engine):
 
     hf_dir = default_engine.prepared.hf_dir
     assert hf_dir is not None, "the default model's HF folder is missing from the cache"
-    return TorchReference(hf_dir, threads=1)
+    return TorchReference(hf_dir, threads=1)  # 2 threads collapse when the cores are shared

@@ -296,6 +296,23 @@ def test_fim_prompt_longer_than_context_cuts_the_far_end_of_the_prefix(qwen_engi
     assert qwen_engine.complete(FimParts(prefix, suffix), max_new_tokens=16).generated_tokens > 0
 
 
+@pytest.mark.parametrize("prefix_lines", [0, 30, 600])
+def test_fim_prompt_with_a_huge_suffix_keeps_the_template_and_the_cursor_side(qwen_engine, prefix_lines: int) -> None:
+    prefix = "".join(f"head_{i} = {i}\n" for i in range(prefix_lines)) + "total = "
+    suffix = "\nprint(total)\n" + "".join(f"tail_{i} = {i}\n" for i in range(600))
+    ids = qwen_engine.render(FimParts(prefix, suffix), 16)
+    assert len(ids) <= qwen_engine.context_length - 16
+    fim_prefix, fim_suffix, fim_middle = (qwen_engine.encode(t)[0] for t in
+                                          ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"))
+    assert ids[0] == fim_prefix and ids[-1] == fim_middle and ids.count(fim_suffix) == 1
+    kept_prefix = qwen_engine.decode(ids[1:ids.index(fim_suffix)])
+    kept_suffix = qwen_engine.decode(ids[ids.index(fim_suffix) + 1:-1])
+    assert kept_prefix.endswith("total = ") and kept_suffix.startswith("\nprint(total)\ntail_0 = 0\n")
+    assert "tail_599" not in kept_suffix  # the far end of the suffix went
+    if prefix_lines <= 30:
+        assert kept_prefix == prefix  # a short prefix is kept whole
+
+
 def test_max_new_tokens_filling_the_context_is_a_clear_error(qwen_engine) -> None:
     with pytest.raises(InferenceError, match="max_new_tokens"):
         qwen_engine.complete("x = 1", max_new_tokens=qwen_engine.context_length)
@@ -412,3 +429,93 @@ def test_corrupt_cache_is_detected_and_rebuilt(qwen_engine, tmp_path: Path, monk
     engine = Engine.load(str(source))
     assert is_complete(onnx_dir) and data.stat().st_mtime_ns != stamp  # rebuilt, not trusted
     assert engine.complete(CODE[0], max_new_tokens=10).text == expected
+
+
+# ------------------------------------------------------------------------------ default model (slow)
+# One session-wide engine on the user's cache. The reference is torch on the fp32 Hugging Face weights
+# the conversion de-quantized from the GGUF: the ONNX export must reproduce it exactly at fp32, and the
+# shipped precision must agree with it on >= 90 % of greedy tokens (issue 2, point 3).
+
+GATE_MODULES = ("json/decoder.py", "json/encoder.py", "textwrap.py", "csv.py", "shlex.py", "fnmatch.py", "glob.py",
+                "heapq.py", "bisect.py", "queue.py", "string.py", "difflib.py", "calendar.py", "argparse.py",
+                "gettext.py", "configparser.py", "dataclasses.py", "functools.py", "statistics.py", "fractions.py")
+GATE_TOKENS = 32
+GATE_THRESHOLD = 0.90
+
+
+def gate_prompts() -> list[str]:
+    """Deterministic code prompts: from each module, 10 lines from its first function defined after line 60,
+    cut in the middle of the last line so the model continues real code."""
+    import sysconfig
+
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    prompts = []
+    for name in GATE_MODULES:
+        lines = (stdlib / name).read_text(encoding="utf-8").splitlines(keepends=True)
+        start = next(i for i, line in enumerate(lines) if i > 60 and line.lstrip().startswith("def "))
+        body = lines[start:start + 10]
+        last = body[-1]
+        cut = len(last) - len(last.lstrip()) + max(1, len(last.strip()) // 2)
+        prompts.append("".join(body[:-1]) + last[:cut])
+    return prompts
+
+
+@pytest.fixture(scope="module")
+def reference_ids(default_engine, default_reference):
+    """Torch fp32 greedy ids for each gate prompt, computed once."""
+    return [default_reference.greedy(default_engine.render(p, GATE_TOKENS), GATE_TOKENS,
+                                     stop_ids=default_engine._eos_ids) for p in gate_prompts()]
+
+
+@pytest.fixture(scope="module")
+def shipped_ids(default_engine):
+    """The shipped engine's greedy ids for each gate prompt, computed once."""
+    return [greedy_ids(default_engine, p, GATE_TOKENS) for p in gate_prompts()]
+
+
+def _agreement(ours: list[int], theirs: list[int], n: int) -> int:
+    """Positions (of the first n) where two greedy runs agree; an early end counts as an end-of-text token."""
+    end = -1
+    a = (ours + [end] * n)[:n]
+    b = (theirs + [end] * n)[:n]
+    return sum(x == y for x, y in zip(a, b))
+
+
+@pytest.mark.slow
+def test_default_model_info(default_engine) -> None:
+    info = default_engine.info
+    assert info.name == "SmolLM2-135M-Instruct" and info.family == "plain" and not info.fim
+    assert default_engine.is_instruct and info.context_length >= 2048 and info.size_mb > 50
+    prompt = default_engine.chat_prompt([{"role": "user", "content": "Say hi."}])
+    assert "Say hi." in prompt and prompt.rstrip().endswith("assistant")
+
+
+@pytest.mark.slow
+def test_default_model_fp32_matches_torch_token_for_token(default_engine, shipped_ids, reference_ids) -> None:
+    prompts = gate_prompts()
+    fp32 = default_engine if default_engine.info.precision == "fp32" else Engine.load(precision="fp32")
+    for index in (0, 5, 11, 17):  # a few prompts; every one must match exactly
+        ids = shipped_ids[index] if fp32 is default_engine else greedy_ids(fp32, prompts[index], GATE_TOKENS)
+        assert len(reference_ids[index]) >= 16, "the reference ended too early to compare"
+        assert ids == reference_ids[index], f"{GATE_MODULES[index]}: ONNX fp32 diverges from torch"
+
+
+@pytest.mark.slow
+def test_quality_gate_shipped_precision_agrees_with_fp32_reference(default_engine, shipped_ids,
+                                                                   reference_ids) -> None:
+    """Issue 2 point 3: whatever precision ships must keep >= 90 % of fp32 greedy tokens (int4 and int8
+    re-quantizations of this model measured 12-70 %, so today fp32 ships)."""
+    prompts = gate_prompts()
+    assert len(prompts) >= 20
+    agree = sum(_agreement(ours, ref, GATE_TOKENS) for ours, ref in zip(shipped_ids, reference_ids))
+    rate = agree / (GATE_TOKENS * len(prompts))
+    assert rate >= GATE_THRESHOLD, f"{default_engine.info.precision} agrees on only {rate:.0%} of tokens"
+
+
+@pytest.mark.slow
+def test_default_model_prefix_reuse_is_warm(default_engine) -> None:
+    prompt = gate_prompts()[3]
+    default_engine.complete(prompt, max_new_tokens=4)
+    warm = default_engine.complete(prompt + "x", max_new_tokens=4)
+    assert warm.reused_tokens >= warm.prompt_tokens - 3
+    assert warm.text == fresh(default_engine).complete(prompt + "x", max_new_tokens=4).text
