@@ -159,10 +159,13 @@ class CompletionFeature(Feature):
         word = source[word_start:offset]
         start = types.Position(*to_position(source, word_start))
         label = (word + text).splitlines()[0][:80] or text[:80]
+        # As a snippet (escaped, so it inserts literally): Neovim 0.11 inserts only the first word of a
+        # plain-text item with a text edit.
         item = types.CompletionItem(
-            label=label, kind=types.CompletionItemKind.Snippet, detail="infill", filter_text=word + text,
-            text_edit=types.TextEdit(range=types.Range(start=start, end=params.position), new_text=word + text),
-            insert_text_format=types.InsertTextFormat.PlainText, sort_text="0")
+            label=label, kind=types.CompletionItemKind.Text, detail="infill", filter_text=word + text,
+            text_edit=types.TextEdit(range=types.Range(start=start, end=params.position),
+                                     new_text=_snippet_literal(word + text)),
+            insert_text_format=types.InsertTextFormat.Snippet, sort_text="0")
         return types.CompletionList(is_incomplete=True, items=[item])
 
     def _snippets(self, engine: Engine, uri: str, language_id: str | None) -> list[str]:
@@ -291,6 +294,11 @@ def run_completion(engine: Engine, prompt: Prompt, temperature: float = 0.0,
     if completion.finish_reason == "cancel":
         return None, completion
     return postprocess(_heal(completion.text, prompt.lead), prompt.ctx), completion
+
+
+def _snippet_literal(text: str) -> str:
+    """Escape text so that a snippet inserts it as is."""
+    return text.replace("\\", "\\\\").replace("$", "\\$").replace("}", "\\}")
 
 
 def _heal(text: str, lead: str) -> str:
