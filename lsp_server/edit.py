@@ -502,7 +502,7 @@ def process_reply(task: EditTask, reply: str, in_place: bool = False) -> str:
     A chat reply is a block of its own (dedented); an in-place (FIM) reply continues the selection's
     line, so its lines already carry the file's indentation.
     """
-    code = extract_code(reply).replace("<CURSOR>", "")
+    code = _drop_markers(extract_code(reply))
     if in_place:
         if not task.before_on_line.strip():
             code = textwrap.dedent(task.before_on_line + code.lstrip("\n"))
@@ -515,6 +515,12 @@ def process_reply(task: EditTask, reply: str, in_place: bool = False) -> str:
     if not code.strip():
         return ""
     return reindent(code, task)
+
+
+def _drop_markers(code: str) -> str:
+    """Remove the prompt's placeholders if the model echoed them (a marker line goes entirely)."""
+    lines = [line for line in code.split("\n") if "<the code to edit>" not in line]
+    return "\n".join(lines).replace("<CURSOR>", "")
 
 
 OVERLAP_LINES = 10

@@ -416,3 +416,8 @@ def test_run_edit_refuses_a_selection_too_long_for_the_context() -> None:
     result = edit.run_edit(small, EditTask(doc + "x = 1\n", len(doc), len(doc) + 6, "Set x to 2", "python"),
                            max_new_tokens=64)
     assert result.replacement == "x = 2\n"
+
+
+def test_process_reply_drops_echoed_prompt_markers() -> None:
+    task = select(CLASS_DOC, "pass", "Return None")
+    assert edit.process_reply(task, "```python\n# <the code to edit>\nreturn None<CURSOR>\n```") == "return None"
