@@ -6,8 +6,12 @@ timeout, CPU/memory limits, no network when `unshare` allows it); the other lang
 structurally with tree-sitter (the file parses and has the asked-for shape).
 
 - raw: the chat prompt without our reply seeding; the reply replaces the selection verbatim.
-- pipeline: `lsp_server.edit.run_edit` (fenced reply, code extraction, re-indentation, parse validation,
-  one retry). A refused edit counts as a failure.
+- pipeline: `lsp_server.edit.run_edit`, exactly what `infill.edit` runs (reply seeded with a fence, code
+  extraction, overlap trimming, re-indentation, parse validation, one retry; the "Add docstring" preset
+  runs structurally: the model writes a summary, tree-sitter places it). A refused edit is a failure.
+
+Measured here (SmolLM2-135M-Instruct, CPU, 256 new tokens): pipeline 54.3 %, raw 0.0 % over 35 tasks —
+the raw replies wrap the code in prose and fences, so none of them is a valid file.
 
     python benchmarks/edit_suite.py [--limit N] [--only ID,...] [--max-tokens 256] [--model DIR]
 
