@@ -556,6 +556,9 @@ def run_edit(engine: GenerationEngine, task: EditTask, *, max_new_tokens: int,
     task = EditTask(task.text, task.start, task.end, validate_instruction(task.instruction),
                     task.language, task.target_language, task.preset)
     cancel = cancel or threading.Event()
+    length = _model_length(engine)
+    if length:  # a huge max_tokens setting must not leave the prompt no room
+        max_new_tokens = max(1, min(max_new_tokens, length // 2))
     if task.preset == DOCSTRING and engine.is_instruct and doc_targets(task):
         return run_docstring(engine, task, cancel=cancel, progress=progress)
     scope = enclosing_scope(task) if engine.is_instruct else Scope()
@@ -589,10 +592,16 @@ def run_edit(engine: GenerationEngine, task: EditTask, *, max_new_tokens: int,
     raise EditError(f"Edit refused: {problem}. The file is unchanged.")
 
 
+def _model_length(engine: GenerationEngine) -> int | None:
+    """The engine's usable context in tokens (None when it doesn't say)."""
+    length = getattr(engine, "max_length", None) or getattr(getattr(engine, "info", None), "context_length", None)
+    return int(length) if length else None
+
+
 def _prompt_budget(engine: GenerationEngine, max_new_tokens: int) -> int | None:
     """How many prompt tokens fit beside the reply (None when the engine doesn't say)."""
-    length = getattr(engine, "max_length", None) or getattr(getattr(engine, "info", None), "context_length", None)
-    return None if not length else int(length) - max_new_tokens - 1
+    length = _model_length(engine)
+    return None if length is None else length - max_new_tokens - 1
 
 
 def _too_long(engine: GenerationEngine, prompt: Any, max_new_tokens: int) -> bool:

@@ -421,3 +421,19 @@ def test_run_edit_refuses_a_selection_too_long_for_the_context() -> None:
 def test_process_reply_drops_echoed_prompt_markers() -> None:
     task = select(CLASS_DOC, "pass", "Return None")
     assert edit.process_reply(task, "```python\n# <the code to edit>\nreturn None<CURSOR>\n```") == "return None"
+
+
+def test_run_edit_caps_a_huge_token_budget_to_half_the_context() -> None:
+    class Recording(ScriptedEngine):
+        max_length = 1000
+
+        def count_tokens(self, text: str) -> int:
+            return len(text) // 4
+
+        def generate(self, prompt, *, max_new_tokens, **kw):
+            self.budgets = getattr(self, "budgets", []) + [max_new_tokens]
+            return super().generate(prompt, max_new_tokens=max_new_tokens, **kw)
+
+    engine = Recording(["def greet(self, name):\n    return name\n"])
+    edit.run_edit(engine, select(CLASS_DOC, GREET, "Return the name"), max_new_tokens=10**6)
+    assert engine.budgets == [500]
