@@ -269,6 +269,24 @@ def test_concurrent_calls_match_serial_results(qwen_engine) -> None:
     assert parallel == serial
 
 
+def test_an_abandoned_stream_releases_the_engine(qwen_engine) -> None:
+    """A client that stops reading a stream (closed, or dropped) must not keep the engine locked."""
+    engine = fresh(qwen_engine)
+    expected = engine.complete(CODE[1], max_new_tokens=8).text
+    stream = engine.generate(CODE[0], max_new_tokens=30)
+    next(stream)
+    stream.close()
+    for _delta in engine.generate(CODE[2], max_new_tokens=30):
+        break  # dropped without close: garbage collection ends it
+    done = threading.Event()
+    result: list[str] = []
+    worker = threading.Thread(target=lambda: (result.append(engine.complete(CODE[1], max_new_tokens=8).text),
+                                              done.set()))
+    worker.start()
+    assert done.wait(60), "the engine stayed locked after a stream was abandoned"
+    assert result == [expected]
+
+
 # ------------------------------------------------------------------------------------ context limits
 
 
