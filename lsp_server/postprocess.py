@@ -34,6 +34,9 @@ def postprocess(suggestion: str, ctx: CompletionContext) -> str | None:
     cut = cut_point(text, ctx, final=True)
     if cut is not None:
         text = text[:cut]
+        # another rule's cut may leave the suggestion ending on a copy of the next line (`i += 1`)
+        cut = suffix_repeat(text, ctx, final=True)
+        text = text if cut is None else text[:cut]
     text = drop_suffix_overlap(text, ctx)
     text = trim_whitespace(text, ctx)
     if not text.strip():
@@ -105,7 +108,9 @@ def indent_end(text: str, ctx: CompletionContext, final: bool = False) -> int | 
     The limit is the cursor line's indentation, one deeper when the cursor line opens the block
     (`def f():`). Lines inside brackets or strings of the suggestion do not count, nor lines before
     the suggestion closes the brackets open at the cursor (continuation lines may be indented anyhow).
-    A dedented comment does not end the block, but is not kept at its end either.
+    A dedented comment does not end the block, but is not kept at its end either. When the code after
+    the cursor is less indented (the cursor is at the end of a loop, of a function), the suggestion may
+    dedent to an enclosing block's level right of that code: it may finish the blocks, not start new ones.
     """
     if ctx.language != "python" or ctx.in_string:
         return None
@@ -119,6 +124,7 @@ def indent_end(text: str, ctx: CompletionContext, final: bool = False) -> int | 
         limit = indent_width(ctx.line_prefix + first)
     else:  # the code starts on a later line: only going left of the cursor ends it
         limit = indent_width(ctx.line_prefix)
+    floor, levels = _suffix_floor(ctx), _enclosing_levels(ctx.prefix)
     skip = _inside_spans(text, ctx.language)
     kept = len(first)  # end of the last line that belongs to the block
     dedented_comment = False
@@ -127,9 +133,12 @@ def indent_end(text: str, ctx: CompletionContext, final: bool = False) -> int | 
         start = pos + 1
         end = text.find("\n", start)
         line = text[start:] if end < 0 else text[start:end]
-        out = start >= after and line.strip() and not skip(start) and indent_width(line) < limit
+        width = indent_width(line)
+        out = start >= after and line.strip() and not skip(start) and width < limit
         if out and _is_code(line):
-            return kept  # dedented comments just before it go with it
+            if width < floor or width not in levels:
+                return kept  # dedented comments just before it go with it
+            limit, out = width, False  # back in an enclosing block that has no more code after the cursor
         if out:
             dedented_comment = True
         elif line.strip():
@@ -179,8 +188,8 @@ def suffix_repeat(text: str, ctx: CompletionContext, final: bool = False) -> int
     """Stop where the suggestion starts repeating the code that follows the cursor.
 
     A suggestion line equal to the first code line of the suffix (at the same indentation) is where the
-    model ran into existing code. Short lines (`}`, `x += 1`) only count when the next line matches too
-    (or both the suggestion and the suffix end there).
+    model ran into existing code. Short lines (`}`, `x += 1`) only count when the next line matches too,
+    when both the suggestion and the suffix end there, or (not for a bare closer) when the suggestion does.
     """
     if ctx.line_suffix.strip():
         return None
@@ -195,11 +204,37 @@ def suffix_repeat(text: str, ctx: CompletionContext, final: bool = False) -> int
         if (i > 0 or not ctx.line_prefix.strip()) and _line_key(absolute) == targets[0]:
             strong = len(_WORD.findall(targets[0][1])) >= 3
             rest = [_line_key(ln) for ln in lines[i + 1:complete] if ln.strip()]
-            follows = rest[:1] == targets[1:2] if len(targets) > 1 else final and not rest
+            if rest:
+                follows = rest[:1] == targets[1:2]
+            else:  # the suggestion ends on it: a copy, unless a bare closer (`}` may close its own block)
+                follows = final and (len(targets) == 1 or bool(_WORD.search(targets[0][1])))
             if strong or follows:
                 return max(0, offset - 1)
         offset += len(line) + 1
     return None
+
+
+def _suffix_floor(ctx: CompletionContext) -> int:
+    """One more than the indentation of the first code line after the cursor (1 if there is none);
+    unbounded when the suffix was cut before any code (what follows is unknown)."""
+    for line in ctx.suffix.split("\n")[1:]:
+        if _is_code(line):
+            return indent_width(line) + 1
+    return 1 << 30 if ctx.suffix_cut else 1
+
+
+def _enclosing_levels(prefix: str) -> set[int]:
+    """The indentations of the blocks around the end of `prefix` (each code line less indented than
+    every one below it, up to column 0)."""
+    levels: set[int] = set()
+    current = 1 << 30
+    for line in reversed(prefix.split("\n")[:-1]):
+        if _is_code(line) and indent_width(line) < current:
+            current = indent_width(line)
+            levels.add(current)
+            if not current:
+                break
+    return levels
 
 
 def _is_code(line: str) -> bool:

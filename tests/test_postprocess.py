@@ -59,6 +59,14 @@ GOLDEN = [
     ("python", "def f(x):\n    y = 1\n    █\n    return y\n", "y += 2\n    return y\n", "y += 2"),
     ("python", "def f(x):\n    █\n    value = compute(x)\n    return value\n",
      "x = int(x)\n    value = compute(x)\n    return value", "x = int(x)"),
+    # found by benchmarks/fim_quality.py (HumanEval infilling): a dedent cut leaving a copy of the next line
+    ("python", "def f(n):\n    while i < n:\n        if n % i:\n            n //= i\n█\n            i += 1\n\n"
+     "    if n > 1:\n        return n\n", "        else:\n            i += 1\n\n    if n > 1:", "        else:"),
+    # ...and a function with no code after the cursor may be finished (an enclosing level), not followed
+    ("python", "def f(xs):\n    total = 0\n    for x in xs:\n        █\n",
+     "total += x\n    return total\n\nprint(f([1]))", "total += x\n    return total"),
+    ("python", "def f(xs):\n    for x in xs:\n        █\n", "y = x\n  z = 1", "y = x"),  # not a block's level
+    ("python", "def f(xs):\n    for x in xs:\n        █\n    return xs\n", "y = x\n    print(x)", "y = x"),
     # single line
     ("python", "def f(x):\n    y = █\n    return y\n", "x + 1\n    z = 2", "x + 1"),
     ("python", "def f(x):\n    y = █ + 1\n", "x\n + 2", "x"),
