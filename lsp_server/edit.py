@@ -323,8 +323,13 @@ def fim_prompt(task: EditTask, retry_note: str | None = None) -> tuple[str, str]
         lines.append(f"{indent}{comment} Note: {_one_line(retry_note)}")
     # The comments go on lines of their own above the selection's line; the middle then continues
     # that line exactly where the selection starts.
-    prefix = task.text[:task.line_start] + "\n".join(lines) + "\n" + task.before_on_line
+    prefix = task.text[:task.line_start] + "\n".join(lines) + "\n" + _fim_lead(task)
     return prefix, task.text[task.end:]
+
+
+def _fim_lead(task: EditTask) -> str:
+    """What the FIM prefix ends with: the code before a mid-line selection, else the indentation."""
+    return task.before_on_line if task.before_on_line.strip() else task.indent
 
 
 def _one_line(text: str) -> str:
@@ -505,7 +510,7 @@ def process_reply(task: EditTask, reply: str, in_place: bool = False) -> str:
     code = _drop_markers(extract_code(reply))
     if in_place:
         if not task.before_on_line.strip():
-            code = textwrap.dedent(task.before_on_line + code.lstrip("\n"))
+            code = textwrap.dedent(_fim_lead(task) + code.lstrip("\n"))
         elif code.strip():  # mid-line: the reply is the replacement as it stands
             return code + ("\n" if task.selection.endswith("\n") else "")
     if not task.target_language:

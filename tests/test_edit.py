@@ -218,7 +218,7 @@ def test_fim_prompt_puts_instruction_comments_above_the_selection() -> None:
     task = select(CLASS_DOC, "    def greet(self, name):\n        return 'hi ' + name\n", "Add type hints")
     prefix, suffix = edit.fim_prompt(task)
     assert prefix.endswith("class Greeter:\n    # Original code:\n    # def greet(self, name):\n"
-                           "    #     return 'hi ' + name\n    # Rewritten: Add type hints\n")
+                           "    #     return 'hi ' + name\n    # Rewritten: Add type hints\n    ")
     assert suffix == "\n    def bye(self):\n        pass\n"
     js = select("function f() {\n  return 1;\n}\n", "return 1;", "Return two", "javascript")
     prefix, _ = edit.fim_prompt(js)
@@ -437,3 +437,19 @@ def test_run_edit_caps_a_huge_token_budget_to_half_the_context() -> None:
     engine = Recording(["def greet(self, name):\n    return name\n"])
     edit.run_edit(engine, select(CLASS_DOC, GREET, "Return the name"), max_new_tokens=10**6)
     assert engine.budgets == [500]
+
+
+def test_run_edit_with_a_base_model_uses_the_fim_template_and_reads_the_reply_in_place() -> None:
+    from inference import FimParts
+
+    class FimEngine(ScriptedEngine):
+        is_instruct = False
+        supports_fim = True
+
+    # the middle continues after the selection's indentation, its later lines carry the file's indent
+    engine = FimEngine(["def greet(self, name: str) -> str:\n        return 'hi ' + name\n"])
+    result = edit.run_edit(engine, select(CLASS_DOC, GREET, "Add type hints"), max_new_tokens=64)
+    (prompt,) = engine.prompts
+    assert isinstance(prompt, FimParts)
+    assert prompt.prefix.endswith("    # Rewritten: Add type hints\n    ") and prompt.suffix.startswith("\n    def bye")
+    assert "    def greet(self, name: str) -> str:\n        return 'hi ' + name\n\n    def bye" in result.new_text
