@@ -17,6 +17,7 @@ from lsp_server import languages
 from lsp_server.context import (BRACKETS, OPENERS, CompletionContext, bracket_events, error_spans, indent_width,
                                 scan_brackets, token_pattern)
 
+MAX_REPEAT_PERIOD = 3  # repetition_end looks for cycles of this many lines at most
 MAX_PARSE_RETRIES = 6  # multi-line suggestions that break the parse are shortened this many lines at most
 _WORD = re.compile(r"\w")
 
@@ -249,18 +250,26 @@ def _line_key(line: str) -> tuple[int, str]:
 
 
 def repetition_end(text: str, ctx: CompletionContext, final: bool = False) -> int | None:
-    """Stop when the model loops: the same line three times in a row keeps only its first copy.
+    """Stop when the model loops: a line, or a cycle of up to three lines, three times in a row keeps
+    only its first copy.
 
-    Small models fall into repeating themselves; a line of real code rarely repeats verbatim thrice.
+    Small models fall into repeating themselves (`odds.sort()` / `evens = evens[0]` / `odds.sort()`…);
+    real code rarely repeats the same lines verbatim thrice.
     """
     lines = text.split("\n")
     complete = len(lines) if final else len(lines) - 1
+    keys = [line.strip() for line in lines[:complete]]
+    ends = []  # offset of the end of each line
     offset = 0
+    for line in lines[:complete]:
+        ends.append(offset + len(line))
+        offset += len(line) + 1
     for i in range(complete):
-        line = lines[i].strip()
-        if i + 2 < complete and _WORD.search(line) and lines[i + 1].strip() == line == lines[i + 2].strip():
-            return offset + len(lines[i])
-        offset += len(lines[i]) + 1
+        for period in range(1, MAX_REPEAT_PERIOD + 1):
+            block = keys[i:i + period]
+            if i + 3 * period <= complete and any(_WORD.search(k) for k in block) and \
+                    block == keys[i + period:i + 2 * period] == keys[i + 2 * period:i + 3 * period]:
+                return ends[i + period - 1]
     return None
 
 

@@ -215,6 +215,11 @@ def test_repetition_end_cases() -> None:
     assert repetition_end("a = 1\na = 1\na = 1", ctx, final=False) is None  # the third may still differ
     assert repetition_end("}\n}\n}\n", ctx, final=True) is None  # closers legitimately repeat
     assert repetition_end("a = 1\na = 1\nb = 2", ctx, final=True) is None
+    # a two-line cycle (HumanEval/37 through the default model, found by benchmarks/fim_quality.py)
+    loop = "odds.sort()\n    evens = evens[0]\n" * 3 + "    odds.sort()"
+    assert repetition_end(loop, ctx, final=False) == len("odds.sort()\n    evens = evens[0]")
+    assert repetition_end("a = 1\nb = 2\na = 1\nb = 2\nc = 3", ctx, final=True) is None  # twice is fine
+    assert repetition_end("x = [\n]\nx = [\n]\nx = [\n", ctx, final=False) is None  # the third copy is unfinished
 
 
 def test_drop_suffix_overlap_cases() -> None:
