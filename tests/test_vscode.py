@@ -33,7 +33,7 @@ ARTIFACTS = ROOT / "test-artifacts"
 CODE_SERVER_DIR = Path(os.environ.get("INFILL_CODE_SERVER_DIR", "/opt/infill-code-server"))
 CHROMIUM = Path(os.environ.get("INFILL_CHROMIUM", "/usr/bin/chromium"))
 READY_TIMEOUT_S = int(os.environ.get("INFILL_E2E_READY_TIMEOUT", "200"))  # first start converts the model
-GHOST_TIMEOUT_S = 90
+GHOST_TIMEOUT_S = 120
 
 FIXTURE = '''\
 def fibonacci(n):

@@ -202,7 +202,10 @@ try {
         if (Date.now() > by) throw new Error(`no ghost text after ${opts.ghostTimeoutMs} ms and ${tries} triggers`);
         tries++;
         await page.keyboard.press("Alt+Backslash"); // editor.action.inlineSuggest.trigger
-        await ghost.first().waitFor({ state: "visible", timeout: 8000 }).catch(() => {});
+        // Each trigger cancels the request in flight, so wait longer each time: on a busy 2-core
+        // machine a cold prompt can take several seconds, and re-triggering too early never lets it finish.
+        const wait = Math.min(5000 * tries, 30_000, Math.max(1000, by - Date.now()));
+        await ghost.first().waitFor({ state: "visible", timeout: wait }).catch(() => {});
       }
       const inline = (await ghost.allTextContents()).join("").replace(/\u00a0/g, " ");
       const block = (await page.locator(".monaco-editor .ghost-text").allTextContents()).join("\n").replace(/\u00a0/g, " ");
