@@ -71,21 +71,27 @@ def test_doctor_names_the_device_and_why() -> None:
 # ---------------------------------------------------------------------------------- default model (slow)
 
 
+def complete_json(file: Path, line: int, col: int, *extra: str) -> dict:
+    result = infill("complete", str(file), "--line", str(line), "--col", str(col), "--json", *extra)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
 @pytest.mark.slow
-def test_complete_prints_the_text_to_insert_at_the_position(default_engine) -> None:
+def test_complete_prints_the_text_to_insert_at_the_position(default_engine, tmp_path: Path) -> None:
     text, line, col = sample_cursor()
     plain = infill("complete", str(SAMPLE), "--line", str(line), "--col", str(col), "--max-tokens", "12")
     assert plain.returncode == 0, plain.stderr
-    as_json = infill("complete", str(SAMPLE), "--line", str(line), "--col", str(col), "--max-tokens", "12", "--json")
-    assert as_json.returncode == 0, as_json.stderr
-    result = json.loads(as_json.stdout)
+    result = complete_json(SAMPLE, line, col, "--max-tokens", "12")
     assert plain.stdout == result["text"] + "\n"  # the same greedy completion either way
     assert result["text"].strip(), "the model produced nothing at an obvious completion point"
-    assert result["ttft_ms"] > 0 and result["total_ms"] >= result["ttft_ms"]
-    assert result["finish_reason"] in {"stop", "rule", "eos", "length"} and 0 < result["generated_tokens"] <= 12
-    # The default model is prefix-only: the prompt is exactly the file up to the cursor.
-    offset = sum(len(x) for x in text.splitlines(keepends=True)[:line]) + col
-    assert result["prompt_tokens"] == default_engine.count_tokens(text[:offset])
+    assert ")" not in result["text"]  # the closing bracket after the cursor is not repeated
+    raw = result["raw"]  # --json adds the engine's numbers
+    assert raw["ttft_ms"] > 0 and raw["total_ms"] >= raw["ttft_ms"]
+    assert raw["finish_reason"] in {"stop", "rule", "eos", "length"} and 0 < raw["generated_tokens"] <= 12
+    # The position decides the prompt: three lines into the file there is almost nothing before the cursor.
+    early = complete_json(SAMPLE, 3, 0, "--max-tokens", "4")
+    assert early["raw"] is None or early["raw"]["prompt_tokens"] < raw["prompt_tokens"]
 
 
 @pytest.mark.slow
@@ -99,20 +105,19 @@ def test_model_info_describes_the_default_model(default_engine) -> None:
     assert Path(info["path"]).is_dir() and info["size_mb"] > 50 and info["source"].endswith(".gguf")
 
 
-def test_complete_with_a_user_model_directory(tiny_model, tiny_cache: Path, qwen_engine,
+def test_complete_with_a_user_model_directory(tiny_model, tiny_cache: Path, qwen_engine, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """`--model PATH` runs a local HF folder (exported into the cache first) with its FIM template."""
+    """`--model PATH` runs a local HF folder (exported into the cache first); being a FIM model, the code
+    after the cursor goes into its prompt too."""
     text, line, col = sample_cursor()
     monkeypatch.setenv("INFILL_CACHE_DIR", str(tiny_cache))  # where qwen_engine's export already is
-    result = infill("complete", str(SAMPLE), "--line", str(line), "--col", str(col), "--json",
-                    "--max-tokens", "8", "--model", str(tiny_model("qwen2.5-coder", "qwen2")))
-    assert result.returncode == 0, result.stderr
-    data = json.loads(result.stdout)
+    model = ("--max-tokens", "4", "--model", str(tiny_model("qwen2.5-coder", "qwen2")))
+    full = complete_json(SAMPLE, line, col, *model)
     offset = sum(len(x) for x in text.splitlines(keepends=True)[:line]) + col
-    from inference import FimParts
-
-    expected = qwen_engine.render(FimParts(text[:offset], text[offset:]), 8)
-    assert data["prompt_tokens"] == len(expected)  # prefix and suffix both went into the FIM prompt
+    cut = tmp_path / "sample.py"
+    cut.write_text(text[:offset] + "\n" * 3, encoding="utf-8")  # same prefix, no code after the cursor
+    no_suffix = complete_json(cut, line, col, *model)
+    assert full["raw"]["prompt_tokens"] > no_suffix["raw"]["prompt_tokens"]
 
 
 def test_sample_file_is_shipped() -> None:
