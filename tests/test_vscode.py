@@ -1,7 +1,9 @@
 """The VS Code extension, for real: code-server (VS Code for the web) on 127.0.0.1, the built `.vsix`
 installed into it, headless Debian Chromium driven by playwright-core, the real `infill serve` with the
-embedded default model. Types in a file, waits for ghost text, accepts it with Tab, checks the saved file,
-and saves `test-artifacts/vscode-inline.png`.
+embedded default model. Scenarios: ghost text appears and Tab inserts it (screenshot
+`test-artifacts/vscode-inline.png`), the status bar toggles completions, a killed server is restarted; a
+missing server explains the fix; Search Code opens a ranked result; the "Edit with instruction…" code
+action previews the server's diff and applies it. The browser may reach only 127.0.0.1.
 
 Needs code-server installed outside the repo (`vscode-extension/scripts/install-code-server.sh`, found
 through $INFILL_CODE_SERVER_DIR, default /opt/infill-code-server), `apt-get install chromium`, and
