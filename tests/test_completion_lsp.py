@@ -7,7 +7,6 @@ server never reads or writes the workspace for completion.
 from __future__ import annotations
 
 import asyncio
-import sys
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -17,13 +16,11 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
+from lsp_support import SERVER, wait_for_model
 from lsp_server.positions import to_offset, to_position
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVER = [sys.executable, "-c",
-          f"import sys; sys.path.insert(0, {str(ROOT)!r}); from lsp_server.cli import main; sys.exit(main(['serve']))"]
 DOCS = ROOT / "tests" / "_completion_docs"  # never created: the documents live only in the client
-MODEL_TIMEOUT = 900
 
 INVENTORY = '''import json
 
@@ -41,22 +38,6 @@ def most_expensive(items):
 CURSOR = INVENTORY.index("item.)") + len("item.")
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-async def wait_for_model(client: LanguageClient) -> None:
-    """Until the server reports the model ready (its `$/progress` ends with "… ready on …")."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + MODEL_TIMEOUT
-    while loop.time() < deadline:
-        for values in list(client.progress_reports.values()):
-            for value in values:
-                if isinstance(value, types.WorkDoneProgressEnd) and value.message:
-                    if " ready on " in value.message:
-                        return
-                    if value.message.startswith("failed"):
-                        pytest.fail(f"model failed to load: {value.message}")
-        await asyncio.sleep(0.5)
-    pytest.fail("model not ready in time")
 
 
 def open_doc(client: LanguageClient, name: str, text: str, language: str = "python", version: int = 1) -> str:

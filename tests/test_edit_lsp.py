@@ -8,7 +8,6 @@ Tests that need no model (code action list, stale version, bad input) run first 
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 from typing import Union
 
@@ -19,12 +18,10 @@ from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from lsp_server import languages
+from lsp_support import SERVER, wait_for_model
 from lsp_server.positions import to_offset
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVER = [sys.executable, "-c",
-          f"import sys; sys.path.insert(0, {str(ROOT)!r}); from lsp_server.cli import main; sys.exit(main(['serve']))"]
-MODEL_TIMEOUT = 900  # the first run converts the embedded model into the cache
 
 AVERAGE = '''import math
 
@@ -154,22 +151,6 @@ async def code_actions(client: LanguageClient, uri: str, rng: types.Range, only=
     return await client.text_document_code_action_async(types.CodeActionParams(
         text_document=types.TextDocumentIdentifier(uri=uri), range=rng,
         context=types.CodeActionContext(diagnostics=[], only=only))) or []
-
-
-async def wait_for_model(client: LanguageClient) -> None:
-    """Until the server reports the model ready (its `$/progress` ends with "… ready on …")."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + MODEL_TIMEOUT
-    while loop.time() < deadline:
-        for values in list(client.progress_reports.values()):
-            for value in values:
-                if isinstance(value, types.WorkDoneProgressEnd) and value.message:
-                    if " ready on " in value.message:
-                        return
-                    if value.message.startswith("failed"):
-                        pytest.fail(f"model failed to load: {value.message}")
-        await asyncio.sleep(0.5)
-    pytest.fail("model not ready in time")
 
 
 async def wait_for_edit_progress(client: LanguageClient, seen: set) -> str:
