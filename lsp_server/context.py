@@ -34,7 +34,7 @@ HEADER_SHARE = 0.3  # at most this much of the prefix budget goes to kept import
 HEAD_CHARS = 8192  # imports are looked for in this much of the file's start
 BOUNDARY_SLACK = 0.25  # give up at most this share of the kept lines to cut at a statement boundary
 
-# Tree-sitter node types that are a function/class-like scope, and those that import something.
+# Tree-sitter node types that are a function/class-like scope.
 SCOPE_TYPES = frozenset({
     "function_definition", "class_definition",  # python, c, cpp
     "function_declaration", "generator_function_declaration", "class_declaration", "method_definition",
@@ -44,12 +44,6 @@ SCOPE_TYPES = frozenset({
     "func_literal",  # java/go
     "function_item", "impl_item", "trait_item", "struct_item", "enum_item", "mod_item",  # rust
     "class_specifier", "struct_specifier", "namespace_definition",  # c/cpp
-})
-IMPORT_TYPES = frozenset({
-    "import_statement", "import_from_statement", "future_import_statement",  # python, js/ts
-    "import_declaration", "package_clause", "package_declaration",  # go, java
-    "use_declaration", "extern_crate_declaration",  # rust
-    "preproc_include", "using_declaration",  # c/cpp
 })
 # Node types whose children are statements/declarations: a line starting one of those children is a
 # clean place to cut the prefix or suffix.
@@ -458,7 +452,7 @@ def _header_nodes(language: str, head: str) -> tuple[tuple[int, str], ...]:
     data = head.encode("utf-8")
     out = []
     for node in tree.root_node.named_children:
-        if node.type in IMPORT_TYPES and not node.has_error:
+        if node.type in languages.IMPORT_TYPES and not node.has_error:
             end = len(data[:node.end_byte].decode("utf-8", "replace"))
             out.append((end, data[node.start_byte:node.end_byte].decode("utf-8", "replace").rstrip("\n") + "\n"))
     return tuple(out)

@@ -27,7 +27,7 @@ DOCSTRING = "docstring"  # the structured "Add docstring" preset
 CONTEXT_CHARS = 2400  # enclosing scope shown to the model: a small model drowns in more
 IMPORT_LINES = 20
 
-# Tree-sitter node types that are a function/class-like scope, and those that import something.
+# Tree-sitter node types that are a function/class-like scope.
 SCOPE_TYPES = frozenset({
     "function_definition", "class_definition", "decorated_definition",  # python, c, cpp
     "function_declaration", "generator_function_declaration", "class_declaration", "method_definition",
@@ -35,12 +35,6 @@ SCOPE_TYPES = frozenset({
     "method_declaration", "constructor_declaration", "record_declaration", "type_declaration",  # java/go
     "function_item", "impl_item", "trait_item", "struct_item", "enum_item", "mod_item",  # rust
     "class_specifier", "struct_specifier", "namespace_definition",  # c/cpp
-})
-IMPORT_TYPES = frozenset({
-    "import_statement", "import_from_statement", "future_import_statement",  # python, js/ts
-    "import_declaration", "package_clause", "package_declaration",  # go, java
-    "use_declaration", "extern_crate_declaration",  # rust
-    "preproc_include", "using_declaration",  # c/cpp
 })
 
 # Display names for prompts and action titles.
@@ -170,7 +164,7 @@ def enclosing_scope(task: EditTask) -> Scope:
     end_b = start_b + len(task.selection.encode("utf-8"))
     imports = [
         data[n.start_byte:n.end_byte].decode("utf-8", "replace")
-        for n in tree.root_node.named_children if n.type in IMPORT_TYPES
+        for n in tree.root_node.named_children if n.type in languages.IMPORT_TYPES
     ]
     scope = _innermost_scope(tree.root_node, start_b, end_b)
     enclosing = ""

@@ -44,6 +44,14 @@ LANGUAGES: tuple[LanguageSpec, ...] = (
                  ("c++",)),
 )
 
+# Tree-sitter node types that import something (kept when a prompt's prefix is cut, given to edits).
+IMPORT_TYPES = frozenset({
+    "import_statement", "import_from_statement", "future_import_statement",  # python, js/ts
+    "import_declaration", "package_clause", "package_declaration",  # go, java
+    "use_declaration", "extern_crate_declaration",  # rust
+    "preproc_include", "using_declaration",  # c/cpp
+})
+
 _BY_ID: dict[str, LanguageSpec] = {}
 for _spec in LANGUAGES:
     _BY_ID[_spec.name] = _spec
