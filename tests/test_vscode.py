@@ -301,10 +301,14 @@ def test_search_code_in_vscode(tmp_path: Path):
     """infill: Search Code… lists ranked results from the workspace index; Enter opens the location."""
     _require_code_server()
     screenshot = ARTIFACTS / "vscode-search.png"
-    result = _run_vscode(tmp_path, "search", _infill_executable(), settings={"infill.indexEnable": True},
+    # Python completions off: the status bar must say so for the open Python file; search is unaffected.
+    result = _run_vscode(tmp_path, "search", _infill_executable(),
+                         settings={"infill.indexEnable": True, "infill.disabledLanguages": ["python"]},
+                         expectStatus="^infill: off for python$",
                          query="load settings from a json file", expectName="read_settings_file",
                          expectFile="settings_loader.py", screenshot=str(screenshot))
     print(f"search rows: {result['searchRows'][:3]}; cursor: {result['cursor']}")
+    assert "infill: off for python" in result["statusSeen"], result["statusSeen"]
     top = result["searchRows"][0]
     assert "read_settings_file" in top and "settings_loader.py:4" in top, result["searchRows"]
     assert "settings_loader.py" in result["activeTab"]

@@ -104,7 +104,7 @@ try {
   };
 
   if (opts.scenario === "search") {
-    await waitStatus(/^infill/, opts.readyTimeoutMs, /not installed|stopped/);
+    await waitStatus(opts.expectStatus ? new RegExp(opts.expectStatus) : /^infill/, opts.readyTimeoutMs, /not installed|stopped/);
     await page.keyboard.press("F1");
     await page.locator(".quick-input-widget input").waitFor({ timeout: 20_000 });
     await page.keyboard.type("infill: Search Code");
