@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lsp_server.index import Index  # noqa: E402
+from lsp_server.index import Index, fuse  # noqa: E402
 
 TEST_DIRS = {"test", "tests", "idle_test", "site-packages", "__pycache__"}
 MODES = ("bm25", "vector", "hybrid")
@@ -175,8 +175,9 @@ def main() -> int:
         found = {m: 0 for m in MODES}
         for case, vec in zip(cases, vectors):
             targets = keys[(case.path, case.name)]
+            found_ids = index.candidates(case.query, query_vector=vec)  # each ranker once; fused per mode
             for mode in MODES:
-                ids, _ = index.rank(case.query, 10, mode, query_vector=vec)
+                ids, _ = fuse(found_ids, 10, mode) if found_ids is not None else ([], [])
                 rank = next((i + 1 for i, cid in enumerate(ids) if cid in targets), None)
                 reciprocal[mode].append(1.0 / rank if rank else 0.0)
                 found[mode] += rank is not None

@@ -339,9 +339,6 @@ class _Lines:
             return 0
         return len(self.lines[row][:byte_col].decode("utf-8", "replace").encode("utf-16-le")) // 2
 
-    def end_of(self, row: int) -> int:
-        return self.utf16(row, len(self.lines[row])) if row < len(self.lines) else 0
-
 
 def chunk_file(path: str, data: bytes) -> list[Chunk]:
     """Chunks of one file: tree-sitter definitions plus top-level blocks, or line windows without a grammar."""
@@ -526,6 +523,29 @@ class Hit:
             "name": self.name, "kind": self.kind, "snippet": self.snippet, "score": round(self.score, 6),
             "path": self.path,
         }
+
+
+@dataclass
+class Candidates:
+    """What each ranker found for one query, best first."""
+
+    bm25: list[int]
+    vector: list[int]
+    exact: list[int]
+
+
+def fuse(found: Candidates, limit: int, mode: str = "hybrid") -> tuple[list[int], list[float]]:
+    """Reciprocal rank fusion of the rankers `mode` uses; exact symbol names outrank every fused score."""
+    fused: dict[int, float] = {}
+    lists = {"bm25": [found.bm25], "vector": [found.vector]}.get(mode, [found.bm25, found.vector])
+    for ranked in lists:
+        for rank, cid in enumerate(ranked):
+            fused[cid] = fused.get(cid, 0.0) + 1.0 / (RRF_K + rank + 1)
+    if mode == "hybrid":
+        for cid in found.exact:
+            fused[cid] = fused.get(cid, 0.0) + 1.0
+    best = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+    return [cid for cid, _ in best], [score for _, score in best]
 
 
 @dataclass
@@ -858,25 +878,23 @@ class Index:
     def rank(self, query: str, limit: int = 20, mode: str = "hybrid",
              query_vector: np.ndarray | None = None) -> tuple[list[int], list[float]]:
         """Chunk ids and scores, best first (`search` without building results)."""
+        limit = max(1, min(int(limit), 200))
+        found = self.candidates(query, max(CANDIDATES, limit), query_vector, mode)
+        return fuse(found, limit, mode) if found is not None else ([], [])
+
+    def candidates(self, query: str, n: int = CANDIDATES, query_vector: np.ndarray | None = None,
+                   mode: str = "hybrid") -> "Candidates | None":
+        """Each ranker's top `n` chunk ids (only the rankers `mode` needs); None for a query with no words."""
         query = (query or "")[:MAX_QUERY_CHARS].strip()
         words = query_terms(query)
         if not words:
             if not re.search(r"[^\W_]", query):
-                return [], []
+                return None
             words = terms(query)[:MAX_QUERY_TERMS]  # only stopwords ("where is it"): use them after all
-        limit = max(1, min(int(limit), 200))
-        fused: dict[int, float] = {}
-        if mode in ("hybrid", "bm25"):
-            for rank, cid in enumerate(self._bm25(words, CANDIDATES if mode == "hybrid" else limit)):
-                fused[cid] = fused.get(cid, 0.0) + 1.0 / (RRF_K + rank + 1)
-        if mode in ("hybrid", "vector"):
-            for rank, cid in enumerate(self._nearest(query, query_vector, CANDIDATES if mode == "hybrid" else limit)):
-                fused[cid] = fused.get(cid, 0.0) + 1.0 / (RRF_K + rank + 1)
-        if mode == "hybrid":
-            for cid in self._exact(query):
-                fused[cid] = fused.get(cid, 0.0) + 1.0  # exact symbol names outrank every fused score
-        best = sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
-        return [cid for cid, _ in best], [score for _, score in best]
+        return Candidates(
+            bm25=self._bm25(words, n) if mode in ("hybrid", "bm25") else [],
+            vector=self._nearest(query, query_vector, n) if mode in ("hybrid", "vector") else [],
+            exact=self._exact(query) if mode == "hybrid" else [])
 
     def _bm25(self, words: list[str], limit: int) -> list[int]:
         match = " OR ".join(f'"{w}"' for w in self._selective(words))
@@ -962,13 +980,6 @@ class Index:
             if r is not None:  # deleted between ranking and fetching
                 hits.append(Hit(r[1], r[2], r[3], r[4], r[5], r[6], r[7], snippet(r[8]), score))
         return hits
-
-    def chunk_key(self, chunk_id: int) -> tuple[str, str] | None:
-        """(relative path, name) of a chunk id (benchmarks match results by it)."""
-        with self._lock:
-            row = self._conn.execute("SELECT f.path, c.name FROM chunks c JOIN files f ON f.id=c.file_id"
-                                     " WHERE c.id=?", (chunk_id,)).fetchone()
-        return None if row is None else (self.rel(Path(row[0])), row[1])
 
 
 def snippet(text: str, max_lines: int = 6, max_chars: int = 400) -> str:
