@@ -112,12 +112,11 @@ def test_complete_with_a_user_model_directory(tiny_model, tiny_cache: Path, qwen
     text, line, col = sample_cursor()
     monkeypatch.setenv("INFILL_CACHE_DIR", str(tiny_cache))  # where qwen_engine's export already is
     model = ("--max-tokens", "4", "--model", str(tiny_model("qwen2.5-coder", "qwen2")))
-    full = complete_json(SAMPLE, line, col, *model)
-    offset = sum(len(x) for x in text.splitlines(keepends=True)[:line]) + col
-    cut = tmp_path / "sample.py"
-    cut.write_text(text[:offset] + "\n" * 3, encoding="utf-8")  # same prefix, no code after the cursor
-    no_suffix = complete_json(cut, line, col, *model)
-    assert full["raw"]["prompt_tokens"] > no_suffix["raw"]["prompt_tokens"]
+    plain = complete_json(SAMPLE, line, col, *model)
+    longer = tmp_path / "sample.py"
+    longer.write_text(text + "\n\ndef count(items):\n    return len(items)\n", encoding="utf-8")
+    with_more_suffix = complete_json(longer, line, col, *model)  # same prefix, more code after the cursor
+    assert with_more_suffix["raw"]["prompt_tokens"] > plain["raw"]["prompt_tokens"]
 
 
 def test_sample_file_is_shipped() -> None:
