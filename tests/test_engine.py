@@ -413,6 +413,31 @@ def test_gguf_that_fails_to_parse(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert not list((tmp_path / "cache").rglob(MANIFEST))  # nothing half-built was kept
 
 
+def test_failed_export_is_a_one_line_error_and_leaves_nothing(tiny_model, copy_model, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Damaged weights make the ONNX export fail: a clear error, no half-built folder left to be trusted."""
+    model = copy_model(tiny_model("codellama", "llama"), "damaged")
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
+    monkeypatch.setenv("INFILL_CACHE_DIR", str(tmp_path))
+    with pytest.raises(InferenceError) as exc:
+        Engine.load(str(model))
+    assert "damaged" in _one_line(exc)
+    built = [p for p in (tmp_path / "models").rglob("*") if p.is_dir() and p.name.startswith(("onnx", ".onnx"))]
+    assert not built and not list(tmp_path.rglob(MANIFEST))
+
+
+def test_cuda_request_without_cuda_is_a_clear_error() -> None:
+    from inference import choose_device
+
+    device, reason = choose_device("auto")
+    assert device in {"cpu", "cuda"} and reason
+    if device == "cpu":  # this machine: no CUDA build or no GPU
+        with pytest.raises(InferenceError) as exc:
+            choose_device("cuda")
+        assert "cpu" in _one_line(exc)
+
+
 def test_unknown_family_setting(tiny_model, tiny_cache: Path) -> None:
     with pytest.raises(InferenceError) as exc:
         load_tiny(tiny_model("qwen2.5-coder", "qwen2"), tiny_cache, family="gpt-9")
