@@ -20,7 +20,10 @@ The filled program plus the problem's `test` and `check(entry_point)` runs in be
 (subprocess, temp dir, resource limits, no network, no writes outside). pass@1 is greedy; exact match
 compares the filled lines with the canonical ones (trailing whitespace ignored).
 
-    python benchmarks/fim_quality.py [--model PATH] [--sets single,multi] [--limit N] [--seed S]
+`--oracle` runs no model: it feeds the true rest of the file through the pipeline's stop rule and
+post-processing, to show where the rules would cut a perfect answer (seconds for the full sets).
+
+    python benchmarks/fim_quality.py [--model PATH] [--sets single,multi] [--limit N] [--seed S] [--oracle]
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from inference import Engine, FimParts  # noqa: E402
 from lsp_server.config import Settings  # noqa: E402
-from lsp_server.features.completion import build_prompt, run_completion  # noqa: E402
+from lsp_server.features.completion import _heal, build_prompt, run_completion  # noqa: E402
+from lsp_server.postprocess import postprocess, stop_rule  # noqa: E402
 
 from benchmarks.sandbox import Limits, run_python  # noqa: E402
 
@@ -195,6 +199,38 @@ class Judge:
         return self._seen[program]
 
 
+def answer_oracle(engine: Engine, settings: Settings, task: Task) -> str:
+    """What the pipeline's rules make of a model that writes the true rest of the file: the stop rule
+    checked at every whitespace (where token boundaries fall), then the post-processing. A perfect
+    answer should come back as exactly the hole."""
+    prompt = build_prompt(engine, settings, URI, "python", task.prefix + task.suffix, len(task.prefix))
+    if prompt is None:
+        return ""
+    stream = prompt.lead + task.hole + task.suffix
+    rule = stop_rule(prompt.ctx)
+    stop = next((k for k in range(1, len(stream) + 1)
+                 if (k == len(stream) or stream[k - 1].isspace()) and rule(_heal(stream[:k], prompt.lead))),
+                len(stream))
+    return postprocess(_heal(stream[:stop], prompt.lead), prompt.ctx) or ""
+
+
+def run_oracle(engine: Engine, tasks: Sequence[Task], settings: Settings, judge: Judge) -> dict[str, dict]:
+    """Per set: how often the rules keep a perfect answer exact, and passing; the first misses."""
+    out: dict[str, dict] = {}
+    for task in tasks:
+        stats = out.setdefault(task.set, {"tasks": 0, "exact": 0, "pass": 0, "misses": []})
+        fill = answer_oracle(engine, settings, task)
+        stats["tasks"] += 1
+        if exact_match(fill, task.hole):
+            stats["exact"] += 1
+            stats["pass"] += 1  # the canonical solutions pass (tests/test_fim_quality.py)
+            continue
+        passed, _ = judge(task, fill)
+        stats["pass"] += passed
+        stats["misses"].append(task.task_id)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- run
 
 
@@ -260,7 +296,7 @@ def result_line(engine: Engine, summary: dict[str, dict[str, float]], args: argp
                 seconds: float) -> dict:
     names = {"single": "single_line", "multi": "multi_line"}
     line: dict = {"benchmark": "fim_quality", "model": engine.info.name, "family": engine.info.family,
-                  "fim": engine.supports_fim, "device": engine.info.device, "limit": args.limit, "seed": args.seed,
+                  "fim": engine.supports_fim, "device": engine.info.device, "limit": args.limit, "multi_limit": args.multi_limit, "seed": args.seed,
                   "multi_per_problem": args.multi_per_problem,
                   "seconds": round(seconds, 1)}
     for set_name, s in summary.items():
@@ -290,11 +326,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="local HF or ONNX model directory (default: embedded)")
     parser.add_argument("--sets", default="single,multi", help="comma-separated: single, multi")
     parser.add_argument("--limit", type=int, default=None, help="at most N tasks per set (sampled with --seed)")
+    parser.add_argument("--multi-limit", type=int, default=None, help="at most N multi-line tasks (default: --limit)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--multi-per-problem", type=int, default=1,
                         help="multi-line blocks drawn per problem (0 = all 5,815)")
     parser.add_argument("--raw-tokens", type=int, default=None,
                         help="raw max_new_tokens (default: the pipeline's single/multi-line budgets)")
+    parser.add_argument("--oracle", action="store_true",
+                        help="no generation: feed the true continuation through the pipeline's rules")
     parser.add_argument("--records", type=Path, default=None, help="write every task's answers here (JSONL)")
     args = parser.parse_args(argv)
     sets = [s.strip() for s in args.sets.split(",") if s.strip()]
@@ -311,13 +350,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         tasks += limit_tasks(single_line_tasks(problems), args.limit, args.seed)
     if "multi" in sets:
         per = args.multi_per_problem or None
-        tasks += limit_tasks(multi_line_tasks(problems, args.seed, per), args.limit, args.seed)
+        multi_limit = args.multi_limit if args.multi_limit is not None else args.limit
+        tasks += limit_tasks(multi_line_tasks(problems, args.seed, per), multi_limit, args.seed)
 
     started = time.perf_counter()
     engine = Engine.load(args.model)
     print(f"model {engine.info.name} ({engine.info.family}, fim={engine.supports_fim}) loaded in "
           f"{time.perf_counter() - started:.1f}s; {len(tasks)} tasks", file=sys.stderr)
     started = time.perf_counter()
+    if args.oracle:
+        names = {"single": "single_line", "multi": "multi_line"}
+        found = run_oracle(engine, tasks, settings, Judge(Limits()))
+        line: dict = {"benchmark": "fim_quality_oracle", "model": engine.info.name, "limit": args.limit,
+                      "seed": args.seed, "multi_per_problem": args.multi_per_problem}
+        print(f"{'set':<8} {'tasks':>6} {'kept exact':>11} {'pass@1':>8}  first misses")
+        for set_name, st in found.items():
+            n = max(1, st["tasks"])
+            print(f"{set_name:<8} {st['tasks']:>6} {st['exact'] / n * 100:>10.1f}% {st['pass'] / n * 100:>7.1f}%  "
+                  f"{' '.join(st['misses'][:6])}")
+            line.update({f"{names[set_name]}_tasks": st["tasks"], f"{names[set_name]}_oracle_exact": round(st["exact"] / n, 4),
+                         f"{names[set_name]}_oracle_pass1": round(st["pass"] / n, 4)})
+        print(json.dumps(line))
+        return 0
     records_file = args.records.open("w", encoding="utf-8") if args.records else None
 
     def progress(n: int, total: int, record: Record) -> None:

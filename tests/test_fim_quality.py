@@ -158,3 +158,13 @@ def test_tiny_run_prints_table_and_json(capsys, tmp_path: Path) -> None:
     rows = [json.loads(line) for line in records.read_text().splitlines()]
     assert [r["set"] for r in rows] == ["single", "multi"]
     assert all(r["raw"]["finish"] in ("length", "eos") for r in rows)  # raw is cut only by the model or budget
+
+
+@pytest.mark.slow
+def test_oracle_keeps_perfect_single_line_answers_exact(default_engine, problems) -> None:
+    """A model that writes the true rest of the file gets exactly the hole back from the pipeline."""
+    tasks = fq.single_line_tasks(problems[:3])
+    found = fq.run_oracle(default_engine, tasks, Settings(), fq.Judge(QUICK))
+    assert found["single"]["tasks"] == len(tasks)
+    assert found["single"]["misses"] == []
+    assert found["single"]["exact"] == len(tasks)
