@@ -268,12 +268,7 @@ def build_prompt(engine: Engine, settings: Settings, uri: str, language_id: str 
                         other_budget_tokens=settings.other_documents_tokens)
     extra = "".join(s if s.endswith("\n") else s + "\n" for s in ctx.extra)
     prefix = extra + ctx.prefix
-    # Token healing: tokenizers merge a line break with the indentation after it ("\n       "), so a
-    # prompt ending at a line start (blanks or not) splits that token and small models restart at
-    # column 0 (comments, prose). Cut the line break and the blanks; expect them back in the answer.
-    stripped = prefix.rstrip(" \t")
-    lead = prefix[len(stripped) - 1:] if stripped.endswith("\n") else ""
-    prefix = prefix[:len(prefix) - len(lead)]
+    prefix, lead = heal(prefix)
     if not prefix.strip() and not engine.supports_fim:
         return None
     max_tokens = settings.max_tokens_multi_line if ctx.multiline else settings.max_tokens_single_line
@@ -299,6 +294,20 @@ def run_completion(engine: Engine, prompt: Prompt, temperature: float = 0.0,
 def _snippet_literal(text: str) -> str:
     """Escape text so that a snippet inserts it as is."""
     return text.replace("\\", "\\\\").replace("$", "\\$").replace("}", "\\}")
+
+
+def heal(prefix: str) -> tuple[str, str]:
+    """Token healing: (prompt prefix, text the answer is expected to start with).
+
+    Tokenizers merge a line break with the indentation after it ("\\n    "), so a
+    prompt ending at a line start (blanks or not) splits that token and small models restart at
+    column 0 (comments, prose): cut the line break and the blanks and expect them back in the answer.
+    Mid-line, BPE vocabularies glue a space to the word after it (" return"), so a prompt ending in a
+    typed space is healed the same way: that one space moves into the expected answer.
+    """
+    stripped = prefix.rstrip(" \t")
+    lead = prefix[len(stripped) - 1:] if stripped.endswith("\n") else (" " if prefix.endswith(" ") else "")
+    return prefix[:len(prefix) - len(lead)], lead
 
 
 def _heal(text: str, lead: str) -> str:
