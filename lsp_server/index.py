@@ -42,8 +42,8 @@ MAX_CHUNK_CHARS = 20_000
 MAX_QUERY_CHARS = 2_000
 MAX_QUERY_TERMS = 32
 WINDOW_LINES = 40  # line-window fallback (and the most lines of top-level code in one block chunk)
-RRF_K = 60
-CANDIDATES = 50  # per ranker, before fusion
+RRF_K = 10  # tuned on the stdlib retrieval set: 10 beat 30 and 60 (MRR@10 .379 vs .372 vs .370)
+CANDIDATES = 100  # per ranker, before fusion
 COMMON_TERM_SHARE = 0.1  # query terms in more than this share of chunks are left out of BM25
 EMBED_HEAD_CHARS = 600  # the embedder sees MAX_TOKENS tokens; no need to tokenize the whole chunk
 
@@ -946,7 +946,8 @@ class Index:
         ids, matrix = self._vectors()
         if len(ids) == 0:
             return []
-        sims = matrix @ query_vector.astype(np.float32)
+        with _one_blas_thread():  # a matrix-vector product is memory-bound: a second thread only adds waiting
+            sims = matrix @ query_vector.astype(np.float32)
         k = min(limit, len(ids))
         top = np.argpartition(-sims, k - 1)[:k]
         top = top[np.argsort(-sims[top], kind="stable")]
@@ -980,6 +981,23 @@ class Index:
             if r is not None:  # deleted between ranking and fetching
                 hits.append(Hit(r[1], r[2], r[3], r[4], r[5], r[6], r[7], snippet(r[8]), score))
         return hits
+
+
+_BLAS = None
+
+
+def _one_blas_thread():
+    """Context manager limiting numpy's BLAS to one thread (a no-op without threadpoolctl)."""
+    global _BLAS
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        import contextlib
+
+        return contextlib.nullcontext()
+    if _BLAS is None:
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
 
 
 def snippet(text: str, max_lines: int = 6, max_chars: int = 400) -> str:
