@@ -119,13 +119,17 @@ def indent_end(text: str, ctx: CompletionContext, final: bool = False) -> int | 
     if after is None:  # still inside brackets opened before the cursor
         return None
     first = text.split("\n", 1)[0]
+    floor, levels = _suffix_floor(ctx), _enclosing_levels(ctx.prefix)
     if ctx.line_prefix.strip():  # after code: the block's body, or the cursor line's block
         limit = indent_width(ctx.block_indent) + 1 if ctx.opens_block else indent_width(ctx.indent)
-    elif first.strip():  # on an empty line the suggestion's first line sets the indentation
-        limit = indent_width(ctx.line_prefix + first)
+    elif first.strip():  # on an empty line the suggestion's first code line sets the indentation
+        lines = [ctx.line_prefix + first] + text.split("\n")[1:]
+        code = next((line for line in lines if _is_code(line)), None)
+        limit = indent_width(lines[0] if code is None else code)
+        if code is not None and limit == 0 and floor > 1 and max(levels, default=0) > 0:
+            return 0  # column 0 between indented lines (prose, usage examples) would end the block early
     else:  # the code starts on a later line: only going left of the cursor ends it
         limit = indent_width(ctx.line_prefix)
-    floor, levels = _suffix_floor(ctx), _enclosing_levels(ctx.prefix)
     skip = _inside_spans(text, ctx.language)
     kept = len(first)  # end of the last line that belongs to the block
     dedented_comment = False

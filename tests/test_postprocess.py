@@ -67,6 +67,11 @@ GOLDEN = [
      "total += x\n    return total\n\nprint(f([1]))", "total += x\n    return total"),
     ("python", "def f(xs):\n    for x in xs:\n        █\n", "y = x\n  z = 1", "y = x"),  # not a block's level
     ("python", "def f(xs):\n    for x in xs:\n        █\n    return xs\n", "y = x\n    print(x)", "y = x"),
+    # column 0 between indented lines is prose or a usage example, not the function's next line
+    ("python", "def f(v):\n    v = v.strip()\n█\n    if v:\n        return 1\n",
+     "# Example usage\nprint(f('1'))\nprint(f('2'))", None),
+    ("python", "def f(v):\n    v = v.strip()\n█\n    if v:\n        return 1\n",
+     "# strip zeros\n    v = v.rstrip('0')\nprint(v)", "# strip zeros\n    v = v.rstrip('0')"),
     # single line
     ("python", "def f(x):\n    y = █\n    return y\n", "x + 1\n    z = 2", "x + 1"),
     ("python", "def f(x):\n    y = █ + 1\n", "x\n + 2", "x"),
