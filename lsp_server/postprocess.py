@@ -20,6 +20,7 @@ from lsp_server.context import (BRACKETS, OPENERS, CompletionContext, bracket_ev
 MAX_REPEAT_PERIOD = 3  # repetition_end looks for cycles of this many lines at most
 MAX_PARSE_RETRIES = 6  # multi-line suggestions that break the parse are shortened this many lines at most
 _WORD = re.compile(r"\w")
+_DEF = re.compile(r"[ \t]*(?:async[ \t]+)?def[ \t]")
 
 
 def stop_rule(ctx: CompletionContext) -> Callable[[str], bool]:
@@ -109,9 +110,9 @@ def indent_end(text: str, ctx: CompletionContext, final: bool = False) -> int | 
     The limit is the cursor line's indentation, one deeper when the cursor line opens the block
     (`def f():`). Lines inside brackets or strings of the suggestion do not count, nor lines before
     the suggestion closes the brackets open at the cursor (continuation lines may be indented anyhow).
-    A dedented comment does not end the block, but is not kept at its end either. When the code after
-    the cursor is less indented (the cursor is at the end of a loop, of a function), the suggestion may
-    dedent to an enclosing block's level right of that code: it may finish the blocks, not start new ones.
+    A dedented comment does not end the block, but is not kept at its end either. When nothing of the
+    enclosing function follows the cursor, the suggestion may dedent to the levels of that function's
+    blocks: it may finish the function, not start new code after it.
     """
     if ctx.language != "python" or ctx.in_string:
         return None
@@ -119,14 +120,17 @@ def indent_end(text: str, ctx: CompletionContext, final: bool = False) -> int | 
     if after is None:  # still inside brackets opened before the cursor
         return None
     first = text.split("\n", 1)[0]
-    floor, levels = _suffix_floor(ctx), _enclosing_levels(ctx.prefix)
+    follows = _next_code_indent(ctx)
+    inner, def_level = _function_levels(ctx.prefix)
+    # nothing of the enclosing function follows the cursor: the suggestion may finish its blocks
+    finishable = inner if def_level is not None and follows is not None and follows <= def_level else set()
     if ctx.line_prefix.strip():  # after code: the block's body, or the cursor line's block
         limit = indent_width(ctx.block_indent) + 1 if ctx.opens_block else indent_width(ctx.indent)
     elif first.strip():  # on an empty line the suggestion's first code line sets the indentation
         lines = [ctx.line_prefix + first] + text.split("\n")[1:]
         code = next((line for line in lines if _is_code(line)), None)
         limit = indent_width(lines[0] if code is None else code)
-        if code is not None and limit == 0 and floor > 1 and max(levels, default=0) > 0:
+        if code is not None and limit == 0 and follows is not None and follows > 0:
             return 0  # column 0 between indented lines (prose, usage examples) would end the block early
     else:  # the code starts on a later line: only going left of the cursor ends it
         limit = indent_width(ctx.line_prefix)
@@ -141,7 +145,7 @@ def indent_end(text: str, ctx: CompletionContext, final: bool = False) -> int | 
         width = indent_width(line)
         out = start >= after and line.strip() and not skip(start) and width < limit
         if out and _is_code(line):
-            if width < floor or width not in levels:
+            if width not in finishable:
                 return kept  # dedented comments just before it go with it
             limit, out = width, False  # back in an enclosing block that has no more code after the cursor
         if out:
@@ -219,27 +223,29 @@ def suffix_repeat(text: str, ctx: CompletionContext, final: bool = False) -> int
     return None
 
 
-def _suffix_floor(ctx: CompletionContext) -> int:
-    """One more than the indentation of the first code line after the cursor (1 if there is none);
-    unbounded when the suffix was cut before any code (what follows is unknown)."""
+def _next_code_indent(ctx: CompletionContext) -> int | None:
+    """The indentation of the first code line after the cursor's line; -1 when no code follows,
+    None when the suffix was cut before any (what follows is unknown)."""
     for line in ctx.suffix.split("\n")[1:]:
         if _is_code(line):
-            return indent_width(line) + 1
-    return 1 << 30 if ctx.suffix_cut else 1
+            return indent_width(line)
+    return None if ctx.suffix_cut else -1
 
 
-def _enclosing_levels(prefix: str) -> set[int]:
-    """The indentations of the blocks around the end of `prefix` (each code line less indented than
-    every one below it, up to column 0)."""
+def _function_levels(prefix: str) -> tuple[set[int], int | None]:
+    """The indentations of the blocks around the end of `prefix` inside the enclosing function, and
+    that `def` line's indentation (None outside any function)."""
     levels: set[int] = set()
     current = 1 << 30
     for line in reversed(prefix.split("\n")[:-1]):
         if _is_code(line) and indent_width(line) < current:
             current = indent_width(line)
+            if _DEF.match(line):
+                return levels, current
             levels.add(current)
             if not current:
                 break
-    return levels
+    return levels, None
 
 
 def _is_code(line: str) -> bool:

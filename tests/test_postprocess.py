@@ -66,6 +66,8 @@ GOLDEN = [
     ("python", "def f(xs):\n    total = 0\n    for x in xs:\n        █\n",
      "total += x\n    return total\n\nprint(f([1]))", "total += x\n    return total"),
     ("python", "def f(xs):\n    for x in xs:\n        █\n", "y = x\n  z = 1", "y = x"),  # not a block's level
+    ("python", "def f(d):\n    try:\n        if d > 1:\n            █\n    except ValueError:\n        pass\n",
+     "return 1\n        if d > 2:\n            return 2", "return 1"),  # the function goes on after the cursor
     ("python", "def f(xs):\n    for x in xs:\n        █\n    return xs\n", "y = x\n    print(x)", "y = x"),
     # column 0 between indented lines is prose or a usage example, not the function's next line
     ("python", "def f(v):\n    v = v.strip()\n█\n    if v:\n        return 1\n",
