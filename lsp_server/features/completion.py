@@ -160,18 +160,26 @@ class CompletionFeature(Feature):
         start = types.Position(*to_position(source, word_start))
         label = (word + text).splitlines()[0][:80] or text[:80]
         # As a snippet (escaped, so it inserts literally): Neovim 0.11 inserts only the first word of a
-        # plain-text item with a text edit.
+        # plain-text item with a text edit. Plain text for clients without snippets (Emacs eglot without
+        # yasnippet), which would insert the escapes.
+        snippet = self._client_has_snippets()
         item = types.CompletionItem(
             label=label, kind=types.CompletionItemKind.Text, detail="infill", filter_text=word + text,
             text_edit=types.TextEdit(range=types.Range(start=start, end=params.position),
-                                     new_text=_snippet_literal(word + text)),
-            insert_text_format=types.InsertTextFormat.Snippet, sort_text="0")
+                                     new_text=_snippet_literal(word + text) if snippet else word + text),
+            insert_text_format=types.InsertTextFormat.Snippet if snippet else types.InsertTextFormat.PlainText,
+            sort_text="0")
         return types.CompletionList(is_incomplete=True, items=[item])
 
     def _snippets(self, engine: Engine, uri: str, language_id: str | None) -> list[str]:
         """Code near recent edits in other documents (the same for a request and its warm-up)."""
         return self._recent.pick(engine.count_tokens, self.server.settings.other_documents_tokens,
                                  exclude_uri=uri, comment=comment_prefix(language_id, uri_path(uri)))
+
+    def _client_has_snippets(self) -> bool:
+        caps = self.server.client_capabilities
+        completion = caps and caps.text_document and caps.text_document.completion
+        return bool(completion and completion.completion_item and completion.completion_item.snippet_support)
 
     def _client_has_inline_completion(self) -> bool:
         caps = self.server.client_capabilities
