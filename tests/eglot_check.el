@@ -68,6 +68,37 @@
                              (list :command "infill.search"
                                    :arguments (vector (list :query "even number" :limit 3))))))
   (infill-check-report "search" (if (sequencep hits) (length hits) hits)))
+;; workspace/symbol, what `M-x xref-find-apropos' asks (the index may still be building: retry).
+(infill-check-report "symbols"
+                     (infill-check-wait
+                      (lambda ()
+                        (mapcar (lambda (s) (plist-get s :name))
+                                (jsonrpc-request infill-server :workspace/symbol '(:query "area"))))
+                      "workspace/symbol results"))
+
+;; Run the "Add docstring" action on the first function as `M-x eglot-code-actions' does: its command
+;; goes to workspace/executeCommand, and the server answers with a workspace/applyEdit.
+(when (getenv "INFILL_EDIT")
+  (eglot--signal-textDocument/didChange)
+  (goto-char (point-min))
+  (let* ((end (save-excursion (forward-line 2) (point)))
+         (actions (jsonrpc-request infill-server :textDocument/codeAction
+                                   (list :textDocument (eglot--TextDocumentIdentifier)
+                                         :range (list :start (eglot--pos-to-lsp-position (point-min))
+                                                      :end (eglot--pos-to-lsp-position end))
+                                         :context (list :diagnostics []))))
+         (action (seq-find (lambda (a) (equal (plist-get a :title) "Add docstring")) actions))
+         (command (plist-get action :command))
+         (eglot-confirm-server-initiated-edits nil) ; a user answers "Proceed? (y or n)"; batch cannot
+         (before (buffer-string))
+         (start (float-time)))
+    (unless command (infill-check-fail "no Add docstring action in %S" actions))
+    (condition-case err
+        (eglot-execute-command infill-server (plist-get command :command) (plist-get command :arguments))
+      (error (infill-check-report "execute_error" (error-message-string err))))
+    (infill-check-wait (lambda () (not (equal before (buffer-string)))) "the edit to be applied")
+    (infill-check-report "edited" (list :seconds (round (- (float-time) start))
+                                        :text (buffer-substring-no-properties (point-min) (point-max))))))
 
 (eglot-shutdown infill-server)
 (kill-emacs 0)
