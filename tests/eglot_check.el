@@ -1,7 +1,7 @@
 ;;; eglot_check.el --- drive Emacs + eglot against `infill serve' in batch mode  -*- lexical-binding: t -*-
 
 ;; Used by tests/test_other_editors.py and by hand:
-;;   INFILL_INIT=init.el INFILL_FILE=sample.py emacs --batch -l tests/eglot_check.el
+;;   INFILL_INIT=init.el INFILL_FILE=sample.py [INFILL_EDIT=1] emacs --batch -l tests/eglot_check.el
 ;; INFILL_INIT is the user's config (the Emacs block of editors/README.md); INFILL_FILE a Python file
 ;; whose last line ends where completion is asked.  Prints one line per check, "INFILL <name> <json>",
 ;; and exits non-zero when a step fails, so the caller can tell which part broke.
@@ -78,7 +78,7 @@
 
 ;; Run the "Add docstring" action on the first function as `M-x eglot-code-actions' does: its command
 ;; goes to workspace/executeCommand, and the server answers with a workspace/applyEdit.
-(when (getenv "INFILL_EDIT")
+(when (equal (getenv "INFILL_EDIT") "1")
   (eglot--signal-textDocument/didChange)
   (goto-char (point-min))
   (let* ((end (save-excursion (forward-line 2) (point)))

@@ -43,9 +43,9 @@ def _venv_infill() -> Path:
     return Path(sys.executable).parent / "infill"
 
 
-def _emacs_has_eglot(emacs: str) -> bool:
+def _emacs_has(emacs: str, feature: str) -> bool:
     probe = subprocess.run([emacs, "--batch", "--eval", "(progn (require 'package) (package-initialize)"
-                            " (princ (if (require 'eglot nil t) \"yes\" \"no\")))"],
+                            f" (princ (if (require '{feature} nil t) \"yes\" \"no\")))"],
                            capture_output=True, text=True, timeout=60)
     return probe.stdout.strip().endswith("yes")
 
@@ -55,16 +55,20 @@ def _emacs_has_eglot(emacs: str) -> bool:
 
 @pytest.mark.e2e
 @pytest.mark.slow
-def test_emacs_eglot_readme_config(tmp_path: Path) -> None:
+@pytest.mark.parametrize("snippets", [False, True], ids=["plain", "yasnippet"])
+def test_emacs_eglot_readme_config(tmp_path: Path, snippets: bool) -> None:
+    """Without yasnippet eglot inserts completion text as is; with it, it expands snippets."""
     emacs = shutil.which("emacs")
     if emacs is None:
         pytest.skip("emacs is not installed (apt-get install emacs-nox elpa-eglot)")
-    if not _emacs_has_eglot(emacs):
+    if not _emacs_has(emacs, "eglot"):
         pytest.skip("eglot is not available to Emacs (apt-get install elpa-eglot, or Emacs >= 29)")
+    if snippets and not _emacs_has(emacs, "yasnippet"):
+        pytest.skip("yasnippet is not available to Emacs (apt-get install elpa-yasnippet)")
     if not _venv_infill().exists():
         pytest.skip(f"no `infill` executable next to {sys.executable} (pip install -e .)")
     init = tmp_path / "init.el"
-    init.write_text(_blocks("elisp")[0], encoding="utf-8")
+    init.write_text(_blocks("elisp")[0] + ("(yas-global-mode 1)\n" if snippets else ""), encoding="utf-8")
     project = tmp_path / "project"
     project.mkdir()
     subprocess.run(["git", "init", "-q", str(project)], check=True)  # eglot's project root, as a user's repo
@@ -79,7 +83,7 @@ def test_emacs_eglot_readme_config(tmp_path: Path) -> None:
             return f"Hello, {name
         '''), encoding="utf-8")
     env = dict(os.environ, PATH=f"{_venv_infill().parent}{os.pathsep}{os.environ.get('PATH', '')}",
-               INFILL_INIT=str(init), INFILL_FILE=str(sample), INFILL_EDIT="1",
+               INFILL_INIT=str(init), INFILL_FILE=str(sample), INFILL_EDIT="" if snippets else "1",
                INFILL_TIMEOUT=str(EMACS_TIMEOUT - 60))
     run = subprocess.run([emacs, "--batch", "-l", str(ELISP_DRIVER)], capture_output=True, text=True,
                          env=env, timeout=EMACS_TIMEOUT, cwd=project)
@@ -97,6 +101,9 @@ def test_emacs_eglot_readme_config(tmp_path: Path) -> None:
     assert inserted.strip() and "\\" not in inserted, log
     assert {"Add docstring", "Fix the bug"} <= set(results["actions"]), log
     assert isinstance(results["search"], int) and results["search"] >= 1, log
+    assert results["symbols"], log
+    if snippets:
+        return
     # The code action's workspace/applyEdit changed the first function and nothing after it.
     edited = results["edited"]["text"]
     assert edited.startswith("def area(width, height):\n") and '"""' in edited.split("def greet")[0], log
