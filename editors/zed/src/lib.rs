@@ -9,14 +9,27 @@ impl zed::Extension for InfillExtension {
         InfillExtension
     }
 
-    fn language_server_command(&mut self, _id: &LanguageServerId, worktree: &Worktree) -> Result<zed::Command> {
-        let binary = LspSettings::for_worktree("infill", worktree).ok().and_then(|s| s.binary);
-        let args = binary.as_ref().and_then(|b| b.arguments.clone()).unwrap_or_else(|| vec!["serve".into()]);
+    fn language_server_command(
+        &mut self,
+        _id: &LanguageServerId,
+        worktree: &Worktree,
+    ) -> Result<zed::Command> {
+        let binary = LspSettings::for_worktree("infill", worktree)
+            .ok()
+            .and_then(|s| s.binary);
+        let args = binary
+            .as_ref()
+            .and_then(|b| b.arguments.clone())
+            .unwrap_or_else(|| vec!["serve".into()]);
         let path = binary
             .and_then(|b| b.path)
             .or_else(|| worktree.which("infill"))
             .ok_or("infill is not on PATH: install infill (`pip install -e /path/to/infill`) or set lsp.infill.binary.path in settings.json")?;
-        Ok(zed::Command { command: path, args, env: worktree.shell_env() })
+        Ok(zed::Command {
+            command: path,
+            args,
+            env: worktree.shell_env(),
+        })
     }
 
     fn language_server_initialization_options(
@@ -24,7 +37,9 @@ impl zed::Extension for InfillExtension {
         _id: &LanguageServerId,
         worktree: &Worktree,
     ) -> Result<Option<serde_json::Value>> {
-        Ok(LspSettings::for_worktree("infill", worktree).ok().and_then(|s| s.initialization_options))
+        Ok(LspSettings::for_worktree("infill", worktree)
+            .ok()
+            .and_then(|s| s.initialization_options))
     }
 
     fn language_server_workspace_configuration(
@@ -32,7 +47,9 @@ impl zed::Extension for InfillExtension {
         _id: &LanguageServerId,
         worktree: &Worktree,
     ) -> Result<Option<serde_json::Value>> {
-        Ok(LspSettings::for_worktree("infill", worktree).ok().and_then(|s| s.settings))
+        Ok(LspSettings::for_worktree("infill", worktree)
+            .ok()
+            .and_then(|s| s.settings))
     }
 }
 
