@@ -832,7 +832,10 @@ class Index:
 
     def embed_pending(self, progress: Progress | None = None, cancel: threading.Event | None = None,
                       batch: int = 64) -> int:
-        """Embed every chunk text that has no vector yet; returns how many were embedded."""
+        """Embed every chunk text that has no vector yet; returns how many were embedded.
+
+        Batches are drawn at random, so two servers on one workspace rarely embed the same texts twice.
+        """
         embedder = self._embedder
         if embedder is None:
             return 0
@@ -842,7 +845,7 @@ class Index:
             with self._lock:
                 rows = self._conn.execute(
                     "SELECT c.embed_hash, c.name, c.kind, f.path, c.text FROM chunks c JOIN files f ON f.id=c.file_id"
-                    " WHERE c.embed_hash NOT IN (SELECT hash FROM vectors) GROUP BY c.embed_hash LIMIT ?",
+                    " WHERE c.embed_hash NOT IN (SELECT hash FROM vectors) GROUP BY c.embed_hash ORDER BY random() LIMIT ?",
                     (batch,)).fetchall()
             if not rows:
                 break
