@@ -83,7 +83,7 @@ def test_canonical_fill_passes_and_wrong_fills_fail(problems) -> None:
 
 
 @pytest.mark.parametrize("program, reason", [
-    ("while True:\n    pass\n", "timeout"),
+    ("while True:\n    pass\n", "timeout|cpu limit"),  # whichever comes first on a busy machine
     ("while True:\n    print('x' * 100000)\n", "File too large"),
     ("import os\nos.fork()\n", "os.fork is not allowed"),
     ("import subprocess\nsubprocess.run(['true'])\n", "subprocess.Popen is not allowed"),
@@ -93,7 +93,7 @@ def test_canonical_fill_passes_and_wrong_fills_fail(problems) -> None:
 def test_sandbox_stops_bad_programs_and_counts_them_as_failures(program: str, reason: str) -> None:
     outcome = run_python(program, QUICK)
     assert not outcome.passed
-    assert reason in outcome.reason
+    assert any(r in outcome.reason for r in reason.split("|")), outcome.reason
 
 
 def test_sandbox_keeps_writes_inside_its_directory(tmp_path: Path) -> None:
