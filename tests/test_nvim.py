@@ -265,12 +265,7 @@ def test_inline_completion_is_inserted_at_the_cursor(workspace: Path, case: str)
             ghost = _trigger_until_ghost(nvim, row, timeout=180)
             # the start of the ghost text: a long suggestion runs off the 80-column screen
             _save_screen(nvim, f"nvim-inline-{case}.txt", ghost["text"].split("\n")[0][:16])
-            tick = nvim.lua("return vim.b.changedtick")
-            nvim.input("<Tab>")
-            nvim.wait_for("return vim.b.changedtick ~= ...", tick, timeout=10)
-            nvim.input("<Esc>")
-            nvim.wait_for("return vim.api.nvim_get_mode().mode == 'n'", timeout=10)
-            nvim.cmd("write")
+            _accept_ghost_and_write(nvim)
         except NvimError as exc:
             pytest.fail(f"{exc}\nprogress: {nvim.progress()}\nmessages: {nvim.messages()}\n{nvim.logs()}")
     after = path.read_bytes()
@@ -300,16 +295,21 @@ def test_typing_while_a_suggestion_is_pending(workspace: Path) -> None:
                 nvim.input(char)
                 time.sleep(0.12)
             ghost = nvim.wait_for(GHOST, timeout=120, interval=0.2)
-            tick = nvim.lua("return vim.b.changedtick")
-            nvim.input("<Tab>")
-            nvim.wait_for("return vim.b.changedtick ~= ...", tick, timeout=10)
-            nvim.input("<Esc>")
-            nvim.wait_for("return vim.api.nvim_get_mode().mode == 'n'", timeout=10)
-            nvim.cmd("write")
+            _accept_ghost_and_write(nvim)
         except NvimError as exc:
             pytest.fail(f"{exc}\nmessages: {nvim.messages()}\n{nvim.logs()}")
     assert (ghost["row"], ghost["col"]) == (row, offset - (before.rfind(b"\n", 0, offset) + 1) + len(typed))
     assert path.read_bytes() == before[:offset] + typed.encode() + ghost["text"].encode() + before[offset:]
+
+
+def _accept_ghost_and_write(nvim: Nvim) -> None:
+    """Accept the shown suggestion with <Tab> (as a user would), leave insert mode and save the file."""
+    tick = nvim.lua("return vim.b.changedtick")
+    nvim.input("<Tab>")
+    nvim.wait_for("return vim.b.changedtick ~= ...", tick, timeout=10)
+    nvim.input("<Esc>")
+    nvim.wait_for("return vim.api.nvim_get_mode().mode == 'n'", timeout=10)
+    nvim.cmd("write")
 
 
 def _save_screen(nvim: Nvim, name: str, expect: str) -> None:
