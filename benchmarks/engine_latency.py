@@ -4,7 +4,8 @@
 
 - ttft cold: a ~500-token code prompt the engine has never seen (a different stdlib module each run).
 - ttft warm: the same prompt after a 1-5 token edit at its end (typing), so only the tail is computed.
-- decode: tokens/s after the first token, greedy, no stop strings.
+- decode: tokens/s after the first token, greedy, no stop strings; with prompt-lookup drafts (what ships)
+  and, as the baseline in the same run, without them (one forward pass per token). Both give the same tokens.
 - peak RSS of this process after the ONNX runs (before torch is imported).
 - torch: `inference.reference.TorchReference` (greedy with a KV cache, 2 threads) on the same prompts.
 Every number is the median of --runs runs after one warm-up. Run it alone: ONNX Runtime's threads spin, so
@@ -49,11 +50,18 @@ def timed_first_token(engine: Engine, prompt: str) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def decode_rate(engine: Engine, prompt: str, new_tokens: int) -> float:
-    result = engine.complete(prompt, max_new_tokens=new_tokens)
+def decode_rate(engine: Engine, prompt: str, new_tokens: int, lookup: bool = True) -> tuple[float, float]:
+    """(tokens/s after the first token, share of drafted tokens the model kept)."""
+    result = engine.complete(prompt, max_new_tokens=new_tokens, lookup=lookup)
     steps = result.generated_tokens - 1
     seconds = (result.total_ms - result.ttft_ms) / 1000
-    return steps / seconds if steps > 0 and seconds > 0 else 0.0
+    kept = result.accepted_tokens / result.drafted_tokens if result.drafted_tokens else 0.0
+    return (steps / seconds if steps > 0 and seconds > 0 else 0.0), kept
+
+
+def _record(rate_and_kept: tuple[float, float], kept: list[float]) -> float:
+    kept.append(rate_and_kept[1])
+    return rate_and_kept[0]
 
 
 def peak_rss_mb() -> float:
@@ -110,7 +118,12 @@ def main() -> int:
     for piece in TYPED:
         typed.append(typed[-1] + piece)
     ttft_warm = median_runs(lambda i: timed_first_token(engine, typed[i + 2]), min(args.runs, len(TYPED) - 1))
-    decode = median_runs(lambda i: decode_rate(engine, prompts[i + 1], args.new_tokens), args.runs)
+    decode_plain = median_runs(lambda i: decode_rate(engine, prompts[i + 1], args.new_tokens, lookup=False)[0],
+                               args.runs)
+    kept_rates: list[float] = []
+    decode = median_runs(lambda i: _record(decode_rate(engine, prompts[i + 1], args.new_tokens), kept_rates),
+                         args.runs)
+    kept = statistics.median(kept_rates[1:])  # without the warm-up
     rss = peak_rss_mb()
 
     hf_dir = engine.prepared.hf_dir
@@ -130,6 +143,8 @@ def main() -> int:
         "threads": threads, "cpu_count": os.cpu_count(), "runs": args.runs, "prompt_tokens": prompt_tokens,
         "new_tokens": args.new_tokens, "load_ms": round(load_ms, 1),
         "ttft_cold_ms": round(ttft_cold, 1), "ttft_warm_ms": round(ttft_warm, 1), "decode_tok_s": round(decode, 1),
+        "decode_plain_tok_s": round(decode_plain, 1), "lookup_speedup": round(decode / decode_plain, 2),
+        "draft_kept_rate": round(kept, 3),
         "peak_rss_mb": round(rss, 1), "compute_floor_ms": round(floor_ms, 1) if floor_ms else None,
         "torch_ttft_cold_ms": round(torch_cold, 1) if torch_cold else None,
         "torch_decode_tok_s": round(torch_decode, 1) if torch_decode else None,
@@ -157,6 +172,8 @@ def print_table(r: dict) -> None:
         ("decode", f"{r['decode_tok_s']:.1f} tok/s", f"≥ {TARGETS['decode_tok_s']:.0f} tok/s",
          verdict(r["decode_tok_s"] >= TARGETS["decode_tok_s"]),
          f"{r['torch_decode_tok_s']:.1f} tok/s" if r["torch_decode_tok_s"] else "-"),
+        ("  without lookup drafts", f"{r['decode_plain_tok_s']:.1f} tok/s",
+         f"(lookup {r['lookup_speedup']:.2f}×, {r['draft_kept_rate']:.0%} of drafts kept)", "", "-"),
         ("peak RSS", f"{r['peak_rss_mb']:.0f} MB", f"≤ {TARGETS['peak_rss_mb']:.0f} MB",
          verdict(r["peak_rss_mb"] <= TARGETS["peak_rss_mb"]), "-"),
     ]

@@ -4,7 +4,9 @@ Consecutive keystrokes share almost all of their prompt, so the engine keeps a f
 (LRU "slots"), each remembering the tokens its KV cache holds. A new prompt goes to the slot sharing its
 longest token prefix, which is rewound to that prefix; only the new tail is computed. The decode loop is
 ours (logits → token → append), so greedy, temperature sampling and per-step stop rules need no
-per-request generator parameters, and a cancel is honoured between any two tokens.
+per-request generator parameters, and a cancel is honoured between any two tokens. Greedy decoding
+feeds each chosen token together with a prompt-lookup draft (`inference.lookup`) and keeps the drafted
+tokens the model agrees with: the same tokens in fewer forward passes.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 import onnxruntime_genai as og
 
 from inference.errors import InferenceError
+from inference.lookup import DraftLength, draft
 from inference.registry import FimParts
 from inference.sources import PreparedModel, prepare
 
@@ -59,6 +62,8 @@ class Completion:
     generated_tokens: int
     ttft_ms: float
     total_ms: float
+    drafted_tokens: int = 0  # prompt-lookup guesses fed to the model
+    accepted_tokens: int = 0  # of those, the ones the model agreed with (each saved a forward pass)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -81,6 +86,8 @@ class _Stats:
     finish_reason: str = "length"
     ttft_ms: float = 0.0
     total_ms: float = 0.0
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
 
 
 def choose_device(requested: str = "auto") -> tuple[str, str]:
@@ -130,6 +137,7 @@ class Engine:
         self._preempt = threading.Event()
         self._chat_template = _read_chat_template(prepared.onnx_dir)
         self._eos_ids = self._stop_token_ids(genai)
+        self._lookup = True  # turned off for good if the graph cannot return logits for several positions
         self.info = ModelInfo(
             name=prepared.name, source=prepared.source, family=self.family.name, fim=self.family.supports_fim,
             instruct=self._chat_template is not None, device=self.device, device_reason=reason,
@@ -217,10 +225,11 @@ class Engine:
     def generate(self, prompt: str | FimParts, *, max_new_tokens: int = 64, stop: Sequence[str] = (),
                  stop_rule: StopRule | None = None, token_rule: TokenRule | None = None,
                  temperature: float = 0.0, cancel: threading.Event | None = None,
-                 seed: int | None = None, stats: _Stats | None = None) -> Iterator[str]:
+                 seed: int | None = None, lookup: bool = True, stats: _Stats | None = None) -> Iterator[str]:
         """Stream text deltas. Stops at a stop string (cut before it), when `stop_rule(text so far)` or
         `token_rule(token, logits)` says so, at EOS or a family stop token, after `max_new_tokens`, or when
-        `cancel` is set. Greedy unless `temperature` > 0."""
+        `cancel` is set. Greedy unless `temperature` > 0. Greedy decoding verifies prompt-lookup drafts
+        (`lookup`), which changes how many forward passes it takes, never which tokens it picks."""
         stats = stats if stats is not None else _Stats()
         ids = self.render(prompt, max_new_tokens)
         rng = np.random.default_rng(seed)
@@ -237,14 +246,21 @@ class Engine:
                 stats.reused_tokens, stats.finish_reason = 0, "cancel"
                 return
             stats.ttft_ms = (time.perf_counter() - start) * 1000
+            drafts = DraftLength() if lookup and temperature <= 0 and self._lookup else None
+            pending: list[tuple[int, np.ndarray]] = []  # drafted tokens the model agreed with, with their logits
+            next_logits = slot.generator.get_logits()[0, -1]  # the model's logits for the next new token
             generated: list[int] = []
             emitted = ""
             while True:
                 if cancel is not None and cancel.is_set():
                     stats.finish_reason = "cancel"
                     break
-                logits = slot.generator.get_logits()[0, -1]
-                token = _pick(logits, temperature, rng)
+                fed = bool(pending)  # an agreed draft token is in the KV cache already
+                if fed:
+                    token, logits = pending.pop(0)
+                else:
+                    logits = next_logits
+                    token = _pick(logits, temperature, rng)
                 if token in self._eos_ids:
                     stats.finish_reason = "eos"
                     break
@@ -267,14 +283,45 @@ class Engine:
                     if safe > len(emitted):
                         yield text[len(emitted):safe]
                         emitted = text[:safe]
-                    slot.generator.append_tokens(np.asarray([token], dtype=np.int32))
-                    slot.tokens.append(token)
+                    if not fed:
+                        room = max_new_tokens - len(generated) - 1
+                        pending, next_logits = self._advance(slot, token, drafts, room, stats)
                     continue
                 if len(text) > len(emitted):
                     yield text[len(emitted):]
                 break
             stats.generated_tokens = len(generated)
             stats.total_ms = (time.perf_counter() - start) * 1000
+
+    def _advance(self, slot: _Slot, token: int, drafts: DraftLength | None, room: int,
+                 stats: _Stats) -> tuple[list[tuple[int, np.ndarray]], np.ndarray]:
+        """Feed the chosen token, plus a lookup draft when there is one, in one forward pass. Returns the
+        drafted tokens the model's greedy choice agrees with (each with the logits that chose it) and the
+        logits for the token after them; the KV cache keeps exactly the tokens fed and agreed with."""
+        guess = draft(np.asarray(slot.tokens + [token]), min(drafts.current, room)) if drafts and room > 0 else []
+        fed = [token, *guess]
+        slot.generator.append_tokens(np.asarray(fed, dtype=np.int32))
+        if not guess:
+            slot.tokens.append(token)
+            return [], slot.generator.get_logits()[0, -1]
+        rows = slot.generator.get_output("logits")[0]
+        if rows.shape[0] < len(fed):  # this graph returns the last position only: no drafts for it
+            self._lookup = False
+            slot.generator.rewind_to(len(slot.tokens))
+            slot.generator.append_tokens(np.asarray([token], dtype=np.int32))
+            slot.tokens.append(token)
+            return [], slot.generator.get_logits()[0, -1]
+        rows = rows[-len(fed):]
+        accepted = 0
+        while accepted < len(guess) and int(np.argmax(rows[accepted])) == guess[accepted]:
+            accepted += 1
+        if accepted < len(guess):
+            slot.generator.rewind_to(len(slot.tokens) + 1 + accepted)
+        slot.tokens.extend(fed[:1 + accepted])
+        drafts.update(len(guess), accepted)
+        stats.drafted_tokens += len(guess)
+        stats.accepted_tokens += accepted
+        return [(guess[i], rows[i]) for i in range(accepted)], rows[accepted]
 
     def complete(self, prompt: str | FimParts, **kwargs) -> Completion:
         """Run `generate` to the end and return the whole text with timings."""
@@ -283,7 +330,8 @@ class Engine:
         if not stats.total_ms:
             stats.total_ms = stats.ttft_ms
         return Completion(text, stats.finish_reason, stats.prompt_tokens, stats.reused_tokens,
-                          stats.generated_tokens, round(stats.ttft_ms, 2), round(stats.total_ms, 2))
+                          stats.generated_tokens, round(stats.ttft_ms, 2), round(stats.total_ms, 2),
+                          stats.drafted_tokens, stats.accepted_tokens)
 
     def prefill(self, prompt: str | FimParts, *, max_new_tokens: int = 64,
                 cancel: threading.Event | None = None) -> int:

