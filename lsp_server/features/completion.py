@@ -133,12 +133,19 @@ class CompletionFeature(Feature):
 
     def _generate(self, engine: Engine, uri: str, language_id: str | None, text: str, offset: int,
                   cancel: threading.Event) -> str | None:
+        start = time.perf_counter()
         prompt = build_prompt(engine, self.server.settings, uri, language_id, text, offset,
                               self._snippets(engine, uri, language_id))
         if prompt is None:
             return None
+        context_ms = (time.perf_counter() - start) * 1000
         suggestion, completion = run_completion(engine, prompt, self.server.settings.temperature, cancel)
         if completion is not None:
+            log.info("completion: context %.0f ms; %d prompt tokens (%d reused), %d generated (%d drafted, %d kept), "
+                     "first token %.0f ms, total %.0f ms, %s, %s", context_ms, completion.prompt_tokens,
+                     completion.reused_tokens, completion.generated_tokens, completion.drafted_tokens,
+                     completion.accepted_tokens, completion.ttft_ms, completion.total_ms, completion.finish_reason,
+                     "multi-line" if prompt.ctx.multiline else "single-line")
             self.stats["generated"] += 1
             self.stats["reuse_hits"] += completion.reused_tokens >= completion.prompt_tokens // 2
             self.stats["reused_tokens"] += completion.reused_tokens
