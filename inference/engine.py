@@ -72,6 +72,7 @@ class Completion:
 @dataclass
 class _Slot:
     generator: og.Generator
+    capacity: int  # tokens its KV buffers hold (prompt + generation must fit)
     tokens: list[int] = field(default_factory=list)  # exactly what the KV cache holds
     last_used: float = 0.0
 
@@ -113,7 +114,7 @@ class Engine:
     """A loaded model: tokenizer, prompt conventions, and a thread-safe generate with prefix reuse."""
 
     def __init__(self, prepared: PreparedModel, *, device: str = "auto", max_length: int = 2048,
-                 cache_slots: int = 3) -> None:
+                 cache_slots: int = 3, slot_tokens: int = 1024) -> None:
         self.prepared = prepared
         self.family = prepared.family
         self.device, reason = choose_device(device)
@@ -132,6 +133,9 @@ class Engine:
         self.context_length = int(genai.get("context_length", max_length))
         self.max_length = min(max_length, self.context_length)
         self._cache_slots = max(1, cache_slots)
+        # KV buffers are allocated whole when a generator is made (94 MB at 2,048 tokens for the default
+        # model), so each slot gets a multiple of slot_tokens that fits its request, not max_length.
+        self._slot_tokens = max(1, min(slot_tokens, self.max_length))
         self._slots: list[_Slot] = []
         self._lock = threading.Lock()
         self._preempt = threading.Event()
@@ -239,9 +243,10 @@ class Engine:
         self._preempt.set()  # a running prefill yields to us
         with self._lock:
             self._preempt.clear()
-            slot = self._slot_for(ids)
+            need = len(ids) + max_new_tokens + 1
+            slot = self._slot_for(ids, need)
             stats.prompt_tokens = len(ids)
-            stats.reused_tokens = self._feed(slot, ids, cancel)
+            stats.reused_tokens = self._feed(slot, ids, cancel, need=need)
             if stats.reused_tokens < 0:
                 stats.reused_tokens, stats.finish_reason = 0, "cancel"
                 return
@@ -345,8 +350,9 @@ class Engine:
             return 0
         try:
             self._preempt.clear()
-            slot = self._slot_for(ids)
-            reused = self._feed(slot, ids, cancel, preemptible=True)
+            need = len(ids) + max_new_tokens + 1
+            slot = self._slot_for(ids, need)
+            reused = self._feed(slot, ids, cancel, preemptible=True, need=need)
             return 0 if reused < 0 else len(ids) - reused
         finally:
             self._lock.release()
@@ -355,8 +361,12 @@ class Engine:
         """Lengths of the token prefixes currently cached (for tests and benchmarks)."""
         return [len(s.tokens) for s in self._slots]
 
+    def slot_capacities(self) -> list[int]:
+        """Tokens each cache slot's KV buffers hold (for tests and benchmarks)."""
+        return [s.capacity for s in self._slots]
+
     # ------------------------------------------------------------------------------------ KV cache
-    def _slot_for(self, ids: list[int]) -> _Slot:
+    def _slot_for(self, ids: list[int], need: int) -> _Slot:
         """The slot sharing the longest prefix with `ids`; a fresh or evicted one if none shares much."""
         best, best_common = None, -1
         for slot in self._slots:
@@ -364,27 +374,38 @@ class Engine:
             if common > best_common:
                 best, best_common = slot, common
         if best is None or (best_common < len(ids) // 2 and len(self._slots) < self._cache_slots):
-            best = _Slot(self._new_generator())
+            capacity = self._capacity(need)
+            best = _Slot(self._new_generator(capacity), capacity)
             self._slots.append(best)
         elif best_common < len(ids) // 2:  # nothing shares much: recycle the least recently used
             best = min(self._slots, key=lambda s: s.last_used)
         best.last_used = time.monotonic()
         return best
 
-    def _new_generator(self) -> og.Generator:
+    def _capacity(self, need: int) -> int:
+        """The smallest multiple of slot_tokens holding `need` tokens, at most max_length."""
+        return min(self.max_length, -(-max(1, need) // self._slot_tokens) * self._slot_tokens)
+
+    def _new_generator(self, capacity: int) -> og.Generator:
         params = og.GeneratorParams(self._model)
-        params.set_search_options(max_length=self.max_length, do_sample=False)
+        params.set_search_options(max_length=capacity, do_sample=False)
         return og.Generator(self._model, params)
 
-    def _feed(self, slot: _Slot, ids: list[int], cancel: threading.Event | None,
+    def _feed(self, slot: _Slot, ids: list[int], cancel: threading.Event | None, *, need: int,
               preemptible: bool = False) -> int:
-        """Make `slot` hold exactly `ids` with logits for the last one. Returns the tokens reused, or -1
-        when cancelled/preempted midway (the slot then holds a valid shorter prefix)."""
+        """Make `slot` hold exactly `ids` with logits for the last one, with room for `need` tokens in all.
+        Returns the tokens reused, or -1 when cancelled/preempted midway (the slot then holds a valid
+        shorter prefix)."""
+        if slot.capacity < need:  # too small for this request: a bigger buffer, and the cache starts over
+            slot.capacity = self._capacity(need)
+            slot.generator = self._new_generator(slot.capacity)
+            slot.tokens.clear()
         common = _common_prefix(slot.tokens, ids)
         common = min(common, len(ids) - 1)  # the last prompt token must be fed to get its logits
         if common < len(slot.tokens):
-            if common == 0:
-                slot.generator = self._new_generator()
+            if common == 0:  # nothing to keep: a buffer sized for this request (a big one is given back)
+                slot.capacity = self._capacity(need)
+                slot.generator = self._new_generator(slot.capacity)
             else:
                 slot.generator.rewind_to(common)
             del slot.tokens[common:]

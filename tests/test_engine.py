@@ -140,6 +140,26 @@ def test_prefill_warms_the_cache(qwen_engine) -> None:
     assert engine.prefill("") == 0  # bad input to a warm-up is ignored, not raised
 
 
+def test_each_slot_holds_what_its_request_needs(qwen_engine) -> None:
+    """KV buffers are allocated whole, so a slot is sized to its request in steps of slot_tokens: a short
+    prompt does not reserve the whole context, and a slot that grows still gives the same answer."""
+    engine = Engine(qwen_engine.prepared, slot_tokens=128, cache_slots=1)
+    short = engine.complete(DOC_A, max_new_tokens=8)
+    assert engine.slot_capacities() == [128]
+    long = DOC_A + "".join(f"    step_{i} = load(path, {i})\n" for i in range(8))
+    need = len(engine.encode(long)) + 16 + 1
+    bigger = -(-need // 128) * 128
+    assert 128 < bigger < engine.max_length
+    grown = engine.complete(long, max_new_tokens=16)
+    assert engine.slot_capacities() == [bigger] and grown.reused_tokens == 0  # outgrown: rebuilt bigger
+    assert grown.text == fresh(qwen_engine).complete(long, max_new_tokens=16).text
+    again = engine.complete(DOC_A, max_new_tokens=8)  # shares most of DOC_A: the big slot is rewound, kept
+    assert again.text == short.text and engine.slot_capacities() == [bigger]
+    for _ in range(2):
+        engine.complete(CODE[0] + "x" * 200, max_new_tokens=400)  # asks for the whole 512-token context
+    assert max(engine.slot_capacities()) == engine.max_length
+
+
 def test_lru_eviction_keeps_the_slot_count_bounded(qwen_engine) -> None:
     engine = Engine(qwen_engine.prepared, cache_slots=2)
     for doc in (DOC_A, DOC_B, CODE[1], CODE[2]):
