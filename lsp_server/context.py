@@ -105,6 +105,7 @@ class CompletionContext:
     closable: str = ""  # the open brackets the suffix leaves open: the suggestion may close these ("(")
     in_string: bool = False  # the cursor is inside a string or comment: bracket rules do not apply
     prefix_cut: bool = False  # the prefix does not start at the start of the document
+    prefix_start: int = 0  # where the kept text of the prefix starts in the document (after any header)
     suffix_cut: bool = False  # the suffix does not end at the end of the document
     # The parsed window around the cursor, for the post-processing parse check.
     window: str = field(default="", repr=False)
@@ -121,13 +122,20 @@ class CompletionContext:
 def build_context(text: str, offset: int, language_id: str | None, *, count_tokens: Callable[[str], int],
                   budget_tokens: int = 768, path: str | None = None,
                   other_documents: Sequence[tuple[str, str]] = (),
-                  other_budget_tokens: int = 128, snippets: Sequence[str] = ()) -> CompletionContext:
+                  other_budget_tokens: int = 128, snippets: Sequence[str] = (),
+                  keep_start: int | None = None, ahead_of: int | None = None) -> CompletionContext:
     """The context for a completion at `offset` (a str index into `text`).
 
     `count_tokens(prefix) + count_tokens(suffix) <= budget_tokens` holds whenever count_tokens grows with
     the text (true of any tokenizer up to a token or two at the seams). `snippets` (already
     formatted, e.g. from `RecentSnippets.pick`) and signatures from `other_documents` ((uri, text) pairs,
     most relevant first, the current document excluded) fill `extra` within `other_budget_tokens`.
+    `keep_start` is the `prefix_start` of the previous prompt for this document: while the prefix from
+    there still fits, it is kept, so the prompt's first tokens (and the KV cache behind them) change
+    only when the budget forces a new cut — not when an unclosed string or bracket typed at the cursor
+    changes the parse the cut points are chosen from. `ahead_of` (a `prefix_start`) cuts the prefix where
+    typing will move that cut next (the following STICKY_LINES line), so the server can warm that
+    prompt's KV cache before the move costs a cold prefill.
     """
     offset = max(0, min(offset, len(text)))
     budget_tokens = max(0, budget_tokens)
@@ -148,7 +156,7 @@ def build_context(text: str, offset: int, language_id: str | None, *, count_toke
     window_bytes = window.encode("utf-8") if tree is not None else b""
     cursor_b = len(window[:cursor].encode("utf-8"))
 
-    fitter = _Fitter(text, offset, lo, hi, count_tokens, tree, language)
+    fitter = _Fitter(text, offset, lo, hi, count_tokens, tree, language, keep_start, ahead_of)
     suffix_cap = budget_tokens - int(budget_tokens * PREFIX_SHARE)
     suffix, suffix_cut, suffix_tokens = fitter.suffix(suffix_cap)
     prefix, prefix_cut, prefix_tokens = fitter.prefix(budget_tokens - suffix_tokens)
@@ -174,7 +182,7 @@ def build_context(text: str, offset: int, language_id: str | None, *, count_toke
         suffix_closers=brackets.suffix_closers, closable=brackets.closable,
         in_string=_open_string_at_end(line_prefix, language) or (
             _in_string(tree, window_bytes, cursor_b) if tree is not None else False),
-        prefix_cut=prefix_cut, suffix_cut=suffix_cut, window=window, window_offset=cursor, tree=tree,
+        prefix_cut=prefix_cut, prefix_start=fitter.start, suffix_cut=suffix_cut, window=window, window_offset=cursor, tree=tree,
         scope_range=_check_range(tree, scope_node, cursor_b) if tree is not None else (0, 0),
     )
 
@@ -256,8 +264,11 @@ class _Fitter:
     """
 
     def __init__(self, text: str, offset: int, lo: int, hi: int, count_tokens: Callable[[str], int],
-                 tree: Tree | None, language: str | None) -> None:
+                 tree: Tree | None, language: str | None, keep_start: int | None = None,
+                 ahead_of: int | None = None) -> None:
         self.text, self.offset, self.lo, self.hi = text, offset, lo, hi
+        self.keep_start, self.ahead_of = (None, ahead_of) if ahead_of is not None else (keep_start, None)
+        self.start = 0  # where the last prefix() kept text from
         self.count = count_tokens
         self.tree, self.language = tree, language
         window = text[lo:hi]
@@ -270,11 +281,19 @@ class _Fitter:
         Returns (text, cut, tokens) where tokens is the measured count of a candidate at least as long.
         """
         cap = max(0, cap)
+        self.start = 0
         if self.lo == 0:
             whole = self.count(self.text[:self.offset])
             if whole <= cap:
                 return self.text[:self.offset], False, whole
         chosen = self._header(int(cap * HEADER_SHARE))
+        kept = self.keep_start
+        if kept is not None and 0 < kept <= self.starts[self.cursor_line] and self.text[kept - 1] == "\n":
+            header = "".join(line for end, line in chosen if end <= kept)
+            tokens = self.count(header + self.text[kept:self.offset])
+            if tokens <= cap:
+                self.start = kept
+                return header + self.text[kept:self.offset], True, tokens
         header = "".join(line for _, line in chosen)
         starts = self.starts[self.cursor_line::-1]  # cursor line's start first: shortest first
         costs: dict[int, int] = {}
@@ -286,9 +305,14 @@ class _Fitter:
         found = _longest_fitting([len(header) + self.offset - p for p in starts], cost, cap)
         if found is None:  # not even the cursor line fits: cut it at a word boundary, no header
             text = self._cut_line_left(cap)
+            self.start = self.offset - len(text)
             return text, True, self.count(text)
-        start = self.starts[self._boundary_after(self._sticky(self.cursor_line - found), self.cursor_line)]
+        first = self.cursor_line - found
+        if self.ahead_of is not None:  # once the cut at ahead_of stops fitting, it moves past that line
+            first = max(first, bisect.bisect_right(self.starts, self.ahead_of))
+        start = self.starts[self._boundary_after(self._sticky(first), self.cursor_line)]
         header = "".join(line for end, line in chosen if end <= start)  # imports in the kept text: not twice
+        self.start = start
         return header + self.text[start:self.offset], start > 0, costs[found]
 
     def _sticky(self, first: int) -> int:

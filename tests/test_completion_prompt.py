@@ -1,10 +1,16 @@
-"""Token healing golden cases: what is cut from the prompt, and how the answer is read back."""
+"""Building the completion prompt: token healing golden cases (what is cut from the prompt, and how the
+answer is read back) and the prompts warmed before the user asks."""
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
+
 import pytest
 
-from lsp_server.features.completion import _heal, heal
+from inference import FimParts
+from lsp_server.config import Settings
+from lsp_server.features.completion import _heal, build_prompt, heal, warm_prompts
 
 
 @pytest.mark.parametrize("prefix,prompt,lead", [
@@ -28,3 +34,21 @@ def test_heal_cuts_the_split_token(prefix: str, prompt: str, lead: str) -> None:
 ])
 def test_answer_loses_the_lead_the_user_already_typed(answer: str, lead: str, expected: str) -> None:
     assert _heal(answer, lead) == expected
+
+
+def test_warming_covers_the_next_cut_of_a_long_file(qwen_engine) -> None:
+    source = Path(argparse.__file__).read_text()
+    offset = source.index("\n", source.index("def format_help(self):")) + 1
+    settings = Settings(context_tokens=400)
+    prompts = warm_prompts(qwen_engine, settings, "file:///x/argparse.py", "python", source, offset)
+    assert len(prompts) == 2
+    now, ahead = prompts
+    assert now.prompt == build_prompt(qwen_engine, settings, "file:///x/argparse.py", "python", source, offset).prompt
+    assert isinstance(ahead.prompt, FimParts) and ahead.prompt.suffix == now.prompt.suffix
+    assert len(ahead.prompt.prefix) < len(now.prompt.prefix) and ahead.ctx.prefix_cut
+
+
+def test_warming_a_short_file_is_one_prompt(qwen_engine) -> None:
+    text = "import os\n\ndef f():\n    return os.getcwd()\n"
+    prompts = warm_prompts(qwen_engine, Settings(), "file:///x/short.py", "python", text, text.index("os.getcwd"))
+    assert [p.ctx.prefix_cut for p in prompts] == [False]

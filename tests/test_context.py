@@ -367,3 +367,90 @@ def test_cut_prefix_start_is_sticky_while_typing() -> None:
         assert ctx.prefix_cut and count_tokens(ctx.prefix) + count_tokens(ctx.suffix) <= 400
         starts.add(ctx.prefix.split("\n", 1)[0])
     assert len(starts) <= 2, f"the prefix start moved with every line: {sorted(starts)}"
+
+
+@pytest.mark.parametrize("anchor", ["def _get_values(self, action, arg_strings):", "def format_help(self):",
+                                    "def _parse_optional(self, arg_string):"])
+@pytest.mark.parametrize("budget", [400, 768])
+def test_ahead_prefix_is_where_typing_moves_the_cut_next(anchor: str, budget: int) -> None:
+    """Typing line after line with the cut kept, as the server does: the `ahead_of` prompt warmed after
+    each line is what the request starts with once the kept cut stops fitting."""
+    offset = STDLIB_SOURCE.index("\n", STDLIB_SOURCE.index(anchor)) + 1
+
+    def at(typed: str, **kwargs):
+        text = STDLIB_SOURCE[:offset] + typed + STDLIB_SOURCE[offset:]
+        return build_context(text, offset + len(typed), "python", count_tokens=count_tokens, budget_tokens=budget,
+                             **kwargs)
+
+    typed = ""
+    now = at(typed)
+    ahead = at(typed, ahead_of=now.prefix_start)
+    assert now.prefix_cut and ahead.prefix_cut and len(ahead.prefix) < len(now.prefix)
+    for _ in range(200):  # type lines at the cursor until the kept cut has to move
+        typed += "        if not arg_strings and action.nargs == OPTIONAL:\n"
+        moved = at(typed, keep_start=now.prefix_start)
+        if moved.prefix_start != now.prefix_start:
+            break
+        ahead = at(typed, ahead_of=now.prefix_start)  # what the warm-up after this line prefills
+    else:
+        pytest.fail("the cut never moved")
+    assert moved.prefix_start > now.prefix_start and moved.prefix.startswith(ahead.prefix)
+
+
+def test_ahead_is_the_same_cut_when_nothing_was_cut() -> None:
+    doc = "import os\n\ndef f():\n    return █os.getcwd()\n"
+    assert ctx_at(doc, "python", ahead_of=0).prefix == ctx_at(doc, "python").prefix
+
+
+# --- the cut kept between requests ---------------------------------------------------------------------
+
+
+def test_a_kept_cut_stays_while_it_fits_and_moves_when_the_budget_forces_it() -> None:
+    offset = STDLIB_SOURCE.index("\n", STDLIB_SOURCE.index("def _get_values(self, action, arg_strings):")) + 1
+    first = build_context(STDLIB_SOURCE, offset, "python", count_tokens=count_tokens, budget_tokens=400)
+    assert first.prefix_cut and 0 < first.prefix_start < offset
+
+    def typed(extra: str):
+        text = STDLIB_SOURCE[:offset] + extra + STDLIB_SOURCE[offset:]
+        return build_context(text, offset + len(extra), "python", count_tokens=count_tokens, budget_tokens=400,
+                             keep_start=first.prefix_start)
+
+    short = typed("        value = action.default\n")
+    assert short.prefix_start == first.prefix_start and short.prefix.endswith("value = action.default\n")
+    long = typed("        value = action.default\n" * 40)
+    assert long.prefix_start > first.prefix_start  # the kept start no longer fits
+    assert count_tokens(long.prefix) + count_tokens(long.suffix) <= 400
+
+
+@pytest.mark.parametrize("shift", [1, 5, -3])
+def test_a_kept_cut_that_is_not_a_line_start_is_ignored(shift: int) -> None:
+    offset = STDLIB_SOURCE.index("def _get_values(self, action, arg_strings):")
+    plain = build_context(STDLIB_SOURCE, offset, "python", count_tokens=count_tokens, budget_tokens=400)
+    odd = build_context(STDLIB_SOURCE, offset, "python", count_tokens=count_tokens, budget_tokens=400,
+                        keep_start=plain.prefix_start + shift)
+    assert odd.prefix == plain.prefix and odd.prefix_start == plain.prefix_start
+
+
+@pytest.mark.slow
+def test_typing_keeps_the_prompt_start_where_the_window_alone_would_move_it(default_engine) -> None:
+    """The typing replay's text (textwrap, at 40 %) with the default model's tokenizer: indented code
+    packs ~9 characters a token, so the parsed window, not the budget, bounds the prefix, and each time
+    the window's start jumps to the next `def` the prompt's first tokens changed — a cold prefill of the
+    whole context although the old prefix still fitted. With the kept cut it stays."""
+    import sysconfig
+
+    source = (Path(sysconfig.get_paths()["stdlib"]) / "textwrap.py").read_text(encoding="utf-8")
+    start = source.index("\n", int(len(source) * 0.4)) + 1
+    tail = source[start + 1500:]
+    plain_moves, kept_moves, keep, before = 0, 0, None, None
+    for i in range(start, start + 360):
+        text = source[:i + 1] + tail
+        plain = build_context(text, i + 1, "python", count_tokens=default_engine.count_tokens)
+        kept = build_context(text, i + 1, "python", count_tokens=default_engine.count_tokens, keep_start=keep)
+        assert default_engine.count_tokens(kept.prefix) + default_engine.count_tokens(kept.suffix) <= 768 + 4
+        if before is not None:
+            plain_moves += plain.prefix_start != before[0]
+            kept_moves += kept.prefix_start != before[1]
+        before, keep = (plain.prefix_start, kept.prefix_start), kept.prefix_start
+    assert plain_moves >= 1, "the window no longer moves the cut here: this test lost its case"
+    assert kept_moves == 0

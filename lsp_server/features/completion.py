@@ -59,6 +59,7 @@ class CompletionFeature(Feature):
         super().__init__(server)
         self._inflight: dict[str, threading.Event] = {}
         self._typed: OrderedDict[tuple[str, str], Suggestion] = OrderedDict()
+        self._cuts: dict[str, tuple[int, int]] = {}  # uri -> (offset, line) where its last cut prefix started
         self._recent = RecentSnippets()
         self._warm_queue: queue.Queue[tuple[str, int]] = queue.Queue()
         self._warm_cancel = threading.Event()
@@ -135,9 +136,10 @@ class CompletionFeature(Feature):
                   cancel: threading.Event) -> str | None:
         start = time.perf_counter()
         prompt = build_prompt(engine, self.server.settings, uri, language_id, text, offset,
-                              self._snippets(engine, uri, language_id))
+                              self._snippets(engine, uri, language_id), keep_start=self._kept_cut(uri))
         if prompt is None:
             return None
+        self._remember_cut(uri, text, prompt)
         context_ms = (time.perf_counter() - start) * 1000
         suggestion, completion = run_completion(engine, prompt, self.server.settings.temperature, cancel)
         if completion is not None:
@@ -213,6 +215,25 @@ class CompletionFeature(Feature):
         while len(self._typed) > TYPED_THROUGH_ENTRIES:
             self._typed.popitem(last=False)
 
+    # ------------------------------------------------------------------------------ sticky cuts
+    def _kept_cut(self, uri: str) -> int | None:
+        cut = self._cuts.get(uri)
+        return cut[0] if cut else None
+
+    def _remember_cut(self, uri: str, text: str, prompt: Prompt) -> None:
+        """Keep where this prompt's cut prefix starts, so the next one for the document starts there too."""
+        if prompt.ctx.prefix_cut:
+            start = prompt.ctx.prefix_start
+            self._cuts[uri] = (start, text.count("\n", 0, start))
+        else:
+            self._cuts.pop(uri, None)
+
+    def _forget_cut_before(self, uri: str, changes: list) -> None:
+        """An edit above the kept cut moves the text under it: choose the cut afresh next time."""
+        cut = self._cuts.get(uri)
+        if cut is not None and any(getattr(c, "range", None) is None or c.range.start.line < cut[1] for c in changes):
+            del self._cuts[uri]
+
     # ---------------------------------------------------------------------------------- warming
     def on_open(self, uri: str) -> None:
         doc = self.server.workspace.text_documents.get(uri)
@@ -226,6 +247,7 @@ class CompletionFeature(Feature):
             self._warm_queue.put((uri, len(doc.source)))
 
     def on_edit(self, uri: str, changes: list) -> None:
+        self._forget_cut_before(uri, changes)
         doc = self.server.workspace.text_documents.get(uri)
         if doc is None or not changes:
             return
@@ -242,6 +264,7 @@ class CompletionFeature(Feature):
 
     def on_close(self, uri: str) -> None:
         self._recent.forget(uri)
+        self._cuts.pop(uri, None)
         for key in [k for k in self._typed if k[0] == uri]:
             del self._typed[key]
         event = self._inflight.pop(uri, None)
@@ -267,20 +290,29 @@ class CompletionFeature(Feature):
                 continue
             self._warm_cancel.clear()
             try:
-                prompt = build_prompt(engine, self.server.settings, uri, doc.language_id, text,
-                                      min(offset, len(text)), self._snippets(engine, uri, doc.language_id))
-                if prompt is not None:
+                prompts = warm_prompts(engine, self.server.settings, uri, doc.language_id, text,
+                                       min(offset, len(text)), self._snippets(engine, uri, doc.language_id),
+                                       keep_start=self._kept_cut(uri))
+                if prompts:
+                    self._remember_cut(uri, text, prompts[0])
+                for prompt in prompts:
+                    if self._warm_cancel.is_set():
+                        break
                     engine.prefill(prompt.prompt, max_new_tokens=prompt.max_tokens, cancel=self._warm_cancel)
             except Exception:  # warming is best effort; a real request reports real errors
                 log.debug("warming failed", exc_info=True)
 
 
 def build_prompt(engine: Engine, settings: Settings, uri: str, language_id: str | None, text: str, offset: int,
-                 snippets: Sequence[str] = ()) -> Prompt | None:
-    """The context and the engine prompt for a position (None when there is nothing to continue)."""
+                 snippets: Sequence[str] = (), keep_start: int | None = None,
+                 ahead_of: int | None = None) -> Prompt | None:
+    """The context and the engine prompt for a position (None when there is nothing to continue).
+    `keep_start` keeps the previous prompt's cut while it fits; `ahead_of` cuts the prefix where typing
+    will move that cut next (see `warm_prompts`)."""
     ctx = build_context(text, offset, language_id, count_tokens=engine.count_tokens,
                         budget_tokens=settings.context_tokens, path=uri_path(uri), snippets=snippets,
-                        other_budget_tokens=settings.other_documents_tokens)
+                        other_budget_tokens=settings.other_documents_tokens, keep_start=keep_start,
+                        ahead_of=ahead_of)
     extra = "".join(s if s.endswith("\n") else s + "\n" for s in ctx.extra)
     prefix = extra + ctx.prefix
     prefix, lead = heal(prefix)
@@ -289,6 +321,25 @@ def build_prompt(engine: Engine, settings: Settings, uri: str, language_id: str 
     max_tokens = settings.max_tokens_multi_line if ctx.multiline else settings.max_tokens_single_line
     prompt: str | FimParts = FimParts(prefix, ctx.suffix) if engine.supports_fim else prefix
     return Prompt(ctx, prompt, lead, max_tokens)
+
+
+def warm_prompts(engine: Engine, settings: Settings, uri: str, language_id: str | None, text: str, offset: int,
+                 snippets: Sequence[str] = (), keep_start: int | None = None) -> list[Prompt]:
+    """The prompts worth having in the KV cache before the user asks at `offset`, most urgent first.
+
+    The prompt for the position itself; and when its prefix is cut, the prompt as it will start once
+    typing pushes the cut one step on. Without the second, that step costs a cold prefill of the whole
+    context (0.7-1 s here, every few screenfuls typed); with it, the request after the step extends a
+    cached prefix like any other.
+    """
+    prompt = build_prompt(engine, settings, uri, language_id, text, offset, snippets, keep_start=keep_start)
+    if prompt is None:
+        return []
+    if not prompt.ctx.prefix_cut:
+        return [prompt]
+    ahead = build_prompt(engine, settings, uri, language_id, text, offset, snippets,
+                         ahead_of=prompt.ctx.prefix_start)
+    return [prompt] if ahead is None or ahead.prompt == prompt.prompt else [prompt, ahead]
 
 
 def run_completion(engine: Engine, prompt: Prompt, temperature: float = 0.0,
