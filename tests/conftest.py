@@ -10,6 +10,7 @@ from typing import Callable
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ helper modules (tiny_models, nvim_harness)
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # the repo root: benchmarks/ holds scripts
 
 
 # ------------------------------------------------------------------------------------- engine fixtures

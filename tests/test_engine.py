@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.precision_probe import GATE_MODULES, GATE_THRESHOLD, GATE_TOKENS, agreement, gate_prompts
 from conftest import load_tiny
 from inference import Engine, FimParts, InferenceError
 from inference.export import MANIFEST, is_complete
@@ -639,30 +640,6 @@ def test_corrupt_cache_is_detected_and_rebuilt(qwen_engine, tmp_path: Path, monk
 # the conversion de-quantized from the GGUF: the ONNX export must reproduce it exactly at fp32, and the
 # shipped precision must agree with it on >= 90 % of greedy tokens (issue 2, point 3).
 
-GATE_MODULES = ("json/decoder.py", "json/encoder.py", "textwrap.py", "csv.py", "shlex.py", "fnmatch.py", "glob.py",
-                "heapq.py", "bisect.py", "queue.py", "string.py", "difflib.py", "calendar.py", "argparse.py",
-                "gettext.py", "configparser.py", "dataclasses.py", "functools.py", "statistics.py", "fractions.py")
-GATE_TOKENS = 32
-GATE_THRESHOLD = 0.90
-
-
-def gate_prompts() -> list[str]:
-    """Deterministic code prompts: from each module, 10 lines from its first function defined after line 60,
-    cut in the middle of the last line so the model continues real code."""
-    import sysconfig
-
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    prompts = []
-    for name in GATE_MODULES:
-        lines = (stdlib / name).read_text(encoding="utf-8").splitlines(keepends=True)
-        start = next(i for i, line in enumerate(lines) if i > 60 and line.lstrip().startswith("def "))
-        body = lines[start:start + 10]
-        last = body[-1]
-        cut = len(last) - len(last.lstrip()) + max(1, len(last.strip()) // 2)
-        prompts.append("".join(body[:-1]) + last[:cut])
-    return prompts
-
-
 @pytest.fixture(scope="module")
 def reference_ids(default_engine, default_reference):
     """Torch fp32 greedy ids for each gate prompt, computed once."""
@@ -674,14 +651,6 @@ def reference_ids(default_engine, default_reference):
 def shipped_ids(default_engine):
     """The shipped engine's greedy ids for each gate prompt, computed once."""
     return [greedy_ids(default_engine, p, GATE_TOKENS) for p in gate_prompts()]
-
-
-def _agreement(ours: list[int], theirs: list[int], n: int) -> int:
-    """Positions (of the first n) where two greedy runs agree; an early end counts as an end-of-text token."""
-    end = -1
-    a = (ours + [end] * n)[:n]
-    b = (theirs + [end] * n)[:n]
-    return sum(x == y for x, y in zip(a, b))
 
 
 @pytest.mark.slow
@@ -710,7 +679,7 @@ def test_quality_gate_shipped_precision_agrees_with_fp32_reference(default_engin
     re-quantizations of this model measured 12-70 %, so today fp32 ships)."""
     prompts = gate_prompts()
     assert len(prompts) >= 20
-    agree = sum(_agreement(ours, ref, GATE_TOKENS) for ours, ref in zip(shipped_ids, reference_ids))
+    agree = sum(agreement(ours, ref, GATE_TOKENS) for ours, ref in zip(shipped_ids, reference_ids))
     rate = agree / (GATE_TOKENS * len(prompts))
     assert rate >= GATE_THRESHOLD, f"{default_engine.info.precision} agrees on only {rate:.0%} of tokens"
 
