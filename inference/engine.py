@@ -396,19 +396,17 @@ class Engine:
         """Make `slot` hold exactly `ids` with logits for the last one, with room for `need` tokens in all.
         Returns the tokens reused, or -1 when cancelled/preempted midway (the slot then holds a valid
         shorter prefix)."""
-        if slot.capacity < need:  # too small for this request: a bigger buffer, and the cache starts over
-            slot.capacity = self._capacity(need)
-            slot.generator = self._new_generator(slot.capacity)
-            slot.tokens.clear()
         common = _common_prefix(slot.tokens, ids)
         common = min(common, len(ids) - 1)  # the last prompt token must be fed to get its logits
-        if common < len(slot.tokens):
-            if common == 0:  # nothing to keep: a buffer sized for this request (a big one is given back)
-                slot.capacity = self._capacity(need)
-                slot.generator = self._new_generator(slot.capacity)
-            else:
-                slot.generator.rewind_to(common)
-            del slot.tokens[common:]
+        if slot.capacity < need:  # too small for this request: the cache starts over in a bigger buffer
+            common = 0
+        if common == 0 and (slot.tokens or slot.capacity < need):
+            # Nothing to keep: a buffer sized for this request (a big one is given back).
+            slot.capacity = self._capacity(need)
+            slot.generator = self._new_generator(slot.capacity)
+        elif common < len(slot.tokens):
+            slot.generator.rewind_to(common)
+        del slot.tokens[common:]
         for start in range(common, len(ids), PREFILL_CHUNK):
             if (cancel is not None and cancel.is_set()) or (preemptible and self._preempt.is_set()):
                 return -1

@@ -26,9 +26,10 @@ DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_NAME = "SmolLM2-135M-Instruct"
 # Chosen by measurement (the quality gate in tests/test_engine.py, benchmarks/engine_latency.py): int4 and int8
 # re-quantizations of this 135M model agree with fp32 greedy output on far fewer than 90 % of tokens, so fp32 ships.
-# Even the GGUF's own Q4_1 blocks, carried over bit-exactly, agree on only 36 % once ONNX Runtime's fast int4
+# Even the GGUF's own Q4_1 blocks, carried over bit-exactly, agree on only 28.7 % once ONNX Runtime's fast int4
 # kernel rounds the activations to int8; with float activations they agree on 100 % but decode slower than fp32
 # here (MLAS's float path for 4-bit weights is compute-bound on 2 cores). Speed comes from lookup drafts instead.
+# Figures: benchmarks/precision_probe.py, results/precision-2026-12-01.md.
 DEFAULT_PRECISION = "fp32"
 SUPPORTED_ARCHITECTURES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "phi", "starcoder2",
                            "gpt_bigcode", "granite", "olmo", "nemotron", "chatglm"}

@@ -182,7 +182,8 @@ def build_context(text: str, offset: int, language_id: str | None, *, count_toke
         suffix_closers=brackets.suffix_closers, closable=brackets.closable,
         in_string=_open_string_at_end(line_prefix, language) or (
             _in_string(tree, window_bytes, cursor_b) if tree is not None else False),
-        prefix_cut=prefix_cut, prefix_start=fitter.start, suffix_cut=suffix_cut, window=window, window_offset=cursor, tree=tree,
+        prefix_cut=prefix_cut, prefix_start=fitter.start, suffix_cut=suffix_cut, window=window,
+        window_offset=cursor, tree=tree,
         scope_range=_check_range(tree, scope_node, cursor_b) if tree is not None else (0, 0),
     )
 
@@ -267,7 +268,7 @@ class _Fitter:
                  tree: Tree | None, language: str | None, keep_start: int | None = None,
                  ahead_of: int | None = None) -> None:
         self.text, self.offset, self.lo, self.hi = text, offset, lo, hi
-        self.keep_start, self.ahead_of = (None, ahead_of) if ahead_of is not None else (keep_start, None)
+        self.keep_start, self.ahead_of = keep_start, ahead_of
         self.start = 0  # where the last prefix() kept text from
         self.count = count_tokens
         self.tree, self.language = tree, language
@@ -287,7 +288,7 @@ class _Fitter:
             if whole <= cap:
                 return self.text[:self.offset], False, whole
         chosen = self._header(int(cap * HEADER_SHARE))
-        kept = self.keep_start
+        kept = self.keep_start if self.ahead_of is None else None  # ahead of a cut, the cut itself is moot
         if kept is not None and 0 < kept <= self.starts[self.cursor_line] and self.text[kept - 1] == "\n":
             header = "".join(line for end, line in chosen if end <= kept)
             tokens = self.count(header + self.text[kept:self.offset])
