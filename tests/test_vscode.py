@@ -302,13 +302,16 @@ def test_search_code_in_vscode(tmp_path: Path):
     _require_code_server()
     screenshot = ARTIFACTS / "vscode-search.png"
     # Python completions off: the status bar must say so for the open Python file; search is unaffected.
+    query = "load settings from a json file"
     result = _run_vscode(tmp_path, "search", _infill_executable(),
                          settings={"infill.indexEnable": True, "infill.disabledLanguages": ["python"]},
                          expectStatus="^infill: off for python$",
-                         query="load settings from a json file", expectName="read_settings_file",
+                         query=query, expectName="read_settings_file",
                          expectFile="settings_loader.py", screenshot=str(screenshot))
     print(f"search rows: {result['searchRows'][:3]}; cursor: {result['cursor']}")
     assert "infill: off for python" in result["statusSeen"], result["statusSeen"]
+    # The query verbatim in a result means it was typed into a file, not into the quick pick.
+    assert not any(query in row for row in result["searchRows"]), result["searchRows"]
     top = result["searchRows"][0]
     assert "read_settings_file" in top and "settings_loader.py:4" in top, result["searchRows"]
     assert "settings_loader.py" in result["activeTab"]

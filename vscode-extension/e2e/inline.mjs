@@ -110,16 +110,24 @@ try {
     await page.keyboard.type("infill: Search Code");
     await page.locator(".quick-input-list .monaco-list-row", { hasText: "Search Code" }).first().waitFor({ timeout: 20_000 });
     await page.keyboard.press("Enter");
-    await page.locator(".quick-input-widget", { hasText: "infill: Search Code" }).waitFor({ timeout: 20_000 });
+    // Our quick pick, not the palette still closing (its input holds "infill: Search Code" too): keys
+    // sent before it has focus land in the editor.
+    const input = page.locator('.quick-input-widget input[placeholder^="Describe the code"]');
+    await input.waitFor({ timeout: 20_000 });
+    await input.focus();
     // The index is built in the background after start: ask again until the result shows.
     const row = page.locator(".quick-input-list .monaco-list-row", { hasText: opts.expectName }).first();
     const by = Date.now() + opts.ghostTimeoutMs;
     for (let tries = 0; !(await row.isVisible().catch(() => false)); tries++) {
       if (Date.now() > by) throw new Error(`no search result named ${opts.expectName} after ${tries} queries`);
       await page.keyboard.press("Control+A");
-      await page.keyboard.type(opts.query, { delay: 20 });
+      // One input event: the rows can only be this query's (typed key by key on a busy machine, the
+      // debounce lets a half-typed query through, and its rows may show until the last answer lands).
+      await page.keyboard.insertText(opts.query);
       await row.waitFor({ timeout: 10_000 }).catch(() => statusText());
     }
+    // The quick pick is busy while a query is in flight: read the rows of the settled answer.
+    await page.locator(".quick-input-widget .quick-input-progress.active").waitFor({ state: "hidden", timeout: 10_000 }).catch(() => {});
     const rows = page.locator(".quick-input-list .monaco-list-row");
     result.searchRows = (await rows.allTextContents()).map((t) => t.replace(/\s+/g, " ").trim());
     log("search rows:", JSON.stringify(result.searchRows.slice(0, 3)));
