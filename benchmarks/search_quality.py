@@ -12,6 +12,10 @@ searches (query embedding + both rankers + fusion + result rows) over the whole 
     python benchmarks/search_quality.py                  # whole stdlib: ~10-20 min on 2 cores (embedding)
     python benchmarks/search_quality.py --max-files 60   # a quick look
 
+Search runs as the user types, so a second set asks each query half-typed (cut inside its last long word,
+`--typed-queries` of them): the hybrid as served, where that word matches as a prefix, against the same
+text taken as finished words (a trailing space), the ranking before prefixes were matched.
+
 Prints a human table, then one JSON line.
 """
 
@@ -122,6 +126,20 @@ def build_workspace(root: Path, files: list[Path], target: Path) -> list[Case]:
     return cases
 
 
+def half_typed(query: str) -> str | None:
+    """The query part-way through typing: up to the first half of its last word of four letters or more."""
+    words = list(re.finditer(r"[^\W\d_]{4,}", query))
+    if not words:
+        return None
+    last = words[-1]
+    return query[:last.start() + (len(last.group()) + 1) // 2]
+
+
+def reciprocal_rank(ids: list[int], targets: set[int]) -> float:
+    rank = next((i + 1 for i, cid in enumerate(ids) if cid in targets), None)
+    return 1.0 / rank if rank else 0.0
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else 0.0
@@ -133,6 +151,7 @@ def main() -> int:
     parser.add_argument("--include-tests", action="store_true", help="index the test suites too")
     parser.add_argument("--latency-queries", type=int, default=300, help="full searches timed for p50/p95")
     parser.add_argument("--queries", type=int, help="evaluate at most N cases (deterministic sample)")
+    parser.add_argument("--typed-queries", type=int, default=1000, help="half-typed queries evaluated (sample)")
     parser.add_argument("--workdir", type=Path, help="keep the stripped library and index here (and reuse them on"
                         " the next run: throughput then measures an up-to-date index, see 'reused')")
     args = parser.parse_args()
@@ -183,6 +202,15 @@ def main() -> int:
                 reciprocal[mode].append(1.0 / rank if rank else 0.0)
                 found[mode] += rank is not None
 
+        typed_cases = [(c, q) for c in random.Random(2).sample(cases, min(args.typed_queries, len(cases)))
+                       if (q := half_typed(c.query))]
+        typed_vectors = embedder.embed([q for _c, q in typed_cases], batch_size=64) if typed_cases else []
+        typed = {"prefix": [], "words": []}
+        for (case, query), vec in zip(typed_cases, typed_vectors):
+            targets = keys[(case.path, case.name)]
+            for variant, text in (("prefix", query), ("words", query + " ")):
+                typed[variant].append(reciprocal_rank(index.rank(text, 10, query_vector=vec)[0], targets))
+
         sample = random.Random(1).sample(cases, min(args.latency_queries, len(cases)))
         index.search("warm up", 10)
         latencies, cpu = [], []
@@ -204,6 +232,8 @@ def main() -> int:
         "files": n_files, "chunks": n_chunks, "vectors": n_vectors,
         **{f"mrr10_{m}": round(sum(reciprocal[m]) / n, 4) for m in MODES},
         **{f"recall10_{m}": round(found[m] / n, 4) for m in MODES},
+        "typed_queries": len(typed["prefix"]),
+        **{f"mrr10_typed_{v}": round(sum(r) / max(len(r), 1), 4) for v, r in typed.items()},
         "index_seconds": round(index_seconds, 1),
         "chunk_seconds": round(chunk_seconds, 1),
         "files_per_s": round(n_files / index_seconds, 2),
@@ -222,6 +252,8 @@ def main() -> int:
     print(f"{'ranker':<8} {'MRR@10':>8} {'recall@10':>10}")
     for m in MODES:
         print(f"{m:<8} {result[f'mrr10_{m}']:>8.4f} {result[f'recall10_{m}']:>10.4f}")
+    print(f"\nhalf-typed ({result['typed_queries']} queries, hybrid): MRR@10 {result['mrr10_typed_prefix']:.4f}"
+          f" with the last word as a prefix, {result['mrr10_typed_words']:.4f} as finished words")
     print(f"\nindexing: {index_seconds:.1f} s  ({result['files_per_s']} files/s, {result['chunks_per_s']} chunks/s;"
           f" chunking alone {result['chunking_files_per_s']} files/s, embedding {result['embedded_per_s']} chunks/s)")
     print(f"hybrid query latency over {len(latencies)} searches: p50 {result['query_p50_ms']} ms,"

@@ -44,6 +44,7 @@ MAX_QUERY_TERMS = 32
 WINDOW_LINES = 40  # line-window fallback (and the most lines of top-level code in one block chunk)
 RRF_K = 10  # tuned on the stdlib retrieval set: 10 beat 30 and 60 (MRR@10 .379 vs .372 vs .370)
 CANDIDATES = 100  # per ranker, before fusion
+MIN_PREFIX_CHARS = 2  # a half-typed last word shorter than this is not matched as a prefix
 COMMON_TERM_SHARE = 0.1  # query terms in more than this share of chunks are left out of BM25
 EMBED_HEAD_CHARS = 600  # the embedder sees MAX_TOKENS tokens; no need to tokenize the whole chunk
 
@@ -888,19 +889,45 @@ class Index:
     def candidates(self, query: str, n: int = CANDIDATES, query_vector: np.ndarray | None = None,
                    mode: str = "hybrid") -> "Candidates | None":
         """Each ranker's top `n` chunk ids (only the rankers `mode` needs); None for a query with no words."""
+        typing = (query or "")[:MAX_QUERY_CHARS][-1:].isalnum()  # the last word may be half-typed
         query = (query or "")[:MAX_QUERY_CHARS].strip()
         words = query_terms(query)
         if not words:
             if not re.search(r"[^\W_]", query):
                 return None
             words = terms(query)[:MAX_QUERY_TERMS]  # only stopwords ("where is it"): use them after all
+        if typing and mode in ("hybrid", "bm25"):
+            words = self._complete_last_word(query, words)
         return Candidates(
             bm25=self._bm25(words, n) if mode in ("hybrid", "bm25") else [],
             vector=self._nearest(query, query_vector, n) if mode in ("hybrid", "vector") else [],
             exact=self._exact(query) if mode == "hybrid" else [])
 
+    def _complete_last_word(self, query: str, words: list[str]) -> list[str]:
+        """Match a half-typed last word as a prefix (``load sett`` finds ``settings``).
+
+        Search runs as the user types (the quick pick, ``workspace/symbol``), so a query that ends inside a
+        word usually ends in a term no chunk has. Such terms of the last word (the whole word and its last
+        part) become prefix terms, written ``term*``; a term the index holds stays exact, so a finished
+        query ranks as before.
+        """
+        last = _WORD.findall(query)
+        if not last:
+            return words
+        parts = terms(last[-1])
+        open_ended = {t for t in (parts[0], parts[-1]) if len(t) >= MIN_PREFIX_CHARS}
+        out = []
+        for w in words:
+            if w in open_ended and self._frequency(w) == 0:
+                w += "*"
+            out.append(w)
+        return out
+
     def _bm25(self, words: list[str], limit: int) -> list[int]:
-        match = " OR ".join(f'"{w}"' for w in self._selective(words))
+        selective = self._selective(words)
+        if not selective:
+            return []
+        match = " OR ".join(_fts_term(w) for w in selective)
         with self._lock:
             try:
                 return [r[0] for r in self._conn.execute(
@@ -912,20 +939,24 @@ class Index:
 
     def _selective(self, words: list[str]) -> list[str]:
         """The query's terms minus those in most chunks (``return``, ``self``): they barely move BM25 but
-        make FTS5 score nearly every row. Document frequencies are cached until the next commit."""
+        make FTS5 score nearly every row. Terms no chunk holds go too: left alone, such a term (a typo, a
+        half-typed word) would be all that is kept and match nothing. Frequencies are cached until the next
+        commit."""
+        counts = [(df, w) for w in words if (df := self._frequency(w))]
+        keep = [w for df, w in counts if df <= COMMON_TERM_SHARE * self._df_total]
+        return keep or [w for _df, w in sorted(counts)[:2]]
+
+    def _frequency(self, term: str) -> int:
+        """How many chunks hold `term` (a ``term*`` prefix counts every completion)."""
         with self._lock:
             key = self._data_key()
             if self._df_key != key:
                 self._df_key, self._df = key, {}
                 self._df_total = self._conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
-            counts = []
-            for w in words:
-                if w not in self._df:
-                    self._df[w] = self._conn.execute(
-                        "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?", (f'"{w}"',)).fetchone()[0]
-                counts.append((self._df[w], w))
-        keep = [w for df, w in counts if df <= COMMON_TERM_SHARE * self._df_total]
-        return keep or [w for _df, w in sorted(counts)[:2]]
+            if term not in self._df:
+                self._df[term] = self._conn.execute(
+                    "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?", (_fts_term(term),)).fetchone()[0]
+            return self._df[term]
 
     def _data_key(self) -> tuple[int, int]:
         """Changes whenever the database does (our commits, or another connection's)."""
@@ -984,6 +1015,11 @@ class Index:
             if r is not None:  # deleted between ranking and fetching
                 hits.append(Hit(r[1], r[2], r[3], r[4], r[5], r[6], r[7], snippet(r[8]), score))
         return hits
+
+
+def _fts_term(term: str) -> str:
+    """One FTS5 query term: quoted (so FTS5 syntax in it is literal), ``*`` kept outside as a prefix mark."""
+    return f'"{term[:-1]}"*' if term.endswith("*") else f'"{term}"'
 
 
 _BLAS = None

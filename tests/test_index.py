@@ -238,6 +238,26 @@ def test_keyword_search_works_without_embedder(workspace: Path, tmp_path: Path) 
     assert index.search("send email", mode="vector") == []
 
 
+def test_half_typed_last_word_matches_as_a_prefix(workspace: Path, tmp_path: Path) -> None:
+    """Search runs as the user types: the word being typed matches what it starts."""
+    index = Index(workspace, tmp_path / "db.sqlite3")
+    index.update_all()
+    assert [h.name for h in index.search("send ema", mode="bm25")][:1] == ["Mailer.send_email"]
+    assert [h.name for h in index.search("renderPa", mode="bm25")][:1] == ["renderPage"]
+    # Only while the word is being typed: after a space it is a finished word no chunk holds.
+    assert index.search("ema ", mode="bm25") == []
+    assert [h.name for h in index.search("ema", mode="bm25")][:1] == ["Mailer.send_email"]
+
+
+def test_a_term_no_chunk_holds_does_not_blank_keyword_search(workspace: Path, tmp_path: Path) -> None:
+    """A typo is left out instead of being the one term kept (in a small workspace every real term is
+    "common")."""
+    index = Index(workspace, tmp_path / "db.sqlite3")
+    index.update_all()
+    assert index.search("send email xyzzy", mode="bm25")[0].name == "Mailer.send_email"
+    assert index.search("xyzzy", mode="bm25") == []
+
+
 def test_incremental_update_rechunks_and_reembeds_only_changes(workspace: Path, tmp_path: Path, embedder) -> None:
     db = tmp_path / "db.sqlite3"
     index = Index(workspace, db, embedder=embedder)
