@@ -273,6 +273,10 @@ def summarize(records: Sequence[Record]) -> dict[str, dict[str, float]]:
             stats[f"{mode}_pass1"] = round(sum(a.passed for a in answers) / n, 4)
             stats[f"{mode}_exact"] = round(sum(a.exact for a in answers) / n, 4)
             stats[f"{mode}_latency_ms"] = round(sum(a.latency_ms for a in answers) / n, 1)
+            # what the user sees: how often a suggestion shows at all, and how often a shown one is right
+            shown = [a for a in answers if a.fill.strip()]
+            stats[f"{mode}_shown"] = round(len(shown) / n, 4)
+            stats[f"{mode}_pass_when_shown"] = round(sum(a.passed for a in shown) / max(1, len(shown)), 4)
         stats["pipeline_better"] = sum(r.pipeline.passed and not r.raw.passed for r in rows)
         stats["pipeline_worse"] = sum(r.raw.passed and not r.pipeline.passed for r in rows)
         out[set_name] = stats
@@ -280,13 +284,15 @@ def summarize(records: Sequence[Record]) -> dict[str, dict[str, float]]:
 
 
 def table(summary: dict[str, dict[str, float]]) -> str:
-    lines = [f"{'set':<8} {'mode':<9} {'tasks':>6} {'pass@1':>8} {'exact':>8} {'latency ms':>11}"]
+    lines = [f"{'set':<8} {'mode':<9} {'tasks':>6} {'pass@1':>8} {'exact':>8} {'latency ms':>11} {'shown':>7}"
+             f" {'pass if shown':>14}"]
     for set_name, s in summary.items():
         if not s["tasks"]:
             continue
         for mode in ("raw", "pipeline"):
             lines.append(f"{set_name:<8} {mode:<9} {int(s['tasks']):>6} {s[f'{mode}_pass1'] * 100:>7.1f}% "
-                         f"{s[f'{mode}_exact'] * 100:>7.1f}% {s[f'{mode}_latency_ms']:>11.0f}")
+                         f"{s[f'{mode}_exact'] * 100:>7.1f}% {s[f'{mode}_latency_ms']:>11.0f}"
+                         f" {s[f'{mode}_shown'] * 100:>6.1f}% {s[f'{mode}_pass_when_shown'] * 100:>13.1f}%")
         lines.append(f"{'':<8} pipeline passes where raw fails: {int(s['pipeline_better'])}, "
                      f"fails where raw passes: {int(s['pipeline_worse'])}")
     return "\n".join(lines)
@@ -302,7 +308,7 @@ def result_line(engine: Engine, summary: dict[str, dict[str, float]], args: argp
     for set_name, s in summary.items():
         key = names[set_name]
         line[f"{key}_tasks"] = int(s["tasks"])
-        for metric in ("pass1", "exact", "latency_ms"):
+        for metric in ("pass1", "exact", "latency_ms", "shown", "pass_when_shown"):
             for mode in ("raw", "pipeline"):
                 line[f"{key}_{metric}_{mode}"] = s[f"{mode}_{metric}"]
     return line

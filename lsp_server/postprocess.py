@@ -21,6 +21,7 @@ MAX_REPEAT_PERIOD = 3  # repetition_end looks for cycles of this many lines at m
 MAX_PARSE_RETRIES = 6  # multi-line suggestions that break the parse are shortened this many lines at most
 _WORD = re.compile(r"\w")
 _DEF = re.compile(r"[ \t]*(?:async[ \t]+)?def[ \t]")
+_TRAILING_COMMENT = re.compile(r"[ \t]*#[^'\"]*$")  # a comment at the end of a line (no quote in it)
 
 
 def stop_rule(ctx: CompletionContext) -> Callable[[str], bool]:
@@ -41,7 +42,7 @@ def postprocess(suggestion: str, ctx: CompletionContext) -> str | None:
         text = text if cut is None else text[:cut]
     text = drop_suffix_overlap(text, ctx)
     text = trim_whitespace(text, ctx)
-    if not text.strip():
+    if not text.strip() or misses_block_opener(text, ctx):
         return None
     return check_parse(text, ctx)
 
@@ -381,6 +382,27 @@ def check_parse(text: str, ctx: CompletionContext) -> str | None:
         if not candidate.strip():
             return None
     return None
+
+
+def misses_block_opener(text: str, ctx: CompletionContext) -> bool:
+    """Python: the next line is indented deeper, so the suggestion must end on a block opener (`if x:`).
+
+    The file does not compile until that line opens the block, so `check_parse` has no clean scope to
+    compare with; an ordinary statement there (what a model that cannot see the suffix often writes)
+    cannot be right, and showing nothing beats showing it. A line left inside brackets or ending in a
+    backslash is a continuation, which may be followed by anything.
+    """
+    if ctx.language != "python" or ctx.in_string or ctx.line_suffix.strip():
+        return False
+    last = (ctx.line_prefix + text).rsplit("\n", 1)[-1]
+    follows = _next_code_indent(ctx)
+    if not _is_code(last) or follows is None or follows <= indent_width(last):
+        return False
+    depth = len(ctx.open_brackets)
+    for _pos, ch in bracket_events(text, ctx.language):
+        depth = depth + 1 if ch in OPENERS else max(0, depth - 1)
+    code = _TRAILING_COMMENT.sub("", last).rstrip()
+    return depth == 0 and not code.endswith((":", "\\"))
 
 
 def breaks_parse(text: str, ctx: CompletionContext) -> bool:

@@ -112,6 +112,20 @@ def test_benchmark_keeps_going_after_a_runaway_fill(problems) -> None:
     assert [ok for ok, _ in results] == [False, False, True]
 
 
+def test_summary_counts_what_is_shown_and_how_often_it_is_right() -> None:
+    """An empty answer fails pass@1 but shows nothing: "pass if shown" is what a user's attention buys."""
+    def answer(fill: str, passed: bool) -> fq.Answer:
+        return fq.Answer(fill, passed, False, 10.0, "", "")
+    records = [fq.Record("a", "single", "h", answer("x", True), answer("x", True)),
+               fq.Record("b", "single", "h", answer("y", False), answer("", False)),
+               fq.Record("c", "single", "h", answer("z", False), answer("  \n", False)),
+               fq.Record("d", "single", "h", answer("w", False), answer("w", False))]
+    single = fq.summarize(records)["single"]
+    assert (single["raw_pass1"], single["raw_shown"], single["raw_pass_when_shown"]) == (0.25, 1.0, 0.25)
+    assert (single["pipeline_pass1"], single["pipeline_shown"], single["pipeline_pass_when_shown"]) == (0.25, 0.5, 0.5)
+    assert "pass if shown" in fq.table(fq.summarize(records)).splitlines()[0]
+
+
 # -------------------------------------------------------------------- token healing (found by the benchmark)
 
 

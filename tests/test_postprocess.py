@@ -8,8 +8,9 @@ from hypothesis import strategies as st
 
 from lsp_server import languages
 from lsp_server.context import CompletionContext, bracket_state, build_context
-from lsp_server.postprocess import (bracket_end, check_parse, definition_end, drop_suffix_overlap, indent_end, postprocess,
-                                    repetition_end, single_line_end, stop_rule, suffix_repeat, trim_whitespace)
+from lsp_server.postprocess import (bracket_end, check_parse, definition_end, drop_suffix_overlap, indent_end,
+                                    misses_block_opener, postprocess, repetition_end, single_line_end, stop_rule,
+                                    suffix_repeat, trim_whitespace)
 
 CURSOR = "█"
 
@@ -286,6 +287,36 @@ def test_check_parse_per_language(language: str, doc: str, bad: str) -> None:
     assert ctx.scope_was_clean
     assert check_parse(bad, ctx) is None
     assert postprocess(bad, ctx) is None
+
+
+# The hole above an indented block must open it: (document, suggestion, misses the opener?)
+BLOCK_OPENER_CASES = [
+    ("def f(xs):\n    █\n        print(x)\n", "for x in xs:", False),
+    ("def f(xs):\n    █\n        print(x)\n", "for x in xs:  # each one", False),
+    ("def f(xs):\n    █\n        print(x)\n", "print(xs)", True),
+    ("def f(xs):\n    █\n        print(x)\n", "print(xs)  # why: not a block", True),
+    ("def f(xs):\n    █\n        print(x)\n", "total = 0\n    for x in xs:", False),  # ends on the opener
+    ("def f(xs):\n    █\n        print(x)\n", "for x in xs:\n        y = x", False),  # body at its level
+    ("def f(xs):\n    if xs█\n        print(xs)\n", ":", False),
+    ("def f(xs):\n    if xs█\n        print(xs)\n", " is None", True),  # the colon is still missing
+    ("def f(xs):\n    █\n        b)\n", "y = g(a,", False),  # a continuation line follows
+    ("def f(xs):\n    y = g(█\n        b)\n", "a,", False),  # inside brackets open at the cursor
+    ("def f(xs):\n    █\n        + 1\n", "y = x \\", False),  # backslash continuation
+    ("def f(xs):\n    █\n    return xs\n", "xs = sorted(xs)", False),  # next line at the same level
+    ("def f(xs):\n    █\n", "return xs", False),  # nothing follows
+]
+
+
+@pytest.mark.parametrize("doc,suggestion,misses", BLOCK_OPENER_CASES)
+def test_misses_block_opener(doc: str, suggestion: str, misses: bool) -> None:
+    ctx = ctx_at(doc, "python")
+    assert misses_block_opener(suggestion, ctx) is misses
+    assert (postprocess(suggestion, ctx) is None) is misses
+
+
+def test_misses_block_opener_is_python_only() -> None:
+    doc = "function f(xs) {\n  █\n    g(x);\n}\n"  # the same shape means nothing in a brace language
+    assert not misses_block_opener("g(xs);", ctx_at(doc, "javascript"))
 
 
 def test_check_parse_is_skipped_when_the_scope_was_already_broken() -> None:
