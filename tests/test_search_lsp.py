@@ -164,6 +164,9 @@ async def test_workspace_symbol_merges_search(client: LanguageClient) -> None:
     top = symbols[0]
     assert (top.name, top.kind, top.container_name) == ("Mailer.send_email", types.SymbolKind.Method, "app/config.py")
     assert top.location.uri == (WORKSPACE / "app/config.py").as_uri()
+    # the picker asks as the user types: a half-typed name already finds it
+    typed = await client.workspace_symbol_async(types.WorkspaceSymbolParams(query="parseCon"))
+    assert typed[0].name == "parseConfig"
     assert await client.workspace_symbol_async(types.WorkspaceSymbolParams(query="")) == []
 
 
