@@ -390,9 +390,10 @@ def misses_block_opener(text: str, ctx: CompletionContext) -> bool:
     The file does not compile until that line opens the block, so `check_parse` has no clean scope to
     compare with; an ordinary statement there (what a model that cannot see the suffix often writes)
     cannot be right, and showing nothing beats showing it. A line left inside brackets or ending in a
-    backslash is a continuation, which may be followed by anything.
+    backslash is a continuation, and one inside a string it opens (a triple quote) goes on as the
+    string's text: either may be followed by anything.
     """
-    if ctx.language != "python" or ctx.in_string or ctx.line_suffix.strip():
+    if ctx.language != "python" or ctx.in_string or ctx.line_suffix.strip() or _ends_in_open_string(text, ctx):
         return False
     last = (ctx.line_prefix + text).rsplit("\n", 1)[-1]
     follows = _next_code_indent(ctx)
@@ -403,6 +404,18 @@ def misses_block_opener(text: str, ctx: CompletionContext) -> bool:
         depth = depth + 1 if ch in OPENERS else max(0, depth - 1)
     code = _TRAILING_COMMENT.sub("", last).rstrip()
     return depth == 0 and not code.endswith((":", "\\"))
+
+
+def _ends_in_open_string(text: str, ctx: CompletionContext) -> bool:
+    """Whether the suggestion ends inside a string it opened."""
+    last = None
+    for last in token_pattern(ctx.language).finditer(text):
+        pass
+    if last is None or last.end() != len(text):
+        return False
+    token = last.group()
+    quote = token[:3] if token[:3] in ('"""', "'''") else token[:1]
+    return quote in ('"', "'", '"""', "'''") and (len(token) < 2 * len(quote) or not token.endswith(quote))
 
 
 def breaks_parse(text: str, ctx: CompletionContext) -> bool:

@@ -302,6 +302,8 @@ BLOCK_OPENER_CASES = [
     ("def f(xs):\n    █\n        b)\n", "y = g(a,", False),  # a continuation line follows
     ("def f(xs):\n    y = g(█\n        b)\n", "a,", False),  # inside brackets open at the cursor
     ("def f(xs):\n    █\n        + 1\n", "y = x \\", False),  # backslash continuation
+    ("def f(xs):\n    █\n        text\n    \"\"\"\n", 'doc = """', False),  # the string's text follows
+    ("def f(xs):\n    █\n        text\n    \"\"\"\n", 'doc = """ends here"""', True),
     ("def f(xs):\n    █\n    return xs\n", "xs = sorted(xs)", False),  # next line at the same level
     ("def f(xs):\n    █\n", "return xs", False),  # nothing follows
 ]
