@@ -56,17 +56,22 @@ const ICONS: Record<string, string> = {
   constant: "symbol-constant",
 };
 
-/** One quick-pick row: icon and name; where it is; the snippet's first meaningful lines. */
+const clip = (text: string, max: number) => (text.length > max ? text.slice(0, max - 1) + "…" : text);
+
+/** One quick-pick row: icon and name; where it is; the snippet's first meaningful lines.
+ * Top-level code outside any definition (kind "block") is named after its place, which the description
+ * already shows: its first line is the label instead. */
 export function toPickItem(result: SearchResult, displayPath: (uri: string) => string): PickItem {
   const icon = ICONS[result.kind.toLowerCase()] ?? "symbol-misc";
   const lines = result.snippet
     .split(/\r?\n/)
     .map((l) => l.trim())
     .filter(Boolean);
-  let detail = lines.slice(0, 2).join("  ");
-  if (detail.length > 160) detail = detail.slice(0, 159) + "…";
+  const block = result.kind.toLowerCase() === "block" && lines.length > 0;
+  const name = block ? clip(lines.shift() as string, 80) : result.name;
+  const detail = clip(lines.slice(0, 2).join("  "), 160);
   return {
-    label: `$(${icon}) ${result.name}`,
+    label: `$(${icon}) ${name}`,
     description: `${displayPath(result.uri)}:${result.range.start.line + 1}`,
     detail,
     result,

@@ -22,6 +22,11 @@ test("search results: malformed entries are skipped, items show name, place and 
   assert.equal(long.label, "$(symbol-class) (chunk)");
   assert.ok(long.detail.length <= 160);
   assert.deepEqual(parseSearchResults(null), []);
+  // top-level code is named after its place, which the description shows: its first line labels it
+  const [block] = parseSearchResults([{ uri: "file:///w/s.py", range: range(0, 0, 2, 0), name: "s.py:1", kind: "block",
+    snippet: "import json\nimport os\nDEBUG = 1", score: 0.5 }]);
+  const row = toPickItem(block, (u) => u.replace("file:///w/", ""));
+  assert.deepEqual([row.label, row.description, row.detail], ["$(symbol-misc) import json", "s.py:1", "import os  DEBUG = 1"]);
 });
 
 test("instruction validation", () => {
