@@ -180,7 +180,7 @@ def build_context(text: str, offset: int, language_id: str | None, *, count_toke
         extra=_extra(snippets, other_documents, count_tokens, other_budget_tokens, language),
         opens_block=opens_block, block_indent=block_indent, open_brackets=brackets.open,
         suffix_closers=brackets.suffix_closers, closable=brackets.closable,
-        in_string=_open_string_at_end(line_prefix, language) or (
+        in_string=open_token_at_end(line_prefix, language) is not None or (
             _in_string(tree, window_bytes, cursor_b) if tree is not None else False),
         prefix_cut=prefix_cut, prefix_start=fitter.start, suffix_cut=suffix_cut, window=window,
         window_offset=cursor, tree=tree,
@@ -553,19 +553,20 @@ def _in_string(tree: Tree, data: bytes, cursor_b: int) -> bool:
     return False
 
 
-def _open_string_at_end(line_prefix: str, language: str | None) -> bool:
-    """Whether the cursor line, up to the cursor, ends inside a string or comment that is still open
-    (the parse tree cannot tell: an unterminated string is an error node)."""
+def open_token_at_end(text: str, language: str | None) -> str | None:
+    """"string" or "comment" when text ends inside one that is still open, else None (the parse tree
+    cannot tell: an unterminated string is an error node)."""
     last = None
-    for last in token_pattern(language).finditer(line_prefix):
+    for last in token_pattern(language).finditer(text):
         pass
-    if last is None or last.end() != len(line_prefix) or last.group() in BRACKETS:
-        return False
+    if last is None or last.end() != len(text) or last.group() in BRACKETS:
+        return None
     token = last.group()
     if token.startswith(("//", "#")) or (token.startswith("/*") and not token.endswith("*/")):
-        return True
+        return "comment"
     quote = token[:3] if token[:3] in ('"""', "'''") else token[0]
-    return len(token) == len(quote) or not token.endswith(quote) or token.endswith("\\" + quote)
+    open_ = len(token) == len(quote) or not token.endswith(quote) or token.endswith("\\" + quote)
+    return "string" if open_ else None
 
 
 def error_spans(root: Node, lo: int, hi: int) -> list[tuple[int, int]]:

@@ -15,7 +15,7 @@ from typing import Callable
 
 from lsp_server import languages
 from lsp_server.context import (BRACKETS, OPENERS, CompletionContext, bracket_events, error_spans, indent_width,
-                                scan_brackets, token_pattern)
+                                open_token_at_end, scan_brackets, token_pattern)
 
 MAX_REPEAT_PERIOD = 3  # repetition_end looks for cycles of this many lines at most
 MAX_PARSE_RETRIES = 6  # multi-line suggestions that break the parse are shortened this many lines at most
@@ -393,29 +393,17 @@ def misses_block_opener(text: str, ctx: CompletionContext) -> bool:
     backslash is a continuation, and one inside a string it opens (a triple quote) goes on as the
     string's text: either may be followed by anything.
     """
-    if ctx.language != "python" or ctx.in_string or ctx.line_suffix.strip() or _ends_in_open_string(text, ctx):
+    if ctx.language != "python" or ctx.in_string or ctx.line_suffix.strip() or \
+            open_token_at_end(text, ctx.language) == "string":
         return False
     last = (ctx.line_prefix + text).rsplit("\n", 1)[-1]
     follows = _next_code_indent(ctx)
     if not _is_code(last) or follows is None or follows <= indent_width(last):
         return False
-    depth = len(ctx.open_brackets)
-    for _pos, ch in bracket_events(text, ctx.language):
-        depth = depth + 1 if ch in OPENERS else max(0, depth - 1)
-    code = _TRAILING_COMMENT.sub("", last).rstrip()
-    return depth == 0 and not code.endswith((":", "\\"))
-
-
-def _ends_in_open_string(text: str, ctx: CompletionContext) -> bool:
-    """Whether the suggestion ends inside a string it opened."""
-    last = None
-    for last in token_pattern(ctx.language).finditer(text):
-        pass
-    if last is None or last.end() != len(text):
+    still_open, closers = scan_brackets(text, ctx.language)
+    if still_open or len(closers) < len(ctx.open_brackets):
         return False
-    token = last.group()
-    quote = token[:3] if token[:3] in ('"""', "'''") else token[:1]
-    return quote in ('"', "'", '"""', "'''") and (len(token) < 2 * len(quote) or not token.endswith(quote))
+    return not _TRAILING_COMMENT.sub("", last).rstrip().endswith((":", "\\"))
 
 
 def breaks_parse(text: str, ctx: CompletionContext) -> bool:
