@@ -136,6 +136,7 @@ def half_typed(query: str) -> str | None:
 
 
 def reciprocal_rank(ids: list[int], targets: set[int]) -> float:
+    """1/rank of the first target among ids, 0 when none is there."""
     rank = next((i + 1 for i, cid in enumerate(ids) if cid in targets), None)
     return 1.0 / rank if rank else 0.0
 
@@ -198,9 +199,8 @@ def main() -> int:
             found_ids = index.candidates(case.query, query_vector=vec)  # each ranker once; fused per mode
             for mode in MODES:
                 ids, _ = fuse(found_ids, 10, mode) if found_ids is not None else ([], [])
-                rank = next((i + 1 for i, cid in enumerate(ids) if cid in targets), None)
-                reciprocal[mode].append(1.0 / rank if rank else 0.0)
-                found[mode] += rank is not None
+                reciprocal[mode].append(reciprocal_rank(ids, targets))
+                found[mode] += reciprocal[mode][-1] > 0
 
         typed_cases = [(c, q) for c in random.Random(2).sample(cases, min(args.typed_queries, len(cases)))
                        if (q := half_typed(c.query))]

@@ -889,15 +889,15 @@ class Index:
     def candidates(self, query: str, n: int = CANDIDATES, query_vector: np.ndarray | None = None,
                    mode: str = "hybrid") -> "Candidates | None":
         """Each ranker's top `n` chunk ids (only the rankers `mode` needs); None for a query with no words."""
-        typing = (query or "")[:MAX_QUERY_CHARS][-1:].isalnum()  # the last word may be half-typed
-        query = (query or "")[:MAX_QUERY_CHARS].strip()
+        typed = (query or "")[:MAX_QUERY_CHARS]
+        query = typed.strip()
         words = query_terms(query)
         if not words:
             if not re.search(r"[^\W_]", query):
                 return None
             words = terms(query)[:MAX_QUERY_TERMS]  # only stopwords ("where is it"): use them after all
-        if typing and mode in ("hybrid", "bm25"):
-            words = self._complete_last_word(query, words)
+        if mode in ("hybrid", "bm25"):
+            words = self._complete_last_word(typed, words)
         return Candidates(
             bm25=self._bm25(words, n) if mode in ("hybrid", "bm25") else [],
             vector=self._nearest(query, query_vector, n) if mode in ("hybrid", "vector") else [],
@@ -909,9 +909,9 @@ class Index:
         Search runs as the user types (the quick pick, ``workspace/symbol``), so a query that ends inside a
         word usually ends in a term no chunk has. Such terms of the last word (the whole word and its last
         part) become prefix terms, written ``term*``; a term the index holds stays exact, so a finished
-        query ranks as before.
+        query ranks as before. A query ending in a space or punctuation has no half-typed word.
         """
-        last = _WORD.findall(query)
+        last = _WORD.findall(query) if query[-1:].isalnum() else []
         if not last:
             return words
         parts = terms(last[-1])
