@@ -37,8 +37,8 @@ from typing import Iterator
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lsp_server import languages  # noqa: E402
-from lsp_server.context import build_context  # noqa: E402
-from lsp_server.postprocess import postprocess  # noqa: E402
+from lsp_server.completion.context import build_context  # noqa: E402
+from lsp_server.completion.postprocess import postprocess  # noqa: E402
 
 BLOCK_TYPES = {"python": "block", "c": "compound_statement", "cpp": "compound_statement",
                "javascript": "statement_block", "typescript": "statement_block", "go": "block",

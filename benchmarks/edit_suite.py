@@ -6,7 +6,7 @@ timeout, CPU/memory limits, no network when `unshare` allows it); the other lang
 structurally with tree-sitter (the file parses and has the asked-for shape).
 
 - raw: the chat prompt without our reply seeding; the reply replaces the selection verbatim.
-- pipeline: `lsp_server.edit.run_edit`, exactly what `infill.edit` runs (reply seeded with a fence, code
+- pipeline: `lsp_server.edit.run.run_edit`, exactly what `infill.edit` runs (reply seeded with a fence, code
   extraction, overlap trimming, re-indentation, parse validation, one retry; the "Add docstring" preset
   runs structurally: the model writes a summary, tree-sitter places it). A refused edit is a failure.
 
@@ -37,8 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tree_sitter import Node  # noqa: E402
 
-from lsp_server import edit, languages  # noqa: E402
-from lsp_server.edit import preset_instructions  # noqa: E402
+from lsp_server import languages  # noqa: E402
+from lsp_server.edit import run as edit  # noqa: E402
+from lsp_server.edit.run import preset_instructions  # noqa: E402
 
 Check = Callable[[str, str], "str | None"]  # (new file text, replacement) -> failure reason or None
 

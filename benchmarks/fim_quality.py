@@ -12,7 +12,7 @@ prefix = prompt + solution before the hole, suffix = the rest of the solution (n
 Each task is answered twice:
 - raw: the model's greedy output for `FimParts(prefix, suffix)` (prefix only for a model without FIM),
   cut only at its stop tokens / EOS, at most `--raw-tokens` tokens (default: the pipeline's own budgets);
-- pipeline: `build_prompt` + `run_completion` from lsp_server.features.completion, the code behind
+- pipeline: `build_prompt` + `run_completion` from lsp_server.completion.feature, the code behind
   `textDocument/inlineCompletion` (context builder, streaming stop rule, post-processing).
 Latency is wall time per answer (for the pipeline: context, generation and post-processing).
 
@@ -44,8 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from inference import Engine, FimParts  # noqa: E402
 from lsp_server.config import Settings  # noqa: E402
-from lsp_server.features.completion import _heal, build_prompt, run_completion  # noqa: E402
-from lsp_server.postprocess import postprocess, stop_rule  # noqa: E402
+from lsp_server.completion.feature import _heal, build_prompt, run_completion  # noqa: E402
+from lsp_server.completion.postprocess import postprocess, stop_rule  # noqa: E402
 
 from benchmarks.sandbox import Limits, run_python  # noqa: E402
 

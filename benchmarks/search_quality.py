@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lsp_server.index import Index, fuse  # noqa: E402
+from lsp_server.search.store import Index, fuse  # noqa: E402
 
 TEST_DIRS = {"test", "tests", "idle_test", "site-packages", "__pycache__"}
 MODES = ("bm25", "vector", "hybrid")

@@ -86,7 +86,7 @@ def _add_search_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _open_index(path: Path):
-    from lsp_server.index import Index
+    from lsp_server.search.store import Index
 
     if not path.is_dir():
         raise InferenceError(f"{path} is not a directory")
@@ -156,7 +156,7 @@ def _load(args: argparse.Namespace):
 def _complete(args: argparse.Namespace) -> int:
     """The same pipeline as the server's inline completion (context, stop rules, post-processing)."""
     from lsp_server.config import Settings
-    from lsp_server.features.completion import build_prompt, run_completion
+    from lsp_server.completion.feature import build_prompt, run_completion
     from lsp_server.languages import spec_for
 
     try:

@@ -196,9 +196,9 @@ class InfillServer(LanguageServer):
 
 def create_server() -> InfillServer:
     """Build a server with every feature registered (one server per process or test)."""
-    from lsp_server.features.completion import CompletionFeature
-    from lsp_server.features.edit import EditFeature
-    from lsp_server.features.search import SearchFeature
+    from lsp_server.completion.feature import CompletionFeature
+    from lsp_server.edit.feature import EditFeature
+    from lsp_server.search.feature import SearchFeature
 
     server = InfillServer()
     features: list[Feature] = [cls(server) for cls in (CompletionFeature, EditFeature, SearchFeature)]

@@ -10,7 +10,7 @@ import pytest
 
 from inference import FimParts
 from lsp_server.config import Settings
-from lsp_server.features.completion import _heal, build_prompt, heal, warm_prompts
+from lsp_server.completion.feature import _heal, build_prompt, heal, warm_prompts
 
 
 @pytest.mark.parametrize("prefix,prompt,lead", [

@@ -10,8 +10,8 @@ import threading
 
 import pytest
 
-from lsp_server import edit
-from lsp_server.edit import EditCancelled, EditError, EditTask
+from lsp_server.edit import run as edit
+from lsp_server.edit.run import EditCancelled, EditError, EditTask
 
 CLASS_DOC = "import os\nfrom typing import Any\n\nclass Greeter:\n    def greet(self, name):\n        return 'hi ' + name\n\n    def bye(self):\n        pass\n"
 

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/ i
 from benchmarks import fim_quality as fq  # noqa: E402
 from benchmarks.sandbox import Limits, run_python  # noqa: E402
 from lsp_server.config import Settings  # noqa: E402
-from lsp_server.features.completion import _heal, build_prompt  # noqa: E402
+from lsp_server.completion.feature import _heal, build_prompt  # noqa: E402
 
 QUICK = Limits(timeout_s=4.0, cpu_s=3)
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lsp_server import index as idx
-from lsp_server.index import Index, chunk_file, query_terms, split_identifier, terms, walk
+from lsp_server.search import store as idx
+from lsp_server.search.store import Index, chunk_file, query_terms, split_identifier, terms, walk
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -330,7 +330,7 @@ def test_corrupt_database_is_rebuilt(workspace: Path, tmp_path: Path) -> None:
 KILLED_WRITER = """
 import os, sys
 sys.path.insert(0, {root!r})
-from lsp_server.index import Index
+from lsp_server.search.store import Index
 index = Index({ws!r}, {db!r})
 conn = index._conn
 conn.execute("BEGIN IMMEDIATE")
@@ -356,7 +356,7 @@ def test_killed_writer_leaves_a_consistent_index(workspace: Path, tmp_path: Path
 CONCURRENT_WRITER = """
 import sys
 sys.path.insert(0, {root!r})
-from lsp_server.index import Index
+from lsp_server.search.store import Index
 index = Index({ws!r}, {db!r})
 for _ in range(3):
     index.update_all(embed=False)

@@ -24,7 +24,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 from pygls.uris import to_fs_path
 
-from lsp_server.index import Hit, Index
+from lsp_server.search.store import Hit, Index
 from lsp_server.server import Feature, ProgressReporter
 
 log = logging.getLogger(__name__)

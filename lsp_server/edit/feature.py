@@ -24,7 +24,8 @@ from urllib.parse import unquote
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcRequestCancelled
 
-from lsp_server import edit, languages
+from lsp_server import languages
+from lsp_server.edit import run as edit
 from lsp_server.positions import to_offset
 from lsp_server.server import Feature, ProgressReporter
 

@@ -19,10 +19,10 @@ from typing import Sequence
 from lsprotocol import types
 
 from inference import Completion, Engine, FimParts, InferenceError
-from lsp_server.context import CompletionContext, RecentSnippets, build_context, uri_path
+from lsp_server.completion.context import CompletionContext, RecentSnippets, build_context, uri_path
 from lsp_server.languages import comment_prefix
 from lsp_server.positions import to_offset, to_position
-from lsp_server.postprocess import postprocess, stop_rule
+from lsp_server.completion.postprocess import postprocess, stop_rule
 from lsp_server.config import Settings
 from lsp_server.server import Feature
 

@@ -14,7 +14,7 @@ import re
 from typing import Callable
 
 from lsp_server import languages
-from lsp_server.context import (BRACKETS, OPENERS, CompletionContext, bracket_events, error_spans, indent_width,
+from lsp_server.completion.context import (BRACKETS, OPENERS, CompletionContext, bracket_events, error_spans, indent_width,
                                 open_token_at_end, scan_brackets, token_pattern)
 
 MAX_REPEAT_PERIOD = 3  # repetition_end looks for cycles of this many lines at most

@@ -2,7 +2,7 @@
 
 Knows nothing of LSP: it takes a document's text, a selection (string offsets) and an instruction, and
 returns the replacement text or raises `EditError` with a message meant for the user. The feature in
-`lsp_server.features.edit` turns positions into offsets and results into a versioned `WorkspaceEdit`.
+`lsp_server.edit.feature` turns positions into offsets and results into a versioned `WorkspaceEdit`.
 
 Small models answer loosely (prose around the code, fences, the wrong indentation, a truncated block),
 so the pipeline does not trust the reply: it extracts the code, re-indents it to the selection, and

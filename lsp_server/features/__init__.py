@@ -1,1 +1,0 @@
-"""One module per LSP feature: completion, edit, search."""
