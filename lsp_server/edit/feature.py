@@ -13,7 +13,6 @@ result: `{edit: WorkspaceEdit, diff: str, applied: bool}`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcRequ
 from lsp_server import languages
 from lsp_server.edit import run as edit
 from lsp_server.positions import to_offset
-from lsp_server.server import Feature, ProgressReporter
+from lsp_server.feature import AnyEvent, Feature, ProgressReporter
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +36,6 @@ ASK_CAPABILITY = "infillEditWithInstruction"  # client capabilities.experimental
 ACTION_KIND = "refactor.rewrite.infill"
 REQUEST_FAILED = -32803  # LSP RequestFailed: the request was valid but could not be carried out
 CONTENT_MODIFIED = -32801
-
-class _AnyOf:
-    """Set when any of its events is set (what the engine and the edit loop poll between tokens)."""
-
-    def __init__(self, *events: threading.Event) -> None:
-        self._events = events
-
-    def is_set(self) -> bool:
-        return any(e.is_set() for e in self._events)
-
-    def set(self) -> None:
-        self._events[0].set()
-
 
 @dataclass
 class _Running:
@@ -109,7 +95,7 @@ class EditFeature(Feature):
         language = spec.name if spec else None
         base = {"uri": params.text_document.uri, "range": _range_json(params.range), "version": doc.version}
         actions = []
-        if self._client_can_ask():
+        if self.client.experimental(ASK_CAPABILITY):
             actions.append(_action("Edit with instruction…", ASK_COMMAND, dict(base)))
         if text[start:end].strip():
             for preset in edit.preset_instructions(language, self.server.settings.translate_languages):
@@ -124,11 +110,6 @@ class EditFeature(Feature):
     def _wants(self, only: list[str] | None) -> bool:
         kinds = [str(getattr(k, "value", k)) for k in only or ()]
         return not kinds or any(ACTION_KIND == k or ACTION_KIND.startswith(k + ".") for k in kinds)
-
-    def _client_can_ask(self) -> bool:
-        caps = self.server.client_capabilities
-        experimental = caps.experimental if caps else None
-        return isinstance(experimental, dict) and bool(experimental.get(ASK_CAPABILITY))
 
     # --- the command -------------------------------------------------------------------------------
 
@@ -168,7 +149,7 @@ class EditFeature(Feature):
             running = self._running[key] = _Running()
         try:
             self._cancel_on_cancel_request(running.cancel)
-            result = await asyncio.to_thread(self._generate, engine, task, running.cancel)
+            result = await self.off_loop(self._generate, engine, task, running.cancel)
             if running.closed:
                 raise JsonRpcException("The document was closed during the edit; nothing was applied.",
                                        REQUEST_FAILED)
@@ -183,7 +164,7 @@ class EditFeature(Feature):
             workspace_edit = self._workspace_edit(uri, version, rng, result.replacement)
             diff = edit.unified_diff(text, result.new_text, PurePosixPath(unquote(uri)).name or "document")
             applied = False
-            if request["apply"] and self._client_applies_edits():
+            if request["apply"] and self.client.apply_edit:
                 response = await self.server.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(
                     edit=workspace_edit, label=f"infill: {request['instruction'][:60]}"))
                 if not response.applied:
@@ -199,7 +180,7 @@ class EditFeature(Feature):
     def _generate(self, engine, task: edit.EditTask, cancel: threading.Event) -> edit.EditResult | edit.EditError:
         """Worker thread: run the edit with cancellable progress; errors are returned, not raised."""
         progress = ProgressReporter(self.server, "infill: edit", cancellable=True)
-        cancel = _AnyOf(cancel, progress.cancelled)  # the request's cancel or the progress cancel button
+        cancel = AnyEvent(cancel, progress.cancelled)  # the request's cancel or the progress cancel button
 
         def report(message: str, fraction: float | None) -> None:
             progress.report(message, fraction)
@@ -218,11 +199,6 @@ class EditFeature(Feature):
             progress.end(f"failed: {exc}")
             return edit.EditError(f"The edit failed: {exc}")
 
-    def _client_applies_edits(self) -> bool:
-        """Whether the client takes `workspace/applyEdit`; if not it gets the edit to apply itself."""
-        caps = self.server.client_capabilities
-        return bool(caps and caps.workspace and caps.workspace.apply_edit)
-
     def _cancel_on_cancel_request(self, cancel: threading.Event) -> None:
         """Set `cancel` when the client sends `$/cancelRequest` for this executeCommand request.
 
@@ -237,9 +213,7 @@ class EditFeature(Feature):
     def _workspace_edit(self, uri: str, version: int, rng: types.Range, new_text: str) -> types.WorkspaceEdit:
         """A versioned `TextDocumentEdit`, or plain `changes` for clients without documentChanges."""
         text_edit = types.TextEdit(range=rng, new_text=new_text)
-        caps = self.server.client_capabilities
-        we = caps.workspace.workspace_edit if caps and caps.workspace else None
-        if we is not None and not we.document_changes:
+        if not self.client.versioned_edits:
             return types.WorkspaceEdit(changes={uri: [text_edit]})
         return types.WorkspaceEdit(document_changes=[types.TextDocumentEdit(
             text_document=types.OptionalVersionedTextDocumentIdentifier(uri=uri, version=version),

@@ -12,7 +12,6 @@ wait for it; they rank whatever is indexed. The code model is not needed at all.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import queue
 import threading
@@ -25,7 +24,7 @@ from pygls.exceptions import JsonRpcInvalidParams
 from pygls.uris import to_fs_path
 
 from lsp_server.search.store import Hit, Index
-from lsp_server.server import Feature, ProgressReporter
+from lsp_server.feature import AnyEvent, Feature, ProgressReporter
 
 log = logging.getLogger(__name__)
 
@@ -89,18 +88,15 @@ class SearchFeature(Feature):
     async def execute(self, *arguments: Any) -> list[dict]:
         """`infill.search`: ranked results as JSON."""
         query, limit = parse_arguments(arguments)
-        hits = await self._in_thread(self.search, query, limit)
+        hits = await self.off_loop(self.search, query, limit)
         return [hit.as_dict() for hit in hits]
 
     async def workspace_symbol(self, params: types.WorkspaceSymbolParams) -> list[types.WorkspaceSymbol]:
         """The same results in the editor's symbol picker (an empty query lists nothing)."""
         if not params.query.strip():
             return []
-        hits = await self._in_thread(self.search, params.query, SYMBOL_LIMIT)
+        hits = await self.off_loop(self.search, params.query, SYMBOL_LIMIT)
         return [self._symbol(hit) for hit in hits]
-
-    async def _in_thread(self, fn, *args):
-        return await asyncio.wrap_future(self.server.thread_pool.submit(fn, *args))
 
     def search(self, query: str, limit: int) -> list[Hit]:
         """Results from every workspace folder's index, merged by score."""
@@ -135,7 +131,7 @@ class SearchFeature(Feature):
         self._cancel_timer(uri)
         self._enqueue("file", uri)
 
-    def on_change(self, uri: str) -> None:
+    def on_change(self, uri: str, changes: list[types.TextDocumentContentChangeEvent]) -> None:
         """Re-index the buffer once typing pauses."""
         with self._lock:
             old = self._timers.pop(uri, None)
@@ -155,7 +151,7 @@ class SearchFeature(Feature):
             deleted = change.type == types.FileChangeType.Deleted
             self._enqueue("remove" if deleted else "file", change.uri)
 
-    def shutdown(self) -> None:
+    def on_shutdown(self) -> None:
         """Stop the worker (at the end of the current file or embedding batch)."""
         self._stop.set()
         self._jobs.put(("stop", ""))
@@ -219,7 +215,7 @@ class SearchFeature(Feature):
     def _full_pass(self) -> None:
         """Open every folder's index, chunk what changed, then embed it, with `$/progress`."""
         progress = ProgressReporter(self.server, "infill: indexing", cancellable=True)
-        cancel = _AnyEvent(progress.cancelled, self._stop)
+        cancel = AnyEvent(progress.cancelled, self._stop)
         t0 = time.perf_counter()
         try:
             for root in self._roots():
@@ -254,9 +250,7 @@ class SearchFeature(Feature):
 
     def _register_watcher(self) -> None:
         """Ask the client to tell us about file changes made outside the editor (if it can)."""
-        caps = self.server.client_capabilities
-        watched = caps.workspace.did_change_watched_files if caps and caps.workspace else None
-        if not (watched and watched.dynamic_registration):
+        if not self.client.watched_files_registration:
             return
         options = types.DidChangeWatchedFilesRegistrationOptions(
             watchers=[types.FileSystemWatcher(glob_pattern="**/*")])
@@ -297,12 +291,3 @@ class SearchFeature(Feature):
         matches = [i for i in self._indexes if path.is_relative_to(i.root)]
         return max(matches, key=lambda i: len(str(i.root)), default=None)
 
-
-class _AnyEvent:
-    """Set when any of its events is (a cancel from the client or a server shutdown)."""
-
-    def __init__(self, *events: threading.Event) -> None:
-        self._events = events
-
-    def is_set(self) -> bool:
-        return any(e.is_set() for e in self._events)

@@ -1,0 +1,93 @@
+"""The model's lifecycle in the server: loaded once, in the background, reloaded when settings name another.
+
+Features ask `ready()` per request and answer empty while it is None, so a client typing during the
+first minute (the default model is converted on first use) sees nothing rather than errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Callable
+
+from lsprotocol import types
+
+from inference import Engine, InferenceError
+from lsp_server.feature import ProgressReporter
+
+if TYPE_CHECKING:
+    from lsp_server.server import InfillServer
+
+log = logging.getLogger(__name__)
+
+
+class ModelService:
+    """Loads the engine once, in the background, with `$/progress`; features ask `ready()` per request.
+
+    Requests that arrive before the model is ready get empty results (never an error storm), and a
+    settings change that names another model reloads it.
+    """
+
+    def __init__(self, server: InfillServer) -> None:
+        self._server = server
+        self._engine: Engine | None = None
+        self._loading: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.error: str | None = None
+        self._loaded_key: tuple | None = None
+        self._on_ready: list[Callable[[Engine], None]] = []
+
+    def ready(self) -> Engine | None:
+        return self._engine
+
+    def on_ready(self, callback: Callable[[Engine], None]) -> None:
+        """Call back (on the loader thread) whenever a model finishes loading."""
+        self._on_ready.append(callback)
+
+    def load_in_background(self) -> None:
+        s = self._server.settings
+        key = (s.model, s.family, s.device)
+        with self._lock:
+            if key == self._loaded_key and (self._engine is not None or self._loading is not None):
+                return
+            self._loaded_key = key
+            self._engine = None
+            self._loading = threading.Thread(target=self._load, args=(key,), name="infill-model", daemon=True)
+            self._loading.start()
+
+    def wait(self, timeout: float | None = None) -> Engine | None:
+        thread = self._loading
+        if thread is not None:
+            thread.join(timeout)
+        return self._engine
+
+    def _load(self, key: tuple) -> None:
+        model, family, device = key
+        progress = ProgressReporter(self._server, "infill: preparing model")
+        try:
+            engine = Engine.load(model, family=family, device=device, progress=progress.report)
+        except InferenceError as exc:
+            self.error = str(exc)
+            progress.end(f"failed: {exc}")
+            self._server.window_show_message(
+                types.ShowMessageParams(type=types.MessageType.Error, message=f"infill: {exc}")
+            )
+            return
+        except Exception as exc:  # keep the server alive whatever the loader hits
+            log.exception("model load failed")
+            self.error = f"model load failed: {exc}"
+            progress.end(self.error)
+            return
+        finally:
+            self._loading = None
+        with self._lock:
+            if self._loaded_key != key:  # settings changed while loading: this model is stale
+                return
+            self._engine = engine
+            self.error = None
+        progress.end(f"{engine.info.name} ready on {engine.info.device}")
+        for callback in self._on_ready:
+            try:
+                callback(engine)
+            except Exception:
+                log.exception("on_ready callback failed")
