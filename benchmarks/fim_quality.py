@@ -12,7 +12,7 @@ prefix = prompt + solution before the hole, suffix = the rest of the solution (n
 Each task is answered twice:
 - raw: the model's greedy output for `FimParts(prefix, suffix)` (prefix only for a model without FIM),
   cut only at its stop tokens / EOS, at most `--raw-tokens` tokens (default: the pipeline's own budgets);
-- pipeline: `build_prompt` + `run_completion` from lsp_server.completion.feature, the code behind
+- pipeline: `build_prompt` + `run_completion` from lsp_server.completion.prompt, the code behind
   `textDocument/inlineCompletion` (context builder, streaming stop rule, post-processing).
 Latency is wall time per answer (for the pipeline: context, generation and post-processing).
 
@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from inference import Engine, FimParts  # noqa: E402
 from lsp_server.config import Settings  # noqa: E402
-from lsp_server.completion.feature import _heal, build_prompt, run_completion  # noqa: E402
+from lsp_server.completion.prompt import build_prompt, heal_answer, run_completion  # noqa: E402
 from lsp_server.completion.postprocess import postprocess, stop_rule  # noqa: E402
 
 from benchmarks.sandbox import Limits, run_python  # noqa: E402
@@ -209,9 +209,9 @@ def answer_oracle(engine: Engine, settings: Settings, task: Task) -> str:
     stream = prompt.lead + task.hole + task.suffix
     rule = stop_rule(prompt.ctx)
     stop = next((k for k in range(1, len(stream) + 1)
-                 if (k == len(stream) or stream[k - 1].isspace()) and rule(_heal(stream[:k], prompt.lead))),
+                 if (k == len(stream) or stream[k - 1].isspace()) and rule(heal_answer(stream[:k], prompt.lead))),
                 len(stream))
-    return postprocess(_heal(stream[:stop], prompt.lead), prompt.ctx) or ""
+    return postprocess(heal_answer(stream[:stop], prompt.lead), prompt.ctx) or ""
 
 
 def run_oracle(engine: Engine, tasks: Sequence[Task], settings: Settings, judge: Judge) -> dict[str, dict]:

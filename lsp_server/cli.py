@@ -156,7 +156,7 @@ def _load(args: argparse.Namespace):
 def _complete(args: argparse.Namespace) -> int:
     """The same pipeline as the server's inline completion (context, stop rules, post-processing)."""
     from lsp_server.config import Settings
-    from lsp_server.completion.feature import build_prompt, run_completion
+    from lsp_server.completion.prompt import build_prompt, run_completion
     from lsp_server.languages import spec_for
 
     try:

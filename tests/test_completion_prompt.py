@@ -10,7 +10,7 @@ import pytest
 
 from inference import FimParts
 from lsp_server.config import Settings
-from lsp_server.completion.feature import _heal, build_prompt, heal, warm_prompts
+from lsp_server.completion.prompt import build_prompt, heal_answer, heal_prompt, warm_prompts
 
 
 @pytest.mark.parametrize("prefix,prompt,lead", [
@@ -22,7 +22,7 @@ from lsp_server.completion.feature import _heal, build_prompt, heal, warm_prompt
     ("", "", ""),
 ])
 def test_heal_cuts_the_split_token(prefix: str, prompt: str, lead: str) -> None:
-    assert heal(prefix) == (prompt, lead)
+    assert heal_prompt(prefix) == (prompt, lead)
     assert prompt + lead == prefix
 
 
@@ -33,7 +33,7 @@ def test_heal_cuts_the_split_token(prefix: str, prompt: str, lead: str) -> None:
     ("return x", "", "return x"),
 ])
 def test_answer_loses_the_lead_the_user_already_typed(answer: str, lead: str, expected: str) -> None:
-    assert _heal(answer, lead) == expected
+    assert heal_answer(answer, lead) == expected
 
 
 def test_warming_covers_the_next_cut_of_a_long_file(qwen_engine) -> None:

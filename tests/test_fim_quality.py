@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/ i
 from benchmarks import fim_quality as fq  # noqa: E402
 from benchmarks.sandbox import Limits, run_python  # noqa: E402
 from lsp_server.config import Settings  # noqa: E402
-from lsp_server.completion.feature import _heal, build_prompt  # noqa: E402
+from lsp_server.completion.prompt import build_prompt, heal_answer  # noqa: E402
 
 QUICK = Limits(timeout_s=4.0, cpu_s=3)
 
@@ -138,7 +138,7 @@ def test_summary_counts_what_is_shown_and_how_often_it_is_right() -> None:
     ("x", "", "x"),
 ])
 def test_heal_golden(text: str, lead: str, healed: str) -> None:
-    assert _heal(text, lead) == healed
+    assert heal_answer(text, lead) == healed
 
 
 @pytest.mark.slow

@@ -14,17 +14,15 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Sequence
 
 from lsprotocol import types
 
-from inference import Completion, Engine, FimParts, InferenceError
-from lsp_server.completion.context import CompletionContext, RecentSnippets, build_context, uri_path
+from inference import Engine
+from lsp_server.completion.context import RecentSnippets, uri_path
+from lsp_server.completion.prompt import Prompt, build_prompt, run_completion, warm_prompts
+from lsp_server.feature import Feature
 from lsp_server.languages import comment_prefix
 from lsp_server.positions import to_offset, to_position
-from lsp_server.completion.postprocess import postprocess, stop_rule
-from lsp_server.config import Settings
-from lsp_server.server import Feature
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +38,6 @@ class Suggestion:
     before: str  # document text before the cursor
     after: str  # document text after the cursor
     text: str
-
-
-@dataclass
-class Prompt:
-    """What goes to the engine for one completion, and how to read its answer."""
-
-    ctx: CompletionContext
-    prompt: str | FimParts
-    lead: str  # whitespace cut from the end of the prompt (token healing), expected back from the model
-    max_tokens: int
 
 
 class CompletionFeature(Feature):
@@ -83,7 +71,7 @@ class CompletionFeature(Feature):
         @server.feature(types.TEXT_DOCUMENT_COMPLETION,
                         types.CompletionOptions(trigger_characters=[".", "(", " "]))
         async def completion(ls, params: types.CompletionParams) -> types.CompletionList:
-            if self._client_has_inline_completion():  # the ghost text already shows it
+            if self.client.inline_completion:  # the ghost text already shows it
                 return types.CompletionList(is_incomplete=True, items=[])
             return await self._completion_items(params)
 
@@ -120,7 +108,7 @@ class CompletionFeature(Feature):
         self._inflight[uri] = cancel
         self._warm_cancel.set()
         try:
-            result = await asyncio.to_thread(self._generate, engine, doc.uri, doc.language_id, text, offset, cancel)
+            result = await self.off_loop(self._generate, engine, doc.uri, doc.language_id, text, offset, cancel)
         except asyncio.CancelledError:  # $/cancelRequest: stop the engine between two tokens
             cancel.set()
             raise
@@ -171,7 +159,7 @@ class CompletionFeature(Feature):
         # As a snippet (escaped, so it inserts literally): Neovim 0.11 inserts only the first word of a
         # plain-text item with a text edit. Plain text for clients without snippets (Emacs eglot without
         # yasnippet), which would insert the escapes.
-        snippet = self._client_has_snippets()
+        snippet = self.client.snippets
         item = types.CompletionItem(
             label=label, kind=types.CompletionItemKind.Text, detail="infill", filter_text=word + text,
             text_edit=types.TextEdit(range=types.Range(start=start, end=params.position),
@@ -184,15 +172,6 @@ class CompletionFeature(Feature):
         """Code near recent edits in other documents (the same for a request and its warm-up)."""
         return self._recent.pick(engine.count_tokens, self.server.settings.other_documents_tokens,
                                  exclude_uri=uri, comment=comment_prefix(language_id, uri_path(uri)))
-
-    def _client_has_snippets(self) -> bool:
-        caps = self.server.client_capabilities
-        completion = caps and caps.text_document and caps.text_document.completion
-        return bool(completion and completion.completion_item and completion.completion_item.snippet_support)
-
-    def _client_has_inline_completion(self) -> bool:
-        caps = self.server.client_capabilities
-        return bool(caps and caps.text_document and caps.text_document.inline_completion)
 
     # ------------------------------------------------------------------------ typed-through cache
     def _typed_through(self, uri: str, text: str, offset: int) -> str | None:
@@ -246,7 +225,7 @@ class CompletionFeature(Feature):
         for uri, doc in list(self.server.workspace.text_documents.items()):
             self._warm_queue.put((uri, len(doc.source)))
 
-    def on_edit(self, uri: str, changes: list) -> None:
+    def on_change(self, uri: str, changes: list[types.TextDocumentContentChangeEvent]) -> None:
         self._forget_cut_before(uri, changes)
         doc = self.server.workspace.text_documents.get(uri)
         if doc is None or not changes:
@@ -303,90 +282,6 @@ class CompletionFeature(Feature):
                 log.debug("warming failed", exc_info=True)
 
 
-def build_prompt(engine: Engine, settings: Settings, uri: str, language_id: str | None, text: str, offset: int,
-                 snippets: Sequence[str] = (), keep_start: int | None = None,
-                 ahead_of: int | None = None) -> Prompt | None:
-    """The context and the engine prompt for a position (None when there is nothing to continue).
-    `keep_start` keeps the previous prompt's cut while it fits; `ahead_of` cuts the prefix where typing
-    will move that cut next (see `warm_prompts`)."""
-    ctx = build_context(text, offset, language_id, count_tokens=engine.count_tokens,
-                        budget_tokens=settings.context_tokens, path=uri_path(uri), snippets=snippets,
-                        other_budget_tokens=settings.other_documents_tokens, keep_start=keep_start,
-                        ahead_of=ahead_of)
-    extra = "".join(s if s.endswith("\n") else s + "\n" for s in ctx.extra)
-    prefix = extra + ctx.prefix
-    prefix, lead = heal(prefix)
-    if not prefix.strip() and not engine.supports_fim:
-        return None
-    max_tokens = settings.max_tokens_multi_line if ctx.multiline else settings.max_tokens_single_line
-    prompt: str | FimParts = FimParts(prefix, ctx.suffix) if engine.supports_fim else prefix
-    return Prompt(ctx, prompt, lead, max_tokens)
-
-
-def warm_prompts(engine: Engine, settings: Settings, uri: str, language_id: str | None, text: str, offset: int,
-                 snippets: Sequence[str] = (), keep_start: int | None = None) -> list[Prompt]:
-    """The prompts worth having in the KV cache before the user asks at `offset`, most urgent first.
-
-    The prompt for the position itself; and when its prefix is cut, the prompt as it will start once
-    typing pushes the cut one step on. Without the second, that step costs a cold prefill of the whole
-    context (0.7-1 s here, every few screenfuls typed); with it, the request after the step extends a
-    cached prefix like any other.
-    """
-    prompt = build_prompt(engine, settings, uri, language_id, text, offset, snippets, keep_start=keep_start)
-    if prompt is None:
-        return []
-    if not prompt.ctx.prefix_cut:
-        return [prompt]
-    ahead = build_prompt(engine, settings, uri, language_id, text, offset, snippets,
-                         ahead_of=prompt.ctx.prefix_start)
-    return [prompt] if ahead is None or ahead.prompt == prompt.prompt else [prompt, ahead]
-
-
-def run_completion(engine: Engine, prompt: Prompt, temperature: float = 0.0,
-                   cancel: threading.Event | None = None) -> tuple[str | None, Completion | None]:
-    """Generate with the streaming stop rule, then post-process: (suggestion or None, raw completion)."""
-    rule = stop_rule(prompt.ctx)
-    try:
-        completion = engine.complete(prompt.prompt, max_new_tokens=prompt.max_tokens, cancel=cancel,
-                                     temperature=temperature, stop_rule=lambda t: rule(_heal(t, prompt.lead)))
-    except InferenceError as exc:
-        log.info("no completion: %s", exc)
-        return None, None
-    if completion.finish_reason == "cancel":
-        return None, completion
-    return postprocess(_heal(completion.text, prompt.lead), prompt.ctx), completion
-
-
 def _snippet_literal(text: str) -> str:
     """Escape text so that a snippet inserts it as is."""
     return text.replace("\\", "\\\\").replace("$", "\\$").replace("}", "\\}")
-
-
-def heal(prefix: str) -> tuple[str, str]:
-    """Token healing: (prompt prefix, text the answer is expected to start with).
-
-    Tokenizers merge a line break with the indentation after it ("\\n    "), so a
-    prompt ending at a line start (blanks or not) splits that token and small models restart at
-    column 0 (comments, prose): cut the line break and the blanks and expect them back in the answer.
-    Mid-line, BPE vocabularies glue a space to the word after it (" return"), so a prompt ending in a
-    typed space is healed the same way: that one space moves into the expected answer.
-    """
-    stripped = prefix.rstrip(" \t")
-    lead = prefix[len(stripped) - 1:] if stripped.endswith("\n") else (" " if prefix.endswith(" ") else "")
-    return prefix[:len(prefix) - len(lead)], lead
-
-
-def _heal(text: str, lead: str) -> str:
-    """Remove from the model's answer the line break and indentation the prompt had cut (see token
-    healing). Text the model appends to the line before the cursor cannot be shown there: it goes."""
-    if not lead:
-        return text
-    if lead.startswith("\n"):
-        nl = text.find("\n")
-        text, lead = ("", "") if nl < 0 else (text[nl + 1:], lead[1:])
-        if not lead:
-            return text
-    if text.startswith(lead):
-        return text[len(lead):]
-    blank = len(text) - len(text.lstrip(" \t"))
-    return text[blank:] if lead.startswith(text[:blank]) else text

@@ -1,0 +1,115 @@
+"""The completion prompt: build it from the context, heal its last token, run it, read the answer back.
+
+Shared by the server (`feature`), `infill complete` and the benchmarks, so all three run exactly the same
+pipeline: `build_prompt` (context → engine prompt), `warm_prompts` (what to prefill before the user asks),
+`run_completion` (generate with the streaming stop rule, then post-process). Token healing comes in two
+halves: `heal_prompt` cuts the whitespace a tokenizer would glue to the next word, `heal_answer` takes it
+back out of the model's answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Sequence
+
+from inference import Completion, Engine, FimParts, InferenceError
+from lsp_server.completion.context import CompletionContext, build_context, uri_path
+from lsp_server.completion.postprocess import postprocess, stop_rule
+from lsp_server.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prompt:
+    """What goes to the engine for one completion, and how to read its answer."""
+
+    ctx: CompletionContext
+    prompt: str | FimParts
+    lead: str  # whitespace cut from the end of the prompt (token healing), expected back from the model
+    max_tokens: int
+
+
+def build_prompt(engine: Engine, settings: Settings, uri: str, language_id: str | None, text: str, offset: int,
+                 snippets: Sequence[str] = (), keep_start: int | None = None,
+                 ahead_of: int | None = None) -> Prompt | None:
+    """The context and the engine prompt for a position (None when there is nothing to continue).
+    `keep_start` keeps the previous prompt's cut while it fits; `ahead_of` cuts the prefix where typing
+    will move that cut next (see `warm_prompts`)."""
+    ctx = build_context(text, offset, language_id, count_tokens=engine.count_tokens,
+                        budget_tokens=settings.context_tokens, path=uri_path(uri), snippets=snippets,
+                        other_budget_tokens=settings.other_documents_tokens, keep_start=keep_start,
+                        ahead_of=ahead_of)
+    extra = "".join(s if s.endswith("\n") else s + "\n" for s in ctx.extra)
+    prefix = extra + ctx.prefix
+    prefix, lead = heal_prompt(prefix)
+    if not prefix.strip() and not engine.supports_fim:
+        return None
+    max_tokens = settings.max_tokens_multi_line if ctx.multiline else settings.max_tokens_single_line
+    prompt: str | FimParts = FimParts(prefix, ctx.suffix) if engine.supports_fim else prefix
+    return Prompt(ctx, prompt, lead, max_tokens)
+
+
+def warm_prompts(engine: Engine, settings: Settings, uri: str, language_id: str | None, text: str, offset: int,
+                 snippets: Sequence[str] = (), keep_start: int | None = None) -> list[Prompt]:
+    """The prompts worth having in the KV cache before the user asks at `offset`, most urgent first.
+
+    The prompt for the position itself; and when its prefix is cut, the prompt as it will start once
+    typing pushes the cut one step on. Without the second, that step costs a cold prefill of the whole
+    context (0.7-1 s here, every few screenfuls typed); with it, the request after the step extends a
+    cached prefix like any other.
+    """
+    prompt = build_prompt(engine, settings, uri, language_id, text, offset, snippets, keep_start=keep_start)
+    if prompt is None:
+        return []
+    if not prompt.ctx.prefix_cut:
+        return [prompt]
+    ahead = build_prompt(engine, settings, uri, language_id, text, offset, snippets,
+                         ahead_of=prompt.ctx.prefix_start)
+    return [prompt] if ahead is None or ahead.prompt == prompt.prompt else [prompt, ahead]
+
+
+def run_completion(engine: Engine, prompt: Prompt, temperature: float = 0.0,
+                   cancel: threading.Event | None = None) -> tuple[str | None, Completion | None]:
+    """Generate with the streaming stop rule, then post-process: (suggestion or None, raw completion)."""
+    rule = stop_rule(prompt.ctx)
+    try:
+        completion = engine.complete(prompt.prompt, max_new_tokens=prompt.max_tokens, cancel=cancel,
+                                     temperature=temperature, stop_rule=lambda t: rule(heal_answer(t, prompt.lead)))
+    except InferenceError as exc:
+        log.info("no completion: %s", exc)
+        return None, None
+    if completion.finish_reason == "cancel":
+        return None, completion
+    return postprocess(heal_answer(completion.text, prompt.lead), prompt.ctx), completion
+
+
+def heal_prompt(prefix: str) -> tuple[str, str]:
+    """Token healing: (prompt prefix, text the answer is expected to start with).
+
+    Tokenizers merge a line break with the indentation after it ("\\n    "), so a
+    prompt ending at a line start (blanks or not) splits that token and small models restart at
+    column 0 (comments, prose): cut the line break and the blanks and expect them back in the answer.
+    Mid-line, BPE vocabularies glue a space to the word after it (" return"), so a prompt ending in a
+    typed space is healed the same way: that one space moves into the expected answer.
+    """
+    stripped = prefix.rstrip(" \t")
+    lead = prefix[len(stripped) - 1:] if stripped.endswith("\n") else (" " if prefix.endswith(" ") else "")
+    return prefix[:len(prefix) - len(lead)], lead
+
+
+def heal_answer(text: str, lead: str) -> str:
+    """Remove from the model's answer the line break and indentation `heal_prompt` cut from the prompt. Text the model appends to the line before the cursor cannot be shown there: it goes."""
+    if not lead:
+        return text
+    if lead.startswith("\n"):
+        nl = text.find("\n")
+        text, lead = ("", "") if nl < 0 else (text[nl + 1:], lead[1:])
+        if not lead:
+            return text
+    if text.startswith(lead):
+        return text[len(lead):]
+    blank = len(text) - len(text.lstrip(" \t"))
+    return text[blank:] if lead.startswith(text[:blank]) else text
