@@ -38,8 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tree_sitter import Node  # noqa: E402
 
 from lsp_server import languages  # noqa: E402
-from lsp_server.edit import run as edit  # noqa: E402
-from lsp_server.edit.run import preset_instructions  # noqa: E402
+from lsp_server.edit.prompts import chat_messages, enclosing_scope, preset_instructions  # noqa: E402
+from lsp_server.edit.run import run_edit  # noqa: E402
+from lsp_server.edit.task import EditError, EditTask  # noqa: E402
 
 Check = Callable[[str, str], "str | None"]  # (new file text, replacement) -> failure reason or None
 
@@ -55,7 +56,7 @@ class Task:
     cursor_after: str | None = None  # for an empty selection: the cursor goes right after this fragment
     target_language: str | None = None
 
-    def edit_task(self) -> edit.EditTask:
+    def edit_task(self) -> EditTask:
         if self.select:
             start = self.source.index(self.select)
             end = start + len(self.select)
@@ -63,7 +64,7 @@ class Task:
             start = end = self.source.index(self.cursor_after) + len(self.cursor_after)
         structured = next((p.preset for p in preset_instructions(self.language, [])
                            if p.preset and p.instruction == self.instruction), None)  # as the code action sends it
-        return edit.EditTask(self.source, start, end, self.instruction, self.language, self.target_language,
+        return EditTask(self.source, start, end, self.instruction, self.language, self.target_language,
                              structured)
 
 
@@ -386,7 +387,7 @@ TASKS: list[Task] = [
 def run_raw(engine, task: Task, max_new_tokens: int) -> tuple[str, str]:
     """The model's reply to the same chat prompt, spliced in verbatim: (new text, replacement)."""
     et = task.edit_task()
-    prompt = engine.chat_prompt(edit.chat_messages(et, edit.enclosing_scope(et)))
+    prompt = engine.chat_prompt(chat_messages(et, enclosing_scope(et)))
     reply = engine.complete(prompt, max_new_tokens=max_new_tokens).text
     return et.text[:et.start] + reply + et.text[et.end:], reply
 
@@ -394,8 +395,8 @@ def run_raw(engine, task: Task, max_new_tokens: int) -> tuple[str, str]:
 def run_pipeline(engine, task: Task, max_new_tokens: int) -> tuple[str | None, str, int]:
     """(new text or None if refused, replacement or the refusal, attempts)."""
     try:
-        result = edit.run_edit(engine, task.edit_task(), max_new_tokens=max_new_tokens)
-    except edit.EditError as exc:
+        result = run_edit(engine, task.edit_task(), max_new_tokens=max_new_tokens)
+    except EditError as exc:
         return None, str(exc), 2
     return result.new_text, result.replacement, result.attempts
 

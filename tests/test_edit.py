@@ -10,8 +10,12 @@ import threading
 
 import pytest
 
-from lsp_server.edit import run as edit
-from lsp_server.edit.run import EditCancelled, EditError, EditTask
+from lsp_server.edit.docstring import clean_summary, doc_targets
+from lsp_server.edit.prompts import Scope, chat_messages, enclosing_scope, fim_prompt, preset_instructions
+from lsp_server.edit.reply import (check_edit, extract_code, is_prose, process_reply, reindent, syntax_problem,
+                                   trim_to_definitions)
+from lsp_server.edit.run import run_edit
+from lsp_server.edit.task import DOCSTRING, EditCancelled, EditError, EditTask, unified_diff, validate_instruction
 
 CLASS_DOC = "import os\nfrom typing import Any\n\nclass Greeter:\n    def greet(self, name):\n        return 'hi ' + name\n\n    def bye(self):\n        pass\n"
 
@@ -28,20 +32,20 @@ def select(doc: str, fragment: str, instruction: str = "Add docstring", language
 def test_extract_code_takes_first_fenced_block_and_drops_prose() -> None:
     reply = ("Sure! Here is the updated function:\n\n```python\ndef f(x):\n    return x\n```\n\n"
              "This version is simpler.\n```python\nprint(f(1))\n```")
-    assert edit.extract_code(reply) == "def f(x):\n    return x"
+    assert extract_code(reply) == "def f(x):\n    return x"
 
 
 def test_extract_code_unclosed_fence_runs_to_end() -> None:
-    assert edit.extract_code("```js\nfunction f() {\n  return 1;") == "function f() {\n  return 1;"
+    assert extract_code("```js\nfunction f() {\n  return 1;") == "function f() {\n  return 1;"
 
 
 def test_extract_code_without_fences_drops_leading_and_trailing_prose() -> None:
     reply = "Here is the code with a docstring:\ndef f(x):\n    \"\"\"Return x.\"\"\"\n    return x\nThis adds a docstring to the function."
-    assert edit.extract_code(reply) == 'def f(x):\n    """Return x."""\n    return x'
+    assert extract_code(reply) == 'def f(x):\n    """Return x."""\n    return x'
 
 
 def test_extract_code_prose_only_reply_is_empty() -> None:
-    assert edit.extract_code("I am sorry, but I cannot help with that request.") == ""
+    assert extract_code("I am sorry, but I cannot help with that request.") == ""
 
 
 @pytest.mark.parametrize("line, prose", [
@@ -57,18 +61,18 @@ def test_extract_code_prose_only_reply_is_empty() -> None:
     ("}", False),
 ])
 def test_is_prose(line: str, prose: bool) -> None:
-    assert edit.is_prose(line) is prose
+    assert is_prose(line) is prose
 
 
 def test_trim_to_definitions_drops_example_usage_after_a_function() -> None:
     code = "def add(a, b):\n    return a + b\n\n\nprint(add(1, 2))\nassert add(2, 2) == 4"
-    assert edit.trim_to_definitions(code, "def add(a, b):\n    return a+b", "python") == \
+    assert trim_to_definitions(code, "def add(a, b):\n    return a+b", "python") == \
         "def add(a, b):\n    return a + b"
 
 
 def test_trim_to_definitions_keeps_statements_when_selection_was_statements() -> None:
     code = "x = 1\nprint(x)"
-    assert edit.trim_to_definitions(code, "x = 2\nprint(x)", "python") == code
+    assert trim_to_definitions(code, "x = 2\nprint(x)", "python") == code
 
 
 # --- re-indentation --------------------------------------------------------------------------------
@@ -76,27 +80,27 @@ def test_trim_to_definitions_keeps_statements_when_selection_was_statements() ->
 
 def test_reindent_method_selected_from_column_zero() -> None:
     task = select(CLASS_DOC, "    def greet(self, name):\n        return 'hi ' + name\n")
-    out = edit.reindent('def greet(self, name):\n    """Say hi."""\n    return "hi " + name', task)
+    out = reindent('def greet(self, name):\n    """Say hi."""\n    return "hi " + name', task)
     assert out == '    def greet(self, name):\n        """Say hi."""\n        return "hi " + name\n'
 
 
 def test_reindent_selection_starting_after_indentation_keeps_first_line_bare() -> None:
     task = select(CLASS_DOC, "def greet(self, name):\n        return 'hi ' + name")
-    out = edit.reindent("def greet(self, name):\n    return f'hi {name}'", task)
+    out = reindent("def greet(self, name):\n    return f'hi {name}'", task)
     assert out == "def greet(self, name):\n        return f'hi {name}'"
 
 
 def test_reindent_uses_tabs_when_the_file_does() -> None:
     doc = "class A:\n\tdef f(self):\n\t\treturn 1\n"
     task = select(doc, "\tdef f(self):\n\t\treturn 1\n")
-    assert edit.reindent("def f(self):\n    return 2", task) == "\tdef f(self):\n\t\treturn 2\n"
+    assert reindent("def f(self):\n    return 2", task) == "\tdef f(self):\n\t\treturn 2\n"
 
 
 def test_reindent_insertion_at_end_of_comment_line_starts_a_new_line() -> None:
     doc = "def f(xs):\n    # sum the list\n    pass\n"
     pos = doc.index("# sum the list") + len("# sum the list")
     task = EditTask(doc, pos, pos, "Write code for this comment", "python")
-    out = edit.reindent("total = sum(xs)\nreturn total", task)
+    out = reindent("total = sum(xs)\nreturn total", task)
     assert doc[:pos] + out + doc[pos:] == "def f(xs):\n    # sum the list\n    total = sum(xs)\n    return total\n    pass\n"
 
 
@@ -104,7 +108,7 @@ def test_reindent_insertion_on_blank_line_under_comment() -> None:
     doc = "def f(xs):\n    # sum the list\n\n"
     pos = len("def f(xs):\n    # sum the list\n")
     task = EditTask(doc, pos, pos, "Write code for this comment", "python")
-    out = edit.reindent("return sum(xs)", task)
+    out = reindent("return sum(xs)", task)
     assert doc[:pos] + out + doc[pos:] == "def f(xs):\n    # sum the list\n    return sum(xs)\n"
 
 
@@ -112,7 +116,7 @@ def test_process_reply_end_to_end_for_a_chatty_reply() -> None:
     task = select(CLASS_DOC, "    def greet(self, name):\n        return 'hi ' + name\n")
     reply = ("```python\ndef greet(self, name):\n    \"\"\"Greet someone by name.\"\"\"\n    return 'hi ' + name\n"
              "```\nThe docstring explains what the method does.")
-    new = CLASS_DOC[:task.start] + edit.process_reply(task, reply) + CLASS_DOC[task.end:]
+    new = CLASS_DOC[:task.start] + process_reply(task, reply) + CLASS_DOC[task.end:]
     assert new == CLASS_DOC.replace("    def greet(self, name):\n",
                                     "    def greet(self, name):\n        \"\"\"Greet someone by name.\"\"\"\n")
 
@@ -121,7 +125,7 @@ def test_process_reply_in_place_fim_reply_keeps_file_indentation() -> None:
     task = select(CLASS_DOC, "    def greet(self, name):\n        return 'hi ' + name\n")
     reply = "def greet(self, name: str) -> str:\n        return 'hi ' + name\n"  # continues "    "
     task = EditTask(task.text, task.start + 4, task.end, task.instruction, "python")
-    out = edit.process_reply(task, reply, in_place=True)
+    out = process_reply(task, reply, in_place=True)
     assert out == "def greet(self, name: str) -> str:\n        return 'hi ' + name\n"
 
 
@@ -130,35 +134,35 @@ def test_process_reply_in_place_fim_reply_keeps_file_indentation() -> None:
 
 def test_check_edit_refuses_an_edit_that_breaks_a_parsing_file() -> None:
     task = select(CLASS_DOC, "    def greet(self, name):\n        return 'hi ' + name\n")
-    problem = edit.check_edit(task, "    def greet(self, name:\n        return 'hi ' + name\n")
+    problem = check_edit(task, "    def greet(self, name:\n        return 'hi ' + name\n")
     assert problem is not None and "would not parse" in problem and "line" in problem
-    assert edit.check_edit(task, "    def greet(self, name):\n        return name\n") is None
+    assert check_edit(task, "    def greet(self, name):\n        return name\n") is None
 
 
 def test_check_edit_does_not_blame_the_model_for_an_already_broken_file() -> None:
     doc = "def broken(:\n    pass\n\nx = 1\n"
     task = select(doc, "x = 1\n")
-    assert edit.check_edit(task, "x = (\n") is None
+    assert check_edit(task, "x = (\n") is None
 
 
 def test_check_edit_empty_reply_is_refused() -> None:
     task = select(CLASS_DOC, "pass")
-    assert "no code" in edit.check_edit(task, "  \n")
+    assert "no code" in check_edit(task, "  \n")
 
 
 def test_check_edit_translation_is_checked_in_the_target_language() -> None:
     task = select("def add(a, b):\n    return a + b\n", "def add(a, b):\n    return a + b\n",
                   "Translate to Rust", target_language="rust")
-    assert edit.check_edit(task, "fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n") is None
-    assert "Rust code does not parse" in edit.check_edit(task, "fn add(a: i32, b: i32) -> i32 {\n    a + \n")
+    assert check_edit(task, "fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n") is None
+    assert "Rust code does not parse" in check_edit(task, "fn add(a: i32, b: i32) -> i32 {\n    a + \n")
 
 
 def test_syntax_problem_for_several_languages() -> None:
-    assert edit.syntax_problem("function f() { return 1; }", "javascript") is None
-    assert edit.syntax_problem("function f() { return 1; ", "javascript") is not None
-    assert edit.syntax_problem("fn main() {}", "rust") is None
-    assert edit.syntax_problem("package main\nfunc f() {", "go") is not None
-    assert edit.syntax_problem("anything at all", None) is None
+    assert syntax_problem("function f() { return 1; }", "javascript") is None
+    assert syntax_problem("function f() { return 1; ", "javascript") is not None
+    assert syntax_problem("fn main() {}", "rust") is None
+    assert syntax_problem("package main\nfunc f() {", "go") is not None
+    assert syntax_problem("anything at all", None) is None
 
 
 # --- context and prompts ---------------------------------------------------------------------------
@@ -166,7 +170,7 @@ def test_syntax_problem_for_several_languages() -> None:
 
 def test_enclosing_scope_has_imports_and_the_class_with_the_selection_marked() -> None:
     task = select(CLASS_DOC, "    def greet(self, name):\n        return 'hi ' + name\n")
-    scope = edit.enclosing_scope(task)
+    scope = enclosing_scope(task)
     assert scope.imports == "import os\nfrom typing import Any"
     assert scope.enclosing.startswith("class Greeter:\n    # <the code to edit>\n")
     assert "def bye(self):" in scope.enclosing and "return 'hi '" not in scope.enclosing
@@ -175,7 +179,7 @@ def test_enclosing_scope_has_imports_and_the_class_with_the_selection_marked() -
 def test_enclosing_scope_with_non_ascii_text_before_the_selection() -> None:
     doc = "# café ☕ 🎉\nuse std::io;\n\nfn main() {\n    let s = \"é\";\n    println!(\"{}\", s);\n}\n"
     task = select(doc, 'println!("{}", s);', "Simplify", "rust")
-    scope = edit.enclosing_scope(task)
+    scope = enclosing_scope(task)
     assert scope.imports == "use std::io;"
     assert scope.enclosing == 'fn main() {\n    let s = "é";\n    // <the code to edit>\n}'
 
@@ -186,13 +190,13 @@ def test_enclosing_scope_with_non_ascii_text_before_the_selection() -> None:
     ("java", "import java.util.List;\nclass A {\n  int m() {\n    return 1;\n  }\n}\n", "return 1;", "  int m() {"),
 ])
 def test_enclosing_scope_in_other_languages(language: str, doc: str, fragment: str, header: str) -> None:
-    scope = edit.enclosing_scope(select(doc, fragment, "Simplify", language))
+    scope = enclosing_scope(select(doc, fragment, "Simplify", language))
     assert scope.imports and scope.enclosing.startswith(header)
 
 
 def test_chat_messages_carry_instruction_dedented_selection_and_context() -> None:
     task = select(CLASS_DOC, "    def greet(self, name):\n        return 'hi ' + name\n", "Add type hints")
-    messages = edit.chat_messages(task, edit.enclosing_scope(task))
+    messages = chat_messages(task, enclosing_scope(task))
     assert [m["role"] for m in messages] == ["system", "user"]
     user = messages[1]["content"]
     assert "Instruction: Add type hints" in user
@@ -202,7 +206,7 @@ def test_chat_messages_carry_instruction_dedented_selection_and_context() -> Non
 
 def test_chat_messages_retry_adds_previous_reply_and_note() -> None:
     task = select(CLASS_DOC, "pass", "Fix the bug")
-    messages = edit.chat_messages(task, edit.Scope(), "That is not right: it does not parse.", "```python\npass(")
+    messages = chat_messages(task, Scope(), "That is not right: it does not parse.", "```python\npass(")
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
     assert messages[-1]["content"] == "That is not right: it does not parse."
 
@@ -210,29 +214,29 @@ def test_chat_messages_retry_adds_previous_reply_and_note() -> None:
 def test_chat_messages_for_an_insertion_mark_the_cursor() -> None:
     doc = "def f(xs):\n    # sum the list\n\n"
     pos = len("def f(xs):\n    # sum the list\n")
-    user = edit.chat_messages(EditTask(doc, pos, pos, "Write code for this comment", "python"), edit.Scope())[1]["content"]
+    user = chat_messages(EditTask(doc, pos, pos, "Write code for this comment", "python"), Scope())[1]["content"]
     assert "# sum the list\n<CURSOR>" in user
 
 
 def test_fim_prompt_puts_instruction_comments_above_the_selection() -> None:
     task = select(CLASS_DOC, "    def greet(self, name):\n        return 'hi ' + name\n", "Add type hints")
-    prefix, suffix = edit.fim_prompt(task)
+    prefix, suffix = fim_prompt(task)
     assert prefix.endswith("class Greeter:\n    # Original code:\n    # def greet(self, name):\n"
                            "    #     return 'hi ' + name\n    # Rewritten: Add type hints\n    ")
     assert suffix == "\n    def bye(self):\n        pass\n"
     js = select("function f() {\n  return 1;\n}\n", "return 1;", "Return two", "javascript")
-    prefix, _ = edit.fim_prompt(js)
+    prefix, _ = fim_prompt(js)
     assert prefix.endswith("  // Original code:\n  // return 1;\n  // Rewritten: Return two\n  ")
 
 
 @pytest.mark.parametrize("bad", ["", "   ", None, "x" * 10_000])
 def test_validate_instruction_rejects_empty_and_huge(bad) -> None:
     with pytest.raises(EditError):
-        edit.validate_instruction(bad)
+        validate_instruction(bad)
 
 
 def test_unified_diff() -> None:
-    diff = edit.unified_diff("a\nb\n", "a\nc\n", "x.py")
+    diff = unified_diff("a\nb\n", "a\nc\n", "x.py")
     assert diff.startswith("--- a/x.py\n+++ b/x.py\n") and "-b\n+c\n" in diff
 
 
@@ -269,7 +273,7 @@ GREET = "    def greet(self, name):\n        return 'hi ' + name\n"
 
 def test_run_edit_applies_a_good_first_reply() -> None:
     engine = ScriptedEngine(["def greet(self, name: str) -> str:\n    return 'hi ' + name\n"])
-    result = edit.run_edit(engine, select(CLASS_DOC, GREET, "Add type hints"), max_new_tokens=64)
+    result = run_edit(engine, select(CLASS_DOC, GREET, "Add type hints"), max_new_tokens=64)
     assert result.attempts == 1
     assert "    def greet(self, name: str) -> str:\n        return 'hi ' + name\n\n    def bye" in result.new_text
     assert engine.prompts[0].endswith("<assistant>```python\n")  # the reply is seeded with a fence
@@ -279,7 +283,7 @@ def test_run_edit_retries_once_with_a_note_then_succeeds() -> None:
     engine = ScriptedEngine(["def greet(self, name:\n    return 'hi ' + name\n",
                              "def greet(self, name):\n    return 'hi ' + name.title()\n"])
     progress: list[str] = []
-    result = edit.run_edit(engine, select(CLASS_DOC, GREET, "Fix the bug"), max_new_tokens=64,
+    result = run_edit(engine, select(CLASS_DOC, GREET, "Fix the bug"), max_new_tokens=64,
                            progress=lambda msg, frac: progress.append(msg))
     assert result.attempts == 2 and "name.title()" in result.new_text
     assert "would not parse" in engine.prompts[1] and "def greet(self, name:\n" in engine.prompts[1]
@@ -289,19 +293,19 @@ def test_run_edit_retries_once_with_a_note_then_succeeds() -> None:
 def test_run_edit_refuses_after_two_unparsable_replies() -> None:
     engine = ScriptedEngine(["def greet(self, name:\n    return 1\n", "def greet(self name):\n    return 1\n"])
     with pytest.raises(EditError, match="Edit refused: the edited file would not parse"):
-        edit.run_edit(engine, select(CLASS_DOC, GREET, "Fix the bug"), max_new_tokens=64)
+        run_edit(engine, select(CLASS_DOC, GREET, "Fix the bug"), max_new_tokens=64)
 
 
 def test_run_edit_refuses_a_reply_without_code() -> None:
     engine = ScriptedEngine(["```\nSorry, I cannot do that.\n", "```"])
     with pytest.raises(EditError, match="no code"):
-        edit.run_edit(engine, select(CLASS_DOC, GREET, "Fix the bug"), max_new_tokens=64)
+        run_edit(engine, select(CLASS_DOC, GREET, "Fix the bug"), max_new_tokens=64)
 
 
 def test_run_edit_cancelled_mid_generation_raises_cancelled() -> None:
     engine = ScriptedEngine(["def greet(self, name):\n    return 'x'\n"], cancel_after=5)
     with pytest.raises(EditCancelled):
-        edit.run_edit(engine, select(CLASS_DOC, GREET, "Fix the bug"), max_new_tokens=64,
+        run_edit(engine, select(CLASS_DOC, GREET, "Fix the bug"), max_new_tokens=64,
                       cancel=threading.Event())
 
 
@@ -309,27 +313,27 @@ def test_run_edit_reports_no_change() -> None:
     same = "def greet(self, name):\n    return 'hi ' + name\n"
     engine = ScriptedEngine([same, same])
     with pytest.raises(EditError, match="no change"):
-        edit.run_edit(engine, select(CLASS_DOC, GREET, "Simplify"), max_new_tokens=64)
+        run_edit(engine, select(CLASS_DOC, GREET, "Simplify"), max_new_tokens=64)
     assert "You returned the code unchanged. Simplify" in engine.prompts[1]
 
 
 def test_trim_overlap_drops_repeated_context_lines() -> None:
     doc = "def diff(a, b):\n    return a - b\n"
     task = select(doc, "return a - b", "Return the absolute difference")
-    assert edit.process_reply(task, "```python\ndef diff(a, b):\n    return abs(a - b)\n```") == "return abs(a - b)"
+    assert process_reply(task, "```python\ndef diff(a, b):\n    return abs(a - b)\n```") == "return abs(a - b)"
     js = "function f(a, b) {\n  return a < b ? a : b;\n}\n"
     task = select(js, "return a < b ? a : b;", "Fix", "javascript")
-    assert edit.process_reply(task, "function f(a, b) {\n  return a > b ? a : b;\n}") == "return a > b ? a : b;"
+    assert process_reply(task, "function f(a, b) {\n  return a > b ? a : b;\n}") == "return a > b ? a : b;"
     # lines that are also in the selection stay
     task = select(js, js, "Fix", "javascript")
-    assert edit.process_reply(task, "function f(a, b) {\n  return a > b ? a : b;\n}") == \
+    assert process_reply(task, "function f(a, b) {\n  return a > b ? a : b;\n}") == \
         "function f(a, b) {\n  return a > b ? a : b;\n}\n"
 
 
 def test_insertion_reply_repeating_the_enclosing_header_is_trimmed() -> None:
     doc = "def squares(xs):\n    # return the squares of xs\n"
     task = EditTask(doc, len(doc), len(doc), "Write code for this comment", "python")
-    out = edit.process_reply(task, "```python\ndef squares(xs):\n    return [x * x for x in xs]\n```")
+    out = process_reply(task, "```python\ndef squares(xs):\n    return [x * x for x in xs]\n```")
     assert doc + out == "def squares(xs):\n    # return the squares of xs\n    return [x * x for x in xs]\n"
 
 
@@ -338,7 +342,7 @@ def test_insertion_reply_repeating_the_enclosing_header_is_trimmed() -> None:
 
 def test_doc_targets_find_undocumented_definitions_in_the_selection() -> None:
     doc = 'class A:\n    """Documented."""\n\n    def f(self):\n        return 1\n\n    def g(self): return 2\n'
-    targets = edit.doc_targets(EditTask(doc, 0, len(doc), "doc", "python", preset=edit.DOCSTRING))
+    targets = doc_targets(EditTask(doc, 0, len(doc), "doc", "python", preset=DOCSTRING))
     # A already has one; g is a one-liner with no line for a docstring: only f.
     assert [(t.name, t.kind, t.indent) for t in targets] == [("f", "method", "        ")]
     assert doc[targets[0].offset:].startswith("return 1")
@@ -355,8 +359,8 @@ def test_doc_targets_find_undocumented_definitions_in_the_selection() -> None:
 ])
 def test_run_docstring_inserts_the_summary_where_the_language_wants_it(language: str, doc: str, expected: str) -> None:
     engine = ScriptedEngine([" adds a and b. It uses the + operator."])
-    task = EditTask(doc, 0, len(doc), "Add docstring", language, preset=edit.DOCSTRING)
-    result = edit.run_edit(engine, task, max_new_tokens=64)
+    task = EditTask(doc, 0, len(doc), "Add docstring", language, preset=DOCSTRING)
+    result = run_edit(engine, task, max_new_tokens=64)
     assert result.new_text == expected
     assert engine.prompts[0].endswith("This function") or engine.prompts[0].endswith("This method")
 
@@ -364,7 +368,7 @@ def test_run_docstring_inserts_the_summary_where_the_language_wants_it(language:
 def test_run_docstring_keeps_a_non_verb_reply_after_the_seed() -> None:
     engine = ScriptedEngine([" is a helper for sums in Python."])
     doc = "def add(a, b):\n    return a + b\n"
-    result = edit.run_edit(engine, EditTask(doc, 0, len(doc), "Add docstring", "python", preset=edit.DOCSTRING),
+    result = run_edit(engine, EditTask(doc, 0, len(doc), "Add docstring", "python", preset=DOCSTRING),
                            max_new_tokens=64)
     assert '"""This function is a helper for sums."""' in result.new_text
 
@@ -372,31 +376,31 @@ def test_run_docstring_keeps_a_non_verb_reply_after_the_seed() -> None:
 def test_run_docstring_with_an_empty_reply_is_refused() -> None:
     doc = "def add(a, b):\n    return a + b\n"
     with pytest.raises(EditError, match="no description"):
-        edit.run_edit(ScriptedEngine(["   "]), EditTask(doc, 0, len(doc), "Add docstring", "python",
-                                                        preset=edit.DOCSTRING), max_new_tokens=64)
+        run_edit(ScriptedEngine(["   "]), EditTask(doc, 0, len(doc), "Add docstring", "python",
+                                                        preset=DOCSTRING), max_new_tokens=64)
 
 
 def test_docstring_preset_without_definitions_falls_back_to_a_rewrite() -> None:
     doc = "x = 1\ny = 2\n"
     engine = ScriptedEngine(["# two numbers\nx = 1\ny = 2\n"])
-    result = edit.run_edit(engine, EditTask(doc, 0, len(doc), "Add docstring", "python", preset=edit.DOCSTRING),
+    result = run_edit(engine, EditTask(doc, 0, len(doc), "Add docstring", "python", preset=DOCSTRING),
                            max_new_tokens=64)
     assert result.new_text == "# two numbers\nx = 1\ny = 2\n"
 
 
 def test_clean_summary() -> None:
-    assert edit.clean_summary("calculates the mean in Python. It loops.") == "Calculates the mean."
-    assert edit.clean_summary("`returns x`") == "Returns x."
-    assert edit.clean_summary("  ") == ""
+    assert clean_summary("calculates the mean in Python. It loops.") == "Calculates the mean."
+    assert clean_summary("`returns x`") == "Returns x."
+    assert clean_summary("  ") == ""
 
 
 def test_presets_per_language() -> None:
-    py = [p.title for p in edit.preset_instructions("python", ["javascript", "python", "cobol"])]
+    py = [p.title for p in preset_instructions("python", ["javascript", "python", "cobol"])]
     assert py == ["Add docstring", "Add type hints", "Fix the bug", "Simplify", "Add error handling",
                   "Translate to JavaScript"]
-    go = edit.preset_instructions("go", ["rust"])
+    go = preset_instructions("go", ["rust"])
     assert "Add type hints" not in [p.title for p in go]
-    assert go[0].arguments()["preset"] == edit.DOCSTRING and go[-1].arguments()["targetLanguage"] == "rust"
+    assert go[0].arguments()["preset"] == DOCSTRING and go[-1].arguments()["targetLanguage"] == "rust"
 
 
 def test_run_edit_refuses_a_selection_too_long_for_the_context() -> None:
@@ -410,17 +414,17 @@ def test_run_edit_refuses_a_selection_too_long_for_the_context() -> None:
     doc = "def big():\n" + body
     engine = SmallContext(["def big():\n    pass\n"])
     with pytest.raises(EditError, match="too long for the model"):
-        edit.run_edit(engine, EditTask(doc, 0, len(doc), "Simplify", "python"), max_new_tokens=64)
+        run_edit(engine, EditTask(doc, 0, len(doc), "Simplify", "python"), max_new_tokens=64)
     assert engine.prompts == []  # refused before generating
     small = SmallContext(["x = 2\n"])
-    result = edit.run_edit(small, EditTask(doc + "x = 1\n", len(doc), len(doc) + 6, "Set x to 2", "python"),
+    result = run_edit(small, EditTask(doc + "x = 1\n", len(doc), len(doc) + 6, "Set x to 2", "python"),
                            max_new_tokens=64)
     assert result.replacement == "x = 2\n"
 
 
 def test_process_reply_drops_echoed_prompt_markers() -> None:
     task = select(CLASS_DOC, "pass", "Return None")
-    assert edit.process_reply(task, "```python\n# <the code to edit>\nreturn None<CURSOR>\n```") == "return None"
+    assert process_reply(task, "```python\n# <the code to edit>\nreturn None<CURSOR>\n```") == "return None"
 
 
 def test_run_edit_caps_a_huge_token_budget_to_half_the_context() -> None:
@@ -435,7 +439,7 @@ def test_run_edit_caps_a_huge_token_budget_to_half_the_context() -> None:
             return super().generate(prompt, max_new_tokens=max_new_tokens, **kw)
 
     engine = Recording(["def greet(self, name):\n    return name\n"])
-    edit.run_edit(engine, select(CLASS_DOC, GREET, "Return the name"), max_new_tokens=10**6)
+    run_edit(engine, select(CLASS_DOC, GREET, "Return the name"), max_new_tokens=10**6)
     assert engine.budgets == [500]
 
 
@@ -448,7 +452,7 @@ def test_run_edit_with_a_base_model_uses_the_fim_template_and_reads_the_reply_in
 
     # the middle continues after the selection's indentation, its later lines carry the file's indent
     engine = FimEngine(["def greet(self, name: str) -> str:\n        return 'hi ' + name\n"])
-    result = edit.run_edit(engine, select(CLASS_DOC, GREET, "Add type hints"), max_new_tokens=64)
+    result = run_edit(engine, select(CLASS_DOC, GREET, "Add type hints"), max_new_tokens=64)
     (prompt,) = engine.prompts
     assert isinstance(prompt, FimParts)
     assert prompt.prefix.endswith("    # Rewritten: Add type hints\n    ") and prompt.suffix.startswith("\n    def bye")

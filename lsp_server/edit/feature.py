@@ -4,7 +4,7 @@ Flow: `textDocument/codeAction` offers preset edits ("Add docstring", "Fix the b
 is `infill.edit` with the instruction filled in, so any client runs them without custom code, plus
 "Edit with instruction…" (command `infill.editWithInstruction`, handled by clients that can ask the user
 for text, which then call `infill.edit`). `infill.edit` generates on a worker thread with cancellable
-`$/progress`, validates (see `lsp_server.edit`), and applies a `TextDocumentEdit` carrying the document
+`$/progress`, validates (see `lsp_server.edit.run`), and applies a `TextDocumentEdit` carrying the document
 version, so an edit never lands on text it was not made for.
 
 `infill.edit` arguments: one object `{uri, range, version, instruction, apply=true, targetLanguage?, preset?}`;
@@ -24,9 +24,12 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcRequestCancelled
 
 from lsp_server import languages
-from lsp_server.edit import run as edit
-from lsp_server.positions import to_offset
+from lsp_server.edit.prompts import preset_instructions
+from lsp_server.edit.run import run_edit
+from lsp_server.edit.task import (DOCSTRING, EditCancelled, EditError, EditResult, EditTask, unified_diff,
+                                  validate_instruction)
 from lsp_server.feature import AnyEvent, Feature, ProgressReporter
+from lsp_server.positions import to_offset
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +101,7 @@ class EditFeature(Feature):
         if self.client.experimental(ASK_CAPABILITY):
             actions.append(_action("Edit with instruction…", ASK_COMMAND, dict(base)))
         if text[start:end].strip():
-            for preset in edit.preset_instructions(language, self.server.settings.translate_languages):
+            for preset in preset_instructions(language, self.server.settings.translate_languages):
                 actions.append(_action(preset.title, EDIT_COMMAND, base | preset.arguments()))
         elif end == start:
             comment = comment_above(text, start, languages.comment_prefix(doc.language_id, doc.path))
@@ -138,7 +141,7 @@ class EditFeature(Feature):
             why = self.server.model.error or "the model is still loading; try again in a moment"
             raise JsonRpcException(f"infill: {why}.", REQUEST_FAILED)
         spec = languages.spec_for(doc.language_id, doc.path)
-        task = edit.EditTask(text, start, end, request["instruction"], spec.name if spec else None,
+        task = EditTask(text, start, end, request["instruction"], spec.name if spec else None,
                              request["target_language"], request["preset"])
 
         key = _key(uri)
@@ -153,16 +156,16 @@ class EditFeature(Feature):
             if running.closed:
                 raise JsonRpcException("The document was closed during the edit; nothing was applied.",
                                        REQUEST_FAILED)
-            if isinstance(result, edit.EditCancelled) or running.cancel.is_set():
+            if isinstance(result, EditCancelled) or running.cancel.is_set():
                 raise JsonRpcRequestCancelled("The edit was cancelled; nothing was applied.")
-            if isinstance(result, edit.EditError):
+            if isinstance(result, EditError):
                 raise JsonRpcException(str(result), REQUEST_FAILED)
             current = self._document(uri)
             if current is None or current.version != version:
                 raise JsonRpcException("The document changed while the edit was being written; nothing was "
                                        "applied.", CONTENT_MODIFIED)
             workspace_edit = self._workspace_edit(uri, version, rng, result.replacement)
-            diff = edit.unified_diff(text, result.new_text, PurePosixPath(unquote(uri)).name or "document")
+            diff = unified_diff(text, result.new_text, PurePosixPath(unquote(uri)).name or "document")
             applied = False
             if request["apply"] and self.client.apply_edit:
                 response = await self.server.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(
@@ -177,7 +180,7 @@ class EditFeature(Feature):
             with self._lock:
                 self._running.pop(key, None)
 
-    def _generate(self, engine, task: edit.EditTask, cancel: threading.Event) -> edit.EditResult | edit.EditError:
+    def _generate(self, engine, task: EditTask, cancel: threading.Event) -> EditResult | EditError:
         """Worker thread: run the edit with cancellable progress; errors are returned, not raised."""
         progress = ProgressReporter(self.server, "infill: edit", cancellable=True)
         cancel = AnyEvent(cancel, progress.cancelled)  # the request's cancel or the progress cancel button
@@ -187,17 +190,17 @@ class EditFeature(Feature):
 
         try:
             report("reading the code", 0.0)
-            result = edit.run_edit(engine, task, max_new_tokens=self.server.settings.edit_max_tokens,
+            result = run_edit(engine, task, max_new_tokens=self.server.settings.edit_max_tokens,
                                    cancel=cancel, progress=report, temperature=self.server.settings.temperature)
             progress.end(f"done ({result.attempts} attempt{'s' if result.attempts > 1 else ''})")
             return result
-        except edit.EditError as exc:
+        except EditError as exc:
             progress.end(str(exc))
             return exc
         except Exception as exc:  # the model failed: a clear error for this request, the server lives on
             log.exception("edit failed")
             progress.end(f"failed: {exc}")
-            return edit.EditError(f"The edit failed: {exc}")
+            return EditError(f"The edit failed: {exc}")
 
     def _cancel_on_cancel_request(self, cancel: threading.Event) -> None:
         """Set `cancel` when the client sends `$/cancelRequest` for this executeCommand request.
@@ -237,15 +240,15 @@ class EditFeature(Feature):
         if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
             raise JsonRpcInvalidParams("infill.edit: 'version' must be the document's version number.")
         try:
-            instruction = edit.validate_instruction(raw.get("instruction"))
-        except edit.EditError as exc:
+            instruction = validate_instruction(raw.get("instruction"))
+        except EditError as exc:
             raise JsonRpcInvalidParams(f"infill.edit: {exc}") from None
         target = raw.get("targetLanguage")
         target_spec = languages.spec_for(target) if isinstance(target, str) else None
         if target is not None and target_spec is None:
             raise JsonRpcInvalidParams(f"infill.edit: unknown targetLanguage {target!r}.")
         preset = raw.get("preset")
-        if preset is not None and preset != edit.DOCSTRING:
+        if preset is not None and preset != DOCSTRING:
             raise JsonRpcInvalidParams(f"infill.edit: unknown preset {preset!r}.")
         return {"uri": uri, "range": rng, "version": version, "instruction": instruction, "preset": preset,
                 "apply": raw.get("apply", True) is not False,
