@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lsp_server.completion.context import RecentSnippets, build_context, scan_brackets
+from lsp_server.completion.context import RecentSnippets, build_context
 from lsp_server.completion.postprocess import postprocess
+from lsp_server.syntax import scan_brackets
 
 CURSOR = "█"
 

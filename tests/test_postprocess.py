@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lsp_server import languages
-from lsp_server.completion.context import CompletionContext, bracket_state, build_context
+from lsp_server.completion.context import CompletionContext, build_context
+from lsp_server.syntax import bracket_state
 from lsp_server.completion.postprocess import (bracket_end, check_parse, definition_end, drop_suffix_overlap, indent_end,
                                     misses_block_opener, postprocess, repetition_end, single_line_end, stop_rule,
                                     suffix_repeat, trim_whitespace)

@@ -26,6 +26,7 @@ from urllib.parse import unquote, urlparse
 from tree_sitter import Node, Tree
 
 from lsp_server import languages
+from lsp_server.syntax import bracket_state, error_spans, indent_width, open_token_at_end
 
 PREFIX_SHARE = 0.75  # of the budget, when both sides have more text than fits
 STICKY_LINES = 16  # a cut prefix starts on a multiple of this many lines, so KV caches stay reusable
@@ -61,28 +62,6 @@ _SPACES = re.compile(r"\s+")
 _TOP_LEVEL_LINE = re.compile(r"\n(?=[^\s)\]}])")  # a line starting in column 0 with code, not a closer
 # A line with code that neither starts with a closer nor continues a statement (`else:`, `case 1:`).
 _LINE_START = re.compile(r"\n([ \t]*)(?=[^\s)\]}])(?!(?:else|elif|except|finally|case|default)\b)")
-CLOSERS = {")": "(", "]": "[", "}": "{"}
-OPENERS = {v: k for k, v in CLOSERS.items()}
-BRACKETS = frozenset("()[]{}")
-
-# Brackets outside strings and comments: any other match is a string or comment, skipped whole.
-_PY_TOKENS = re.compile(
-    r"#[^\n]*"
-    r"|\"\"\"[\s\S]*?(?:\"\"\"|\Z)|'''[\s\S]*?(?:'''|\Z)"
-    r"|\"(?:\\.|[^\"\\\n])*(?:\"|(?=\n)|\Z)|'(?:\\.|[^'\\\n])*(?:'|(?=\n)|\Z)"
-    r"|[()\[\]{}]")
-_C_TOKENS = re.compile(
-    r"//[^\n]*|/\*[\s\S]*?(?:\*/|\Z)"
-    r"|\"(?:\\.|[^\"\\\n])*(?:\"|(?=\n)|\Z)"
-    r"|'(?:\\.[^'\n]{0,9}|[^'\\\n])'"  # a char literal ('\'', '\u{1F600}'); a Rust lifetime ('a) is not one
-    r"|`(?:\\[\s\S]|[^`\\])*(?:`|\Z)"  # Go raw strings
-    r"|[()\[\]{}]")
-_JS_TOKENS = re.compile(  # JavaScript/TypeScript: '...' is a string, `...` a template
-    r"//[^\n]*|/\*[\s\S]*?(?:\*/|\Z)"
-    r"|\"(?:\\.|[^\"\\\n])*(?:\"|(?=\n)|\Z)|'(?:\\.|[^'\\\n])*(?:'|(?=\n)|\Z)"
-    r"|`(?:\\[\s\S]|[^`\\])*(?:`|\Z)"
-    r"|[()\[\]{}]")
-_JS_LANGUAGES = frozenset({"javascript", "typescript", "typescriptreact"})
 
 
 @dataclass
@@ -553,38 +532,6 @@ def _in_string(tree: Tree, data: bytes, cursor_b: int) -> bool:
     return False
 
 
-def open_token_at_end(text: str, language: str | None) -> str | None:
-    """"string" or "comment" when text ends inside one that is still open, else None (the parse tree
-    cannot tell: an unterminated string is an error node)."""
-    last = None
-    for last in token_pattern(language).finditer(text):
-        pass
-    if last is None or last.end() != len(text) or last.group() in BRACKETS:
-        return None
-    token = last.group()
-    if token.startswith(("//", "#")) or (token.startswith("/*") and not token.endswith("*/")):
-        return "comment"
-    quote = token[:3] if token[:3] in ('"""', "'''") else token[0]
-    open_ = len(token) == len(quote) or not token.endswith(quote) or token.endswith("\\" + quote)
-    return "string" if open_ else None
-
-
-def error_spans(root: Node, lo: int, hi: int) -> list[tuple[int, int]]:
-    """Byte ranges of ERROR/MISSING nodes that touch [lo, hi] (only subtrees with errors are visited)."""
-    spans: list[tuple[int, int]] = []
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        if node.end_byte < lo or node.start_byte > hi or not (node.has_error or node.is_missing):
-            continue
-        flawed = [c for c in node.children if c.has_error or c.is_missing]
-        if node.is_error or node.is_missing or not flawed:  # no child to blame: a hidden token is missing
-            spans.append((node.start_byte, node.end_byte))
-            continue
-        stack.extend(flawed)
-    return spans
-
-
 PY_COMPOUND = frozenset({
     "function_definition", "class_definition", "if_statement", "elif_clause", "else_clause", "for_statement",
     "while_statement", "try_statement", "except_clause", "finally_clause", "with_statement", "match_statement",
@@ -623,96 +570,6 @@ def _block_is_empty(text: str, line_end: int, indent: str, language: str | None)
             return True
         return indent_width(line) <= indent_width(indent)
     return True
-
-
-def indent_width(line: str) -> int:
-    """Columns of leading whitespace (a tab counts as 4)."""
-    return len(line) - len(line.lstrip(" \t")) + 3 * line[:len(line) - len(line.lstrip(" \t"))].count("\t")
-
-
-def token_pattern(language: str | None) -> re.Pattern[str]:
-    """The regex that finds brackets, strings and comments in this language's code."""
-    if language == "python" or language is None:
-        return _PY_TOKENS
-    return _JS_TOKENS if language in _JS_LANGUAGES else _C_TOKENS
-
-
-def scan_brackets(text: str, language: str | None) -> tuple[str, str]:
-    """(brackets still open at the end, closers that had no opener) outside strings and comments.
-
-    The open brackets come outermost first; the unmatched closers in the order they appear.
-    """
-    pattern = token_pattern(language)
-    stack: list[str] = []
-    unmatched: list[str] = []
-    for match in pattern.finditer(text):
-        ch = match.group()
-        if ch not in BRACKETS:
-            continue
-        if ch in OPENERS:
-            stack.append(ch)
-        elif stack:
-            stack.pop()
-        else:
-            unmatched.append(ch)
-    return "".join(stack), "".join(unmatched)
-
-
-@dataclass(frozen=True)
-class Brackets:
-    """Brackets around the cursor: what is open, what the suffix closes, what the suggestion may close."""
-
-    open: str  # open at the cursor, outermost first
-    suffix_closers: str  # closers in the suffix without an opener there, in order
-    closable: str  # the open ones the suffix leaves open (outermost first)
-
-
-def bracket_state(before: str, after: str, language: str | None) -> Brackets:
-    """Match brackets across the cursor (strings and comments skipped).
-
-    The suffix's first unmatched closer closes one of the open brackets; everything opened inside
-    that one is the suggestion's to close. Which one: a closer that starts its line closes the
-    innermost bracket of its kind opened on a line with the same indentation (`}` under `function`
-    closes the function, not a `const {` left open inside it); otherwise the innermost of its kind.
-    """
-    opens: list[tuple[str, int]] = []  # (bracket, position)
-    for pos, ch in bracket_events(before, language):
-        if ch in OPENERS:
-            opens.append((ch, pos))
-        elif opens:
-            opens.pop()
-    brackets = "".join(ch for ch, _ in opens)
-    depth = 0
-    closers: list[str] = []
-    closable: str | None = None
-    for pos, ch in bracket_events(after, language):
-        if ch in OPENERS:
-            depth += 1
-        elif depth:
-            depth -= 1
-        else:
-            closers.append(ch)
-            if closable is None:
-                closable = _left_open(before, opens, after, pos, ch)
-    return Brackets(brackets, "".join(closers), brackets if closable is None else closable)
-
-
-def _left_open(before: str, opens: list[tuple[str, int]], after: str, pos: int, closer: str) -> str:
-    """The open brackets inside the one that the closer at after[pos] closes."""
-    kind = [i for i, (opener, _) in enumerate(opens) if OPENERS[opener] == closer]
-    line_start = after.rfind("\n", 0, pos) + 1
-    if line_start and not after[line_start:pos].strip():  # a closer at the start of its line
-        width = indent_width(after[line_start:pos])
-        aligned = [i for i in kind
-                   if indent_width(before[before.rfind("\n", 0, opens[i][1]) + 1:opens[i][1]]) == width]
-        kind = aligned or kind
-    brackets = "".join(ch for ch, _ in opens)
-    return brackets[kind[-1] + 1:] if kind else brackets
-
-
-def bracket_events(text: str, language: str | None) -> list[tuple[int, str]]:
-    """Positions and characters of the brackets in text, outside strings and comments."""
-    return [(m.start(), m.group()) for m in token_pattern(language).finditer(text) if m.group() in BRACKETS]
 
 
 # ---------------------------------------------------------------------------------------------------

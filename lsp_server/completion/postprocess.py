@@ -14,8 +14,9 @@ import re
 from typing import Callable
 
 from lsp_server import languages
-from lsp_server.completion.context import (BRACKETS, OPENERS, CompletionContext, bracket_events, error_spans, indent_width,
-                                open_token_at_end, scan_brackets, token_pattern)
+from lsp_server.completion.context import CompletionContext
+from lsp_server.syntax import (BRACKETS, OPENERS, bracket_events, error_spans, indent_width, open_token_at_end, scan_brackets,
+                               token_pattern)
 
 MAX_REPEAT_PERIOD = 3  # repetition_end looks for cycles of this many lines at most
 MAX_PARSE_RETRIES = 6  # multi-line suggestions that break the parse are shortened this many lines at most
