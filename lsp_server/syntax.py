@@ -13,35 +13,19 @@ from dataclasses import dataclass
 
 from tree_sitter import Node
 
+from lsp_server import languages
+
 CLOSERS = {")": "(", "]": "[", "}": "{"}
 OPENERS = {v: k for k, v in CLOSERS.items()}
 BRACKETS = frozenset("()[]{}")
 
-# Brackets outside strings and comments: any other match is a string or comment, skipped whole.
-_PY_TOKENS = re.compile(
-    r"#[^\n]*"
-    r"|\"\"\"[\s\S]*?(?:\"\"\"|\Z)|'''[\s\S]*?(?:'''|\Z)"
-    r"|\"(?:\\.|[^\"\\\n])*(?:\"|(?=\n)|\Z)|'(?:\\.|[^'\\\n])*(?:'|(?=\n)|\Z)"
-    r"|[()\[\]{}]")
-_C_TOKENS = re.compile(
-    r"//[^\n]*|/\*[\s\S]*?(?:\*/|\Z)"
-    r"|\"(?:\\.|[^\"\\\n])*(?:\"|(?=\n)|\Z)"
-    r"|'(?:\\.[^'\n]{0,9}|[^'\\\n])'"  # a char literal ('\'', '\u{1F600}'); a Rust lifetime ('a) is not one
-    r"|`(?:\\[\s\S]|[^`\\])*(?:`|\Z)"  # Go raw strings
-    r"|[()\[\]{}]")
-_JS_TOKENS = re.compile(  # JavaScript/TypeScript: '...' is a string, `...` a template
-    r"//[^\n]*|/\*[\s\S]*?(?:\*/|\Z)"
-    r"|\"(?:\\.|[^\"\\\n])*(?:\"|(?=\n)|\Z)|'(?:\\.|[^'\\\n])*(?:'|(?=\n)|\Z)"
-    r"|`(?:\\[\s\S]|[^`\\])*(?:`|\Z)"
-    r"|[()\[\]{}]")
-_JS_LANGUAGES = frozenset({"javascript", "typescript", "typescriptreact"})
-
 
 def token_pattern(language: str | None) -> re.Pattern[str]:
     """The regex that finds brackets, strings and comments in this language's code."""
-    if language == "python" or language is None:
-        return _PY_TOKENS
-    return _JS_TOKENS if language in _JS_LANGUAGES else _C_TOKENS
+    spec = languages.named(language)
+    if spec is not None:
+        return spec.tokens
+    return languages.PYTHON_TOKENS if language is None else languages.C_TOKENS
 
 
 def scan_brackets(text: str, language: str | None) -> tuple[str, str]:

@@ -35,24 +35,6 @@ HEADER_SHARE = 0.3  # at most this much of the prefix budget goes to kept import
 HEAD_CHARS = 8192  # imports are looked for in this much of the file's start
 BOUNDARY_SLACK = 0.25  # give up at most this share of the kept lines to cut at a statement boundary
 
-# Tree-sitter node types that are a function/class-like scope.
-SCOPE_TYPES = frozenset({
-    "function_definition", "class_definition",  # python, c, cpp
-    "function_declaration", "generator_function_declaration", "class_declaration", "method_definition",
-    "interface_declaration", "enum_declaration", "abstract_class_declaration", "arrow_function",
-    "function_expression",  # js/ts/java
-    "method_declaration", "constructor_declaration", "record_declaration", "type_declaration",
-    "func_literal",  # java/go
-    "function_item", "impl_item", "trait_item", "struct_item", "enum_item", "mod_item",  # rust
-    "class_specifier", "struct_specifier", "namespace_definition",  # c/cpp
-})
-# Node types whose children are statements/declarations: a line starting one of those children is a
-# clean place to cut the prefix or suffix.
-BODY_TYPES = frozenset({
-    "module", "block", "program", "statement_block", "class_body", "source_file", "statement_list",
-    "declaration_list", "field_declaration_list", "interface_body", "enum_body", "translation_unit",
-    "compound_statement", "switch_body", "switch_block", "match_block", "expression_statement",
-})
 STRING_TYPES = ("string", "comment", "char_literal", "template_string", "raw_string", "heredoc")
 
 _PY_BLOCK = re.compile(
@@ -142,7 +124,7 @@ def build_context(text: str, offset: int, language_id: str | None, *, count_toke
     if suffix_cut and budget_tokens - prefix_tokens - suffix_tokens > budget_tokens // 10:  # give unused to suffix
         suffix, suffix_cut, _ = fitter.suffix(budget_tokens - prefix_tokens)
 
-    scope_node = _enclosing_scope(tree, window_bytes, cursor_b) if tree is not None else None
+    scope_node = _enclosing_scope(tree, window_bytes, cursor_b, language) if tree is not None else None
     header = _python_header(tree, window_bytes, cursor_b) if language == "python" and tree is not None else None
     opens_block = header is not None or _opens_block(line_prefix, language)
     block_indent = indent
@@ -251,6 +233,8 @@ class _Fitter:
         self.start = 0  # where the last prefix() kept text from
         self.count = count_tokens
         self.tree, self.language = tree, language
+        spec = languages.named(language)
+        self.bodies = frozenset(spec.bodies) if spec else frozenset()
         window = text[lo:hi]
         self.starts = [lo] + [lo + m.end() for m in re.finditer("\n", window)]  # line starts in window
         self.cursor_line = bisect.bisect_right(self.starts, offset) - 1
@@ -370,7 +354,7 @@ class _Fitter:
         node = self.tree.root_node.descendant_for_point_range(point, point)
         while node is not None and node.parent is not None and node.parent.start_byte == node.start_byte:
             node = node.parent
-        return node is not None and node.parent is not None and node.parent.type in BODY_TYPES \
+        return node is not None and node.parent is not None and node.parent.type in self.bodies \
             and node.start_point[0] == line and not node.has_error
 
     def _cut_line_left(self, cap: int) -> str:
@@ -454,9 +438,10 @@ def _header_nodes(language: str, head: str) -> tuple[tuple[int, str], ...]:
     if tree is None:
         return ()
     data = head.encode("utf-8")
+    imports = languages.named(language).imports  # type: ignore[union-attr]  # parsed, so a known language
     out = []
     for node in tree.root_node.named_children:
-        if node.type in languages.IMPORT_TYPES and not node.has_error:
+        if node.type in imports and not node.has_error:
             end = len(data[:node.end_byte].decode("utf-8", "replace"))
             out.append((end, data[node.start_byte:node.end_byte].decode("utf-8", "replace").rstrip("\n") + "\n"))
     return tuple(out)
@@ -470,12 +455,23 @@ def _utf8_len(s: str) -> int:
 # Structure at the cursor
 
 
-def _enclosing_scope(tree: Tree, data: bytes, cursor_b: int) -> Node | None:
+@functools.lru_cache(maxsize=None)
+def scope_types(language: str) -> frozenset[str]:
+    """A completion's scopes: named definitions (without the decorators or `export` around them) and
+    anonymous functions."""
+    spec = languages.named(language)
+    if spec is None:
+        return frozenset()
+    return frozenset(spec.scopes).difference(spec.wrappers).union(spec.function_literals)
+
+
+def _enclosing_scope(tree: Tree, data: bytes, cursor_b: int, language: str) -> Node | None:
     """The innermost function/class-like node around the cursor (probing the last code before it)."""
     probe = max(0, len(data[:cursor_b].rstrip()) - 1)
     node = tree.root_node.descendant_for_byte_range(probe, probe + 1)
+    scopes = scope_types(language)
     while node is not None:
-        if node.type in SCOPE_TYPES:
+        if node.type in scopes:
             return node
         node = node.parent
     return None
@@ -618,12 +614,13 @@ def _signatures(path: str, text: str) -> tuple[str, ...]:
         return ()
     lines = text.splitlines()
     out: list[str] = []
+    scopes = scope_types(spec.name)
 
     def visit(nodes: list[Node], depth: int) -> None:
         for node in nodes:
             if node.type == "decorated_definition":
                 node = node.child_by_field_name("definition") or node
-            if node.type not in SCOPE_TYPES:
+            if node.type not in scopes:
                 continue
             row = node.start_point[0]
             if row < len(lines) and len(out) < 200:

@@ -18,22 +18,15 @@ from tree_sitter import Node
 from lsp_server import languages
 from lsp_server.edit.prompts import CONTEXT_CHARS
 from lsp_server.edit.reply import check_edit
-from lsp_server.edit.task import SCOPE_TYPES, EditCancelled, EditError, EditResult, EditTask, GenerationEngine, Progress
+from lsp_server.edit.task import (EditCancelled, EditError, EditResult, EditTask, GenerationEngine, Progress,
+                                  scope_types)
 
-DOC_TARGETS = {
-    "python": {"function_definition", "class_definition"},
-    "javascript": {"function_declaration", "generator_function_declaration", "class_declaration", "method_definition"},
-    "typescript": {"function_declaration", "class_declaration", "method_definition", "interface_declaration"},
-    "typescriptreact": {"function_declaration", "class_declaration", "method_definition", "interface_declaration"},
-    "go": {"function_declaration", "method_declaration", "type_declaration"},
-    "rust": {"function_item", "struct_item", "enum_item", "trait_item"},
-    "java": {"method_declaration", "constructor_declaration", "class_declaration", "interface_declaration"},
-    "c": {"function_definition"},
-    "cpp": {"function_definition", "class_specifier"},
-}
-WRAPPERS = {"export_statement", "template_declaration", "declaration"}  # doc goes before these
+# A C/C++ declaration with declarators (`class Foo {…} foo;`): its doc goes before the whole declaration,
+# like before a language's wrappers; the search index chunks the specifier alone, so it is no wrapper there.
+DOC_BEFORE = ("declaration",)
 MAX_DOC_TARGETS = 8
-_LANG_SUFFIX = re.compile(r"\s+(in|using) (Python|Java|JavaScript|TypeScript|Go|Golang|Rust|C\+\+|C)\b.*$")
+_PROSE_NAMES = sorted({name for spec in languages.LANGUAGES for name in spec.prose_names}, key=len, reverse=True)
+_LANG_SUFFIX = re.compile(r"\s+(in|using) (" + "|".join(map(re.escape, _PROSE_NAMES)) + r")\b.*$")
 
 
 @dataclass
@@ -49,7 +42,8 @@ class DocTarget:
 
 def doc_targets(task: EditTask) -> list[DocTarget]:
     """Definitions fully inside the selection that have no doc yet, outermost first."""
-    types = DOC_TARGETS.get(task.language or "")
+    spec = languages.named(task.language)
+    types = spec.doc_targets if spec else ()
     if not types or not task.selection.strip():
         return []
     tree = languages.parse(task.text, task.language)
@@ -87,8 +81,9 @@ def _doc_target(task: EditTask, node: Node, to_str: Callable[[int], int]) -> Doc
     name = named.text.decode("utf-8", "replace") if named is not None else ""
     kind = "class" if "class" in node.type or "interface" in node.type else \
         "type" if node.type in {"struct_item", "enum_item", "trait_item", "type_declaration"} else \
-        "method" if node.type in {"method_definition", "method_declaration"} or _inside_class(node) else "function"
-    if task.language == "python":
+        "method" if node.type in {"method_definition", "method_declaration"} or _inside_class(node, task.language) \
+        else "function"
+    if languages.named(task.language).doc_style == "docstring":  # type: ignore[union-attr]  # parsed: known
         body = node.child_by_field_name("body")
         if body is None or not body.children or body.start_point[0] == node.start_point[0]:
             return None  # a one-line definition: no line to put the docstring on
@@ -98,7 +93,8 @@ def _doc_target(task: EditTask, node: Node, to_str: Callable[[int], int]) -> Doc
         offset = to_str(first.start_byte)
         line_start = task.text.rfind("\n", 0, offset) + 1
         return DocTarget(node, name, kind, offset, task.text[line_start:offset])
-    outer = node.parent if node.parent is not None and node.parent.type in WRAPPERS else node
+    wrappers = languages.named(task.language).wrappers + DOC_BEFORE  # type: ignore[union-attr]  # parsed
+    outer = node.parent if node.parent is not None and node.parent.type in wrappers else node
     previous = outer.prev_named_sibling
     if previous is not None and "comment" in previous.type and previous.end_point[0] >= outer.start_point[0] - 1:
         return None  # already documented
@@ -110,10 +106,11 @@ def _doc_target(task: EditTask, node: Node, to_str: Callable[[int], int]) -> Doc
     return DocTarget(node, name, kind, offset, indent if not indent.strip() else "")
 
 
-def _inside_class(node: Node) -> bool:
+def _inside_class(node: Node, language: str | None) -> bool:
+    scopes = scope_types(language)
     parent = node.parent
     while parent is not None:
-        if parent.type in SCOPE_TYPES and ("class" in parent.type or parent.type == "impl_item"):
+        if parent.type in scopes and ("class" in parent.type or parent.type == "impl_item"):
             return True
         parent = parent.parent
     return False
@@ -143,12 +140,14 @@ def _starts_with_verb(reply: str) -> bool:
 
 def render_doc(target: DocTarget, summary: str, language: str | None) -> str:
     """The text inserted at `target.offset`: the doc comment and what restores the line's indentation."""
-    if language == "python":
+    spec = languages.named(language)
+    style = spec.doc_style if spec else "block"
+    if style == "docstring":
         return f'"""{summary.replace(chr(34) * 3, chr(39) * 3).rstrip(chr(92))}"""\n{target.indent}'
     summary = summary.replace("*/", "* /")
-    if language == "rust":
+    if style == "rustdoc":
         return f"/// {summary}\n{target.indent}"
-    if language == "go":
+    if style == "godoc":
         lead = summary[0].lower() + summary[1:] if summary[:2] != summary[:2].upper() else summary
         return f"// {target.name} {lead}\n{target.indent}" if target.name else f"// {summary}\n{target.indent}"
     return f"/** {summary} */\n{target.indent}"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from tree_sitter import Node
 
 from lsp_server import languages
-from lsp_server.edit.task import DOCSTRING, SCOPE_TYPES, EditTask, language_name
+from lsp_server.edit.task import DOCSTRING, EditTask, language_name, scope_types
 
 CONTEXT_CHARS = 2400  # enclosing scope shown to the model: a small model drowns in more
 IMPORT_LINES = 20
@@ -41,11 +41,12 @@ def enclosing_scope(task: EditTask) -> Scope:
     data = task.text.encode("utf-8")
     start_b = len(task.text[:task.start].encode("utf-8"))
     end_b = start_b + len(task.selection.encode("utf-8"))
+    import_types = spec.imports if (spec := languages.named(task.language)) else ()
     imports = [
         data[n.start_byte:n.end_byte].decode("utf-8", "replace")
-        for n in tree.root_node.named_children if n.type in languages.IMPORT_TYPES
+        for n in tree.root_node.named_children if n.type in import_types
     ]
-    scope = _innermost_scope(tree.root_node, start_b, end_b)
+    scope = _innermost_scope(tree.root_node, start_b, end_b, scope_types(task.language))
     enclosing = ""
     if scope is not None:  # the scope's source, the selection in it replaced by a marker comment
         first = len(data[:data.rfind(b"\n", 0, scope.start_byte) + 1].decode("utf-8", "replace"))
@@ -62,7 +63,7 @@ def enclosing_scope(task: EditTask) -> Scope:
     return Scope(imports="\n".join(imports[:IMPORT_LINES]), enclosing=enclosing)
 
 
-def _innermost_scope(root: Node, start_b: int, end_b: int) -> Node | None:
+def _innermost_scope(root: Node, start_b: int, end_b: int, scopes: tuple[str, ...]) -> Node | None:
     """The smallest scope node strictly larger than the selection that contains it."""
     best = None
     node = root.descendant_for_byte_range(start_b, max(start_b, end_b - 1)) if end_b > start_b else \
@@ -70,7 +71,7 @@ def _innermost_scope(root: Node, start_b: int, end_b: int) -> Node | None:
     while node is not None:
         covers = node.start_byte <= start_b and end_b <= node.end_byte
         bigger = node.end_byte - node.start_byte > end_b - start_b
-        if node.type in SCOPE_TYPES and covers and bigger:
+        if node.type in scopes and covers and bigger:
             best = node
             break
         node = node.parent
@@ -87,14 +88,13 @@ def _clip_around(source: str, offset: int) -> str:
     return source[lo:hi].rsplit("\n", 1)[0] + "\n..."
 
 
-DOC_COMMENT = {
-    "python": "Add a docstring to this code: a short summary line, then the arguments and return value.",
-    "rust": "Add /// doc comments to this code that say what it does, its arguments and its return value.",
-    "go": "Add a Go doc comment above this code that says what it does.",
-    "java": "Add a Javadoc comment to this code with @param and @return tags.",
+DOC_INSTRUCTIONS = {  # by the language's doc_style
+    "docstring": "Add a docstring to this code: a short summary line, then the arguments and return value.",
+    "rustdoc": "Add /// doc comments to this code that say what it does, its arguments and its return value.",
+    "godoc": "Add a Go doc comment above this code that says what it does.",
+    "javadoc": "Add a Javadoc comment to this code with @param and @return tags.",
 }
-DEFAULT_DOC_COMMENT = "Add a documentation comment (JSDoc/Doxygen style /** ... */) above this code."
-TYPED_LANGUAGES = {"python", "typescript", "typescriptreact"}
+DEFAULT_DOC_INSTRUCTION = "Add a documentation comment (JSDoc/Doxygen style /** ... */) above this code."
 
 
 @dataclass(frozen=True)
@@ -118,8 +118,10 @@ class Preset:
 
 def preset_instructions(language: str | None, translate_to: list[str]) -> list[Preset]:
     """The preset actions on a selection, in menu order."""
-    presets = [Preset("Add docstring", DOC_COMMENT.get(language or "", DEFAULT_DOC_COMMENT), preset=DOCSTRING)]
-    if language in TYPED_LANGUAGES:
+    spec = languages.named(language)
+    doc = DOC_INSTRUCTIONS.get(spec.doc_style, DEFAULT_DOC_INSTRUCTION) if spec else DEFAULT_DOC_INSTRUCTION
+    presets = [Preset("Add docstring", doc, preset=DOCSTRING)]
+    if spec is not None and spec.type_hints:
         presets.append(Preset("Add type hints",
                               "Add type hints to every parameter and return value. Keep the code otherwise unchanged."))
     presets += [

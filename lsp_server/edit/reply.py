@@ -14,7 +14,7 @@ from tree_sitter import Node
 
 from lsp_server import languages
 from lsp_server.edit.prompts import fim_lead
-from lsp_server.edit.task import SCOPE_TYPES, EditTask, language_name
+from lsp_server.edit.task import EditTask, language_name, scope_types
 
 _FENCE = re.compile(r"^[ \t]*(```|~~~)[ \t]*([\w+#.-]*)[^\n]*$", re.MULTILINE)
 _PROSE_START = re.compile(
@@ -86,10 +86,11 @@ def trim_to_definitions(code: str, selection: str, language: str | None) -> str:
     if sel_tree is None or tree is None or sel_tree.root_node.has_error:
         return code
     sel_nodes = [n for n in sel_tree.root_node.named_children if n.type != "comment"]
-    if not sel_nodes or any(n.type not in SCOPE_TYPES for n in sel_nodes):
+    scopes = scope_types(language)
+    if not sel_nodes or any(n.type not in scopes for n in sel_nodes):
         return code
     nodes = tree.root_node.named_children
-    last_def = max((i for i, n in enumerate(nodes) if n.type in SCOPE_TYPES), default=None)
+    last_def = max((i for i, n in enumerate(nodes) if n.type in scopes), default=None)
     if last_def is None or last_def == len(nodes) - 1:
         return code
     data = code.encode("utf-8")

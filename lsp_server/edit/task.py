@@ -11,24 +11,10 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
+from lsp_server import languages
+
 MAX_INSTRUCTION_CHARS = 2000
 DOCSTRING = "docstring"  # the structured "Add docstring" preset
-
-# Tree-sitter node types that are a function/class-like scope.
-SCOPE_TYPES = frozenset({
-    "function_definition", "class_definition", "decorated_definition",  # python, c, cpp
-    "function_declaration", "generator_function_declaration", "class_declaration", "method_definition",
-    "interface_declaration", "enum_declaration", "abstract_class_declaration",  # js/ts/java
-    "method_declaration", "constructor_declaration", "record_declaration", "type_declaration",  # java/go
-    "function_item", "impl_item", "trait_item", "struct_item", "enum_item", "mod_item",  # rust
-    "class_specifier", "struct_specifier", "namespace_definition",  # c/cpp
-})
-
-# Display names for prompts and action titles.
-LANGUAGE_NAMES = {
-    "python": "Python", "javascript": "JavaScript", "typescript": "TypeScript", "typescriptreact": "TSX",
-    "go": "Go", "rust": "Rust", "java": "Java", "c": "C", "cpp": "C++",
-}
 
 Progress = Callable[[str, float | None], None]
 
@@ -125,7 +111,9 @@ def validate_instruction(instruction: Any) -> str:
 
 
 def language_name(language: str | None) -> str:
-    return LANGUAGE_NAMES.get(language or "", language or "code")
+    """How prompts and titles name a language ("C++"); the id itself for one without a row."""
+    spec = languages.named(language)
+    return spec.display_name if spec else language or "code"
 
 
 def unified_diff(old: str, new: str, path: str = "file") -> str:
@@ -136,3 +124,9 @@ def unified_diff(old: str, new: str, path: str = "file") -> str:
 
 def _leading_ws(line: str) -> str:
     return line[: len(line) - len(line.lstrip(" \t"))]
+
+
+def scope_types(language: str | None) -> tuple[str, ...]:
+    """An edit's scopes: the language's named definitions (a python decorated definition among them)."""
+    spec = languages.named(language)
+    return spec.scopes if spec else ()

@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 
 from lsp_server import languages
+from lsp_server.languages import Definition
 
 log = logging.getLogger(__name__)
 
@@ -33,35 +34,6 @@ class Chunk:
         return self.name.rsplit(".", 1)[-1]
 
 
-_Rule = tuple[str, bool]  # (kind, container: recurse for members)
-_JS_RULES: dict[str, _Rule] = {
-    "function_declaration": ("function", False), "generator_function_declaration": ("function", False),
-    "class_declaration": ("class", True), "abstract_class_declaration": ("class", True),
-    "class": ("class", True), "method_definition": ("method", False), "interface_declaration": ("interface", False),
-    "type_alias_declaration": ("type", False), "enum_declaration": ("enum", False),
-    "lexical_declaration": ("function", False), "variable_declaration": ("function", False),
-    "internal_module": ("namespace", True), "module": ("namespace", True),
-}
-_C_RULES: dict[str, _Rule] = {
-    "function_definition": ("function", False), "struct_specifier": ("struct", False),
-    "union_specifier": ("struct", False), "enum_specifier": ("enum", False), "type_definition": ("type", False),
-}
-RULES: dict[str, dict[str, _Rule]] = {
-    "python": {"function_definition": ("function", False), "class_definition": ("class", True)},
-    "javascript": _JS_RULES, "typescript": _JS_RULES, "typescriptreact": _JS_RULES,
-    "go": {"function_declaration": ("function", False), "method_declaration": ("method", False),
-           "type_declaration": ("type", False)},
-    "rust": {"function_item": ("function", False), "struct_item": ("struct", False), "enum_item": ("enum", False),
-             "union_item": ("struct", False), "trait_item": ("trait", True), "impl_item": ("impl", True),
-             "mod_item": ("module", True), "macro_definition": ("macro", False), "type_item": ("type", False)},
-    "java": {"class_declaration": ("class", True), "interface_declaration": ("interface", True),
-             "enum_declaration": ("enum", True), "record_declaration": ("class", True),
-             "method_declaration": ("method", False), "constructor_declaration": ("method", False)},
-    "c": _C_RULES,
-    "cpp": {**_C_RULES, "class_specifier": ("class", True), "struct_specifier": ("struct", True),
-            "namespace_definition": ("namespace", True)},
-}
-WRAPPERS = {"decorated_definition", "export_statement", "template_declaration"}
 _CLASS_KINDS = {"class", "struct", "impl", "trait", "interface", "enum"}
 _BODY_TYPES = ("body", "block", "list", "statement")  # where one-line members (`def f(): pass`) live
 _FUNCTION_VALUES = {"arrow_function", "function_expression", "function", "generator_function"}
@@ -133,7 +105,7 @@ def _descendants_of_type(node, node_type: str) -> list:
     return found
 
 
-def _unwrap(node, rules: dict[str, _Rule]):
+def _unwrap(node, rules: dict[str, Definition]):
     """The definition inside a wrapper (decorators, `export`, `template<…>`), or None."""
     inner = node.child_by_field_name("definition") or node.child_by_field_name("declaration")
     if inner is not None and inner.type in rules:
@@ -159,7 +131,7 @@ def chunk_file(path: str, data: bytes) -> list[Chunk]:
     text = data.decode("utf-8", "replace")
     clean = text.encode("utf-8")  # invalid UTF-8 replaced: tree-sitter and our offsets see the same bytes
     tree = None
-    if spec is not None and spec.name in RULES:
+    if spec is not None:
         try:
             tree = languages.parse(text, spec.name)
         except Exception:  # a grammar crash on odd input must not stop indexing
@@ -169,27 +141,28 @@ def chunk_file(path: str, data: bytes) -> list[Chunk]:
     lines = _Lines(clean)
     chunks: list[Chunk] = []
     covered: list[tuple[int, int]] = []
-    _collect(tree.root_node, spec.name, RULES[spec.name], [], clean, lines, chunks, covered, top=True)
+    _collect(tree.root_node, spec, [], clean, lines, chunks, covered, top=True)
     chunks.extend(_gaps(path, text, covered))
     chunks.sort(key=lambda c: (c.start_line, c.start_char))
     return chunks
 
 
-def _collect(root, language: str, rules: dict[str, _Rule], parents: list[str], data: bytes, lines: _Lines,
+def _collect(root, spec: languages.LanguageSpec, parents: list[str], data: bytes, lines: _Lines,
              chunks: list[Chunk], covered: list[tuple[int, int]], top: bool, parent_kind: str = "") -> None:
     """Depth-first (with an explicit stack: generated code nests deeply) over nodes that can hold definitions."""
+    rules = spec.definitions
     stack = list(reversed(root.children))
     while stack:
         node = stack.pop()
         outer = node
-        if node.type in WRAPPERS:
+        if node.type in spec.wrappers:
             inner = _unwrap(node, rules)
             if inner is None:
                 stack.extend(reversed(node.children))
                 continue
             node = inner
         rule = rules.get(node.type)
-        name = _definition_name(node, language) if rule else None
+        name = _definition_name(node, spec.name) if rule else None
         if rule is None or name is None:
             if node.end_point[0] > node.start_point[0] or node.type.endswith(_BODY_TYPES):
                 stack.extend(reversed(node.children))  # one-line expressions hold no definition: skipped
@@ -200,7 +173,7 @@ def _collect(root, language: str, rules: dict[str, _Rule], parents: list[str], d
         qualified = ".".join(parents + [name])
         first = len(chunks)
         if container:
-            _collect(node, language, rules, parents + [name], data, lines, chunks, covered, top=False, parent_kind=kind)
+            _collect(node, spec, parents + [name], data, lines, chunks, covered, top=False, parent_kind=kind)
         members = chunks[first:]
         end_byte = outer.end_byte
         end_row, end_col = outer.end_point
