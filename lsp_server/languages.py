@@ -176,6 +176,15 @@ LANGUAGES: tuple[LanguageSpec, ...] = (
                      "namespace_definition": ("namespace", True)},
         wrappers=("template_declaration",), doc_targets=("function_definition", "class_specifier"), doc_style="block",
         aliases=("c++",)),
+    LanguageSpec(
+        "ruby", "Ruby", ("Ruby",), "tree_sitter_ruby", "language", (".rb", ".rake", ".gemspec"), "#", RUBY_TOKENS,
+        scopes=("class", "method", "module", "singleton_class", "singleton_method"),
+        function_literals=("block", "do_block", "lambda"),
+        bodies=("block_body", "body_statement", "do", "else", "program", "then"),
+        imports=(),  # `require` is a method call: no node type of its own
+        definitions={"class": ("class", True), "module": ("module", True), "singleton_class": ("class", True),
+                     "method": ("function", False), "singleton_method": ("method", False)},
+        wrappers=(), doc_targets=("class", "method", "module", "singleton_method"), doc_style="hash"),
 )
 
 _BY_ID: dict[str, LanguageSpec] = {}

@@ -356,6 +356,7 @@ def test_doc_targets_find_undocumented_definitions_in_the_selection() -> None:
      "package m\n\n// Add adds a and b.\nfunc Add(a, b int) int {\n\treturn a + b\n}\n"),
     ("rust", "impl S {\n    fn add(&self) -> i32 {\n        1\n    }\n}\n",
      "impl S {\n    /// Adds a and b.\n    fn add(&self) -> i32 {\n        1\n    }\n}\n"),
+    ("ruby", "x = 1\n\ndef add(a, b)\n  a + b\nend\n", "x = 1\n\n# Adds a and b.\ndef add(a, b)\n  a + b\nend\n"),
 ])
 def test_run_docstring_inserts_the_summary_where_the_language_wants_it(language: str, doc: str, expected: str) -> None:
     engine = ScriptedEngine([" adds a and b. It uses the + operator."])

@@ -136,6 +136,10 @@ def test_chunk_decorated_function_starts_at_decorator_and_class_chunk_is_its_hea
     ("a.cpp", "namespace ns {\nclass A {\n  void m() {}\n};\n}\ntemplate<class T> T id(T x) { return x; }\n"
               "int A::q() const { return 2; }\n",
      [("ns", "namespace"), ("ns.A", "class"), ("ns.A.m", "method"), ("id", "function"), ("A.q", "function")]),
+    ("a.rb", 'require "json"\nmodule M\n  class Foo < Bar\n    def baz(a)\n      a + 1\n    end\n\n'
+             '    def self.q\n    end\n  end\nend\ndef top\nend\n',
+     [("a.rb:1", "block"), ("M", "module"), ("M.Foo", "class"), ("M.Foo.baz", "method"), ("M.Foo.q", "method"),
+      ("top", "function")]),
 ])
 def test_chunk_other_languages(path: str, source: str, expected: list[tuple[str, str]]) -> None:
     assert [(c.name, c.kind) for c in chunk_file(path, source.encode())] == expected

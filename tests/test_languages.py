@@ -10,8 +10,9 @@ from lsp_server import languages
 from lsp_server.edit.docstring import render_doc
 
 # Fields a language may leave empty, and why: not every grammar has anonymous functions that deserve a
-# scope of their own, wrappers around definitions, or aliases.
-MAY_BE_EMPTY = {"function_literals", "wrappers", "aliases", "type_hints"}
+# scope of their own, wrappers around definitions, import statements of their own (Ruby's `require` is a
+# method call), or aliases.
+MAY_BE_EMPTY = {"function_literals", "wrappers", "imports", "aliases", "type_hints"}
 DOC_STYLES = {"docstring", "rustdoc", "godoc", "javadoc", "block", "hash"}
 
 

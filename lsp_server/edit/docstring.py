@@ -147,6 +147,8 @@ def render_doc(target: DocTarget, summary: str, language: str | None) -> str:
     summary = summary.replace("*/", "* /")
     if style == "rustdoc":
         return f"/// {summary}\n{target.indent}"
+    if style == "hash":
+        return f"# {summary}\n{target.indent}"
     if style == "godoc":
         lead = summary[0].lower() + summary[1:] if summary[:2] != summary[:2].upper() else summary
         return f"// {target.name} {lead}\n{target.indent}" if target.name else f"// {summary}\n{target.indent}"

@@ -93,6 +93,7 @@ DOC_INSTRUCTIONS = {  # by the language's doc_style
     "rustdoc": "Add /// doc comments to this code that say what it does, its arguments and its return value.",
     "godoc": "Add a Go doc comment above this code that says what it does.",
     "javadoc": "Add a Javadoc comment to this code with @param and @return tags.",
+    "hash": "Add a comment above this code, in lines starting with #, that says what it does.",
 }
 DEFAULT_DOC_INSTRUCTION = "Add a documentation comment (JSDoc/Doxygen style /** ... */) above this code."
 

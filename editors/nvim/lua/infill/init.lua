@@ -17,7 +17,7 @@ M.defaults = {
   cmd = nil,
   --- Filetypes the server attaches to (it has tree-sitter context for these; plain text elsewhere).
   filetypes = { 'python', 'javascript', 'javascriptreact', 'typescript', 'typescriptreact', 'go', 'rust',
-    'java', 'c', 'cpp' },
+    'java', 'c', 'cpp', 'ruby' },
   root_markers = { '.git', 'pyproject.toml', 'package.json', 'go.mod', 'Cargo.toml', '.hg' },
   --- Sent as `initializationOptions` and `workspace/didChangeConfiguration` (model, device, max tokens…).
   settings = {},
