@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("complete", help="print the completion at a position of a file")
     p.add_argument("file", type=Path)
     p.add_argument("--line", type=int, required=True, help="0-based line")
-    p.add_argument("--col", type=int, required=True, help="0-based column (characters)")
+    p.add_argument("--col", type=int, required=True, help="0-based column (UTF-16 code units, like LSP)")
     p.add_argument("--max-tokens", type=int, default=64)
     _model_args(p)
     p.add_argument("--json", action="store_true", help="print JSON with timings")
@@ -158,12 +158,17 @@ def _complete(args: argparse.Namespace) -> int:
     from lsp_server.config import Settings
     from lsp_server.completion.prompt import build_prompt, run_completion
     from lsp_server.languages import spec_for
+    from lsp_server.positions import line_starts, to_offset
 
     try:
         text = args.file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InferenceError(f"cannot read {args.file}: {exc}") from None
-    offset = _offset(text, args.line, args.col)
+    try:
+        offset = to_offset(text, args.line, args.col)
+    except ValueError:
+        raise InferenceError(f"position {args.line}:{args.col} is outside the file "
+                             f"({len(line_starts(text))} lines)") from None
     engine = _load(args)
     settings = Settings(max_tokens_single_line=args.max_tokens, max_tokens_multi_line=args.max_tokens)
     spec = spec_for(None, str(args.file))
@@ -175,18 +180,6 @@ def _complete(args: argparse.Namespace) -> int:
     else:
         print(suggestion or "")
     return 0
-
-
-def _offset(text: str, line: int, col: int) -> int:
-    """Character offset of a 0-based (line, column), clamped to the line; errors name the file's size."""
-    lines = text.splitlines(keepends=True) or [""]
-    if line < 0 or col < 0 or line > len(lines):
-        raise InferenceError(f"position {line}:{col} is outside the file ({len(lines)} lines)")
-    if line == len(lines):
-        return len(text)
-    start = sum(len(x) for x in lines[:line])
-    body = lines[line].rstrip("\r\n")
-    return start + min(col, len(body))
 
 
 def _model_prepare(args: argparse.Namespace) -> int:

@@ -17,7 +17,8 @@ def line_starts(text: str) -> list[int]:
     return [0] + [m.end() for m in _LINE_END.finditer(text)]
 
 
-def _utf16_len(s: str) -> int:
+def utf16_len(s: str) -> int:
+    """The length of a string in UTF-16 code units (what LSP counts)."""
     return len(s) + sum(1 for ch in s if ord(ch) > 0xFFFF)
 
 
@@ -52,4 +53,4 @@ def to_position(text: str, offset: int) -> tuple[int, int]:
             lo = mid
         else:
             hi = mid - 1
-    return lo, _utf16_len(text[starts[lo]:offset])
+    return lo, utf16_len(text[starts[lo]:offset])

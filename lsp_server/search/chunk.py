@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from lsp_server import languages
 from lsp_server.languages import Definition
+from lsp_server.positions import utf16_len
 
 log = logging.getLogger(__name__)
 
@@ -230,11 +231,7 @@ def _windows(path: str, text: str, start: int, stop: int, kind: str,
             first = next(i for i, line in enumerate(body_lines) if line.strip())
             last = max(i for i, line in enumerate(body_lines) if line.strip())
             s, e = row + first, row + last
-            chunks.append(Chunk(f"{base}:{s + 1}", kind, s, 0, e, _utf16_len(all_lines[e]),
+            chunks.append(Chunk(f"{base}:{s + 1}", kind, s, 0, e, utf16_len(all_lines[e]),
                                 "\n".join(all_lines[s:e + 1])[:MAX_CHUNK_CHARS]))
         row = end
     return chunks
-
-
-def _utf16_len(s: str) -> int:
-    return len(s.encode("utf-16-le", "surrogatepass")) // 2

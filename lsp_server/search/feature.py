@@ -23,14 +23,13 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 from pygls.uris import to_fs_path
 
-from lsp_server.search.store import Hit, Index
+from lsp_server.search.store import MAX_RESULTS, Hit, Index
 from lsp_server.feature import AnyEvent, Feature, ProgressReporter
 
 log = logging.getLogger(__name__)
 
 SEARCH_COMMAND = "infill.search"
 DEFAULT_LIMIT = 20
-MAX_LIMIT = 200
 SYMBOL_LIMIT = 50
 DEBOUNCE_SECONDS = 1.0
 WATCHER_ID = "infill-search-watcher"
@@ -56,7 +55,7 @@ def parse_arguments(arguments: tuple) -> tuple[str, int]:
         limit = DEFAULT_LIMIT
     if isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit < 1:
         raise JsonRpcInvalidParams(f"{SEARCH_COMMAND}: limit must be a positive number, not {limit!r}")
-    return arg["query"], min(int(limit), MAX_LIMIT)
+    return arg["query"], min(int(limit), MAX_RESULTS)
 
 
 class SearchFeature(Feature):

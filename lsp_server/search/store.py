@@ -38,6 +38,7 @@ RRF_K = 10  # tuned on the stdlib retrieval set: 10 beat 30 and 60 (MRR@10 .379 
 CANDIDATES = 100  # per ranker, before fusion
 MIN_PREFIX_CHARS = 2  # a half-typed last word shorter than this is not matched as a prefix
 COMMON_TERM_SHARE = 0.1  # query terms in more than this share of chunks are left out of BM25
+MAX_RESULTS = 200  # the most results one search returns
 EMBED_HEAD_CHARS = 600  # the embedder sees MAX_TOKENS tokens; no need to tokenize the whole chunk
 
 Progress = Callable[[str, "float | None"], None]
@@ -452,7 +453,7 @@ class Index:
     def rank(self, query: str, limit: int = 20, mode: str = "hybrid",
              query_vector: np.ndarray | None = None) -> tuple[list[int], list[float]]:
         """Chunk ids and scores, best first (`search` without building results)."""
-        limit = max(1, min(int(limit), 200))
+        limit = max(1, min(int(limit), MAX_RESULTS))
         found = self.candidates(query, max(CANDIDATES, limit), query_vector, mode)
         return fuse(found, limit, mode) if found is not None else ([], [])
 

@@ -1,0 +1,76 @@
+"""The feature base: the server fans notifications out to every feature's hooks, once, and reads the
+client's capabilities for them."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from lsprotocol import types
+
+from lsp_server.completion.feature import CompletionFeature
+from lsp_server.edit.feature import EditFeature
+from lsp_server.feature import AnyEvent, ClientCapabilities
+from lsp_server.search.feature import SearchFeature
+from lsp_server.server import create_server
+
+FEATURES = (CompletionFeature, EditFeature, SearchFeature)
+
+
+def record(monkeypatch: pytest.MonkeyPatch, hook: str) -> list[tuple]:
+    calls: list[tuple] = []
+    for cls in FEATURES:
+        monkeypatch.setattr(cls, hook, lambda self, *args, name=cls.__name__: calls.append((name, *args)))
+    return calls
+
+
+def test_lsp_shutdown_reaches_every_feature(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = record(monkeypatch, "on_shutdown")
+    server = create_server()
+    server.protocol.fm.features[types.SHUTDOWN](None)
+    assert sorted(calls) == [("CompletionFeature",), ("EditFeature",), ("SearchFeature",)]
+
+
+def test_a_change_notification_calls_on_change_once_per_feature_with_its_changes(monkeypatch) -> None:
+    calls = record(monkeypatch, "on_change")
+    server = create_server()
+    change = types.TextDocumentContentChangeWholeDocument(text="x = 1\n")
+    params = types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri="file:///a.py", version=2), content_changes=[change])
+    server.protocol.fm.features[types.TEXT_DOCUMENT_DID_CHANGE](params)
+    assert sorted(calls) == [(name, "file:///a.py", [change]) for name in
+                             ("CompletionFeature", "EditFeature", "SearchFeature")]
+
+
+def test_client_capabilities_default_to_nothing_but_versioned_edits() -> None:
+    caps = ClientCapabilities(None)
+    assert not (caps.snippets or caps.inline_completion or caps.work_done_progress or caps.apply_edit
+                or caps.watched_files_registration or caps.experimental("infillEditWithInstruction"))
+    assert caps.versioned_edits
+
+
+def test_client_capabilities_read_what_the_client_says() -> None:
+    caps = ClientCapabilities(types.ClientCapabilities(
+        workspace=types.WorkspaceClientCapabilities(
+            apply_edit=True, workspace_edit=types.WorkspaceEditClientCapabilities(document_changes=False),
+            did_change_watched_files=types.DidChangeWatchedFilesClientCapabilities(dynamic_registration=True)),
+        text_document=types.TextDocumentClientCapabilities(
+            completion=types.CompletionClientCapabilities(
+                completion_item=types.ClientCompletionItemOptions(snippet_support=True)),
+            inline_completion=types.InlineCompletionClientCapabilities()),
+        window=types.WindowClientCapabilities(work_done_progress=True),
+        experimental={"infillEditWithInstruction": True}))
+    assert caps.snippets and caps.inline_completion and caps.work_done_progress and caps.apply_edit
+    assert caps.watched_files_registration and caps.experimental("infillEditWithInstruction")
+    assert not caps.versioned_edits and not caps.experimental("other")
+
+
+def test_any_event_is_set_by_any_and_sets_the_first() -> None:
+    first, second = threading.Event(), threading.Event()
+    either = AnyEvent(first, second)
+    assert not either.is_set()
+    second.set()
+    assert either.is_set() and not first.is_set()
+    second.clear()
+    either.set()
+    assert first.is_set() and either.is_set()
