@@ -29,9 +29,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -168,7 +168,7 @@ FUNCTION_TYPES = {"function_declaration", "function_item", "method_declaration",
                   "method_definition", "variable_declarator"}
 
 
-def structure(language: str, predicate: Callable[[Node, str], "str | None"], on_replacement: bool = False) -> Check:
+def structure(language: str, predicate: Callable[[Node, str], str | None], on_replacement: bool = False) -> Check:
     """The text parses as `language` and `predicate(root, text)` finds the asked-for shape."""
 
     def check(new_text: str, replacement: str) -> str | None:
@@ -183,14 +183,14 @@ def structure(language: str, predicate: Callable[[Node, str], "str | None"], on_
     return check
 
 
-def function_named(name: str) -> Callable[[Node, str], "str | None"]:
+def function_named(name: str) -> Callable[[Node, str], str | None]:
     def predicate(root: Node, _text: str) -> str | None:
         found = [n for n in _nodes(root, FUNCTION_TYPES) if _name(n) == name]
         return None if found else f"no function {name}"
     return predicate
 
 
-def doc_comment_before(name: str, starts: tuple[str, ...]) -> Callable[[Node, str], "str | None"]:
+def doc_comment_before(name: str, starts: tuple[str, ...]) -> Callable[[Node, str], str | None]:
     """A comment starting with one of `starts` right before the definition named `name`."""
     def predicate(root: Node, _text: str) -> str | None:
         for node in _nodes(root, FUNCTION_TYPES):
@@ -207,7 +207,7 @@ def doc_comment_before(name: str, starts: tuple[str, ...]) -> Callable[[Node, st
     return predicate
 
 
-def text_of_function(name: str, wanted: Callable[[str], bool], why: str) -> Callable[[Node, str], "str | None"]:
+def text_of_function(name: str, wanted: Callable[[str], bool], why: str) -> Callable[[Node, str], str | None]:
     """The function's source (whitespace removed) satisfies `wanted`."""
     def predicate(root: Node, _text: str) -> str | None:
         for node in _nodes(root, FUNCTION_TYPES):
@@ -217,7 +217,7 @@ def text_of_function(name: str, wanted: Callable[[str], bool], why: str) -> Call
     return predicate
 
 
-def has_node(name: str, node_types: set[str], why: str) -> Callable[[Node, str], "str | None"]:
+def has_node(name: str, node_types: set[str], why: str) -> Callable[[Node, str], str | None]:
     """The function `name` contains a node of one of `node_types`."""
     def predicate(root: Node, _text: str) -> str | None:
         for node in _nodes(root, FUNCTION_TYPES):
@@ -227,7 +227,7 @@ def has_node(name: str, node_types: set[str], why: str) -> Callable[[Node, str],
     return predicate
 
 
-def all_of(*predicates: Callable[[Node, str], "str | None"]) -> Callable[[Node, str], "str | None"]:
+def all_of(*predicates: Callable[[Node, str], str | None]) -> Callable[[Node, str], str | None]:
     def predicate(root: Node, text: str) -> str | None:
         for p in predicates:
             if (why := p(root, text)) is not None:
@@ -254,7 +254,8 @@ TASKS: list[Task] = [
     # Python: unit tests in a sandbox.
     Task("py-docstring-function", "python", "def add(a, b):\n    return a + b\n", "def add(a, b):\n    return a + b\n",
          preset("python", "Add docstring"), python_tests("has_docstring('add')\nassert add(2, 3) == 5")),
-    Task("py-docstring-method", "python", STACK, "    def push(self, item):\n        self.items.append(item)\n        return len(self.items)\n",
+    Task("py-docstring-method", "python", STACK, "    def push(self, item):\n        self.items.append(item)\n        "
+                                                 "return len(self.items)\n",
          preset("python", "Add docstring"),
          python_tests("has_docstring('push')\ns = Stack()\nassert s.push(1) == 1 and s.push(2) == 2 and s.pop() == 2")),
     Task("py-typehints-area", "python", "def area(width, height):\n    return width * height\n",
@@ -265,7 +266,8 @@ TASKS: list[Task] = [
          python_tests("fully_annotated('join_words')\nassert join_words(['a', 'b'], '-') == 'a-b'")),
     Task("py-fix-index", "python", "def last(xs):\n    return xs[len(xs)]\n", "def last(xs):\n    return xs[len(xs)]\n",
          preset("python", "Fix the bug"), python_tests("assert last([1, 2, 3]) == 3 and last(['a']) == 'a'")),
-    Task("py-fix-even", "python", "def is_even(n):\n    return n % 2 == 1\n", "def is_even(n):\n    return n % 2 == 1\n",
+    Task("py-fix-even", "python", "def is_even(n):\n    return n % 2 == 1\n"
+                                  "", "def is_even(n):\n    return n % 2 == 1\n",
          preset("python", "Fix the bug"), python_tests("assert is_even(4) and not is_even(3) and is_even(0)")),
     Task("py-fix-maximum", "python",
          "def maximum(xs):\n    m = 0\n    for x in xs:\n        if x > m:\n            m = x\n    return m\n",
@@ -291,10 +293,12 @@ TASKS: list[Task] = [
     Task("py-error-divide", "python", "def divide(a, b):\n    return a / b\n", "def divide(a, b):\n    return a / b\n",
          "Raise ValueError when b is zero.",
          python_tests("assert divide(6, 3) == 2\nraises(ValueError, divide, 1, 0)")),
-    Task("py-error-port", "python", "def parse_port(text):\n    return int(text)\n", "def parse_port(text):\n    return int(text)\n",
+    Task("py-error-port", "python", "def parse_port(text):\n    return int(text)\n"
+                                    "", "def parse_port(text):\n    return int(text)\n",
          "Return None when text is not a valid integer instead of raising.",
          python_tests("assert parse_port('80') == 80 and parse_port('http') is None")),
-    Task("py-rename", "python", "def avg(xs):\n    return sum(xs) / len(xs)\n", "def avg(xs):\n    return sum(xs) / len(xs)\n",
+    Task("py-rename", "python", "def avg(xs):\n    return sum(xs) / len(xs)\n"
+                                "", "def avg(xs):\n    return sum(xs) / len(xs)\n",
          "Rename the function to mean.", python_tests("assert solution.mean([1, 2, 3]) == 2")),
     Task("py-add-parameter", "python", "def greet(name):\n    return 'Hello, ' + name + '!'\n",
          "def greet(name):\n    return 'Hello, ' + name + '!'\n",
@@ -302,39 +306,49 @@ TASKS: list[Task] = [
          python_tests("assert greet('Bob') == 'Hello, Bob!' and greet('Bob', 'Hi') == 'Hi, Bob!'")),
     Task("py-comment-squares", "python", "def squares(xs):\n    # return the squares of the numbers in xs\n", "",
          "Write the code this comment asks for: return the squares of the numbers in xs",
-         python_tests("assert squares([1, 2, 3]) == [1, 4, 9]"), cursor_after="# return the squares of the numbers in xs\n"),
+         python_tests("assert squares([1, 2, 3]) == [1, 4, "
+                      "9]"), cursor_after="# return the squares of the numbers in xs\n"),
     Task("py-comment-palindrome", "python",
          "# is_palindrome(s): True when s reads the same forwards and backwards\n", "",
          "Write the code this comment asks for: is_palindrome(s): True when s reads the same forwards and backwards",
          python_tests("assert is_palindrome('abba') and not is_palindrome('abc')"),
          cursor_after="backwards\n"),
     Task("py-comprehension", "python",
-         "def evens(xs):\n    out = []\n    for x in xs:\n        if x % 2 == 0:\n            out.append(x)\n    return out\n",
-         "def evens(xs):\n    out = []\n    for x in xs:\n        if x % 2 == 0:\n            out.append(x)\n    return out\n",
+         "def evens(xs):\n    out = []\n    for x in xs:\n        if x % 2 == 0:\n            out.append(x)\n    "
+         "return out\n",
+         "def evens(xs):\n    out = []\n    for x in xs:\n        if x % 2 == 0:\n            out.append(x)\n    "
+         "return out\n",
          "Use a list comprehension.",
-         python_tests("assert evens([1, 2, 3, 4]) == [2, 4]\nassert any(isinstance(n, ast.ListComp) for n in ast.walk(fn('evens')))")),
+         python_tests("assert evens([1, 2, 3, 4]) == [2, 4]\nassert any(isinstance(n, ast.ListComp) for n in "
+                      "ast.walk(fn('evens')))")),
     Task("py-statement-absdiff", "python", "def diff(a, b):\n    return a - b\n", "return a - b",
          "Return the absolute difference of a and b.", python_tests("assert diff(1, 3) == 2 and diff(5, 2) == 3")),
     Task("py-method-fix", "python",
-         "class Counter:\n    def __init__(self):\n        self.n = 0\n\n    def increment(self):\n        self.n - 1\n        return self.n\n",
+         "class Counter:\n    def __init__(self):\n        self.n = 0\n\n    def increment(self):\n        self.n - 1\n"
+         "        return self.n\n",
          "    def increment(self):\n        self.n - 1\n        return self.n\n",
          "Fix the bug: increment should add one to self.n.",
          python_tests("c = Counter()\nassert c.increment() == 1 and c.increment() == 2")),
     # JavaScript / TypeScript: structure.
-    Task("js-docstring", "javascript", "function add(a, b) {\n  return a + b;\n}\n", "function add(a, b) {\n  return a + b;\n}\n",
+    Task("js-docstring", "javascript", "function add(a, b) {\n  return a + b;\n}\n"
+                                       "", "function add(a, b) {\n  return a + b;\n}\n",
          preset("javascript", "Add docstring"), structure("javascript", doc_comment_before("add", ("/**", "//")))),
     Task("js-fix-even", "javascript", "function isEven(n) {\n  return n % 2 === 1;\n}\n",
          "function isEven(n) {\n  return n % 2 === 1;\n}\n", preset("javascript", "Fix the bug"),
          structure("javascript", text_of_function("isEven", lambda s: "%2===0" in s or "%2==0" in s or "%2!==1" in s,
                                                   "still compares with 1"))),
-    Task("js-arrow", "javascript", "function double(x) {\n  return x * 2;\n}\n", "function double(x) {\n  return x * 2;\n}\n",
+    Task("js-arrow", "javascript", "function double(x) {\n  return x * 2;\n}\n"
+                                   "", "function double(x) {\n  return x * 2;\n}\n",
          "Convert this function to an arrow function assigned to a const.",
          structure("javascript", all_of(function_named("double"),
                                         lambda root, _t: None if _nodes(root, {"arrow_function"}) and not
                                         _nodes(root, {"function_declaration"}) else "not an arrow function"))),
-    Task("js-error", "javascript", "function divide(a, b) {\n  return a / b;\n}\n", "function divide(a, b) {\n  return a / b;\n}\n",
-         "Throw an Error when b is zero.", structure("javascript", has_node("divide", {"throw_statement"}, "no throw"))),
-    Task("ts-types", "typescript", "function area(w, h) {\n  return w * h;\n}\n", "function area(w, h) {\n  return w * h;\n}\n",
+    Task("js-error", "javascript", "function divide(a, b) {\n  return a / b;\n}\n"
+                                   "", "function divide(a, b) {\n  return a / b;\n}\n",
+         "Throw an Error when b is "
+         "zero.", structure("javascript", has_node("divide", {"throw_statement"}, "no throw"))),
+    Task("ts-types", "typescript", "function area(w, h) {\n  return w * h;\n}\n"
+                                   "", "function area(w, h) {\n  return w * h;\n}\n",
          preset("typescript", "Add type hints"),
          structure("typescript", lambda root, _t: None if len(_nodes(root, {"type_annotation"})) >= 3
                    else "not every parameter and the return value are typed")),
@@ -351,21 +365,28 @@ TASKS: list[Task] = [
     Task("go-error", "go", "package calc\n\nfunc Div(a, b int) int {\n\treturn a / b\n}\n",
          "func Div(a, b int) int {\n\treturn a / b\n}\n", "Return an error as a second result when b is zero.",
          structure("go", text_of_function("Div", lambda s: "error)" in s and "nil" in s, "no error result"))),
-    Task("rust-doc", "rust", "fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n", "fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n",
+    Task("rust-doc", "rust", "fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n"
+                             "", "fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n",
          preset("rust", "Add docstring"), structure("rust", doc_comment_before("add", ("///",)))),
-    Task("rust-option", "rust", "fn first(xs: &[i32]) -> i32 {\n    xs[0]\n}\n", "fn first(xs: &[i32]) -> i32 {\n    xs[0]\n}\n",
+    Task("rust-option", "rust", "fn first(xs: &[i32]) -> i32 {\n    xs[0]\n}\n"
+                                "", "fn first(xs: &[i32]) -> i32 {\n    xs[0]\n}\n",
          "Return None when the slice is empty: make the return type Option<i32>.",
-         structure("rust", text_of_function("first", lambda s: "->Option<i32>" in s and ("None" in s or ".first()" in s or ".get(0)" in s),
-                                            "does not return Option<i32>"))),
+         structure("rust", text_of_function(
+             "first", lambda s: "->Option<i32>" in s and ("None" in s or ".first()" in s or ".get(0)" in s),
+             "does not return Option<i32>"))),
     Task("java-javadoc", "java", "class MathUtil {\n    int square(int x) {\n        return x * x;\n    }\n}\n",
          "    int square(int x) {\n        return x * x;\n    }\n", preset("java", "Add docstring"),
          structure("java", doc_comment_before("square", ("/**",)))),
-    Task("java-fix-max", "java", "class MathUtil {\n    int max(int a, int b) {\n        return a < b ? a : b;\n    }\n}\n",
+    Task("java-fix-max", "java", "class MathUtil {\n    int max(int a, int b) {\n        return a < b ? a : b;\n    }\n"
+                                 "}\n",
          "        return a < b ? a : b;", "Fix the bug: max must return the larger number.",
-         structure("java", text_of_function("max", lambda s: any(k in s for k in ("a>b?a:b", "a<b?b:a", "Math.max(a,b)", "a>=b?a:b", "b>a?b:a")),
-                                            "still returns the smaller"))),
-    Task("c-fix-loop", "c", "int sum(const int *xs, int n) {\n    int s = 0;\n    for (int i = 0; i <= n; i++) s += xs[i];\n    return s;\n}\n",
-         "int sum(const int *xs, int n) {\n    int s = 0;\n    for (int i = 0; i <= n; i++) s += xs[i];\n    return s;\n}\n",
+         structure("java", text_of_function(
+             "max", lambda s: any(k in s for k in ("a>b?a:b", "a<b?b:a", "Math.max(a,b)", "a>=b?a:b", "b>a?b:a")),
+             "still returns the smaller"))),
+    Task("c-fix-loop", "c", "int sum(const int *xs, int n) {\n    int s = 0;\n    for (int i = 0; i <= n; i++) s += "
+                            "xs[i];\n    return s;\n}\n",
+         "int sum(const int *xs, int n) {\n    int s = 0;\n    for (int i = 0; i <= n; i++) s += xs[i];\n    return "
+         "s;\n}\n",
          "Fix the bug: the loop reads one element past the end.",
          structure("c", text_of_function("sum", lambda s: "i<n" in s and "i<=n" not in s, "loop bound still wrong"))),
     Task("cpp-const", "cpp", "class Buffer {\n  int n = 0;\n public:\n  int size() { return n; }\n};\n",

@@ -36,18 +36,17 @@ import platform
 import random
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from inference import Engine, FimParts  # noqa: E402
-from lsp_server.config import Settings  # noqa: E402
-from lsp_server.completion.prompt import build_prompt, heal_answer, run_completion  # noqa: E402
-from lsp_server.completion.postprocess import postprocess, stop_rule  # noqa: E402
-
 from benchmarks.sandbox import Limits, run_python  # noqa: E402
+from inference import Engine, FimParts  # noqa: E402
+from lsp_server.completion.postprocess import postprocess, stop_rule  # noqa: E402
+from lsp_server.completion.prompt import build_prompt, heal_answer, run_completion  # noqa: E402
+from lsp_server.config import Settings  # noqa: E402
 
 SETS = ("single", "multi")
 URI = "file:///humaneval/solution.py"
@@ -302,7 +301,8 @@ def result_line(engine: Engine, summary: dict[str, dict[str, float]], args: argp
                 seconds: float) -> dict:
     names = {"single": "single_line", "multi": "multi_line"}
     line: dict = {"benchmark": "fim_quality", "model": engine.info.name, "family": engine.info.family,
-                  "fim": engine.supports_fim, "device": engine.info.device, "limit": args.limit, "multi_limit": args.multi_limit, "seed": args.seed,
+                  "fim": engine.supports_fim, "device": engine.info.device, "limit": args.limit,
+                  "multi_limit": args.multi_limit, "seed": args.seed,
                   "multi_per_problem": args.multi_per_problem,
                   "seconds": round(seconds, 1)}
     for set_name, s in summary.items():
@@ -324,7 +324,8 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    system = f"{platform.system()} {platform.release()}"
+    return f"{cpu}, {os.cpu_count()} cores, {system}, Python {platform.python_version()}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -374,7 +375,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             n = max(1, st["tasks"])
             print(f"{set_name:<8} {st['tasks']:>6} {st['exact'] / n * 100:>10.1f}% {st['pass'] / n * 100:>7.1f}%  "
                   f"{' '.join(st['misses'][:6])}")
-            line.update({f"{names[set_name]}_tasks": st["tasks"], f"{names[set_name]}_oracle_exact": round(st["exact"] / n, 4),
+            line.update({f"{names[set_name]}_tasks": st["tasks"],
+                         f"{names[set_name]}_oracle_exact": round(st["exact"] / n, 4),
                          f"{names[set_name]}_oracle_pass1": round(st["pass"] / n, 4)})
         print(json.dumps(line))
         return 0

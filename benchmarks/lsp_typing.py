@@ -148,7 +148,8 @@ async def replay(args: argparse.Namespace) -> dict:
         "p95_ms": round(p[min(len(p) - 1, int(0.95 * len(p)))], 1) if p else None,
         "mean_ms": round(statistics.fmean(p), 1) if p else None,
         "prefix_reuse_rate": round((after["reuse_hits"] - before["reuse_hits"]) / generated, 3) if generated else 0.0,
-        "typed_through_rate": round((after["typed_through"] - before["typed_through"]) / requests, 3) if requests else 0.0,
+        "typed_through_rate":
+            round((after["typed_through"] - before["typed_through"]) / requests, 3) if requests else 0.0,
         "cold_p50_ms": round(statistics.median(cold), 1) if cold else None,
         "p50_vs_cold": round(statistics.median(p) / statistics.median(cold), 3) if p and cold else None,
         "chars_typed": typed_end - start,

@@ -221,14 +221,15 @@ def measure(model_dir: Path) -> dict:
     ids = []
     for prompt in gate_prompts():
         seen: list[int] = []
-        engine.complete(prompt, max_new_tokens=GATE_TOKENS, token_rule=lambda t, _l: seen.append(t) or False)
+        engine.complete(prompt, max_new_tokens=GATE_TOKENS, token_rule=lambda t, _l, seen=seen: seen.append(t) or False)
         ids.append(seen)
     prompts = [code_prompt(engine, m, 500) for m in ("argparse.py", "difflib.py", "csv.py", "shlex.py")]
     start = time.perf_counter()
     engine.complete(prompts[0], max_new_tokens=1)
     cold_ms = (time.perf_counter() - start) * 1000
     rates = sorted(decode_rate(engine, p, 64)[0] for p in prompts[1:])
-    return {"ids": ids, "decode_tok_s": round(rates[1], 1), "ttft_cold_ms": round(cold_ms), "peak_rss_mb": _peak_rss_mb()}
+    return {"ids": ids, "decode_tok_s": round(rates[1], 1), "ttft_cold_ms": round(cold_ms),
+            "peak_rss_mb": _peak_rss_mb()}
 
 
 def _peak_rss_mb() -> int:
@@ -265,7 +266,8 @@ def main() -> int:
     line = {"benchmark": "precision_probe", "model": DEFAULT_NAME}
     for variant, r in results.items():
         agree = sum(agreement(a, b) for a, b in zip(r["ids"], reference)) / (GATE_TOKENS * len(reference))
-        print(f"{variant:<10}{agree:>9.1%}{r['decode_tok_s']:>8.1f} t/s{r['ttft_cold_ms']:>8} ms{r['peak_rss_mb']:>7} MB"
+        print(f"{variant:<10}{agree:>9.1%}{r['decode_tok_s']:>8.1f} t/s{r['ttft_cold_ms']:>8} ms"
+              f"{r['peak_rss_mb']:>7} MB"
               f"  {r['dir']}")
         line[variant] = {"agreement": round(agree, 4), "decode_tok_s": r["decode_tok_s"],
                          "ttft_cold_ms": r["ttft_cold_ms"], "peak_rss_mb": r["peak_rss_mb"]}

@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print JSON with timings")
     p.set_defaults(func=_complete)
 
-    model = sub.add_parser("model", help="prepare or describe the model").add_subparsers(dest="model_cmd", required=True)
+    model = sub.add_parser("model", help="prepare or describe the "
+                                         "model").add_subparsers(dest="model_cmd", required=True)
     p = model.add_parser("prepare", help="convert the model into the cache now (otherwise done on first use)")
     _model_args(p)
     p.set_defaults(func=_model_prepare)
@@ -155,8 +156,8 @@ def _load(args: argparse.Namespace):
 
 def _complete(args: argparse.Namespace) -> int:
     """The same pipeline as the server's inline completion (context, stop rules, post-processing)."""
-    from lsp_server.config import Settings
     from lsp_server.completion.prompt import build_prompt, run_completion
+    from lsp_server.config import Settings
     from lsp_server.languages import spec_for
     from lsp_server.positions import line_starts, to_offset
 

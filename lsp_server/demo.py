@@ -37,9 +37,10 @@ async def _demo(args: argparse.Namespace) -> int:
     client = LanguageClient("infill-demo", "0.1")
     converter = client.protocol._converter
     # lsprotocol reads any result item with a "command" key as a Command, even a CodeAction whose
-    # command is an object; tell them apart by that key's type.
+    # command is an object; tell them apart by that key's type. (The typing.Union object is the key the
+    # converter looks up: `X | Y` would be another object.)
     converter.register_structure_hook(
-        Union[types.Command, types.CodeAction],
+        Union[types.Command, types.CodeAction],  # noqa: UP007
         lambda obj, _t: converter.structure(obj, types.Command if isinstance(obj.get("command"), str)
                                             else types.CodeAction))
     ready = asyncio.Event()

@@ -210,7 +210,7 @@ def spec_for(language_id: str | None = None, path: str | None = None) -> Languag
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def grammar(name: str) -> Language | None:
     """The tree-sitter Language for a canonical language name, or None if its wheel is missing."""
     spec = _BY_ID.get(name)

@@ -110,8 +110,8 @@ def open_token_at_end(text: str, language: str | None) -> str | None:
     """"string" or "comment" when text ends inside one that is still open, else None (the parse tree
     cannot tell: an unterminated string is an error node)."""
     last = None
-    for last in token_pattern(language).finditer(text):
-        pass
+    for match in token_pattern(language).finditer(text):
+        last = match
     if last is None or last.end() != len(text) or last.group() in BRACKETS:
         return None
     token = last.group()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -36,7 +36,6 @@ def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     """Factory: `tiny_model(family, arch)` builds (once per session) a random 2-layer model folder."""
     import torch
-
     from tiny_models import build_model
 
     torch.set_num_threads(1)

@@ -27,8 +27,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import msgpack
 
@@ -108,7 +109,7 @@ class _Rpc:
             self._sock.settimeout(remaining)
             try:
                 data = self._sock.recv(1 << 16)
-            except socket.timeout:
+            except TimeoutError:
                 raise NvimError(f"{method}: no answer within {timeout}s") from None
             except OSError as exc:
                 raise NvimError(f"{method}: connection lost ({exc})") from None
@@ -150,7 +151,8 @@ local settings = vim.json.decode([==[{settings_json}]==])
     if plugin:
         body = f"""
 vim.opt.runtimepath:prepend({json.dumps(str(PLUGIN_DIR))})
-require('infill').setup({{ cmd = vim.json.decode([==[{cmd}]==]), settings = settings, root_markers = {{ 'pyproject.toml' }} }})
+require('infill').setup({{ cmd = vim.json.decode([==[{cmd}]==]), settings = settings,
+                          root_markers = {{ 'pyproject.toml' }} }})
 """
     else:
         body = f"""
@@ -303,7 +305,7 @@ class Nvim:
         extra_lua: str = "",
         budget: float = 600.0,
         ui: tuple[int, int] | None = None,
-    ) -> "Nvim":
+    ) -> Nvim:
         """Start Neovim in `cwd` with a generated config; it is killed after `budget` seconds whatever happens.
 
         `ui=(width, height)` attaches a UI, so the screen (popup menu included) is drawn and kept in
@@ -480,7 +482,7 @@ return false"""
         self._watchdog.cancel()
         shutil.rmtree(self.home, ignore_errors=True)
 
-    def __enter__(self) -> "Nvim":
+    def __enter__(self) -> Nvim:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import pytest_lsp
+from lsp_support import SERVER, wait_for_model
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
-from lsp_support import SERVER, wait_for_model
 from lsp_server.positions import to_offset, to_position
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from inference import FimParts
-from lsp_server.config import Settings
 from lsp_server.completion.prompt import build_prompt, heal_answer, heal_prompt, warm_prompts
+from lsp_server.config import Settings
 
 
 @pytest.mark.parametrize("prefix,prompt,lead", [

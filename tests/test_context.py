@@ -63,7 +63,7 @@ def test_whole_small_file_is_kept() -> None:
 
 
 def test_prefers_a_statement_boundary_for_the_cut() -> None:
-    lines = ["def f%d(a, b):" % i + "\n" + "    x = (a +\n         b)\n    return x\n\n" for i in range(200)]
+    lines = [f"def f{i}(a, b):" + "\n" + "    x = (a +\n         b)\n    return x\n\n" for i in range(200)]
     doc = "".join(lines) + "def last():\n    █\n"
     ctx = ctx_at(doc, "python", budget_tokens=120)
     first_line = ctx.prefix.split("\n", 1)[0]

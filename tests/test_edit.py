@@ -12,12 +12,20 @@ import pytest
 
 from lsp_server.edit.docstring import clean_summary, doc_targets
 from lsp_server.edit.prompts import Scope, chat_messages, enclosing_scope, fim_prompt, preset_instructions
-from lsp_server.edit.reply import (check_edit, extract_code, is_prose, process_reply, reindent, syntax_problem,
-                                   trim_to_definitions)
+from lsp_server.edit.reply import (
+    check_edit,
+    extract_code,
+    is_prose,
+    process_reply,
+    reindent,
+    syntax_problem,
+    trim_to_definitions,
+)
 from lsp_server.edit.run import run_edit
 from lsp_server.edit.task import DOCSTRING, EditCancelled, EditError, EditTask, unified_diff, validate_instruction
 
-CLASS_DOC = "import os\nfrom typing import Any\n\nclass Greeter:\n    def greet(self, name):\n        return 'hi ' + name\n\n    def bye(self):\n        pass\n"
+CLASS_DOC = ("import os\nfrom typing import Any\n\nclass Greeter:\n    def greet(self, name):\n"
+             "        return 'hi ' + name\n\n    def bye(self):\n        pass\n")
 
 
 def select(doc: str, fragment: str, instruction: str = "Add docstring", language: str = "python",
@@ -40,7 +48,8 @@ def test_extract_code_unclosed_fence_runs_to_end() -> None:
 
 
 def test_extract_code_without_fences_drops_leading_and_trailing_prose() -> None:
-    reply = "Here is the code with a docstring:\ndef f(x):\n    \"\"\"Return x.\"\"\"\n    return x\nThis adds a docstring to the function."
+    reply = ("Here is the code with a docstring:\ndef f(x):\n    \"\"\"Return x.\"\"\"\n    return x\n"
+             "This adds a docstring to the function.")
     assert extract_code(reply) == 'def f(x):\n    """Return x."""\n    return x'
 
 
@@ -101,7 +110,8 @@ def test_reindent_insertion_at_end_of_comment_line_starts_a_new_line() -> None:
     pos = doc.index("# sum the list") + len("# sum the list")
     task = EditTask(doc, pos, pos, "Write code for this comment", "python")
     out = reindent("total = sum(xs)\nreturn total", task)
-    assert doc[:pos] + out + doc[pos:] == "def f(xs):\n    # sum the list\n    total = sum(xs)\n    return total\n    pass\n"
+    expected = "def f(xs):\n    # sum the list\n    total = sum(xs)\n    return total\n    pass\n"
+    assert doc[:pos] + out + doc[pos:] == expected
 
 
 def test_reindent_insertion_on_blank_line_under_comment() -> None:

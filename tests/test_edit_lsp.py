@@ -13,12 +13,12 @@ from typing import Union
 
 import pytest
 import pytest_lsp
+from lsp_support import SERVER, wait_for_model
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from lsp_server import languages
-from lsp_support import SERVER, wait_for_model
 from lsp_server.positions import to_offset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +39,8 @@ def norm(x, y):
 
 # Long enough that reading it (prefill) takes the model a few seconds: cancel and close land mid-edit.
 BIG = "import math\n\n" + "\n\n".join(
-    f"def average_{i}(numbers):\n    total = 0\n    for n in numbers:\n        total += n\n    return total / len(numbers)\n"
+    f"def average_{i}(numbers):\n    total = 0\n    for n in numbers:\n        total += n\n"
+    "    return total / len(numbers)\n"
     for i in range(30))
 
 pytestmark = [pytest.mark.e2e]
@@ -125,7 +126,8 @@ _converter = None
 async def client(lsp_client: LanguageClient):
     global _converter
     _converter = lsp_client.protocol._converter
-    _converter.register_structure_hook(Union[types.Command, types.CodeAction], _command_or_code_action)
+    # the typing.Union object is the key lsprotocol's converter looks up: `X | Y` is another object
+    _converter.register_structure_hook(Union[types.Command, types.CodeAction], _command_or_code_action)  # noqa: UP007
     # other features register file watchers dynamically; an editor accepts that
     lsp_client.feature(types.CLIENT_REGISTER_CAPABILITY)(lambda params: None)
     caps = client_capabilities("visual-studio-code")
@@ -177,7 +179,9 @@ def titles(actions: list[types.CodeAction]) -> list[str]:
 @pytest.mark.asyncio(loop_scope="module")
 async def test_code_action_list(client: LanguageClient, editor: Editor) -> None:
     uri = editor.open("actions.py", AVERAGE)
-    actions = await code_actions(client, uri, span(AVERAGE, AVERAGE[AVERAGE.index("def average"):AVERAGE.index("\n\n\ndef norm")]))
+    actions = await code_actions(client, uri, span(AVERAGE, AVERAGE[AVERAGE.index("def "
+                                                                                  "average"):AVERAGE.index("\n\n\ndef "
+                                                                                                           "norm")]))
     assert titles(actions) == ["Edit with instruction…", "Add docstring", "Add type hints", "Fix the bug", "Simplify",
                                "Add error handling", "Translate to JavaScript", "Translate to Rust"]
     ask = actions[0].command
@@ -266,7 +270,8 @@ def first_statement_is_docstring(text: str, function: str) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.asyncio(loop_scope="module")
-async def test_preset_add_docstring_is_applied_with_the_document_version(client: LanguageClient, editor: Editor) -> None:
+async def test_preset_add_docstring_is_applied_with_the_document_version(client: LanguageClient,
+                                                                        editor: Editor) -> None:
     await wait_for_model(client)
     uri = editor.open("docstring.py", AVERAGE)
     selection = AVERAGE[AVERAGE.index("def average"):AVERAGE.index("\n\n\ndef norm") + 1]
@@ -323,8 +328,9 @@ async def test_instruction_edit_preview_then_apply(client: LanguageClient, edito
     change = preview["edit"]["documentChanges"][0]
     assert change["textDocument"] == {"uri": uri, "version": 1}
     (text_edit,) = change["edits"]
-    previewed = doc[:to_offset(doc, text_edit["range"]["start"]["line"], text_edit["range"]["start"]["character"])] \
-        + text_edit["newText"] + doc[to_offset(doc, text_edit["range"]["end"]["line"], text_edit["range"]["end"]["character"]):]
+    start, end = text_edit["range"]["start"], text_edit["range"]["end"]
+    previewed = doc[:to_offset(doc, start["line"], start["character"])] + text_edit["newText"] \
+        + doc[to_offset(doc, end["line"], end["character"]):]
     assert previewed != doc and not languages.parse(previewed, "python").root_node.has_error
     assert preview["diff"].startswith("--- a/rename.py\n+++ b/rename.py\n")
 
@@ -374,7 +380,8 @@ async def test_cancel_request_stops_the_edit_and_applies_nothing(client: Languag
     seen = set(client.progress_reports)
     request = asyncio.ensure_future(execute(client, args, msg_id="edit-to-cancel-2"))
     token = await wait_for_edit_progress(client, seen)
-    client.window_work_done_progress_cancel(types.WorkDoneProgressCancelParams(token=token))  # the progress cancel button
+    # the progress cancel button
+    client.window_work_done_progress_cancel(types.WorkDoneProgressCancelParams(token=token))
     with pytest.raises(JsonRpcException) as err:
         await request
     assert err.value.code == -32800 and "cancelled" in err.value.message

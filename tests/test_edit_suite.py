@@ -17,17 +17,20 @@ _spec.loader.exec_module(suite)
 # A correct replacement for each task's selection, written by hand.
 REFERENCE = {
     "py-docstring-function": 'def add(a, b):\n    """Return a + b."""\n    return a + b\n',
-    "py-docstring-method": '    def push(self, item):\n        """Push item; return the new size."""\n        self.items.append(item)\n        return len(self.items)\n',
+    "py-docstring-method": '    def push(self, item):\n        """Push item; return the new size."""\n        '
+                           'self.items.append(item)\n        return len(self.items)\n',
     "py-typehints-area": "def area(width: float, height: float) -> float:\n    return width * height\n",
     "py-typehints-join": "def join_words(words: list[str], sep: str) -> str:\n    return sep.join(words)\n",
     "py-fix-index": "def last(xs):\n    return xs[-1]\n",
     "py-fix-even": "def is_even(n):\n    return n % 2 == 0\n",
-    "py-fix-maximum": "def maximum(xs):\n    m = xs[0]\n    for x in xs:\n        if x > m:\n            m = x\n    return m\n",
+    "py-fix-maximum": "def maximum(xs):\n    m = xs[0]\n    for x in xs:\n        if x > m:\n            m = x\n    "
+                      "return m\n",
     "py-fix-factorial": "def factorial(n):\n    if n == 0:\n        return 1\n    return n * factorial(n - 1)\n",
     "py-simplify-loop": "def total(xs):\n    return sum(xs)\n",
     "py-simplify-bool": "def is_adult(age):\n    return age >= 18\n",
     "py-error-divide": "def divide(a, b):\n    if b == 0:\n        raise ValueError('b is zero')\n    return a / b\n",
-    "py-error-port": "def parse_port(text):\n    try:\n        return int(text)\n    except ValueError:\n        return None\n",
+    "py-error-port": "def parse_port(text):\n    try:\n        return int(text)\n    except ValueError:\n        "
+                     "return None\n",
     "py-rename": "def mean(xs):\n    return sum(xs) / len(xs)\n",
     "py-add-parameter": "def greet(name, greeting='Hello'):\n    return greeting + ', ' + name + '!'\n",
     "py-comment-squares": "    return [x * x for x in xs]\n",
@@ -42,12 +45,14 @@ REFERENCE = {
     "ts-types": "function area(w: number, h: number): number {\n  return w * h;\n}\n",
     "ts-interface-comment": "interface User {\n  name: string;\n  age: number;\n}\n",
     "go-doc": "// Add returns a + b.\nfunc Add(a, b int) int {\n\treturn a + b\n}\n",
-    "go-error": "func Div(a, b int) (int, error) {\n\tif b == 0 {\n\t\treturn 0, errors.New(\"zero\")\n\t}\n\treturn a / b, nil\n}\n",
+    "go-error": "func Div(a, b int) (int, error) {\n\tif b == 0 {\n\t\treturn 0, errors.New(\"zero\")\n\t}\n\treturn a "
+                "/ b, nil\n}\n",
     "rust-doc": "/// Adds two numbers.\nfn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n",
     "rust-option": "fn first(xs: &[i32]) -> Option<i32> {\n    xs.first().copied()\n}\n",
     "java-javadoc": "    /** Returns x squared. */\n    int square(int x) {\n        return x * x;\n    }\n",
     "java-fix-max": "        return a > b ? a : b;",
-    "c-fix-loop": "int sum(const int *xs, int n) {\n    int s = 0;\n    for (int i = 0; i < n; i++) s += xs[i];\n    return s;\n}\n",
+    "c-fix-loop": "int sum(const int *xs, int n) {\n    int s = 0;\n    for (int i = 0; i < n; i++) s += xs[i];\n    "
+                  "return s;\n}\n",
     "cpp-const": "  int size() const { return n; }",
     "translate-py-js": "function add(a, b) {\n  return a + b;\n}\n",
     "translate-py-rust": "fn square(x: i64) -> i64 {\n    x * x\n}\n",

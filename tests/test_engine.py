@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_tiny
 
 from benchmarks.precision_probe import GATE_MODULES, GATE_THRESHOLD, GATE_TOKENS, agreement, gate_prompts
-from conftest import load_tiny
 from inference import Engine, FimParts, InferenceError
 from inference.export import MANIFEST, is_complete
 from inference.reference import TorchReference
@@ -352,9 +352,9 @@ def test_lookup_changes_the_passes_not_the_tokens(request, which: str) -> None:
     for prompt in (REPEATING, *CODE, FimParts(REPEATING, "\n    return total_12\n")):
         plain, drafted = [], []
         off = fresh(engine).complete(prompt, max_new_tokens=40, lookup=False,
-                                     token_rule=lambda t, l: plain.append((t, np.array(l))) or False)
+                                     token_rule=lambda t, l, plain=plain: plain.append((t, np.array(l))) or False)
         on = fresh(engine).complete(prompt, max_new_tokens=40,
-                                    token_rule=lambda t, l: drafted.append((t, np.array(l))) or False)
+                                    token_rule=lambda t, l, drafted=drafted: drafted.append((t, np.array(l))) or False)
         assert [t for t, _ in drafted] == [t for t, _ in plain] and on.text == off.text
         assert all(np.allclose(a, b, atol=1e-3) for (_, a), (_, b) in zip(drafted, plain))  # the logits too
         assert off.drafted_tokens == 0 and on.accepted_tokens <= on.drafted_tokens

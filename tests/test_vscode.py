@@ -196,7 +196,8 @@ def _run_vscode(tmp_path: Path, scenario: str, infill: str, settings: dict | Non
     (workspace / "settings_loader.py").write_text(SEARCH_FIXTURE, encoding="utf-8")
     user_data, extensions = tmp_path / "user-data", tmp_path / "extensions"
     (user_data / "User").mkdir(parents=True)
-    (user_data / "User" / "settings.json").write_text(json.dumps({**_user_settings(infill), **(settings or {})}, indent=1))
+    user_settings = {**_user_settings(infill), **(settings or {})}
+    (user_data / "User" / "settings.json").write_text(json.dumps(user_settings, indent=1))
     env = _code_server_env()
     code_server = str(CODE_SERVER_DIR / "node_modules" / ".bin" / "code-server")
     dirs = ["--user-data-dir", str(user_data), "--extensions-dir", str(extensions)]

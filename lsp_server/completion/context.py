@@ -18,9 +18,9 @@ import itertools
 import re
 import threading
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Callable, Sequence
 from urllib.parse import unquote, urlparse
 
 from tree_sitter import Node, Tree
@@ -455,7 +455,7 @@ def _utf8_len(s: str) -> int:
 # Structure at the cursor
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def scope_types(language: str) -> frozenset[str]:
     """A completion's scopes: named definitions (without the decorators or `export` around them) and
     anonymous functions."""

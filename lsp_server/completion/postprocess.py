@@ -11,12 +11,20 @@ complete line (`final=False` while streaming) wait for its newline before decidi
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from lsp_server import languages
 from lsp_server.completion.context import CompletionContext
-from lsp_server.syntax import (BRACKETS, OPENERS, bracket_events, error_spans, indent_width, open_token_at_end, scan_brackets,
-                               token_pattern)
+from lsp_server.syntax import (
+    BRACKETS,
+    OPENERS,
+    bracket_events,
+    error_spans,
+    indent_width,
+    open_token_at_end,
+    scan_brackets,
+    token_pattern,
+)
 
 MAX_REPEAT_PERIOD = 3  # repetition_end looks for cycles of this many lines at most
 MAX_PARSE_RETRIES = 6  # multi-line suggestions that break the parse are shortened this many lines at most

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from inference import Completion, Engine, FimParts, InferenceError
 from lsp_server.completion.context import CompletionContext, build_context, uri_path
@@ -101,7 +101,8 @@ def heal_prompt(prefix: str) -> tuple[str, str]:
 
 
 def heal_answer(text: str, lead: str) -> str:
-    """Remove from the model's answer the line break and indentation `heal_prompt` cut from the prompt. Text the model appends to the line before the cursor cannot be shown there: it goes."""
+    """Remove from the model's answer the line break and indentation `heal_prompt` cut from the prompt.
+    Text the model appends to the line before the cursor cannot be shown there: it goes."""
     if not lead:
         return text
     if lead.startswith("\n"):

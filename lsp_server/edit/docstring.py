@@ -10,16 +10,15 @@ from __future__ import annotations
 import re
 import textwrap
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from tree_sitter import Node
 
 from lsp_server import languages
 from lsp_server.edit.prompts import CONTEXT_CHARS
 from lsp_server.edit.reply import check_edit
-from lsp_server.edit.task import (EditCancelled, EditError, EditResult, EditTask, GenerationEngine, Progress,
-                                  scope_types)
+from lsp_server.edit.task import EditCancelled, EditError, EditResult, EditTask, GenerationEngine, Progress, scope_types
 
 # A C/C++ declaration with declarators (`class Foo {…} foo;`): its doc goes before the whole declaration,
 # like before a language's wrappers; the search index chunks the specifier alone, so it is no wrapper there.

@@ -26,8 +26,15 @@ from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcRequ
 from lsp_server import languages
 from lsp_server.edit.prompts import preset_instructions
 from lsp_server.edit.run import run_edit
-from lsp_server.edit.task import (DOCSTRING, EditCancelled, EditError, EditResult, EditTask, unified_diff,
-                                  validate_instruction)
+from lsp_server.edit.task import (
+    DOCSTRING,
+    EditCancelled,
+    EditError,
+    EditResult,
+    EditTask,
+    unified_diff,
+    validate_instruction,
+)
 from lsp_server.feature import AnyEvent, Feature, ProgressReporter
 from lsp_server.positions import to_offset
 

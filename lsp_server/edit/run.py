@@ -11,8 +11,18 @@ from typing import Any
 from lsp_server.edit.docstring import doc_targets, run_docstring
 from lsp_server.edit.prompts import Scope, chat_messages, enclosing_scope, fim_prompt, reply_prefix
 from lsp_server.edit.reply import check_edit, process_reply
-from lsp_server.edit.task import (DOCSTRING, EditCancelled, EditError, EditResult, EditTask, GenerationEngine, Progress,
-                                  language_name, validate_instruction)
+from lsp_server.edit.task import (
+    DOCSTRING,
+    EditCancelled,
+    EditError,
+    EditResult,
+    EditTask,
+    GenerationEngine,
+    Progress,
+    language_name,
+    validate_instruction,
+)
+
 
 def run_edit(engine: GenerationEngine, task: EditTask, *, max_new_tokens: int,
              cancel: threading.Event | None = None, progress: Progress | None = None,

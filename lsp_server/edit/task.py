@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import difflib
 import textwrap
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Protocol
 
 from lsp_server import languages
 

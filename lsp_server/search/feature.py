@@ -23,8 +23,8 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 from pygls.uris import to_fs_path
 
-from lsp_server.search.store import MAX_RESULTS, Hit, Index
 from lsp_server.feature import AnyEvent, Feature, ProgressReporter
+from lsp_server.search.store import MAX_RESULTS, Hit, Index
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class SearchFeature(Feature):
     def __init__(self, server) -> None:
         super().__init__(server)
         self._indexes: list[Index] = []
-        self._jobs: "queue.Queue[tuple]" = queue.Queue()
+        self._jobs: queue.Queue[tuple] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._stop = threading.Event()
         self._timers: dict[str, threading.Timer] = {}

@@ -16,15 +16,23 @@ import re
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lsp_server.search.chunk import chunk_file
-from lsp_server.search.terms import (MAX_QUERY_CHARS, MAX_QUERY_TERMS, identifiers, normalize_name, query_terms,
-                                     split_identifier, terms)
+from lsp_server.search.terms import (
+    MAX_QUERY_CHARS,
+    MAX_QUERY_TERMS,
+    identifiers,
+    normalize_name,
+    query_terms,
+    split_identifier,
+    terms,
+)
 from lsp_server.search.walk import MAX_FILES, indexable_name, read_source, walk, walked_to
 
 if TYPE_CHECKING:
@@ -157,7 +165,7 @@ class Index:
     `embedder` may be None (keyword search only) and can be attached later with `set_embedder`.
     """
 
-    def __init__(self, root: Path | str, db_path: Path | None = None, embedder: "Embedder | None" = None) -> None:
+    def __init__(self, root: Path | str, db_path: Path | None = None, embedder: Embedder | None = None) -> None:
         self.root = Path(root).resolve()
         self.db_path = Path(db_path) if db_path is not None else db_path_for(self.root)
         self._lock = threading.RLock()
@@ -227,7 +235,7 @@ class Index:
             conn.execute("ROLLBACK")
             raise
 
-    def set_embedder(self, embedder: "Embedder | None") -> None:
+    def set_embedder(self, embedder: Embedder | None) -> None:
         """Use this embedder; vectors made by another model are dropped (and re-made by `embed_pending`)."""
         with self._lock:
             self._embedder = embedder
@@ -243,7 +251,7 @@ class Index:
             self._writes += 1
 
     @property
-    def embedder(self) -> "Embedder | None":
+    def embedder(self) -> Embedder | None:
         return self._embedder
 
     def close(self) -> None:
@@ -417,7 +425,8 @@ class Index:
             with self._lock:
                 rows = self._conn.execute(
                     "SELECT c.embed_hash, c.name, c.kind, f.path, c.text FROM chunks c JOIN files f ON f.id=c.file_id"
-                    " WHERE c.embed_hash NOT IN (SELECT hash FROM vectors) GROUP BY c.embed_hash ORDER BY random() LIMIT ?",
+                    " WHERE c.embed_hash NOT IN (SELECT hash FROM vectors) GROUP BY c.embed_hash ORDER BY random() "
+                    "LIMIT ?",
                     (batch,)).fetchall()
             if not rows:
                 break
@@ -458,7 +467,7 @@ class Index:
         return fuse(found, limit, mode) if found is not None else ([], [])
 
     def candidates(self, query: str, n: int = CANDIDATES, query_vector: np.ndarray | None = None,
-                   mode: str = "hybrid") -> "Candidates | None":
+                   mode: str = "hybrid") -> Candidates | None:
         """Each ranker's top `n` chunk ids (only the rankers `mode` needs); None for a query with no words."""
         typed = (query or "")[:MAX_QUERY_CHARS]
         query = typed.strip()
