@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -36,123 +38,204 @@ def insert(doc: str, suggestion: str) -> str:
     return doc.replace(CURSOR, suggestion, 1)
 
 
-# --- end-to-end golden cases: (language, document, raw model output, expected suggestion) --------------
+# --- end-to-end golden cases ----------------------------------------------------------------------------
+
+
+class Golden(NamedTuple):
+    """A raw model answer at the cursor (█) and the suggestion the user sees (None: nothing is shown)."""
+
+    id: str
+    about: str  # what the case shows, in one line
+    language: str | None
+    doc: str
+    raw: str
+    expected: str | None
+
 
 GOLDEN = [
     # Python: block end by indentation
-    ("python", "def f(x):█\n\n\ndef g():\n    pass\n",
-     "\n    return x * 2\n\n\ndef h():\n    pass", "\n    return x * 2"),
-    ("python", "class A:\n    def f(self):\n        █\n\n    def g(self):\n        pass\n",
-     "self.x = 1\n        return self.x\n\n    def h(self):", "self.x = 1\n        return self.x"),
-    ("python", "if ok:\n    █\nelse:\n    pass\n", "run()\n    log()\nelse:\n    stop()", "run()\n    log()"),
-    ("python", "class A:\n    def f(self, a,\n          b):█\n\n    def g(self):\n        pass\n",
-     "\n        return a + b\n\n    def h(self):", "\n        return a + b"),
-    ("python", "def f():\n    █\n", 'x = """\ndocs\n"""\n    return x\nprint(1)', 'x = """\ndocs\n"""\n    return x'),
-    ("python", "def f():\n    y = g(█\n", "1,\n2)\nprint(y)", "1,\n2)"),  # inside brackets: no dedent rule
+    Golden("py-body-ends-before-next-def", "after `def f(x):` the body ends before the next top-level def",
+           "python", "def f(x):█\n\n\ndef g():\n    pass\n",
+           "\n    return x * 2\n\n\ndef h():\n    pass", "\n    return x * 2"),
+    Golden("py-method-ends-at-next-method", "a method body ends where the next method starts",
+           "python", "class A:\n    def f(self):\n        █\n\n    def g(self):\n        pass\n",
+           "self.x = 1\n        return self.x\n\n    def h(self):", "self.x = 1\n        return self.x"),
+    Golden("py-branch-ends-at-else", "an if branch ends where the file's `else:` starts",
+           "python", "if ok:\n    █\nelse:\n    pass\n", "run()\n    log()\nelse:\n    stop()", "run()\n    log()"),
+    Golden("py-multiline-header-body", "the body of a `def` whose parameters span two lines",
+           "python", "class A:\n    def f(self, a,\n          b):█\n\n    def g(self):\n        pass\n",
+           "\n        return a + b\n\n    def h(self):", "\n        return a + b"),
+    Golden("py-string-lines-do-not-dedent", "lines inside a triple-quoted string do not end the block",
+           "python", "def f():\n    █\n", 'x = """\ndocs\n"""\n    return x\nprint(1)',
+           'x = """\ndocs\n"""\n    return x'),
+    Golden("py-inside-brackets-no-dedent", "inside brackets open at the cursor, a dedent does not end the suggestion",
+           "python", "def f():\n    y = g(█\n", "1,\n2)\nprint(y)", "1,\n2)"),
     # Python: brackets and suffix
-    ("python", "def f(x):\n    y = foo(█)\n    return y\n", "a, b)\n", "a, b"),
-    ("python", "def f(x):\n    y = foo(█)\n    return y\n", "bar())", "bar()"),
-    ("python", "def f(x):\n    y = foo(█)\n    return y\n", "bar()", "bar()"),
-    ("python", "d = {█\n", '"a": 1}\nprint(d)', '"a": 1}'),
-    ("python", 'def f():\n    print("█")\n', 'hello")', "hello"),
-    ("python", "def f(x):\n    if x == █:\n        pass\n", "1:", "1"),
+    Golden("py-suffix-closer-not-repeated", "the `)` after the cursor is not typed twice",
+           "python", "def f(x):\n    y = foo(█)\n    return y\n", "a, b)\n", "a, b"),
+    Golden("py-own-call-then-suffix-closer", "`bar())`: the suggestion keeps its own `)` and drops the suffix's",
+           "python", "def f(x):\n    y = foo(█)\n    return y\n", "bar())", "bar()"),
+    Golden("py-own-call-kept-whole", "`bar()` before the suffix's `)` stays whole",
+           "python", "def f(x):\n    y = foo(█)\n    return y\n", "bar()", "bar()"),
+    Golden("py-dict-closed-by-suggestion", "a `{` open at the end of the line is the suggestion's to close",
+           "python", "d = {█\n", '"a": 1}\nprint(d)', '"a": 1}'),
+    Golden("py-string-quote-overlap", "inside a string, the closing quote and `)` the line has already go",
+           "python", 'def f():\n    print("█")\n', 'hello")', "hello"),
+    Golden("py-condition-before-colon", "in `if x == █:` the `:` is not repeated",
+           "python", "def f(x):\n    if x == █:\n        pass\n", "1:", "1"),
     # brackets the suffix leaves open are the suggestion's to close
-    ("c", "int main(void) {\n  printf(█\n}\n", '"hi");\n  return 0;\n}', '"hi");\n  return 0;'),
-    ("c", "int main(void) {\n  printf(█\n  return 0;\n}\n", '"hi");\n  return 0;\n}', '"hi");'),
-    ("javascript", "class A {\n  constructor(█\n    this.x = 1;\n  }\n}\n", "x) {\n    this.x = x;", "x) {"),
-    ("go", "func f() {\n\tlog.SetPrefix(█\n}\n", '"x: ")\n}', '"x: ")'),
-    ("javascript", 'Object.defineProperty(exports, "m", { █\nexports.x = 1;\n', "value: true });\nexports.x = 1;",
-     "value: true });"),
-    ("c", "int f() {\n  // see g(█\n}\n", ");\n}", ");"),  # in a comment: no bracket rules
-    ("javascript", "export { a █\nexport { b } from './b.js';\n", "} from './a.js';\nexport", "} from './a.js';"),
-    ("javascript", "function f(o) {\n  const { a, █\n  return a;\n}\n", "b } = o;\n  return a;", "b } = o;"),
+    Golden("c-closes-call-then-block-end", "it closes the call the suffix leaves open and stops at the function's `}`",
+           "c", "int main(void) {\n  printf(█\n}\n", '"hi");\n  return 0;\n}', '"hi");\n  return 0;'),
+    Golden("c-closes-call-before-next-line", "it closes the call and stops before the suffix's next line",
+           "c", "int main(void) {\n  printf(█\n  return 0;\n}\n", '"hi");\n  return 0;\n}', '"hi");'),
+    Golden("js-params-closed-body-left", "a constructor's parameters are closed; its body, already in the file, is not",
+           "javascript", "class A {\n  constructor(█\n    this.x = 1;\n  }\n}\n", "x) {\n    this.x = x;", "x) {"),
+    Golden("go-call-closed", "a call left open at the end of its line is closed",
+           "go", "func f() {\n\tlog.SetPrefix(█\n}\n", '"x: ")\n}', '"x: ")'),
+    Golden("js-object-and-call-closed", "an object literal and its call are closed; the next statement is not repeated",
+           "javascript", 'Object.defineProperty(exports, "m", { █\nexports.x = 1;\n', "value: true });\nexports.x = 1;",
+           "value: true });"),
+    Golden("c-comment-has-no-bracket-rules", "in a comment, brackets do not end the suggestion",
+           "c", "int f() {\n  // see g(█\n}\n", ");\n}", ");"),
+    Golden("js-export-braces-finished", "`export { a` left open is finished on its line",
+           "javascript", "export { a █\nexport { b } from './b.js';\n", "} from './a.js';\nexport", "} from './a.js';"),
+    Golden("js-destructuring-closed", "a destructuring `{` left open is closed",
+           "javascript", "function f(o) {\n  const { a, █\n  return a;\n}\n", "b } = o;\n  return a;", "b } = o;"),
     # Python: suffix repetition, at the same indentation only
-    ("python", "if key:█\nelse:\n    y = 2\n", "\n    if a:\n        b()\n    else:\n        c()\nelse:\n",
-     "\n    if a:\n        b()\n    else:\n        c()"),
-    ("python", "def f(x):\n    y = 1\n    █\n    return y\n", "y += 2\n    return y\n", "y += 2"),
-    ("python", "def f(x):\n    █\n    value = compute(x)\n    return value\n",
-     "x = int(x)\n    value = compute(x)\n    return value", "x = int(x)"),
+    Golden("py-suffix-repeat-same-indent", "it stops where it reaches the file's `else:` at the same indentation",
+           "python", "if key:█\nelse:\n    y = 2\n", "\n    if a:\n        b()\n    else:\n        c()\nelse:\n",
+           "\n    if a:\n        b()\n    else:\n        c()"),
+    Golden("py-suffix-repeat-next-line", "it stops before repeating the line after the cursor",
+           "python", "def f(x):\n    y = 1\n    █\n    return y\n", "y += 2\n    return y\n", "y += 2"),
+    Golden("py-suffix-repeat-two-lines", "it stops before repeating the two lines after the cursor",
+           "python", "def f(x):\n    █\n    value = compute(x)\n    return value\n",
+           "x = int(x)\n    value = compute(x)\n    return value", "x = int(x)"),
     # found by benchmarks/fim_quality.py (HumanEval infilling): a dedent cut leaving a copy of the next line
-    ("python", "def f(n):\n    while i < n:\n        if n % i:\n            n //= i\n█\n            i += 1\n\n"
-     "    if n > 1:\n        return n\n", "        else:\n            i += 1\n\n    if n > 1:", "        else:"),
+    Golden("py-dedent-cut-leaves-no-copy", "a dedent cut does not end on a copy of the next line (HumanEval infilling)",
+           "python", "def f(n):\n    while i < n:\n        if n % i:\n            n //= i\n█\n            i += 1\n\n"
+           "    if n > 1:\n        return n\n", "        else:\n            i += 1\n\n    if n > 1:", "        else:"),
     # ...and a function with no code after the cursor may be finished (an enclosing level), not followed
-    ("python", "def f(xs):\n    total = 0\n    for x in xs:\n        █\n",
-     "total += x\n    return total\n\nprint(f([1]))", "total += x\n    return total"),
-    ("python", "def f(xs):\n    for x in xs:\n        █\n", "y = x\n  z = 1", "y = x"),  # not a block's level
-    ("python", "def f(d):\n    try:\n        if d > 1:\n            █\n    except ValueError:\n        pass\n",
-     "return 1\n        if d > 2:\n            return 2", "return 1"),  # the function goes on after the cursor
-    ("python", "def f(xs):\n    for x in xs:\n        █\n    return xs\n", "y = x\n    print(x)", "y = x"),
+    Golden("py-function-may-be-finished", "nothing of the function follows the cursor: it may be finished",
+           "python", "def f(xs):\n    total = 0\n    for x in xs:\n        █\n",
+           "total += x\n    return total\n\nprint(f([1]))", "total += x\n    return total"),
+    Golden("py-level-no-block-has-ends", "a dedent to a level no enclosing block has ends the suggestion",
+           "python", "def f(xs):\n    for x in xs:\n        █\n", "y = x\n  z = 1", "y = x"),
+    Golden("py-function-goes-on", "the function goes on after the cursor: the suggestion stays in its block",
+           "python", "def f(d):\n    try:\n        if d > 1:\n            █\n    except ValueError:\n        pass\n",
+           "return 1\n        if d > 2:\n            return 2", "return 1"),
+    Golden("py-loop-with-code-after", "in a loop with code after it, the suggestion stays in the loop",
+           "python", "def f(xs):\n    for x in xs:\n        █\n    return xs\n", "y = x\n    print(x)", "y = x"),
     # column 0 between indented lines is prose or a usage example, not the function's next line
-    ("python", "def f(v):\n    v = v.strip()\n█\n    if v:\n        return 1\n",
-     "# Example usage\nprint(f('1'))\nprint(f('2'))", None),
-    ("python", "def f(v):\n    v = v.strip()\n█\n    if v:\n        return 1\n",
-     "# strip zeros\n    v = v.rstrip('0')\nprint(v)", "# strip zeros\n    v = v.rstrip('0')"),
+    Golden("py-column0-usage-discarded", "column 0 between indented lines (a usage example) is not shown",
+           "python", "def f(v):\n    v = v.strip()\n█\n    if v:\n        return 1\n",
+           "# Example usage\nprint(f('1'))\nprint(f('2'))", None),
+    Golden("py-column0-comment-then-code", "a comment at column 0 followed by indented code is kept",
+           "python", "def f(v):\n    v = v.strip()\n█\n    if v:\n        return 1\n",
+           "# strip zeros\n    v = v.rstrip('0')\nprint(v)", "# strip zeros\n    v = v.rstrip('0')"),
     # single line
-    ("python", "def f(x):\n    y = █\n    return y\n", "x + 1\n    z = 2", "x + 1"),
-    ("python", "def f(x):\n    y = █ + 1\n", "x\n + 2", "x"),
-    ("python", "def f(x):\n    y = x█\n", "\n    return y\n    print(y)", "\n    return y"),
-    ("python", "def f(x):\n    y = x   █\n", "  + 1", "+ 1"),
+    Golden("py-single-line-after-assign", "after `y = ` the suggestion is one line",
+           "python", "def f(x):\n    y = █\n    return y\n", "x + 1\n    z = 2", "x + 1"),
+    Golden("py-single-line-mid-line", "in the middle of a line the suggestion ends at its first line break",
+           "python", "def f(x):\n    y = █ + 1\n", "x\n + 2", "x"),
+    Golden("py-single-line-next-line", "at the end of a line the suggestion may start on the next one",
+           "python", "def f(x):\n    y = x█\n", "\n    return y\n    print(y)", "\n    return y"),
+    Golden("py-no-doubled-space", "a space typed before the cursor is not doubled",
+           "python", "def f(x):\n    y = x   █\n", "  + 1", "+ 1"),
     # C-like: brackets end the block
-    ("c", "int main() {\n  int x = 1;\n  █\n}\n", "x++;\n  return x;\n}\n\nint g() {", "x++;\n  return x;"),
-    ("c", "int main() {█\n}\n", "\n  return 0;\n}\n", "\n  return 0;"),
-    ("c", "int main() {█", "\n  return 0;\n}\nint g() {}", "\n  return 0;\n}"),
-    ("cpp", "int main() {\n  std::vector<int> v = {█};\n}\n", "1, 2, 3};", "1, 2, 3"),
-    ("rust", "fn main() {\n    for x in v.iter() {█\n    }\n}\n",
-     '\n        println!("{}", x);\n    }\n}', '\n        println!("{}", x);'),
-    ("rust", "fn f<'a>(s: &'a str) -> &'a str {\n    █\n}\n", "let t: &'a str = s;\n    t\n}",
-     "let t: &'a str = s;\n    t"),
-    ("go", "func main() {\n\tx := foo(█)\n}\n", "1, 2)", "1, 2"),
-    ("go", "func main() {\n\tif ok {█\n\t}\n}\n", "\n\t\treturn\n\t}\n}", "\n\t\treturn"),
-    ("javascript", "function f(a) {\n  if (a) {█\n  }\n  return 1;\n}\n",
-     "\n    return a + 1;\n  }\n  return 1;\n}", "\n    return a + 1;"),
-    ("typescript", "const f = (a: number): number => {\n  █\n};\n", "return a * 2;\n};\nconst g = 1;", "return a * 2;"),
-    ("java", "class A {\n  void m() {\n    █\n  }\n}\n", "int x = 1;\n    return;\n  }\n}", "int x = 1;\n    return;"),
-    ("typescriptreact", "function App() {\n  return <ul>{█}</ul>;\n}\n", "items.map(i => <li>{i}</li>)}</ul>;",
-     "items.map(i => <li>{i}</li>)"),
-    ("cpp", "int Widget::size() const {\n  if (empty()) {█\n  }\n  return n_;\n}\n",
-     "\n    return 0;\n  }\n  return n_;\n}", "\n    return 0;"),
-    ("java", "class A {\n  int f(List<String> xs) {\n    return xs.stream().map(█\n  }\n}\n",
-     "String::length).reduce(0, Integer::sum);\n  }", "String::length).reduce(0, Integer::sum);"),
-    ("java", "class A {\n  void m() {\n    String s = \"█\";\n  }\n}\n", 'a{b";', "a{b"),
+    Golden("c-statements-end-at-closer", "statements end at the function's `}`",
+           "c", "int main() {\n  int x = 1;\n  █\n}\n", "x++;\n  return x;\n}\n\nint g() {", "x++;\n  return x;"),
+    Golden("c-empty-body-filled", "an empty function body is filled up to the file's `}`",
+           "c", "int main() {█\n}\n", "\n  return 0;\n}\n", "\n  return 0;"),
+    Golden("c-body-closes-own-brace", "with no `}` after the cursor, the suggestion closes the body and stops",
+           "c", "int main() {█", "\n  return 0;\n}\nint g() {}", "\n  return 0;\n}"),
+    Golden("cpp-initializer-list", "an initializer list stops before the file's `}`",
+           "cpp", "int main() {\n  std::vector<int> v = {█};\n}\n", "1, 2, 3};", "1, 2, 3"),
+    Golden("rust-for-body", "a for body stops at its `}`",
+           "rust", "fn main() {\n    for x in v.iter() {█\n    }\n}\n",
+           '\n        println!("{}", x);\n    }\n}', '\n        println!("{}", x);'),
+    Golden("rust-lifetime-not-a-char", "Rust lifetimes (`'a`) are not character literals",
+           "rust", "fn f<'a>(s: &'a str) -> &'a str {\n    █\n}\n", "let t: &'a str = s;\n    t\n}",
+           "let t: &'a str = s;\n    t"),
+    Golden("go-call-arguments", "call arguments stop before the file's `)`",
+           "go", "func main() {\n\tx := foo(█)\n}\n", "1, 2)", "1, 2"),
+    Golden("go-if-body", "an if body stops at its `}`",
+           "go", "func main() {\n\tif ok {█\n\t}\n}\n", "\n\t\treturn\n\t}\n}", "\n\t\treturn"),
+    Golden("js-if-body", "an if body stops at its `}`",
+           "javascript", "function f(a) {\n  if (a) {█\n  }\n  return 1;\n}\n",
+           "\n    return a + 1;\n  }\n  return 1;\n}", "\n    return a + 1;"),
+    Golden("ts-arrow-body", "an arrow function's body stops at its `}`",
+           "typescript", "const f = (a: number): number => {\n  █\n};\n", "return a * 2;\n};\nconst g = 1;",
+           "return a * 2;"),
+    Golden("java-method-body", "a method body stops at its `}`",
+           "java", "class A {\n  void m() {\n    █\n  }\n}\n", "int x = 1;\n    return;\n  }\n}",
+           "int x = 1;\n    return;"),
+    Golden("tsx-jsx-expression", "a JSX expression stops before the file's `}`",
+           "typescriptreact", "function App() {\n  return <ul>{█}</ul>;\n}\n", "items.map(i => <li>{i}</li>)}</ul>;",
+           "items.map(i => <li>{i}</li>)"),
+    Golden("cpp-if-body-in-method", "an if body inside a method stops at its `}`",
+           "cpp", "int Widget::size() const {\n  if (empty()) {█\n  }\n  return n_;\n}\n",
+           "\n    return 0;\n  }\n  return n_;\n}", "\n    return 0;"),
+    Golden("java-call-chain-closed", "a call chain closes the `map(` left open and ends the statement",
+           "java", "class A {\n  int f(List<String> xs) {\n    return xs.stream().map(█\n  }\n}\n",
+           "String::length).reduce(0, Integer::sum);\n  }", "String::length).reduce(0, Integer::sum);"),
+    Golden("java-braces-in-string", "brackets inside a string do not count",
+           "java", "class A {\n  void m() {\n    String s = \"█\";\n  }\n}\n", 'a{b";', "a{b"),
     # one definition per suggestion on an empty top-level line
-    ("c", "int f(void);\n\n█\n", "struct S {\n  int a;\n};\nstruct T {\n  int b;\n};", "struct S {\n  int a;\n};"),
-    ("go", "package main\n\n█\n", "func a() {\n\tif x {\n\t\ty()\n\t} else {\n\t\tz()\n\t}\n}\n\nfunc b() {}",
-     "func a() {\n\tif x {\n\t\ty()\n\t} else {\n\t\tz()\n\t}\n}"),
-    ("python", "import os\n\n█\n", "def h():\n    return (\n1)\n\n\nx = h()\n", "def h():\n    return (\n1)"),
-    ("python", "import os\n█\n", "import re\nimport sys\n", "import re\nimport sys"),
-    ("python", "import os\n\n█\n"
-               "", "class A:\n    x = 1\n## old:\n    y = 2\n\nz = 3", "class A:\n    x = 1\n## old:\n    y = 2"),
-    ("python", "def f():\n    █\n"
-               "", "x = 1\n# note\n    y = 2\nz = 3", "x = 1\n# note\n    y = 2"),  # comments do not dedent
-    ("python", "def add(a, b):█\n", "\n    a += b\n\n# Example usage:\nadd(1, 2)", "\n    a += b"),
-    ("python", "def add(a, b):█\n", "\n    a += b\n\n# Example usage:", "\n    a += b"),
+    Golden("c-one-definition", "on an empty top-level line, one struct per suggestion",
+           "c", "int f(void);\n\n█\n", "struct S {\n  int a;\n};\nstruct T {\n  int b;\n};",
+           "struct S {\n  int a;\n};"),
+    Golden("go-one-function", "one function per suggestion, its else branch included",
+           "go", "package main\n\n█\n", "func a() {\n\tif x {\n\t\ty()\n\t} else {\n\t\tz()\n\t}\n}\n\nfunc b() {}",
+           "func a() {\n\tif x {\n\t\ty()\n\t} else {\n\t\tz()\n\t}\n}"),
+    Golden("py-one-definition", "one def per suggestion; a bracket continuation at column 0 does not end it",
+           "python", "import os\n\n█\n", "def h():\n    return (\n1)\n\n\nx = h()\n", "def h():\n    return (\n1)"),
+    Golden("py-imports-together", "consecutive imports are one suggestion",
+           "python", "import os\n█\n", "import re\nimport sys\n", "import re\nimport sys"),
+    Golden("py-class-dedented-comment", "a dedented comment inside a class body does not end it",
+           "python", "import os\n\n█\n"
+                     "", "class A:\n    x = 1\n## old:\n    y = 2\n\nz = 3", "class A:\n    x = 1\n## old:\n    y = 2"),
+    Golden("py-comment-does-not-dedent", "a comment at column 0 does not end a function body",
+           "python", "def f():\n    █\n"
+                     "", "x = 1\n# note\n    y = 2\nz = 3", "x = 1\n# note\n    y = 2"),
+    Golden("py-example-usage-dropped", "a trailing `# Example usage:` block is dropped",
+           "python", "def add(a, b):█\n", "\n    a += b\n\n# Example usage:\nadd(1, 2)", "\n    a += b"),
+    Golden("py-trailing-comment-dropped", "a trailing dedented comment alone is dropped",
+           "python", "def add(a, b):█\n", "\n    a += b\n\n# Example usage:", "\n    a += b"),
     # a looping model
-    ("python", "def f():\n    █\n", "x = g()\n    y += 1\n    y += 1\n    y += 1\n    y += 1", "x = g()\n    y += 1"),
-    ("go", "func f() {\n\t█\n}\n", "log(a)\n\tlog(a)\n\tlog(a)\n", "log(a)"),
+    Golden("py-repeated-line-once", "a line repeated three times is kept once",
+           "python", "def f():\n    █\n", "x = g()\n    y += 1\n    y += 1\n    y += 1\n    y += 1",
+           "x = g()\n    y += 1"),
+    Golden("go-repeated-call-once", "a call repeated three times is kept once",
+           "go", "func f() {\n\t█\n}\n", "log(a)\n\tlog(a)\n\tlog(a)\n", "log(a)"),
     # discard
-    ("python", "x = 1\n█", "   \n  \n", None),
-    ("python", "x = 1\n█", "", None),
-    ("c", "int main() {\n  f(█);\n}\n", ");", None),
+    Golden("blank-answer-not-shown", "an answer of blanks shows nothing",
+           "python", "x = 1\n█", "   \n  \n", None),
+    Golden("empty-answer-not-shown", "an empty answer shows nothing",
+           "python", "x = 1\n█", "", None),
+    Golden("only-suffix-not-shown", "an answer that only repeats the text after the cursor shows nothing",
+           "c", "int main() {\n  f(█);\n}\n", ");", None),
     # plain text: only line/overlap/trim rules
-    (None, "Dear diary, today █\nBye\n", "it rained)\nand more", "it rained)"),
+    Golden("plain-text-line-rules", "plain text gets only the line, overlap and trim rules",
+           None, "Dear diary, today █\nBye\n", "it rained)\nand more", "it rained)"),
     # non-ASCII
-    ("python", 'def f():\n    s = "é😀" + █\n', "'ü' * 2\nprint(s)", "'ü' * 2"),
+    Golden("py-non-ascii", "non-ASCII and astral characters before the cursor",
+           "python", 'def f():\n    s = "é😀" + █\n', "'ü' * 2\nprint(s)", "'ü' * 2"),
 ]
 
 
-@pytest.mark.parametrize("language,doc,raw,expected", GOLDEN)
-def test_golden(language: str | None, doc: str, raw: str, expected: str | None) -> None:
-    assert postprocess(raw, ctx_at(doc, language)) == expected
+@pytest.mark.parametrize("case", GOLDEN, ids=lambda case: case.id)
+def test_golden(case: Golden) -> None:
+    assert postprocess(case.raw, ctx_at(case.doc, case.language)) == case.expected, case.about
 
 
-@pytest.mark.parametrize("language,doc,raw,expected", [g for g in GOLDEN if g[3] is not None])
-def test_streaming_stops_where_postprocess_cuts(language: str | None, doc: str, raw: str, expected: str) -> None:
+@pytest.mark.parametrize("case", [g for g in GOLDEN if g.expected is not None], ids=lambda case: case.id)
+def test_streaming_stops_where_postprocess_cuts(case: Golden) -> None:
     """Fed one character at a time, generation stops as soon as the cut is decided, and the text
     generated up to then post-processes to the same suggestion."""
-    ctx = ctx_at(doc, language)
+    ctx = ctx_at(case.doc, case.language)
     rule = stop_rule(ctx)
-    stopped = next((i for i in range(1, len(raw) + 1) if rule(raw[:i])), len(raw))
-    assert postprocess(raw[:stopped], ctx) == expected
+    stopped = next((i for i in range(1, len(case.raw) + 1) if rule(case.raw[:i])), len(case.raw))
+    assert postprocess(case.raw[:stopped], ctx) == case.expected, case.about
 
 
 # --- rules one by one ---------------------------------------------------------------------------------
