@@ -1,8 +1,9 @@
 """Judging a model's suggestion: where it should stop, what to cut, and whether to show it at all.
 
-Each rule is a small function with its own tests (in the spirit of tabby-agent's postprocess filters).
+Each rule is a small function with its own tests, and the pipeline is a declared, ordered list (in the
+spirit of tabby-agent's postprocess filters): `CUTTING_RULES` and `PIPELINE`, at the end of this module.
 `stop_rule` runs the cutting rules during streaming so generation ends as soon as the suggestion has
-left the block (saving tokens); `postprocess` runs them on the final text, then trims and validates it.
+left the block (saving tokens); `postprocess` runs the pipeline on the final text: cut, trim, validate.
 
 A cutting rule returns where the suggestion should end (an index into it) or None. Rules that need a
 complete line (`final=False` while streaming) wait for its newline before deciding.
@@ -41,26 +42,19 @@ def stop_rule(ctx: CompletionContext) -> Callable[[str], bool]:
 
 
 def postprocess(suggestion: str, ctx: CompletionContext) -> str | None:
-    """The suggestion to show (cut, trimmed, checked), or None to show nothing."""
-    text = suggestion.replace("\r\n", "\n")
-    cut = cut_point(text, ctx, final=True)
-    if cut is not None:
-        text = text[:cut]
-        # another rule's cut may leave the suggestion ending on a copy of the next line (`i += 1`)
-        cut = suffix_repeat(text, ctx, final=True)
-        text = text if cut is None else text[:cut]
-    text = drop_suffix_overlap(text, ctx)
-    text = trim_whitespace(text, ctx)
-    if not text.strip() or misses_block_opener(text, ctx):
-        return None
-    return check_parse(text, ctx)
+    """The suggestion to show (cut, trimmed, checked), or None to show nothing: the steps of `PIPELINE`,
+    in order, until one returns None."""
+    text: str | None = suggestion
+    for step in PIPELINE:
+        text = step(text, ctx)
+        if text is None:
+            return None
+    return text
 
 
 def cut_point(text: str, ctx: CompletionContext, final: bool) -> int | None:
-    """The earliest end any cutting rule asks for."""
-    rules = (single_line_end, bracket_end, indent_end, definition_end, suffix_repeat, repetition_end)
-    cuts = [rule(text, ctx, final) for rule in rules]
-    found = [c for c in cuts if c is not None]
+    """The earliest end any of the `CUTTING_RULES` asks for."""
+    found = [c for c in (rule(text, ctx, final) for rule in CUTTING_RULES) if c is not None]
     return min(found) if found else None
 
 
@@ -429,3 +423,41 @@ def breaks_parse(text: str, ctx: CompletionContext) -> bool:
         return True
     everywhere = (0, 1 << 62)
     return len(error_spans(tree.root_node, *everywhere)) > len(error_spans(ctx.tree.root_node, *everywhere))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The pipeline, in order
+
+
+def normalize_newlines(text: str, ctx: CompletionContext) -> str:
+    """Windows line ends become plain ones (the rules count on "\n")."""
+    return text.replace("\r\n", "\n")
+
+
+def cut(text: str, ctx: CompletionContext) -> str:
+    """End the suggestion where the first cutting rule says."""
+    end = cut_point(text, ctx, final=True)
+    if end is None:
+        return text
+    text = text[:end]
+    # another rule's cut may leave the suggestion ending on a copy of the next line (`i += 1`)
+    end = suffix_repeat(text, ctx, final=True)
+    return text if end is None else text[:end]
+
+
+def drop_blank(text: str, ctx: CompletionContext) -> str | None:
+    """Nothing but whitespace left: show nothing."""
+    return text if text.strip() else None
+
+
+def drop_missing_block_opener(text: str, ctx: CompletionContext) -> str | None:
+    """Show nothing where the next line needs a block opener the suggestion does not end with."""
+    return None if misses_block_opener(text, ctx) else text
+
+
+CuttingRule = Callable[[str, CompletionContext, bool], "int | None"]
+CUTTING_RULES: tuple[CuttingRule, ...] = (
+    single_line_end, bracket_end, indent_end, definition_end, suffix_repeat, repetition_end)
+Step = Callable[[str, CompletionContext], "str | None"]
+PIPELINE: tuple[Step, ...] = (
+    normalize_newlines, cut, drop_suffix_overlap, trim_whitespace, drop_blank, drop_missing_block_opener, check_parse)
