@@ -1,5 +1,6 @@
-"""Which precision may ship? The quality gate (greedy agreement with fp32) beside speed and memory, for
-the embedded default model.
+"""Which precision may ship? Greedy agreement with fp32 beside speed and memory, for SmolLM2-135M (the
+catalogue's `smollm2-135m`, whose GGUF holds Q4_1 blocks). Since issue 11, precision is chosen by task
+quality (fim_quality.py); this probe stays for its speed, memory and exact-Q4_1 figures.
 
 Variants, each exported once into the infill cache (`probes/`):
 - fp32 — what ships today.
@@ -37,8 +38,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from inference.export import build_atomically, hf_to_onnx, keep_last_logits  # noqa: E402
-from inference.sources import DEFAULT_NAME, cache_root, default_gguf, prepare  # noqa: E402
+from inference.cache import build_atomically, cache_root  # noqa: E402
+from inference.catalog import by_name  # noqa: E402
+from inference.export import hf_to_onnx, keep_last_logits  # noqa: E402
+from inference.sources import prepare  # noqa: E402
+
+MODEL = "smollm2-135m"
 
 VARIANTS = ("fp32", "int4-rtn", "q4_1-f32", "q4_1-i8")
 GATE_MODULES = ("json/decoder.py", "json/encoder.py", "textwrap.py", "csv.py", "shlex.py", "fnmatch.py", "glob.py",
@@ -192,7 +197,7 @@ def exact_q4_1(int4_dir: Path, out: Path, gguf: Path, hf_dir: Path, accuracy_lev
 
 def build(variant: str) -> Path:
     """The variant's ONNX folder (exported on first use)."""
-    fp32 = prepare()
+    fp32 = prepare(MODEL, precision="fp32")
     if variant == "fp32":
         return fp32.onnx_dir
     root = cache_root() / "probes" / fp32.onnx_dir.parent.name
@@ -203,7 +208,7 @@ def build(variant: str) -> Path:
     level = {"q4_1-f32": 1, "q4_1-i8": 4}[variant]
 
     def make(tmp: Path) -> None:
-        exact_q4_1(int4, tmp, default_gguf(), fp32.hf_dir, level)
+        exact_q4_1(int4, tmp, by_name(MODEL).gguf(), fp32.hf_dir, level)
         keep_last_logits(tmp, 8)
 
     return build_atomically(root / variant, make)
@@ -261,9 +266,9 @@ def main() -> int:
             return 1
         results[variant] = {**json.loads(child.stdout.strip().splitlines()[-1]), "dir": str(folder)}
     reference = results["fp32"]["ids"]
-    print(f"{DEFAULT_NAME}: {len(reference)} gate prompts x {GATE_TOKENS} tokens (gate: >= {GATE_THRESHOLD:.0%})")
+    print(f"{MODEL}: {len(reference)} gate prompts x {GATE_TOKENS} tokens (gate: >= {GATE_THRESHOLD:.0%})")
     print(f"{'variant':<10}{'agreement':>10}{'decode':>12}{'cold ttft':>11}{'peak RSS':>10}")
-    line = {"benchmark": "precision_probe", "model": DEFAULT_NAME}
+    line = {"benchmark": "precision_probe", "model": MODEL}
     for variant, r in results.items():
         agree = sum(agreement(a, b) for a, b in zip(r["ids"], reference)) / (GATE_TOKENS * len(reference))
         print(f"{variant:<10}{agree:>9.1%}{r['decode_tok_s']:>8.1f} t/s{r['ttft_cold_ms']:>8} ms"

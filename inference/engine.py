@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -43,6 +43,7 @@ class ModelInfo:
     device: str
     device_reason: str
     precision: str
+    reason: str  # why this model: configured, or the best installed one
     path: str
     size_mb: float
     context_length: int
@@ -56,7 +57,7 @@ class Completion:
     """One finished generation, with the numbers the benchmarks and `--json` report."""
 
     text: str
-    finish_reason: str  # stop | rule | eos | length | cancel
+    finish_reason: str  # stop | rule | eos | length | budget | cancel
     prompt_tokens: int
     reused_tokens: int
     generated_tokens: int
@@ -141,11 +142,13 @@ class Engine:
         self._preempt = threading.Event()
         self._chat_template = _read_chat_template(prepared.onnx_dir)
         self._eos_ids = self._stop_token_ids(genai)
+        self._repo_context = bool(self.family.repo_tokens) and all(
+            self._is_special(t) for t in self.family.repo_tokens or ())
         self._lookup = True  # turned off for good if the graph cannot return logits for several positions
         self.info = ModelInfo(
             name=prepared.name, source=prepared.source, family=self.family.name, fim=self.family.supports_fim,
             instruct=self._chat_template is not None, device=self.device, device_reason=reason,
-            precision=prepared.precision, path=str(prepared.onnx_dir),
+            precision=prepared.precision, reason=prepared.reason, path=str(prepared.onnx_dir),
             size_mb=round(sum(p.stat().st_size for p in prepared.onnx_dir.iterdir() if p.is_file()) / 2**20, 1),
             context_length=self.context_length,
         )
@@ -154,8 +157,10 @@ class Engine:
     def load(cls, model: str | None = None, *, family: str | None = None, device: str = "auto",
              precision: str | None = None, progress: Callable[[str, float | None], None] | None = None,
              **kwargs) -> "Engine":
-        """Prepare (convert on first use) and load a model; `None` is the embedded default."""
-        prepared = prepare(model, family=family, precision=precision, progress=progress)
+        """Prepare (convert on first use) and load a model: a catalogue name, a .gguf file, a Hugging Face or
+        ONNX folder; `None` is the best installed catalogue model for the device."""
+        device_kind, _ = choose_device(device)
+        prepared = prepare(model, family=family, precision=precision, device=device_kind, progress=progress)
         if progress:
             progress(f"loading {prepared.name}", 0.97)
         return cls(prepared, device=device, **kwargs)
@@ -164,6 +169,12 @@ class Engine:
     @property
     def supports_fim(self) -> bool:
         return self.family.supports_fim
+
+    @property
+    def supports_repo_context(self) -> bool:
+        """Whether FIM prompts can carry other files in the family's repository format: the family has
+        one and this tokenizer spells its markers as single special tokens (checked, not assumed)."""
+        return self._repo_context
 
     @property
     def is_instruct(self) -> bool:
@@ -196,6 +207,8 @@ class Engine:
             raise InferenceError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt "
                                  f"in a {self.max_length}-token context")
         if isinstance(prompt, FimParts):
+            if prompt.files and not self._repo_context:
+                prompt = replace(prompt, files=())
             ids = self.encode(self.family.render(prompt))
             if len(ids) > budget:
                 ids = self._fit_fim(prompt, budget, len(ids))
@@ -215,7 +228,8 @@ class Engine:
         keep_prefix = min(len(prefix_ids), room - keep_suffix)
         for _ in range(8):  # re-encoding the cut text can merge or split a token at a cut: shave and retry
             prefix = self.decode(prefix_ids[len(prefix_ids) - keep_prefix:]) if keep_prefix > 0 else ""
-            ids = self.encode(self.family.render(FimParts(prefix, self.decode(suffix_ids[:keep_suffix]))))
+            ids = self.encode(self.family.render(replace(parts, prefix=prefix,
+                                                         suffix=self.decode(suffix_ids[:keep_suffix]))))
             over = len(ids) - budget
             if over <= 0:
                 return ids
@@ -229,10 +243,12 @@ class Engine:
     def generate(self, prompt: str | FimParts, *, max_new_tokens: int = 64, stop: Sequence[str] = (),
                  stop_rule: StopRule | None = None, token_rule: TokenRule | None = None,
                  temperature: float = 0.0, cancel: threading.Event | None = None,
-                 seed: int | None = None, lookup: bool = True, stats: _Stats | None = None) -> Iterator[str]:
+                 seed: int | None = None, lookup: bool = True, max_decode_ms: float | None = None,
+                 stats: _Stats | None = None) -> Iterator[str]:
         """Stream text deltas. Stops at a stop string (cut before it), when `stop_rule(text so far)` or
-        `token_rule(token, logits)` says so, at EOS or a family stop token, after `max_new_tokens`, or when
-        `cancel` is set. Greedy unless `temperature` > 0. Greedy decoding verifies prompt-lookup drafts
+        `token_rule(token, logits)` says so, at EOS or a family stop token, after `max_new_tokens`, when
+        `cancel` is set, or `max_decode_ms` after the first token (finish reason "budget": a latency budget
+        bounds decoding, the one cost that grows with the answer). Greedy unless `temperature` > 0. Greedy decoding verifies prompt-lookup drafts
         (`lookup`), which changes how many forward passes it takes, never which tokens it picks."""
         stats = stats if stats is not None else _Stats()
         ids = self.render(prompt, max_new_tokens)
@@ -280,6 +296,8 @@ class Engine:
                     stats.finish_reason = "rule"
                 elif len(generated) >= max_new_tokens:
                     stats.finish_reason = "length"
+                elif max_decode_ms is not None and (time.perf_counter() - start) * 1000 - stats.ttft_ms > max_decode_ms:
+                    stats.finish_reason = "budget"
                 else:
                     # Stream all but what could still turn into a stop string or a split character.
                     safe = len(text) - hold
@@ -418,11 +436,18 @@ class Engine:
     def _stop_token_ids(self, genai: dict) -> set[int]:
         eos = genai.get("eos_token_id", [])
         ids = set(eos if isinstance(eos, list) else [eos])
-        for token in self.family.stop_tokens:
-            encoded = self.encode(token)
-            if len(encoded) == 1 and self.decode(encoded) == token:  # a real special token of this vocab
-                ids.add(encoded[0])
+        ids.update(self.encode(token)[0] for token in self.family.stop_tokens if self._is_special(token))
         return ids
+
+    def _is_special(self, token: str) -> bool:
+        """Whether this vocabulary spells `token` as one token of its own (a real special token). Asked of
+        the vocabulary itself: decoders skip or garble special tokens, so decoding cannot tell."""
+        encoded = self.encode(token)
+        if len(encoded) != 1:
+            return False
+        if self._decoder is not None:
+            return self._decoder.token_to_id(token) == encoded[0]
+        return self._tokenizer.decode(np.asarray(encoded, dtype=np.int32)) == token
 
 
 def _pick(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:

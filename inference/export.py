@@ -14,51 +14,17 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
-from typing import Callable
 
+from inference.cache import Progress
 from inference.errors import InferenceError
 
-Progress = Callable[[str, "float | None"], None]
-MANIFEST = "infill-manifest.json"
 BUILDER_PRECISIONS = ("fp32", "fp16", "int8", "int4")
 # Bumped whenever what an export produces changes, so caches built by an older version are rebuilt.
 # 2: logits for the last LOGIT_ROWS positions (verifying lookup drafts), not only the last one.
-EXPORT_REVISION = 2
+# 3: a quantized model that ties its embeddings shares one 4-bit table between input and output.
+EXPORT_REVISION = 3
 LOGIT_ROWS = 8
-
-
-def is_complete(directory: Path) -> bool:
-    """True when a built directory has its manifest and every listed file at its recorded size."""
-    manifest = directory / MANIFEST
-    try:
-        sizes = json.loads(manifest.read_text())["files"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    try:
-        return all((directory / name).stat().st_size == size for name, size in sizes.items())
-    except OSError:
-        return False
-
-
-def build_atomically(target: Path, build: Callable[[Path], None]) -> Path:
-    """Run `build(tmp_dir)`, write the manifest, and rename tmp_dir to `target` (replacing a broken one)."""
-    if is_complete(target):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        build(tmp)
-        files = {str(p.relative_to(tmp)): p.stat().st_size for p in tmp.rglob("*") if p.is_file()}
-        (tmp / MANIFEST).write_text(json.dumps({"files": files}, indent=1))
-        if target.exists():  # a half-written or corrupt earlier build
-            shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def gguf_to_hf(gguf: Path, out: Path, progress: Progress) -> None:
@@ -81,19 +47,43 @@ def gguf_to_hf(gguf: Path, out: Path, progress: Progress) -> None:
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
+        if tie_duplicate_embeddings(model):
+            progress("input and output embeddings are one table: tied", 0.25)
         progress("saving Hugging Face weights", 0.3)
         model.save_pretrained(str(out), safe_serialization=True)
         tokenizer.save_pretrained(str(out))
+
+
+def tie_duplicate_embeddings(model, tolerance: float = 0.1) -> bool:
+    """Tie a model's input embeddings to its output projection when a GGUF stored one table twice.
+
+    llama.cpp writes a tied table twice at different quantizations (Qwen2.5-Coder-0.5B: `token_embd`
+    Q5_0, `output` Q8_0; 4.4 % apart, where two unrelated tables differ by over 100 %). Left untied, the
+    export keeps a float copy of the input table (544 MB for a 152k vocabulary); tied, both uses share
+    one 4-bit table. The output copy (the finer quantization, and the more sensitive use) is kept.
+    """
+    import torch
+
+    if getattr(model.config, "tie_word_embeddings", False):
+        return False
+    inputs, outputs = model.get_input_embeddings(), model.get_output_embeddings()
+    if inputs is None or outputs is None or inputs.weight.shape != outputs.weight.shape:
+        return False
+    with torch.no_grad():
+        gap = float(torch.linalg.norm(inputs.weight - outputs.weight) / torch.linalg.norm(outputs.weight))
+        if gap > tolerance:
+            return False
+        inputs.weight.copy_(outputs.weight)
+    model.config.tie_word_embeddings = True
+    model.tie_weights()
+    return True
 
 
 def hf_to_onnx(hf_dir: Path, out: Path, precision: str, progress: Progress, threads: int | None = None) -> None:
     """Export a Hugging Face causal LM to an onnxruntime-genai folder with past key/values."""
     if precision not in BUILDER_PRECISIONS:
         raise InferenceError(f"unknown precision {precision!r}; use one of {', '.join(BUILDER_PRECISIONS)}")
-    extra = ["prune_lm_head=true"]
-    if precision in ("int4", "int8"):
-        # Asymmetric weights keep more of a small model; tied embeddings cannot be shared once quantized.
-        extra += ["shared_embeddings=false", "is_symmetric=false", "accuracy_level=4"]
+    extra = ["prune_lm_head=true", *quantization_options(hf_dir, precision)]
     cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf_dir), "-o", str(out),
            "-p", precision, "-e", "cpu", "-c", str(out / ".builder-cache"), "--extra_options", *extra]
     progress(f"exporting to ONNX ({precision})", 0.5)
@@ -108,6 +98,24 @@ def hf_to_onnx(hf_dir: Path, out: Path, precision: str, progress: Progress, thre
     keep_last_logits(out, LOGIT_ROWS)
     tune_genai_config(out, threads=threads)
     progress("ONNX model ready", 0.95)
+
+
+def quantization_options(hf_dir: Path, precision: str) -> list[str]:
+    """The builder options for a precision. Asymmetric 4-bit weights keep more of a small model. A model
+    that ties its embeddings (Qwen2.5-Coder) shares one 4-bit table for the input gather and the output
+    projection: left apart, the input table stays fp32 (544 MB of Qwen2.5-Coder-0.5B's 841 MB)."""
+    if precision not in ("int4", "int8"):
+        return []
+    options = ["is_symmetric=false", "accuracy_level=4"]
+    try:
+        tied = bool(json.loads((hf_dir / "config.json").read_text()).get("tie_word_embeddings", False))
+    except (OSError, ValueError):
+        tied = False
+    if precision == "int4" and tied:
+        # `algo_config=rtn` is the default round-to-nearest under the names the builder's tied gather looks
+        # for; with the default naming it gathers from the float weight and the model fails to load.
+        return [*options, "shared_embeddings=true", "op_types_to_quantize=MatMul/Gather", "algo_config=rtn"]
+    return [*options, "shared_embeddings=false"]
 
 
 def keep_last_logits(onnx_dir: Path, rows: int) -> bool:

@@ -16,10 +16,12 @@ from inference.errors import InferenceError
 
 @dataclass(frozen=True)
 class FimParts:
-    """The code before and after the cursor."""
+    """The code before and after the cursor, and (for families with a repository format) other files."""
 
     prefix: str
     suffix: str = ""
+    files: tuple[tuple[str, str], ...] = ()  # (path, text) of other files, least likely to change first
+    path: str = ""  # this file's path, as the repository format names it
 
 
 @dataclass(frozen=True)
@@ -32,28 +34,36 @@ class Family:
     signature: tuple[str, ...] = ()  # special tokens whose presence identifies the family
     model_types: tuple[str, ...] = ()  # config.json model_type values that suggest the family
     aliases: tuple[str, ...] = field(default=())
+    repo_tokens: tuple[str, str] | None = None  # (repo name, file separator) of its repository format
 
     @property
     def supports_fim(self) -> bool:
         return self.fim_template is not None
 
     def render(self, parts: FimParts) -> str:
-        """The prompt for a FIM request; prefix-only for families without FIM."""
+        """The prompt for a FIM request; prefix-only for families without FIM. Other files go first, in the
+        family's repository format (they change least, so a server's prompt cache keeps them)."""
         if self.fim_template is None:
             return parts.prefix
-        return self.fim_template.format(prefix=parts.prefix, suffix=parts.suffix)
+        body = self.fim_template.format(prefix=parts.prefix, suffix=parts.suffix)
+        if not parts.files or self.repo_tokens is None:
+            return body
+        repo, sep = self.repo_tokens
+        files = "".join(f"{sep}{path}\n{text.rstrip(chr(10))}\n" for path, text in parts.files)
+        return f"{repo}workspace\n{files}{sep}{parts.path or 'untitled'}\n{body}"
 
 
 FAMILIES: tuple[Family, ...] = (
     Family("qwen2.5-coder", "<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>",
            ("<|endoftext|>", "<|fim_pad|>", "<|file_sep|>", "<|repo_name|>", "<|im_end|>", "<|fim_prefix|>"),
-           ("<|fim_prefix|>", "<|fim_pad|>"), ("qwen2",), ("qwen", "qwen2")),
+           ("<|fim_prefix|>", "<|fim_pad|>"), ("qwen2",), ("qwen", "qwen2"), ("<|repo_name|>", "<|file_sep|>")),
     Family("codegemma", "<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>",
            ("<|file_separator|>", "<eos>", "<|fim_prefix|>", "<end_of_turn>"),
            ("<|fim_prefix|>", "<|file_separator|>"), ("gemma",), ("gemma",)),
     Family("starcoder", "<fim_prefix>{prefix}<fim_suffix>{suffix}<fim_middle>",
            ("<|endoftext|>", "<file_sep>", "<fim_prefix>"),
-           ("<fim_prefix>", "<fim_middle>"), ("starcoder2", "gpt_bigcode"), ("starcoder2",)),
+           ("<fim_prefix>", "<fim_middle>"), ("starcoder2", "gpt_bigcode"), ("starcoder2",),
+           ("<repo_name>", "<file_sep>")),
     Family("santacoder", "<fim-prefix>{prefix}<fim-suffix>{suffix}<fim-middle>",
            ("<|endoftext|>", "<fim-prefix>"), ("<fim-prefix>", "<fim-middle>"), ()),
     Family("deepseek-coder", "<｜fim▁begin｜>{prefix}<｜fim▁hole｜>{suffix}<｜fim▁end｜>",

@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     p = model.add_parser("prepare", help="convert the model into the cache now (otherwise done on first use)")
     _model_args(p)
     p.set_defaults(func=_model_prepare)
+    p = model.add_parser("list", help="the catalogue: known models, what is installed, what each costs here")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_model_list)
     p = model.add_parser("info", help="model, source, family, FIM support, device, precision, size")
     _model_args(p)
     p.add_argument("--json", action="store_true")
@@ -65,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="local Hugging Face or ONNX model directory (default: embedded SmolLM2)")
+    p.add_argument("--model", help="a catalogue name (infill model list), a .gguf file, or a Hugging Face or ONNX "
+                                   "folder (default: the best installed catalogue model)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8", "int4"],
+                   help="export precision for a GGUF or Hugging Face model (default: the catalogue's, else int4)")
     p.add_argument("--family", help="force the model family / FIM template (e.g. qwen2.5-coder, starcoder)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
@@ -151,7 +157,8 @@ def _serve(args: argparse.Namespace) -> int:
 def _load(args: argparse.Namespace):
     from inference import Engine
 
-    return Engine.load(args.model, family=args.family, device=args.device, progress=_progress)
+    return Engine.load(args.model, family=args.family, device=args.device, precision=args.precision,
+                       progress=_progress)
 
 
 def _complete(args: argparse.Namespace) -> int:
@@ -189,6 +196,34 @@ def _model_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_list(args: argparse.Namespace) -> int:
+    from inference.catalog import CATALOG, default_model
+
+    try:
+        default = default_model("cpu")[0].name
+    except InferenceError:
+        default = None
+    rows = [{"name": m.name, "installed": m.installed(), "default": m.name == default, "title": m.title,
+             "family": m.family, "licence": m.licence, "precision": m.precision, "file_mb": round(m.size / 2**20),
+             "disk_mb": m.disk_mb, "ram_mb": m.ram_mb, "first_token_ms": m.first_token_ms,
+             "decode_tok_s": m.decode_tok_s, "note": m.note, "install": m.install_command()} for m in CATALOG]
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    print(f"{'':2}{'name':<20} {'installed':<9} {'file':>7} {'RAM':>7} {'1st token':>9} {'decode':>10}  note")
+    for r in rows:
+        def fig(value, unit):
+            return f"{value}{unit}" if value is not None else "–"
+        print(f"{'*' if r['default'] else ' ':2}{r['name']:<20} {'yes' if r['installed'] else 'no':<9} "
+              f"{r['file_mb']:>5}MB {fig(r['ram_mb'], 'MB'):>7} {fig(r['first_token_ms'], 'ms'):>9} "
+              f"{fig(r['decode_tok_s'], 'tok/s'):>10}  {r['note']}")
+    print("\n* = used when no model is configured (CPU).  Figures measured on 2 CPU cores (benchmarks/results/).")
+    for r in rows:
+        if not r["installed"]:
+            print(f"install {r['name']}: {r['install']}")
+    return 0
+
+
 def _model_info(args: argparse.Namespace) -> int:
     info = _load(args).info
     if args.json:
@@ -204,8 +239,9 @@ def _doctor(args: argparse.Namespace) -> int:
     import onnxruntime
     import onnxruntime_genai
 
+    from inference.cache import cache_root
+    from inference.catalog import default_model
     from inference.engine import choose_device
-    from inference.sources import cache_root, default_gguf
 
     device, reason = choose_device("auto")
     print(f"device: {device} ({reason})")
@@ -213,10 +249,11 @@ def _doctor(args: argparse.Namespace) -> int:
     print(f"onnxruntime-genai {onnxruntime_genai.__version__}")
     print(f"cache: {cache_root()}")
     try:
-        print(f"default model: {default_gguf()}")
+        model, why = default_model(device)
     except InferenceError as exc:
         print(f"default model: missing — {exc}")
         return 1
+    print(f"default model: {model.name} ({model.title}, {model.precision}) — {why}")
     return 0
 
 

@@ -18,11 +18,13 @@ log = logging.getLogger(__name__)
 class Settings:
     """Everything a user can configure. Field names are the camelCase-free JSON keys (snake_case)."""
 
-    model: str | None = None  # local HF or ONNX directory; None = embedded default model
+    model: str | None = None  # catalogue name, .gguf file, HF or ONNX folder; None = best installed catalogue model
     family: str | None = None  # force a model family (FIM template) instead of detecting it
     device: str = "auto"  # auto | cpu | cuda
+    precision: str | None = None  # export precision of a GGUF/HF model (fp32 | fp16 | int8 | int4); None = default
     max_tokens_single_line: int = 48
     max_tokens_multi_line: int = 128
+    latency_budget_ms: int = 1000  # decoding stops here; what is complete by then is shown (CPU-sized)
     temperature: float = 0.0
     context_tokens: int = 768  # prompt budget for the prefix + suffix (+ other documents); CPU-sized
     other_documents_tokens: int = 128  # part of the budget spent on snippets from other open documents

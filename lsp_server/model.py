@@ -26,7 +26,8 @@ class ModelService:
     """Loads the engine once, in the background, with `$/progress`; features ask `ready()` per request.
 
     Requests that arrive before the model is ready get empty results (never an error storm), and a
-    settings change that names another model reloads it.
+    settings change that names another model reloads it; the previous model keeps serving until the new
+    one is ready, and stays when the new one fails to load (a typo in a setting costs nothing).
     """
 
     def __init__(self, server: InfillServer) -> None:
@@ -47,12 +48,11 @@ class ModelService:
 
     def load_in_background(self) -> None:
         s = self._server.settings
-        key = (s.model, s.family, s.device)
+        key = (s.model, s.family, s.device, s.precision)
         with self._lock:
             if key == self._loaded_key and (self._engine is not None or self._loading is not None):
                 return
             self._loaded_key = key
-            self._engine = None
             self._loading = threading.Thread(target=self._load, args=(key,), name="infill-model", daemon=True)
             self._loading.start()
 
@@ -63,10 +63,10 @@ class ModelService:
         return self._engine
 
     def _load(self, key: tuple) -> None:
-        model, family, device = key
+        model, family, device, precision = key
         progress = ProgressReporter(self._server, "infill: preparing model")
         try:
-            engine = Engine.load(model, family=family, device=device, progress=progress.report)
+            engine = Engine.load(model, family=family, device=device, precision=precision, progress=progress.report)
         except InferenceError as exc:
             self.error = str(exc)
             progress.end(f"failed: {exc}")

@@ -19,9 +19,11 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # the repo root
 
 
 def load_tiny(model_dir: Path, cache_dir: Path, **kwargs):
-    """`Engine.load(model_dir)` with INFILL_CACHE_DIR pointing at `cache_dir` while it exports."""
+    """`Engine.load(model_dir)` with INFILL_CACHE_DIR pointing at `cache_dir` while it exports (at fp32
+    unless told otherwise: the parity tests compare with torch token for token)."""
     from inference import Engine
 
+    kwargs.setdefault("precision", "fp32")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("INFILL_CACHE_DIR", str(cache_dir))
         return Engine.load(str(model_dir), **kwargs)
@@ -75,7 +77,7 @@ def copy_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path, str]
 
 @pytest.fixture(scope="session")
 def default_engine():
-    """The embedded default model at its shipped precision (converted once into the user cache)."""
+    """The default catalogue model at its shipped precision (converted once into the user cache)."""
     from inference import Engine
 
     return Engine.load()

@@ -16,12 +16,12 @@ import pytest
 SAMPLE = Path(__file__).resolve().parent.parent / "lsp_server" / "samples" / "sample.py"
 
 
-def infill(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def infill(*args: str, timeout: float = 600, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run the installed console script (or the module, if the script is not on this venv's bin)."""
     script = Path(sys.executable).parent / "infill"
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "lsp_server.cli"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
@@ -98,11 +98,30 @@ def test_complete_prints_the_text_to_insert_at_the_position(default_engine, tmp_
 def test_model_info_describes_the_default_model(default_engine) -> None:
     human = infill("model", "info")
     assert human.returncode == 0, human.stderr
-    assert "SmolLM2-135M-Instruct" in human.stdout and "precision" in human.stdout
+    assert default_engine.info.name in human.stdout and "precision" in human.stdout and "reason" in human.stdout
     info = json.loads(infill("model", "info", "--json").stdout)
-    assert info["name"] == "SmolLM2-135M-Instruct" and info["family"] == "plain" and info["fim"] is False
+    assert info["name"] == "qwen2.5-coder-0.5b" and info["family"] == "qwen2.5-coder" and info["fim"] is True
     assert info["precision"] == default_engine.info.precision and info["device"] in {"cpu", "cuda"}
-    assert Path(info["path"]).is_dir() and info["size_mb"] > 50 and info["source"].endswith(".gguf")
+    assert Path(info["path"]).is_dir() and info["size_mb"] > 50 and "best installed" in info["reason"]
+
+
+def test_model_list_shows_the_catalogue_and_what_is_installed() -> None:
+    from inference.catalog import CATALOG
+
+    listing = json.loads(infill("model", "list", "--json").stdout)
+    assert [row["name"] for row in listing] == [m.name for m in CATALOG]
+    for row, model in zip(listing, CATALOG):
+        assert row["installed"] == model.installed() and row["install"] == model.install_command()
+    assert sum(row["default"] for row in listing) <= 1
+    human = infill("model", "list")
+    assert human.returncode == 0 and all(m.name in human.stdout for m in CATALOG)
+    missing = [m for m in CATALOG if not m.installed()]
+    assert all(m.install_command() in human.stdout for m in missing)
+
+
+def test_unknown_catalogue_name_is_one_line(tmp_path: Path) -> None:
+    result = infill("model", "info", "--model", "qwen-9000", cwd=tmp_path)
+    assert_one_line_error(result, "unknown model 'qwen-9000'", "qwen2.5-coder-0.5b")
 
 
 def test_complete_with_a_user_model_directory(tiny_model, tiny_cache: Path, qwen_engine, tmp_path: Path,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from inference import FimParts
-from lsp_server.completion.prompt import build_prompt, heal_answer, heal_prompt, warm_prompts
+from lsp_server.completion.prompt import build_prompt, heal_answer, heal_prompt, other_files, warm_prompts, whole_lines
 from lsp_server.config import Settings
 
 
@@ -24,6 +24,42 @@ from lsp_server.config import Settings
 def test_heal_cuts_the_split_token(prefix: str, prompt: str, lead: str) -> None:
     assert heal_prompt(prefix) == (prompt, lead)
     assert prompt + lead == prefix
+
+
+@pytest.mark.parametrize("prefix,prompt,lead", [
+    ("def f(x):\n    ", "def f(x):\n    ", ""),  # a FIM model answers the line itself: left as typed
+    ("def f(x):\n", "def f(x):\n", ""),
+    ("    return x ", "    return x", " "),  # a typed space mid-line is still healed
+    ("    return x", "    return x", ""),
+])
+def test_heal_leaves_line_starts_to_fim_models(prefix: str, prompt: str, lead: str) -> None:
+    assert heal_prompt(prefix, line_start=False) == (prompt, lead)
+
+
+@pytest.mark.parametrize("answer,shown", [
+    ("    return total\n    # and th", "    return total"),  # the half-written line goes
+    ("    return tot", ""),  # no line finished in time: nothing (a half line is more often wrong)
+    ("\n    return tot", ""),  # a line started below and not finished
+    ("\n    x = 1\n    y", "\n    x = 1"),
+    ("", ""),
+], ids=["keeps-finished-lines", "single-unfinished", "next-line-unfinished", "next-line-finished", "empty"])
+def test_an_answer_cut_by_the_budget_keeps_whole_lines(answer: str, shown: str) -> None:
+    assert whole_lines(answer) == shown
+
+
+def test_labelled_snippets_become_other_files() -> None:
+    extra = ["# util.py\ndef helper(x):\n    return x\n", "// api.ts\nexport function get() {}\n"]
+    assert other_files(extra, "#")[0] == ("util.py", "def helper(x):\n    return x\n")
+    assert other_files(extra, "//")[1] == ("api.ts", "export function get() {}\n")
+
+
+def test_fim_prompt_carries_other_files_in_the_repository_format(qwen_engine) -> None:
+    snippets = ["# util.py\ndef helper(x):\n    return x\n"]
+    prompt = build_prompt(qwen_engine, Settings(), "file:///w/main.py", "python", "import util\n", 12,
+                          snippets=snippets)
+    assert prompt is not None and isinstance(prompt.prompt, FimParts)
+    assert prompt.prompt.files == (("util.py", "def helper(x):\n    return x\n"),)
+    assert prompt.prompt.path == "main.py" and "helper" not in prompt.prompt.prefix
 
 
 @pytest.mark.parametrize("answer,lead,expected", [

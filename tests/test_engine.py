@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from conftest import load_tiny
 
-from benchmarks.precision_probe import GATE_MODULES, GATE_THRESHOLD, GATE_TOKENS, agreement, gate_prompts
+from benchmarks.precision_probe import gate_prompts
 from inference import Engine, FimParts, InferenceError
-from inference.export import MANIFEST, is_complete
+from inference.cache import MANIFEST, is_complete
 from inference.reference import TorchReference
 
 CODE = [
@@ -435,17 +435,19 @@ def test_a_graph_with_last_position_logits_only_decodes_without_drafts(qwen_engi
 
 
 def test_an_export_by_an_older_version_is_replaced(tiny_model, copy_model, tmp_path: Path) -> None:
-    from inference.sources import _dir_hash
+    from inference.export import EXPORT_REVISION
+    from inference.sources import _content_key
 
     source = copy_model(tiny_model("qwen2.5-coder", "qwen2"), "old-export")
-    root = tmp_path / "cache" / "models" / f"old-export-{_dir_hash(source)[:16]}"
-    for stale in ("onnx-fp32", "onnx-fp32-r1"):
+    root = tmp_path / "cache" / "models" / f"old-export-{_content_key(source)[:16]}"
+    for stale in ("onnx-fp32", "onnx-fp32-r1", f"onnx-fp32-r{EXPORT_REVISION - 1}"):
         (root / stale).mkdir(parents=True)
         (root / stale / "model.onnx").write_bytes(b"an export by an older infill")
     (root / "onnx-int4-r1").mkdir()
     engine = load_tiny(source, tmp_path / "cache")
-    assert sorted(p.name for p in root.iterdir()) == ["onnx-fp32-r2", "onnx-int4-r1"]
-    assert engine.prepared.onnx_dir == root / "onnx-fp32-r2" and is_complete(engine.prepared.onnx_dir)
+    current = f"onnx-fp32-r{EXPORT_REVISION}"
+    assert sorted(p.name for p in root.iterdir()) == [current, "onnx-int4-r1"]
+    assert engine.prepared.onnx_dir == root / current and is_complete(engine.prepared.onnx_dir)
 
 
 # ------------------------------------------------------------------------------------ context limits
@@ -520,12 +522,13 @@ def test_missing_model_path(tmp_path: Path) -> None:
     assert "does not exist" in _one_line(exc)
 
 
-def test_model_path_is_a_file(tmp_path: Path) -> None:
+def test_model_file_that_is_not_a_gguf(tmp_path: Path) -> None:
+    """A model file must be a GGUF: a pickled checkpoint is refused before anything reads it."""
     file = tmp_path / "model.bin"
-    file.write_bytes(b"\0" * 16)
+    file.write_bytes(b"\x80\x04" + b"\0" * 16)
     with pytest.raises(InferenceError) as exc:
         Engine.load(str(file))
-    assert "not a directory" in _one_line(exc)
+    assert "not a GGUF file" in _one_line(exc)
 
 
 def test_directory_that_is_not_a_model(tmp_path: Path) -> None:
@@ -560,18 +563,37 @@ def test_unreadable_config_and_missing_weights(tmp_path: Path, monkeypatch: pyte
     assert "safetensors" in _one_line(exc)
 
 
-def test_gguf_that_fails_to_parse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The default model's GGUF is read on first use; a damaged file is an error, not a crash."""
-    from inference import sources
-
-    bad = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    bad.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 64)
+@pytest.mark.parametrize("content, message", [
+    (b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 64, "GGUF header"),  # truncated or damaged
+    (b"PK\x03\x04 a zip, not a model", "not a GGUF file"),
+    (b"", "not a GGUF file"),
+], ids=["damaged", "not-gguf", "empty"])
+def test_gguf_that_fails_to_parse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes,
+                                  message: str) -> None:
+    """A user's .gguf is checked before any conversion: a damaged file is one clear line, not a crash."""
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(content)
     monkeypatch.setenv("INFILL_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(sources, "default_gguf", lambda: bad)
     with pytest.raises(InferenceError) as exc:
-        Engine.load()
-    assert "GGUF" in _one_line(exc)
+        Engine.load(str(bad))
+    assert message in _one_line(exc)
     assert not list((tmp_path / "cache").rglob(MANIFEST))  # nothing half-built was kept
+
+
+def test_gguf_of_an_unsupported_architecture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gguf import GGUFWriter
+
+    path = tmp_path / "mamba.gguf"
+    writer = GGUFWriter(str(path), "mamba")
+    writer.add_block_count(1)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    monkeypatch.setenv("INFILL_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(InferenceError) as exc:
+        Engine.load(str(path))
+    assert "unsupported GGUF architecture 'mamba'" in _one_line(exc) and "qwen2" in _one_line(exc)
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").rglob(MANIFEST))
 
 
 def test_failed_export_is_a_one_line_error_and_leaves_nothing(tiny_model, copy_model, tmp_path: Path,
@@ -636,61 +658,88 @@ def test_corrupt_cache_is_detected_and_rebuilt(qwen_engine, tmp_path: Path, monk
 
 
 # ------------------------------------------------------------------------------ default model (slow)
-# One session-wide engine on the user's cache. The reference is torch on the fp32 Hugging Face weights
-# the conversion de-quantized from the GGUF: the ONNX export must reproduce it exactly at fp32, and the
-# shipped precision must agree with it on >= 90 % of greedy tokens (issue 2, point 3).
+# One session-wide engine on the user's cache, at the precision that ships. Precision is chosen by task
+# quality (benchmarks/fim_quality.py, results/precision-*.md), not by token agreement with fp32; what a
+# test can check cheaply is that the quantisation is not broken: a broken one loops or writes garbage.
+
+GUARD_TOKENS = 48
+
+
+def _parses(code: str) -> bool:
+    """Whether code cut after a whole line is valid Python once its last open block gets a body."""
+    import ast
+    import textwrap
+
+    code = textwrap.dedent(code)
+    last = code.rstrip("\n").rsplit("\n", 1)[-1]
+    indent = last[:len(last) - len(last.lstrip())]
+    for tail in ("", f"\n{indent}    pass\n", f"\n{indent}pass\n"):
+        try:
+            ast.parse(code + tail)
+            return True
+        except SyntaxError:
+            continue
+    return False
+
+
+def _loops(ids: list[int], n: int = 4) -> bool:
+    """A degenerate answer: one n-gram of tokens repeated over most of it."""
+    grams = [tuple(ids[i:i + n]) for i in range(len(ids) - n + 1)]
+    return bool(grams) and max(grams.count(g) for g in set(grams)) * n > len(ids) * 0.6
+
 
 @pytest.fixture(scope="module")
-def reference_ids(default_engine, default_reference):
-    """Torch fp32 greedy ids for each gate prompt, computed once."""
-    return [default_reference.greedy(default_engine.render(p, GATE_TOKENS), GATE_TOKENS,
-                                     stop_ids=default_engine._eos_ids) for p in gate_prompts()]
-
-
-@pytest.fixture(scope="module")
-def shipped_ids(default_engine):
-    """The shipped engine's greedy ids for each gate prompt, computed once."""
-    return [greedy_ids(default_engine, p, GATE_TOKENS) for p in gate_prompts()]
+def guard_answers(default_engine):
+    """(prompt, generated ids, text) for each of the 20 stdlib code prompts, greedy, computed once."""
+    answers = []
+    for prompt in gate_prompts():
+        prompt = prompt[:prompt.rfind("\n") + 1]  # continue from a line start: the answer is whole lines
+        ids: list[int] = []
+        text = default_engine.complete(prompt, max_new_tokens=GUARD_TOKENS,
+                                       token_rule=lambda tok, _l, ids=ids: ids.append(tok) or False).text
+        answers.append((prompt, ids, text))
+    return answers
 
 
 @pytest.mark.slow
 def test_default_model_info(default_engine) -> None:
+    from inference.catalog import default_model
+
     info = default_engine.info
-    assert info.name == "SmolLM2-135M-Instruct" and info.family == "plain" and not info.fim
-    assert default_engine.is_instruct and info.context_length >= 2048 and info.size_mb > 50
+    assert info.name == default_model("cpu")[0].name == "qwen2.5-coder-0.5b"
+    assert info.family == "qwen2.5-coder" and info.fim and info.precision == "int4" and info.reason
+    assert default_engine.is_instruct and info.context_length >= 2048
+    assert info.size_mb < 600, "the embedding table must not stay fp32 (841 MB with it)"
     prompt = default_engine.chat_prompt([{"role": "user", "content": "Say hi."}])
     assert "Say hi." in prompt and prompt.rstrip().endswith("assistant")
 
 
 @pytest.mark.slow
-def test_default_model_fp32_matches_torch_token_for_token(default_engine, shipped_ids, reference_ids) -> None:
-    prompts = gate_prompts()
-    fp32 = default_engine if default_engine.info.precision == "fp32" else Engine.load(precision="fp32")
-    for index in (0, 5, 11, 17):  # a few prompts; every one must match exactly
-        ids = shipped_ids[index] if fp32 is default_engine else greedy_ids(fp32, prompts[index], GATE_TOKENS)
-        assert len(reference_ids[index]) >= 16, "the reference ended too early to compare"
-        assert ids == reference_ids[index], f"{GATE_MODULES[index]}: ONNX fp32 diverges from torch"
+def test_shipped_quantisation_is_not_broken(guard_answers) -> None:
+    """Issue 11 point 5: greedy answers to 20 code prompts must not loop, and >= 80 % must parse."""
+    assert len(guard_answers) >= 20
+    looping = [p.splitlines()[0] for p, ids, _ in guard_answers if _loops(ids)]
+    parsing = [_parses(p + t[:t.rfind("\n") + 1]) for p, _, t in guard_answers]
+    assert not looping, f"degenerate answers to: {looping}"
+    assert sum(parsing) >= 0.8 * len(parsing), f"only {sum(parsing)}/{len(parsing)} answers parse"
 
 
 @pytest.mark.slow
-def test_quality_gate_shipped_precision_agrees_with_fp32_reference(default_engine, shipped_ids,
-                                                                   reference_ids) -> None:
-    """Issue 2 point 3: whatever precision ships must keep >= 90 % of fp32 greedy tokens (int4 and int8
-    re-quantizations of this model measured 12-70 %, so today fp32 ships)."""
-    prompts = gate_prompts()
-    assert len(prompts) >= 20
-    agree = sum(agreement(ours, ref, GATE_TOKENS) for ours, ref in zip(shipped_ids, reference_ids))
-    rate = agree / (GATE_TOKENS * len(prompts))
-    assert rate >= GATE_THRESHOLD, f"{default_engine.info.precision} agrees on only {rate:.0%} of tokens"
+def test_guard_catches_a_broken_model() -> None:
+    """The guard's checks fail on what a broken quantisation produces."""
+    assert _loops([5, 6, 7, 8] * 12) and not _loops(list(range(48)))
+    assert not _parses("def f(x):\n    return x +* 2\n)") and _parses("def f(x):\n    if x:\n")
 
 
 @pytest.mark.slow
-def test_default_model_verifies_lookup_drafts(default_engine, shipped_ids) -> None:
-    """The shipped export returns logits for several positions, so drafts are verified (and the quality
-    gate above, which runs with them, shows they change no token)."""
-    results = [default_engine.complete(p, max_new_tokens=GATE_TOKENS) for p in gate_prompts()[:6]]
-    assert default_engine._lookup
-    assert sum(r.accepted_tokens for r in results) > 0
+def test_default_model_lookup_drafts_change_no_token(default_engine, guard_answers) -> None:
+    """The shipped export returns logits for several positions, so drafts are verified; they change how
+    many forward passes an answer takes, never which tokens it has."""
+    for prompt, _ids, text in guard_answers[:4]:
+        plain = fresh(default_engine).complete(prompt, max_new_tokens=GUARD_TOKENS, lookup=False)
+        assert plain.text == text and plain.drafted_tokens == 0
+    results = [default_engine.complete(p, max_new_tokens=GUARD_TOKENS) for p, _, _ in guard_answers[:6]]
+    assert default_engine._lookup and sum(r.accepted_tokens for r in results) > 0
 
 
 @pytest.mark.slow
@@ -700,3 +749,42 @@ def test_default_model_prefix_reuse_is_warm(default_engine) -> None:
     warm = default_engine.complete(prompt + "x", max_new_tokens=4)
     assert warm.reused_tokens >= warm.prompt_tokens - 3
     assert warm.text == fresh(default_engine).complete(prompt + "x", max_new_tokens=4).text
+
+
+# ------------------------------------------------------------- repository format, stop tokens, budget
+
+
+def test_family_stop_tokens_are_found_in_the_vocabulary(qwen_engine) -> None:
+    """Every stop token the family names and the vocabulary holds ends a generation (decoders skip special
+    tokens, so asking the decoder said "no" for all of them and Qwen ran on past <|endoftext|>)."""
+    tokenizer = json.loads((qwen_engine.prepared.onnx_dir / "tokenizer.json").read_text())
+    vocab = {t["content"]: t["id"] for t in tokenizer["added_tokens"]}
+    expected = {vocab[t] for t in qwen_engine.family.stop_tokens if t in vocab}
+    assert {vocab["<|endoftext|>"], vocab["<|file_sep|>"]} <= expected <= qwen_engine._eos_ids
+
+
+def test_other_files_go_first_in_the_repository_format(qwen_engine, llama_engine) -> None:
+    """Checked against the tokenizer: each marker is one special token, other files come before the
+    document, so their tokens stay a cached prefix while the user types."""
+    assert qwen_engine.supports_repo_context and not llama_engine.supports_repo_context
+    parts = FimParts("import util\n", "\n", files=(("util.py", "def helper(x):\n    return x\n"),), path="main.py")
+    ids = qwen_engine.render(parts, 8)
+    special = {t: qwen_engine.encode(t)[0] for t in ("<|repo_name|>", "<|file_sep|>", "<|fim_prefix|>")}
+    assert ids[0] == special["<|repo_name|>"] and ids.count(special["<|file_sep|>"]) == 2
+    assert ids.index(special["<|file_sep|>"]) < ids.index(special["<|fim_prefix|>"])
+    text = qwen_engine.decode(ids)  # markers skipped: what is left is the files, then the document
+    assert text.index("def helper") < text.index("import util")
+    typed = FimParts("import util\nhel", "\n", files=parts.files, path="main.py")
+    assert qwen_engine.render(typed, 8)[:ids.index(special["<|fim_prefix|>"]) + 1] == \
+        ids[:ids.index(special["<|fim_prefix|>"]) + 1]  # typing changes nothing before the document
+    # A family without a repository format gets the FIM prompt alone.
+    assert llama_engine.render(parts, 8) == llama_engine.render(FimParts("import util\n", "\n"), 8)
+
+
+def test_latency_budget_stops_decoding_after_the_first_token(qwen_engine) -> None:
+    engine = fresh(qwen_engine)
+    unbounded = engine.complete(CODE[1], max_new_tokens=24, lookup=False)
+    assert unbounded.generated_tokens > 2, "the model stopped by itself: nothing to bound"
+    bounded = engine.complete(CODE[1], max_new_tokens=24, lookup=False, max_decode_ms=0)
+    assert bounded.finish_reason == "budget" and bounded.generated_tokens == 1
+    assert unbounded.text.startswith(bounded.text)

@@ -132,17 +132,19 @@ def build_context(text: str, offset: int, language_id: str | None, *, count_toke
         header_start = len(window_bytes[:header.start_byte].decode("utf-8", "replace"))
         block_indent = _INDENT.match(window, window.rfind("\n", 0, header_start) + 1).group()  # type: ignore
     brackets = bracket_state(window[:cursor], window[cursor:], language)
+    in_string = open_token_at_end(line_prefix, language) is not None or (
+        _in_string(tree, window_bytes, cursor_b) if tree is not None else False)
     return CompletionContext(
         prefix=prefix, suffix=suffix, language=language,
-        multiline=not line_suffix.strip() and (
+        # Prose (comments, docstrings) gets one line: cheap to type, slow to generate, rarely right at length.
+        multiline=not in_string and not line_suffix.strip() and (
             not line_prefix.strip() or (opens_block and _block_is_empty(text, line_end, block_indent, language))),
         indent=indent, scope=_describe(scope_node), line_prefix=line_prefix,
         line_suffix=line_suffix,
         extra=_extra(snippets, other_documents, count_tokens, other_budget_tokens, language),
         opens_block=opens_block, block_indent=block_indent, open_brackets=brackets.open,
         suffix_closers=brackets.suffix_closers, closable=brackets.closable,
-        in_string=open_token_at_end(line_prefix, language) is not None or (
-            _in_string(tree, window_bytes, cursor_b) if tree is not None else False),
+        in_string=in_string,
         prefix_cut=prefix_cut, prefix_start=fitter.start, suffix_cut=suffix_cut, window=window,
         window_offset=cursor, tree=tree,
         scope_range=_check_range(tree, scope_node, cursor_b) if tree is not None else (0, 0),

@@ -129,7 +129,8 @@ class CompletionFeature(Feature):
             return None
         self._remember_cut(uri, text, prompt)
         context_ms = (time.perf_counter() - start) * 1000
-        suggestion, completion = run_completion(engine, prompt, self.server.settings.temperature, cancel)
+        suggestion, completion = run_completion(engine, prompt, self.server.settings.temperature, cancel,
+                                                budget_ms=self.server.settings.latency_budget_ms)
         if completion is not None:
             log.info("completion: context %.0f ms; %d prompt tokens (%d reused), %d generated (%d drafted, %d kept), "
                      "first token %.0f ms, total %.0f ms, %s, %s", context_ms, completion.prompt_tokens,

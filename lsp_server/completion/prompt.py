@@ -13,11 +13,13 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 from inference import Completion, Engine, FimParts, InferenceError
 from lsp_server.completion.context import CompletionContext, build_context, uri_path
 from lsp_server.completion.postprocess import postprocess, stop_rule
 from lsp_server.config import Settings
+from lsp_server.languages import comment_prefix
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +44,30 @@ def build_prompt(engine: Engine, settings: Settings, uri: str, language_id: str 
                         budget_tokens=settings.context_tokens, path=uri_path(uri), snippets=snippets,
                         other_budget_tokens=settings.other_documents_tokens, keep_start=keep_start,
                         ahead_of=ahead_of)
-    extra = "".join(s if s.endswith("\n") else s + "\n" for s in ctx.extra)
-    prefix = extra + ctx.prefix
-    prefix, lead = heal_prompt(prefix)
+    files: tuple[tuple[str, str], ...] = ()
+    if engine.supports_repo_context:  # other files as the model was trained to see them
+        files = other_files(ctx.extra, comment_prefix(language_id, uri_path(uri)))
+        prefix = ctx.prefix
+    else:  # as labelled comments at the top of the prefix
+        prefix = "".join(s if s.endswith("\n") else s + "\n" for s in ctx.extra) + ctx.prefix
+    prefix, lead = heal_prompt(prefix, line_start=not engine.supports_fim)
     if not prefix.strip() and not engine.supports_fim:
         return None
     max_tokens = settings.max_tokens_multi_line if ctx.multiline else settings.max_tokens_single_line
-    prompt: str | FimParts = FimParts(prefix, ctx.suffix) if engine.supports_fim else prefix
+    prompt: str | FimParts = prefix
+    if engine.supports_fim:
+        prompt = FimParts(prefix, ctx.suffix, files=files, path=PurePosixPath(uri_path(uri)).name)
     return Prompt(ctx, prompt, lead, max_tokens)
+
+
+def other_files(extra: Sequence[str], comment: str) -> tuple[tuple[str, str], ...]:
+    """The context's labelled snippets (a "<comment> name" line, then code) as (name, code) pairs."""
+    files = []
+    for item in extra:
+        label, _, code = item.partition("\n")
+        name = label[len(comment):].strip() if label.startswith(comment) else label.strip()
+        files.append((name, code))
+    return tuple(files)
 
 
 def warm_prompts(engine: Engine, settings: Settings, uri: str, language_id: str | None, text: str, offset: int,
@@ -72,31 +90,50 @@ def warm_prompts(engine: Engine, settings: Settings, uri: str, language_id: str 
 
 
 def run_completion(engine: Engine, prompt: Prompt, temperature: float = 0.0,
-                   cancel: threading.Event | None = None) -> tuple[str | None, Completion | None]:
-    """Generate with the streaming stop rule, then post-process: (suggestion or None, raw completion)."""
+                   cancel: threading.Event | None = None,
+                   budget_ms: float | None = None) -> tuple[str | None, Completion | None]:
+    """Generate with the streaming stop rule, then post-process: (suggestion or None, raw completion).
+    Decoding stops `budget_ms` after the first token; then only whole lines are kept (none: nothing)."""
     rule = stop_rule(prompt.ctx)
     try:
         completion = engine.complete(prompt.prompt, max_new_tokens=prompt.max_tokens, cancel=cancel,
-                                     temperature=temperature, stop_rule=lambda t: rule(heal_answer(t, prompt.lead)))
+                                     temperature=temperature, stop_rule=lambda t: rule(heal_answer(t, prompt.lead)),
+                                     max_decode_ms=budget_ms)
     except InferenceError as exc:
         log.info("no completion: %s", exc)
         return None, None
     if completion.finish_reason == "cancel":
         return None, completion
-    return postprocess(heal_answer(completion.text, prompt.lead), prompt.ctx), completion
+    text = heal_answer(completion.text, prompt.lead)
+    if completion.finish_reason == "budget":
+        text = whole_lines(text)
+    return postprocess(text, prompt.ctx), completion
 
 
-def heal_prompt(prefix: str) -> tuple[str, str]:
+def whole_lines(text: str) -> str:
+    """The lines of an answer cut short that are complete: a half-written line is more often wrong than
+    right, and the user would have to read it to know."""
+    code = len(text) - len(text.lstrip("\n"))
+    end = text.rfind("\n", code)
+    return text[:end] if end > 0 else ""
+
+
+def heal_prompt(prefix: str, line_start: bool = True) -> tuple[str, str]:
     """Token healing: (prompt prefix, text the answer is expected to start with).
 
     Tokenizers merge a line break with the indentation after it ("\\n    "), so a
     prompt ending at a line start (blanks or not) splits that token and small models restart at
     column 0 (comments, prose): cut the line break and the blanks and expect them back in the answer.
+    FIM-trained models saw holes starting at line starts in training and answer the line itself, so for
+    them (`line_start=False`) a line start is left as typed: healing it made them drop the right line.
     Mid-line, BPE vocabularies glue a space to the word after it (" return"), so a prompt ending in a
     typed space is healed the same way: that one space moves into the expected answer.
     """
     stripped = prefix.rstrip(" \t")
-    lead = prefix[len(stripped) - 1:] if stripped.endswith("\n") else (" " if prefix.endswith(" ") else "")
+    if stripped.endswith("\n"):
+        lead = prefix[len(stripped) - 1:] if line_start else ""
+    else:
+        lead = " " if prefix.endswith(" ") else ""
     return prefix[:len(prefix) - len(lead)], lead
 
 

@@ -32,11 +32,14 @@ export function resolveExecutable(command: string, sys: Platform, cwd?: string):
   return undefined;
 }
 
+/** The command that installs the server and its default model (the same as the project README's). */
+export const INSTALL_COMMAND = "pip install -e '/path/to/infill[coder]'";
+
 /** The notification shown when the server cannot be found: what happened and the two ways to fix it. */
 export function missingServerMessage(command: string): string {
   return (
     `infill: the language server \`${command}\` was not found. ` +
-    "Install it with `pip install infill-lsp` (then reload the window), " +
+    `Install it from a checkout of infill with \`${INSTALL_COMMAND}\` (then reload the window), ` +
     "or set `infill.serverPath` to the full path of the `infill` executable."
   );
 }

@@ -15,7 +15,7 @@ import {
   State,
 } from "vscode-languageclient/node";
 import { applyTextEdits, editArguments, editsFor, expectedVersion, parseEditResult, validateInstruction } from "./edit";
-import { missingServerMessage, resolveExecutable } from "./executable";
+import { INSTALL_COMMAND, missingServerMessage, resolveExecutable } from "./executable";
 import { PickItem, parseSearchResults, toPickItem } from "./search";
 import { completionEnabled, serverSettings } from "./settings";
 import { StatusModel } from "./status";
@@ -178,7 +178,7 @@ async function showMissingServer(command: string): Promise<void> {
     "Open Settings",
     "Retry",
   );
-  if (choice === "Copy Install Command") await vscode.env.clipboard.writeText("pip install infill-lsp");
+  if (choice === "Copy Install Command") await vscode.env.clipboard.writeText(INSTALL_COMMAND);
   if (choice === "Open Settings") await vscode.commands.executeCommand("workbench.action.openSettings", "infill.serverPath");
   if (choice === "Retry") await restartServer();
 }

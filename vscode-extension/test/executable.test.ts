@@ -29,6 +29,6 @@ test("Windows uses PATHEXT", () => {
 
 test("the missing-server message names both fixes", () => {
   const msg = missingServerMessage("infill");
-  assert.match(msg, /pip install infill-lsp/);
+  assert.match(msg, /pip install -e '\/path\/to\/infill\[coder\]'/);
   assert.match(msg, /infill\.serverPath/);
 });

@@ -1,0 +1,122 @@
+"""The user's model cache: where converted models live, and the one way anything gets written there.
+
+Every product (an assembled GGUF, Hugging Face weights, an ONNX export, the search embedder) is built
+beside its final place and renamed into it only when complete — a directory with a manifest of file
+sizes, a file only once its SHA-256 matched — so a killed build, a full disk or a truncated file is
+noticed and rebuilt, never loaded. Directories are created user-only (0700): the cache holds the
+user's models and, through the index, their code.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable
+
+import platformdirs
+
+from inference.errors import InferenceError
+
+Progress = Callable[[str, "float | None"], None]
+MANIFEST = "infill-manifest.json"
+
+
+def cache_root() -> Path:
+    """The user cache directory (overridable with INFILL_CACHE_DIR, e.g. for tests)."""
+    return Path(os.environ.get("INFILL_CACHE_DIR") or platformdirs.user_cache_dir("infill"))
+
+
+def make_private_dir(path: Path) -> Path:
+    """Create `path` (and parents) readable by the user only; a clear error when that is impossible."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise InferenceError(f"cannot create the cache directory {path}: {_reason(exc)}; "
+                             "set INFILL_CACHE_DIR to a writable folder") from None
+    return path
+
+
+def is_complete(directory: Path) -> bool:
+    """True when a built directory has its manifest and every listed file at its recorded size."""
+    manifest = directory / MANIFEST
+    try:
+        sizes = json.loads(manifest.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    try:
+        return all((directory / name).stat().st_size == size for name, size in sizes.items())
+    except OSError:
+        return False
+
+
+def build_atomically(target: Path, build: Callable[[Path], None]) -> Path:
+    """Run `build(tmp_dir)`, write the manifest, and rename tmp_dir to `target` (replacing a broken one)."""
+    if is_complete(target):
+        return target
+    make_private_dir(target.parent)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as exc:
+        raise InferenceError(f"cannot write to the cache directory {target.parent}: {_reason(exc)}") from None
+    try:
+        build(tmp)
+        files = {str(p.relative_to(tmp)): p.stat().st_size for p in tmp.rglob("*") if p.is_file()}
+        (tmp / MANIFEST).write_text(json.dumps({"files": files}, indent=1))
+        if target.exists():  # a half-written or corrupt earlier build
+            shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise InferenceError(f"cannot build {target}: {_reason(exc)}") from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def write_verified(target: Path, blocks: Iterable[bytes], *, size: int, sha256: str,
+                   progress: Progress | None = None) -> Path:
+    """Stream `blocks` into `target`, hashing while writing; rename into place only if the size and
+    SHA-256 match. Returns `target`; raises InferenceError (and leaves nothing behind) otherwise."""
+    make_private_dir(target.parent)
+    digest, written, shown = hashlib.sha256(), 0, -1
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as out:
+            for block in blocks:
+                digest.update(block)
+                out.write(block)
+                written += len(block)
+                if progress and size and written * 10 // size > shown:  # every 10 %, not every block
+                    shown = written * 10 // size
+                    progress(f"assembling {target.name}", min(written / size, 1.0))
+        if written != size or digest.hexdigest() != sha256:
+            raise InferenceError(f"the assembled file is {written:,} bytes with SHA-256 {digest.hexdigest()[:16]}…, "
+                                 f"expected {size:,} bytes with {sha256[:16]}…")
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise InferenceError(f"cannot write {target}: {_reason(exc)}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _reason(exc: OSError) -> str:
+    """An OSError as the few words a user acts on."""
+    if exc.errno == errno.ENOSPC:
+        return "the disk is full"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "it is read-only or not yours"
+    return exc.strerror or str(exc)
