@@ -26,16 +26,6 @@ def test_heal_cuts_the_split_token(prefix: str, prompt: str, lead: str) -> None:
     assert prompt + lead == prefix
 
 
-@pytest.mark.parametrize("prefix,prompt,lead", [
-    ("def f(x):\n    ", "def f(x):\n    ", ""),  # a FIM model answers the line itself: left as typed
-    ("def f(x):\n", "def f(x):\n", ""),
-    ("    return x ", "    return x", " "),  # a typed space mid-line is still healed
-    ("    return x", "    return x", ""),
-])
-def test_heal_leaves_line_starts_to_fim_models(prefix: str, prompt: str, lead: str) -> None:
-    assert heal_prompt(prefix, line_start=False) == (prompt, lead)
-
-
 @pytest.mark.parametrize("answer,shown", [
     ("    return total\n    # and th", "    return total"),  # the half-written line goes
     ("    return tot", ""),  # no line finished in time: nothing (a half line is more often wrong)
@@ -67,6 +57,12 @@ def test_fim_prompt_carries_other_files_in_the_repository_format(qwen_engine) ->
     (" ** 2", " ", "** 2"),
     ("\n  return x", "\n    ", "return x"),  # a shallower indent than typed: still only the blanks go
     ("return x", "", "return x"),
+    # A FIM model starts the new line without the break: the line is the answer, not something appended
+    # to the line above (HumanEval/18 L6: `    return times` was dropped and a comment shown instead).
+    ("    return times\n\n# Check", "\n", "    return times\n\n# Check"),
+    ("        return x", "\n    ", "    return x"),  # only the indentation the user typed goes
+    (" # done\n    y = 2", "\n    ", "y = 2"),  # a comment appended to the line above still goes
+    ("  # done\n    y = 2", "\n    ", "y = 2"),  # an inline comment (two blanks) goes too
 ])
 def test_answer_loses_the_lead_the_user_already_typed(answer: str, lead: str, expected: str) -> None:
     assert heal_answer(answer, lead) == expected

@@ -157,18 +157,6 @@ def test_prompt_at_a_line_start_ends_before_the_line_break(llama_engine) -> None
         assert prompt.lead == "\n" + line_prefix and prompt.prompt == head.rstrip("\n")
 
 
-@pytest.mark.slow
-def test_fim_prompt_at_a_line_start_is_left_as_typed(default_engine) -> None:
-    """A FIM model answers the hole's line itself: healing the line start made it drop the right line
-    (issue 11: HumanEval/18 L6 showed a comment instead of `    return times`)."""
-    head = "def f(xs):\n    total = 0\n"
-    for line_prefix in ("", "    "):
-        text = head + line_prefix + "\n    return total\n"
-        prompt = build_prompt(default_engine, Settings(), "file:///t.py", "python", text, len(head + line_prefix))
-        assert prompt is not None and prompt.lead == ""
-        assert prompt.prompt.prefix.endswith(head + line_prefix)
-
-
 # -------------------------------------------------------------------------------- real model, end to end
 
 

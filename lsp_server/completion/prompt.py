@@ -50,7 +50,7 @@ def build_prompt(engine: Engine, settings: Settings, uri: str, language_id: str 
         prefix = ctx.prefix
     else:  # as labelled comments at the top of the prefix
         prefix = "".join(s if s.endswith("\n") else s + "\n" for s in ctx.extra) + ctx.prefix
-    prefix, lead = heal_prompt(prefix, line_start=not engine.supports_fim)
+    prefix, lead = heal_prompt(prefix)
     if not prefix.strip() and not engine.supports_fim:
         return None
     max_tokens = settings.max_tokens_multi_line if ctx.multiline else settings.max_tokens_single_line
@@ -118,36 +118,44 @@ def whole_lines(text: str) -> str:
     return text[:end] if end > 0 else ""
 
 
-def heal_prompt(prefix: str, line_start: bool = True) -> tuple[str, str]:
+def heal_prompt(prefix: str) -> tuple[str, str]:
     """Token healing: (prompt prefix, text the answer is expected to start with).
 
     Tokenizers merge a line break with the indentation after it ("\\n    "), so a
     prompt ending at a line start (blanks or not) splits that token and small models restart at
     column 0 (comments, prose): cut the line break and the blanks and expect them back in the answer.
-    FIM-trained models saw holes starting at line starts in training and answer the line itself, so for
-    them (`line_start=False`) a line start is left as typed: healing it made them drop the right line.
     Mid-line, BPE vocabularies glue a space to the word after it (" return"), so a prompt ending in a
     typed space is healed the same way: that one space moves into the expected answer.
     """
     stripped = prefix.rstrip(" \t")
-    if stripped.endswith("\n"):
-        lead = prefix[len(stripped) - 1:] if line_start else ""
-    else:
-        lead = " " if prefix.endswith(" ") else ""
+    lead = prefix[len(stripped) - 1:] if stripped.endswith("\n") else (" " if prefix.endswith(" ") else "")
     return prefix[:len(prefix) - len(lead)], lead
 
 
 def heal_answer(text: str, lead: str) -> str:
     """Remove from the model's answer the line break and indentation `heal_prompt` cut from the prompt.
-    Text the model appends to the line before the cursor cannot be shown there: it goes."""
+    An answer that starts with indentation and code began the new line itself, without the break (FIM
+    models do: Qwen2.5-Coder answers a hole at a line start this way, and dropping that line threw the
+    right answer away). Any other text the model appends to the line before the cursor (a trailing
+    comment, more of that line) cannot be shown there: it goes."""
     if not lead:
         return text
     if lead.startswith("\n"):
-        nl = text.find("\n")
-        text, lead = ("", "") if nl < 0 else (text[nl + 1:], lead[1:])
+        if _starts_a_line(text):
+            lead = lead[1:]
+        else:
+            nl = text.find("\n")
+            text, lead = ("", "") if nl < 0 else (text[nl + 1:], lead[1:])
         if not lead:
             return text
     if text.startswith(lead):
         return text[len(lead):]
     blank = len(text) - len(text.lstrip(" \t"))
     return text[blank:] if lead.startswith(text[:blank]) else text
+
+
+def _starts_a_line(text: str) -> bool:
+    """Indentation (a tab, or two blanks or more) followed by code, not by a comment."""
+    code = text.lstrip(" \t")
+    blanks = text[:len(text) - len(code)]
+    return ("\t" in blanks or len(blanks) >= 2) and bool(code) and not code.startswith(("#", "//", "\n"))
