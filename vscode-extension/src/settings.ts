@@ -8,8 +8,10 @@ export const SERVER_KEYS = [
   "model",
   "family",
   "device",
+  "precision",
   "maxTokensSingleLine",
   "maxTokensMultiLine",
+  "latencyBudgetMs",
   "temperature",
   "contextTokens",
   "otherDocumentsTokens",
@@ -32,7 +34,7 @@ export function serverSettings(get: (key: string) => unknown): ServerSettings {
   for (const key of SERVER_KEYS) {
     const value = get(key);
     if (value === undefined) continue;
-    if ((key === "model" || key === "family") && (value === "" || value === null)) {
+    if ((key === "model" || key === "family" || key === "precision") && (value === "" || value === null)) {
       out[key] = null;
       continue;
     }
