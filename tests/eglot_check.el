@@ -64,10 +64,16 @@
                                                    :end (eglot--pos-to-lsp-position (point-max)))
                                       :context (list :diagnostics [])))))
   (infill-check-report "actions" (mapcar (lambda (a) (plist-get a :title)) actions)))
-(let ((hits (jsonrpc-request infill-server :workspace/executeCommand
-                             (list :command "infill.search"
-                                   :arguments (vector (list :query "even number" :limit 3))))))
-  (infill-check-report "search" (if (sequencep hits) (length hits) hits)))
+;; The search command (the index may still be building: retry until it finds something).
+(infill-check-report "search"
+                     (infill-check-wait
+                      (lambda ()
+                        (let ((hits (jsonrpc-request infill-server :workspace/executeCommand
+                                                     (list :command "infill.search"
+                                                           :arguments (vector (list :query "even number"
+                                                                                    :limit 3))))))
+                          (and (sequencep hits) (> (length hits) 0) (length hits))))
+                      "infill.search results"))
 ;; workspace/symbol, what `M-x xref-find-apropos' asks (the index may still be building: retry).
 (infill-check-report "symbols"
                      (infill-check-wait
