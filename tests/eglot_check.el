@@ -64,8 +64,7 @@
                                                    :end (eglot--pos-to-lsp-position (point-max)))
                                       :context (list :diagnostics [])))))
   (infill-check-report "actions" (mapcar (lambda (a) (plist-get a :title)) actions)))
-;; "even number" is in no word of the file: only the embeddings find it, and they are computed in the
-;; background after the keyword index (searches never wait for them): retry until they are.
+;; The search command (the index may still be building: retry until it finds something).
 (infill-check-report "search"
                      (infill-check-wait
                       (lambda ()
