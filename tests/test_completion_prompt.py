@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 
 from inference import FimParts
-from lsp_server.completion.prompt import build_prompt, heal_answer, heal_prompt, other_files, warm_prompts, whole_lines
+from lsp_server.completion.prompt import (
+    build_prompt,
+    heal_answer,
+    heal_prompt,
+    other_files,
+    prompt_suffix,
+    warm_prompts,
+    whole_lines,
+)
 from lsp_server.config import Settings
 
 
@@ -50,6 +58,34 @@ def test_fim_prompt_carries_other_files_in_the_repository_format(qwen_engine) ->
     assert prompt is not None and isinstance(prompt.prompt, FimParts)
     assert prompt.prompt.files == (("util.py", "def helper(x):\n    return x\n"),)
     assert prompt.prompt.path == "main.py" and "helper" not in prompt.prompt.prefix
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+@pytest.mark.parametrize("suffix,cap,kept", [
+    ("x)\n    return y\n\ndef g():\n    pass\n", 100, "x)\n    return y\n\ndef g():\n    pass\n"),  # all fits
+    ("x)\n    return y\n\ndef g():\n    pass\n", 3, "x)\n    return y\n"),  # whole lines while they fit
+    ("a b c d e f)\n    return y\n", 2, "a b c d e f)\n"),  # the cursor's own line always goes
+    ("", 5, ""),
+    ("tail without a newline", 1, "tail without a newline"),
+], ids=["fits", "cut-at-a-line", "own-line-over-the-cap", "empty", "one-line"])
+def test_the_prompt_carries_a_short_suffix(suffix: str, cap: int, kept: str) -> None:
+    assert prompt_suffix(suffix, words, cap) == kept
+
+
+def test_a_keystroke_recomputes_only_the_short_suffix(qwen_engine) -> None:
+    """The FIM prompt's suffix follows the cursor, so its KV cache is recomputed at every keystroke: the
+    prompt carries `suffix_tokens` of it, while post-processing still sees all of it."""
+    source = Path(argparse.__file__).read_text()
+    offset = source.index("\n", source.index("def format_help(self):")) + 1
+    settings = Settings(suffix_tokens=32)
+    prompt = build_prompt(qwen_engine, settings, "file:///x/argparse.py", "python", source, offset)
+    assert isinstance(prompt.prompt, FimParts)
+    assert qwen_engine.count_tokens(prompt.prompt.suffix) <= 32 + 8
+    assert len(prompt.ctx.suffix) > 2 * len(prompt.prompt.suffix)
+    assert prompt.ctx.suffix.startswith(prompt.prompt.suffix)
 
 
 @pytest.mark.parametrize("answer,lead,expected", [

@@ -56,8 +56,28 @@ def build_prompt(engine: Engine, settings: Settings, uri: str, language_id: str 
     max_tokens = settings.max_tokens_multi_line if ctx.multiline else settings.max_tokens_single_line
     prompt: str | FimParts = prefix
     if engine.supports_fim:
-        prompt = FimParts(prefix, ctx.suffix, files=files, path=PurePosixPath(uri_path(uri)).name)
+        suffix = prompt_suffix(ctx.suffix, engine.count_tokens, settings.suffix_tokens)
+        prompt = FimParts(prefix, suffix, files=files, path=PurePosixPath(uri_path(uri)).name)
     return Prompt(ctx, prompt, lead, max_tokens)
+
+
+def prompt_suffix(suffix: str, count_tokens, cap: int) -> str:
+    """The part of the code after the cursor that the prompt carries: the rest of the cursor's line, then
+    whole lines while they fit `cap` tokens. In a FIM prompt the suffix comes after the prefix, so every
+    keystroke recomputes its KV cache: its length is what a keystroke costs (the post-processing rules
+    still see the whole suffix)."""
+    end = suffix.find("\n")
+    if end < 0:
+        return suffix
+    kept, used = end, count_tokens(suffix[:end])
+    while used < cap and kept < len(suffix):
+        nxt = suffix.find("\n", kept + 1)
+        nxt = len(suffix) if nxt < 0 else nxt
+        cost = count_tokens(suffix[kept:nxt])
+        if used + cost > cap:
+            break
+        kept, used = nxt, used + cost
+    return suffix[:kept] + ("\n" if kept < len(suffix) else "")
 
 
 def other_files(extra: Sequence[str], comment: str) -> tuple[tuple[str, str], ...]:

@@ -15,6 +15,7 @@ export const SERVER_KEYS = [
   "temperature",
   "contextTokens",
   "otherDocumentsTokens",
+  "suffixTokens",
   "enable",
   "disabledLanguages",
   "editMaxTokens",
