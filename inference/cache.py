@@ -15,8 +15,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import platformdirs
 
@@ -67,6 +67,8 @@ def build_atomically(target: Path, build: Callable[[Path], None]) -> Path:
         build(tmp)
         files = {str(p.relative_to(tmp)): p.stat().st_size for p in tmp.rglob("*") if p.is_file()}
         (tmp / MANIFEST).write_text(json.dumps({"files": files}, indent=1))
+        if is_complete(target):  # another process (a second editor window) finished the same build first
+            return target
         if target.exists():  # a half-written or corrupt earlier build
             shutil.rmtree(target, ignore_errors=True)
         os.replace(tmp, target)

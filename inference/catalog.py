@@ -10,9 +10,9 @@ can tell a user what a model costs before they install it.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from inference.cache import Progress, cache_root, write_verified
 from inference.errors import InferenceError

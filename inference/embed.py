@@ -18,13 +18,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
+from inference.cache import build_atomically, cache_root, is_complete
 from inference.errors import InferenceError
 
 log = logging.getLogger(__name__)
@@ -34,16 +34,6 @@ DIMENSIONS = 384
 MAX_TOKENS = 64  # the head of a chunk (signature, first lines) carries its meaning; 2 CPU cores set the cost
 EXPORT_VERSION = 1  # bump when the exported graph changes
 _SOURCE_FILES = ("config.json", "tokenizer.json", "model.safetensors")
-
-
-def cache_dir() -> Path:
-    """infill's cache directory: ``$INFILL_CACHE_DIR`` if set (tests), else the platform's user cache."""
-    override = os.environ.get("INFILL_CACHE_DIR")
-    if override:
-        return Path(override)
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("infill"))
 
 
 def source_dir() -> Path:
@@ -69,7 +59,7 @@ def source_hash(folder: Path) -> str:
 
 
 def _stamp_path() -> Path:
-    return cache_dir() / "embed" / "sources.json"
+    return cache_root() / "embed" / "sources.json"
 
 
 def _cached_source_hash(folder: Path) -> str:
@@ -93,7 +83,12 @@ def _cached_source_hash(folder: Path) -> str:
 
 
 def export_onnx(folder: Path, target: Path) -> None:
-    """Export the BertModel in `folder` to `target/model.onnx` (+ tokenizer), atomically via a temp dir."""
+    """Export the BertModel in `folder` to `target/model.onnx` (+ tokenizer), built apart and renamed into
+    place with a manifest (`inference.cache`), so a killed export is rebuilt, never loaded."""
+    build_atomically(target, lambda tmp: _export_into(folder, tmp))
+
+
+def _export_into(folder: Path, tmp: Path) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         import torch
@@ -110,28 +105,18 @@ def export_onnx(folder: Path, target: Path) -> None:
             return self.bert(input_ids=input_ids, attention_mask=attention_mask,
                              token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
-    try:
-        model = BertModel.from_pretrained(str(folder), attn_implementation="eager").eval()
-        ids = torch.ones(2, 8, dtype=torch.long)
-        axes = {0: "batch", 1: "sequence"}
-        import warnings
+    model = BertModel.from_pretrained(str(folder), attn_implementation="eager").eval()
+    ids = torch.ones(2, 8, dtype=torch.long)
+    axes = {0: "batch", 1: "sequence"}
+    import warnings
 
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(_Encoder(model), (ids, torch.ones_like(ids)), str(tmp / "model.onnx"),
-                              input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
-                              dynamic_axes={"input_ids": axes, "attention_mask": axes, "last_hidden_state": axes},
-                              opset_version=17, dynamo=False)
-        shutil.copy(folder / "tokenizer.json", tmp / "tokenizer.json")
-        try:
-            os.rename(tmp, target)
-        except OSError:  # another process finished the same export first: theirs is as good as ours
-            if not (target / "model.onnx").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_Encoder(model), (ids, torch.ones_like(ids)), str(tmp / "model.onnx"),
+                          input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
+                          dynamic_axes={"input_ids": axes, "attention_mask": axes, "last_hidden_state": axes},
+                          opset_version=17, dynamo=False)
+    shutil.copy(folder / "tokenizer.json", tmp / "tokenizer.json")
 
 
 class Embedder:
@@ -157,12 +142,12 @@ class Embedder:
         self.dimensions = DIMENSIONS
 
     @classmethod
-    def load(cls, progress: Callable[[str], None] | None = None, threads: int = 2) -> "Embedder":
+    def load(cls, progress: Callable[[str], None] | None = None, threads: int = 2) -> Embedder:
         """The packaged model, exported into the cache on first use (~15 s), then loaded in under a second."""
         folder = source_dir()
         key = _cached_source_hash(folder)
-        target = cache_dir() / "embed" / f"all-MiniLM-L6-v2-{key}"
-        if not (target / "model.onnx").is_file():
+        target = cache_root() / "embed" / f"all-MiniLM-L6-v2-{key}"
+        if not is_complete(target):
             if progress:
                 progress("exporting the search embedding model to ONNX (once)")
             export_onnx(folder, target)

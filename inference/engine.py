@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import onnxruntime_genai as og
@@ -156,7 +156,7 @@ class Engine:
     @classmethod
     def load(cls, model: str | None = None, *, family: str | None = None, device: str = "auto",
              precision: str | None = None, progress: Callable[[str, float | None], None] | None = None,
-             **kwargs) -> "Engine":
+             **kwargs) -> Engine:
         """Prepare (convert on first use) and load a model: a catalogue name, a .gguf file, a Hugging Face or
         ONNX folder; `None` is the best installed catalogue model for the device."""
         device_kind, _ = choose_device(device)
@@ -248,8 +248,10 @@ class Engine:
         """Stream text deltas. Stops at a stop string (cut before it), when `stop_rule(text so far)` or
         `token_rule(token, logits)` says so, at EOS or a family stop token, after `max_new_tokens`, when
         `cancel` is set, or `max_decode_ms` after the first token (finish reason "budget": a latency budget
-        bounds decoding, the one cost that grows with the answer). Greedy unless `temperature` > 0. Greedy decoding verifies prompt-lookup drafts
-        (`lookup`), which changes how many forward passes it takes, never which tokens it picks."""
+        bounds decoding, the one cost that grows with the answer). Greedy unless `temperature` > 0. Greedy
+        decoding verifies prompt-lookup drafts (`lookup`), which changes how many forward passes it takes;
+        the tokens are the same at fp32, and at int4 (int8 activations round a multi-row pass a little
+        differently) differ only where two candidates are nearly tied."""
         stats = stats if stats is not None else _Stats()
         ids = self.render(prompt, max_new_tokens)
         rng = np.random.default_rng(seed)

@@ -158,7 +158,8 @@ def keep_last_logits(onnx_dir: Path, rows: int) -> bool:
 
     nodes: list = []
     starts, ends, axes = const("starts", [-rows]), const("ends", [np.iinfo(np.int64).max]), const("axes", [1])
-    nodes.append(helper.make_node("Slice", [hidden, starts, ends, axes], [unsqueeze.output[0]], name="/infill/rows/Slice"))
+    nodes.append(helper.make_node("Slice", [hidden, starts, ends, axes], [unsqueeze.output[0]],
+                                  name="/infill/rows/Slice"))
     position = list(graph.node).index(prune)
     graph.node.remove(unsqueeze)
     graph.node.remove(prune)

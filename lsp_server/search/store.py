@@ -64,9 +64,9 @@ def index_dir() -> Path:
     override = os.environ.get("INFILL_INDEX_DIR")
     if override:
         return Path(override)
-    from inference.embed import cache_dir
+    from inference.cache import cache_root
 
-    return cache_dir() / "index"
+    return cache_root() / "index"
 
 
 def db_path_for(root: Path) -> Path:
