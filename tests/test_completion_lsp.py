@@ -177,6 +177,8 @@ async def test_bad_positions_and_documents_get_empty_results(client: LanguageCli
     assert await inline(client, huge, types.Position(line=10, character=5)) == []
     unknown = open_doc(client, "notes.weird", "Shopping list:\n- apples\n- ", language="no-such-language")
     await inline(client, unknown, types.Position(line=2, character=2))  # plain text: any answer, no error
+    for done in (uri, binary, huge, unknown):
+        close_doc(client, done)
 
 
 @pytest.mark.asyncio(loop_scope="module")
@@ -205,7 +207,10 @@ async def test_cancel_request_stops_generation(client: LanguageClient) -> None:
         context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked))
     future = asyncio.ensure_future(
         client.protocol.send_request_async(types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id="cancel-me"))
-    await asyncio.sleep(0.05)  # the request is on the wire (a cold prefill of this file takes seconds)
+    # A cancel the server reads before it has dispatched the request is dropped as an unknown id (the
+    # server's loop can be late to read while the model computes): the stats answer, which comes after the
+    # request in the same stream, shows the request is in flight. Its cold prefill takes seconds.
+    await stats(client)
     client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="cancel-me"))
     with pytest.raises(JsonRpcException, match="(?i)cancel"):
         await asyncio.wait_for(future, 120)
