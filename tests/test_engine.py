@@ -38,8 +38,10 @@ def greedy_ids(engine: Engine, prompt, n: int) -> list[int]:
 
 
 def fresh(engine: Engine) -> Engine:
-    """A second engine on the same exported model: same weights, empty KV caches."""
-    return Engine(engine.prepared)
+    """A second engine on the same exported model: same weights, same stop tokens, empty KV caches."""
+    twin = Engine(engine.prepared)
+    twin._eos_ids = set(engine._eos_ids)
+    return twin
 
 
 # ------------------------------------------------------------------------------------------- export
@@ -773,10 +775,11 @@ def test_default_model_prefix_reuse_is_warm(default_engine) -> None:
 def test_family_stop_tokens_are_found_in_the_vocabulary(qwen_engine) -> None:
     """Every stop token the family names and the vocabulary holds ends a generation (decoders skip special
     tokens, so asking the decoder said "no" for all of them and Qwen ran on past <|endoftext|>)."""
-    tokenizer = json.loads((qwen_engine.prepared.onnx_dir / "tokenizer.json").read_text())
+    engine = Engine(qwen_engine.prepared)  # as loaded (the fixture keeps only the configured EOS)
+    tokenizer = json.loads((engine.prepared.onnx_dir / "tokenizer.json").read_text())
     vocab = {t["content"]: t["id"] for t in tokenizer["added_tokens"]}
-    expected = {vocab[t] for t in qwen_engine.family.stop_tokens if t in vocab}
-    assert {vocab["<|endoftext|>"], vocab["<|file_sep|>"]} <= expected <= qwen_engine._eos_ids
+    expected = {vocab[t] for t in engine.family.stop_tokens if t in vocab}
+    assert {vocab["<|endoftext|>"], vocab["<|file_sep|>"]} <= expected <= engine._eos_ids
 
 
 def test_other_files_go_first_in_the_repository_format(qwen_engine, llama_engine) -> None:
