@@ -183,8 +183,8 @@ class SearchFeature(Feature):
 
     def _run(self) -> None:
         try:
+            self._register_watcher()  # first: files changed on disk during the first pass are seen too
             self._full_pass()
-            self._register_watcher()
             while not self._stop.is_set():
                 try:
                     job = self._jobs.get(timeout=0.5)
