@@ -107,14 +107,6 @@ def write_verified(target: Path, blocks: Iterable[bytes], *, size: int, sha256: 
     return target
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _reason(exc: OSError) -> str:
     """An OSError as the few words a user acts on."""
     if exc.errno == errno.ENOSPC:
