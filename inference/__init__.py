@@ -5,9 +5,10 @@
     print(engine.complete(FimParts("def add(a, b):\n    return", "\n")).text)
 """
 
-from inference.engine import Completion, Engine, ModelInfo, choose_device
+from inference.backend import Backend, Completion, GenerationStats, ModelInfo, StreamCut
+from inference.engine import Engine, choose_device
 from inference.errors import InferenceError
 from inference.registry import FAMILIES, Family, FimParts, detect_family, family_by_name
 
-__all__ = ["Completion", "Engine", "FAMILIES", "Family", "FimParts", "InferenceError", "ModelInfo",
-           "choose_device", "detect_family", "family_by_name"]
+__all__ = ["Backend", "Completion", "Engine", "FAMILIES", "Family", "FimParts", "GenerationStats", "InferenceError",
+           "ModelInfo", "StreamCut", "choose_device", "detect_family", "family_by_name"]

@@ -15,59 +15,20 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import onnxruntime_genai as og
 
+from inference.backend import Cancel, Completion, GenerationStats, ModelInfo, Prompt, StopRule, StreamCut
 from inference.errors import InferenceError
 from inference.lookup import DraftLength, draft
 from inference.registry import FimParts
 from inference.sources import PreparedModel, prepare
 
-StopRule = Callable[[str], bool]
 TokenRule = Callable[[int, np.ndarray], bool]
 PREFILL_CHUNK = 64  # tokens per forward pass while prefilling, so a cancel or a preemption lands quickly
-
-
-@dataclass
-class ModelInfo:
-    """What `infill model info` prints."""
-
-    name: str
-    source: str
-    family: str
-    fim: bool
-    instruct: bool
-    device: str
-    device_reason: str
-    precision: str
-    reason: str  # why this model: configured, or the best installed one
-    path: str
-    size_mb: float
-    context_length: int
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class Completion:
-    """One finished generation, with the numbers the benchmarks and `--json` report."""
-
-    text: str
-    finish_reason: str  # stop | rule | eos | length | budget | cancel
-    prompt_tokens: int
-    reused_tokens: int
-    generated_tokens: int
-    ttft_ms: float
-    total_ms: float
-    drafted_tokens: int = 0  # prompt-lookup guesses fed to the model
-    accepted_tokens: int = 0  # of those, the ones the model agreed with (each saved a forward pass)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -76,20 +37,6 @@ class _Slot:
     capacity: int  # tokens its KV buffers hold (prompt + generation must fit)
     tokens: list[int] = field(default_factory=list)  # exactly what the KV cache holds
     last_used: float = 0.0
-
-
-@dataclass
-class _Stats:
-    """Filled in while a generation streams; read after it ends."""
-
-    prompt_tokens: int = 0
-    reused_tokens: int = 0
-    generated_tokens: int = 0
-    finish_reason: str = "length"
-    ttft_ms: float = 0.0
-    total_ms: float = 0.0
-    drafted_tokens: int = 0
-    accepted_tokens: int = 0
 
 
 def choose_device(requested: str = "auto") -> tuple[str, str]:
@@ -200,7 +147,7 @@ class Engine:
         return self._chat_template.render(messages=messages, add_generation_prompt=True,
                                           bos_token="", eos_token="")
 
-    def render(self, prompt: str | FimParts, max_new_tokens: int) -> list[int]:
+    def render(self, prompt: Prompt, max_new_tokens: int) -> list[int]:
         """Token ids of a prompt, cut at its far ends (start of the prefix, end of a FIM suffix) to fit the context."""
         budget = self.max_length - max_new_tokens - 1
         if budget < 1:
@@ -240,11 +187,11 @@ class Engine:
         raise InferenceError(f"the FIM template alone does not fit in {budget} tokens; lower max_new_tokens")
 
     # ------------------------------------------------------------------------------------ generate
-    def generate(self, prompt: str | FimParts, *, max_new_tokens: int = 64, stop: Sequence[str] = (),
+    def generate(self, prompt: Prompt, *, max_new_tokens: int = 64, stop: Sequence[str] = (),
                  stop_rule: StopRule | None = None, token_rule: TokenRule | None = None,
-                 temperature: float = 0.0, cancel: threading.Event | None = None,
+                 temperature: float = 0.0, cancel: Cancel | None = None,
                  seed: int | None = None, lookup: bool = True, max_decode_ms: float | None = None,
-                 stats: _Stats | None = None) -> Iterator[str]:
+                 stats: GenerationStats | None = None) -> Iterator[str]:
         """Stream text deltas. Stops at a stop string (cut before it), when `stop_rule(text so far)` or
         `token_rule(token, logits)` says so, at EOS or a family stop token, after `max_new_tokens`, when
         `cancel` is set, or `max_decode_ms` after the first token (finish reason "budget": a latency budget
@@ -252,11 +199,10 @@ class Engine:
         decoding verifies prompt-lookup drafts (`lookup`), which changes how many forward passes it takes;
         the tokens are the same at fp32, and at int4 (int8 activations round a multi-row pass a little
         differently) differ only where two candidates are nearly tied."""
-        stats = stats if stats is not None else _Stats()
+        stats = stats if stats is not None else GenerationStats()
         ids = self.render(prompt, max_new_tokens)
         rng = np.random.default_rng(seed)
-        stops = tuple(s for s in stop if s)
-        hold = max((len(s) for s in stops), default=1) - 1
+        cut = StreamCut(stop, stop_rule)
         start = time.perf_counter()
         self._preempt.set()  # a running prefill yields to us
         with self._lock:
@@ -273,7 +219,6 @@ class Engine:
             pending: list[tuple[int, np.ndarray]] = []  # drafted tokens the model agreed with, with their logits
             next_logits = slot.generator.get_logits()[0, -1]  # the model's logits for the next new token
             generated: list[int] = []
-            emitted = ""
             while True:
                 if cancel is not None and cancel.is_set():
                     stats.finish_reason = "cancel"
@@ -288,38 +233,29 @@ class Engine:
                     stats.finish_reason = "eos"
                     break
                 generated.append(token)
-                text = self.decode(generated)
-                cut = _find_stop(text, stops)
-                if cut is not None:
-                    text = text[:cut]
-                    stats.finish_reason = "stop"
-                elif (stop_rule is not None and stop_rule(text)) or \
-                        (token_rule is not None and token_rule(token, logits)):
-                    stats.finish_reason = "rule"
-                elif len(generated) >= max_new_tokens:
-                    stats.finish_reason = "length"
-                elif max_decode_ms is not None and (time.perf_counter() - start) * 1000 - stats.ttft_ms > max_decode_ms:
-                    stats.finish_reason = "budget"
-                else:
-                    # Stream all but what could still turn into a stop string or a split character.
-                    safe = len(text) - hold
-                    while safe > len(emitted) and text[safe - 1] == "\ufffd":
-                        safe -= 1
-                    if safe > len(emitted):
-                        yield text[len(emitted):safe]
-                        emitted = text[:safe]
-                    if not fed:
-                        room = max_new_tokens - len(generated) - 1
-                        pending, next_logits = self._advance(slot, token, drafts, room, stats)
-                    continue
-                if len(text) > len(emitted):
-                    yield text[len(emitted):]
-                break
+                text, reason = cut.check(self.decode(generated))
+                if reason is None and token_rule is not None and token_rule(token, logits):
+                    reason = "rule"
+                if reason is None and len(generated) >= max_new_tokens:
+                    reason = "length"
+                if reason is None and max_decode_ms is not None and \
+                        (time.perf_counter() - start) * 1000 - stats.ttft_ms > max_decode_ms:
+                    reason = "budget"
+                if reason is not None:
+                    stats.finish_reason = reason
+                    if delta := cut.rest(text):
+                        yield delta
+                    break
+                if delta := cut.ready(text):
+                    yield delta
+                if not fed:
+                    room = max_new_tokens - len(generated) - 1
+                    pending, next_logits = self._advance(slot, token, drafts, room, stats)
             stats.generated_tokens = len(generated)
             stats.total_ms = (time.perf_counter() - start) * 1000
 
     def _advance(self, slot: _Slot, token: int, drafts: DraftLength | None, room: int,
-                 stats: _Stats) -> tuple[list[tuple[int, np.ndarray]], np.ndarray]:
+                 stats: GenerationStats) -> tuple[list[tuple[int, np.ndarray]], np.ndarray]:
         """Feed the chosen token, plus a lookup draft when there is one, in one forward pass. Returns the
         drafted tokens the model's greedy choice agrees with (each with the logits that chose it) and the
         logits for the token after them; the KV cache keeps exactly the tokens fed and agreed with."""
@@ -337,6 +273,7 @@ class Engine:
             slot.tokens.append(token)
             return [], slot.generator.get_logits()[0, -1]
         rows = rows[-len(fed):]
+        assert drafts is not None  # a guess was drafted
         accepted = 0
         while accepted < len(guess) and int(np.argmax(rows[accepted])) == guess[accepted]:
             accepted += 1
@@ -348,18 +285,13 @@ class Engine:
         stats.accepted_tokens += accepted
         return [(guess[i], rows[i]) for i in range(accepted)], rows[accepted]
 
-    def complete(self, prompt: str | FimParts, **kwargs) -> Completion:
+    def complete(self, prompt: Prompt, **kwargs) -> Completion:
         """Run `generate` to the end and return the whole text with timings."""
-        stats = _Stats()
-        text = "".join(self.generate(prompt, stats=stats, **kwargs))
-        if not stats.total_ms:
-            stats.total_ms = stats.ttft_ms
-        return Completion(text, stats.finish_reason, stats.prompt_tokens, stats.reused_tokens,
-                          stats.generated_tokens, round(stats.ttft_ms, 2), round(stats.total_ms, 2),
-                          stats.drafted_tokens, stats.accepted_tokens)
+        stats = GenerationStats()
+        return stats.completion("".join(self.generate(prompt, stats=stats, **kwargs)))
 
-    def prefill(self, prompt: str | FimParts, *, max_new_tokens: int = 64,
-                cancel: threading.Event | None = None) -> int:
+    def prefill(self, prompt: Prompt, *, max_new_tokens: int = 64,
+                cancel: Cancel | None = None) -> int:
         """Warm a KV cache for a prompt the user is likely to ask about next. Low priority: it gives up
         between chunks as soon as a real request arrives. Returns the tokens computed."""
         try:
@@ -376,6 +308,11 @@ class Engine:
             return 0 if reused < 0 else len(ids) - reused
         finally:
             self._lock.release()
+
+    def close(self) -> None:
+        """Drop the KV caches; the ONNX session goes with the last reference to the engine."""
+        with self._lock:
+            self._slots.clear()
 
     def cached_prefixes(self) -> list[int]:
         """Lengths of the token prefixes currently cached (for tests and benchmarks)."""
@@ -411,7 +348,7 @@ class Engine:
         params.set_search_options(max_length=capacity, do_sample=False)
         return og.Generator(self._model, params)
 
-    def _feed(self, slot: _Slot, ids: list[int], cancel: threading.Event | None, *, need: int,
+    def _feed(self, slot: _Slot, ids: list[int], cancel: Cancel | None, *, need: int,
               preemptible: bool = False) -> int:
         """Make `slot` hold exactly `ids` with logits for the last one, with room for `need` tokens in all.
         Returns the tokens reused, or -1 when cancelled/preempted midway (the slot then holds a valid
@@ -459,11 +396,6 @@ def _pick(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> i
     z -= z.max()
     p = np.exp(z)
     return int(rng.choice(len(p), p=p / p.sum()))
-
-
-def _find_stop(text: str, stops: tuple[str, ...]) -> int | None:
-    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
-    return min(hits) if hits else None
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

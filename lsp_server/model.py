@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
-from inference import Engine, InferenceError
+from inference import Backend, Engine, InferenceError
 from lsp_server.feature import ProgressReporter
 
 if TYPE_CHECKING:
+    from lsp_server.config import Settings
     from lsp_server.server import InfillServer
 
 log = logging.getLogger(__name__)
@@ -32,23 +33,22 @@ class ModelService:
 
     def __init__(self, server: InfillServer) -> None:
         self._server = server
-        self._engine: Engine | None = None
+        self._engine: Backend | None = None
         self._loading: threading.Thread | None = None
         self._lock = threading.Lock()
         self.error: str | None = None
         self._loaded_key: tuple | None = None
-        self._on_ready: list[Callable[[Engine], None]] = []
+        self._on_ready: list[Callable[[Backend], None]] = []
 
-    def ready(self) -> Engine | None:
+    def ready(self) -> Backend | None:
         return self._engine
 
-    def on_ready(self, callback: Callable[[Engine], None]) -> None:
+    def on_ready(self, callback: Callable[[Backend], None]) -> None:
         """Call back (on the loader thread) whenever a model finishes loading."""
         self._on_ready.append(callback)
 
     def load_in_background(self) -> None:
-        s = self._server.settings
-        key = (s.model, s.family, s.device, s.precision)
+        key = backend_key(self._server.settings)
         with self._lock:
             if key == self._loaded_key and (self._engine is not None or self._loading is not None):
                 return
@@ -56,17 +56,16 @@ class ModelService:
             self._loading = threading.Thread(target=self._load, args=(key,), name="infill-model", daemon=True)
             self._loading.start()
 
-    def wait(self, timeout: float | None = None) -> Engine | None:
+    def wait(self, timeout: float | None = None) -> Backend | None:
         thread = self._loading
         if thread is not None:
             thread.join(timeout)
         return self._engine
 
     def _load(self, key: tuple) -> None:
-        model, family, device, precision = key
         progress = ProgressReporter(self._server, "infill: preparing model")
         try:
-            engine = Engine.load(model, family=family, device=device, precision=precision, progress=progress.report)
+            engine = open_backend(self._server.settings, progress.report)
         except InferenceError as exc:
             self.error = str(exc)
             progress.end(f"failed: {exc}")
@@ -83,12 +82,26 @@ class ModelService:
             self._loading = None
         with self._lock:
             if self._loaded_key != key:  # settings changed while loading: this model is stale
+                engine.close()
                 return
-            self._engine = engine
+            previous, self._engine = self._engine, engine
             self.error = None
+        if previous is not None:
+            previous.close()
         progress.end(f"{engine.info.name} ready on {engine.info.device}")
         for callback in self._on_ready:
             try:
                 callback(engine)
             except Exception:
                 log.exception("on_ready callback failed")
+
+
+def backend_key(settings: Settings) -> tuple:
+    """The settings that decide which backend serves: a change in any of them reloads it."""
+    return (settings.model, settings.family, settings.device, settings.precision)
+
+
+def open_backend(settings: Settings, progress: Callable[[str, float | None], None]) -> Backend:
+    """The backend the settings name: today the in-process engine on the configured model."""
+    return Engine.load(settings.model, family=settings.family, device=settings.device,
+                       precision=settings.precision, progress=progress)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import load_tiny
+from conftest import load_tiny, only_config_eos
 
 from benchmarks.precision_probe import agreement, gate_prompts
 from inference import Engine, FimParts, InferenceError
@@ -147,7 +147,7 @@ def test_prefill_warms_the_cache(qwen_engine) -> None:
 def test_each_slot_holds_what_its_request_needs(qwen_engine) -> None:
     """KV buffers are allocated whole, so a slot is sized to its request in steps of slot_tokens: a short
     prompt does not reserve the whole context, and a slot that grows still gives the same answer."""
-    engine = Engine(qwen_engine.prepared, slot_tokens=128, cache_slots=1)
+    engine = only_config_eos(Engine(qwen_engine.prepared, slot_tokens=128, cache_slots=1))
     short = engine.complete(DOC_A, max_new_tokens=8)
     assert engine.slot_capacities() == [128]
     long = DOC_A + "".join(f"    step_{i} = load(path, {i})\n" for i in range(8))
@@ -165,7 +165,7 @@ def test_each_slot_holds_what_its_request_needs(qwen_engine) -> None:
 
 
 def test_lru_eviction_keeps_the_slot_count_bounded(qwen_engine) -> None:
-    engine = Engine(qwen_engine.prepared, cache_slots=2)
+    engine = only_config_eos(Engine(qwen_engine.prepared, cache_slots=2))
     for doc in (DOC_A, DOC_B, CODE[1], CODE[2]):
         engine.complete(doc, max_new_tokens=2)
     assert len(engine.cached_prefixes()) == 2

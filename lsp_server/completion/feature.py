@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from lsprotocol import types
 
-from inference import Engine
+from inference import Backend
 from lsp_server.completion.context import RecentSnippets, uri_path
 from lsp_server.completion.prompt import Prompt, build_prompt, run_completion, warm_prompts
 from lsp_server.feature import Feature
@@ -120,7 +120,7 @@ class CompletionFeature(Feature):
         self._remember(Suggestion(uri, text[:offset], text[offset:], result))
         return result
 
-    def _generate(self, engine: Engine, uri: str, language_id: str | None, text: str, offset: int,
+    def _generate(self, engine: Backend, uri: str, language_id: str | None, text: str, offset: int,
                   cancel: threading.Event) -> str | None:
         start = time.perf_counter()
         prompt = build_prompt(engine, self.server.settings, uri, language_id, text, offset,
@@ -169,7 +169,7 @@ class CompletionFeature(Feature):
             sort_text="0")
         return types.CompletionList(is_incomplete=True, items=[item])
 
-    def _snippets(self, engine: Engine, uri: str, language_id: str | None) -> list[str]:
+    def _snippets(self, engine: Backend, uri: str, language_id: str | None) -> list[str]:
         """Code near recent edits in other documents (the same for a request and its warm-up)."""
         return self._recent.pick(engine.count_tokens, self.server.settings.other_documents_tokens,
                                  exclude_uri=uri, comment=comment_prefix(language_id, uri_path(uri)))

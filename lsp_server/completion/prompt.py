@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from inference import Completion, Engine, FimParts, InferenceError
+from inference import Backend, Completion, FimParts, InferenceError
 from lsp_server.completion.context import CompletionContext, build_context, uri_path
 from lsp_server.completion.postprocess import postprocess, stop_rule
 from lsp_server.config import Settings
@@ -34,7 +34,7 @@ class Prompt:
     max_tokens: int
 
 
-def build_prompt(engine: Engine, settings: Settings, uri: str, language_id: str | None, text: str, offset: int,
+def build_prompt(engine: Backend, settings: Settings, uri: str, language_id: str | None, text: str, offset: int,
                  snippets: Sequence[str] = (), keep_start: int | None = None,
                  ahead_of: int | None = None) -> Prompt | None:
     """The context and the engine prompt for a position (None when there is nothing to continue).
@@ -90,7 +90,7 @@ def other_files(extra: Sequence[str], comment: str) -> tuple[tuple[str, str], ..
     return tuple(files)
 
 
-def warm_prompts(engine: Engine, settings: Settings, uri: str, language_id: str | None, text: str, offset: int,
+def warm_prompts(engine: Backend, settings: Settings, uri: str, language_id: str | None, text: str, offset: int,
                  snippets: Sequence[str] = (), keep_start: int | None = None) -> list[Prompt]:
     """The prompts worth having in the KV cache before the user asks at `offset`, most urgent first.
 
@@ -109,7 +109,7 @@ def warm_prompts(engine: Engine, settings: Settings, uri: str, language_id: str 
     return [prompt] if ahead is None or ahead.prompt == prompt.prompt else [prompt, ahead]
 
 
-def run_completion(engine: Engine, prompt: Prompt, temperature: float = 0.0,
+def run_completion(engine: Backend, prompt: Prompt, temperature: float = 0.0,
                    cancel: threading.Event | None = None,
                    budget_ms: float | None = None) -> tuple[str | None, Completion | None]:
     """Generate with the streaming stop rule, then post-process: (suggestion or None, raw completion).

@@ -12,13 +12,17 @@ import textwrap
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tree_sitter import Node
 
 from lsp_server import languages
 from lsp_server.edit.prompts import CONTEXT_CHARS
 from lsp_server.edit.reply import check_edit
-from lsp_server.edit.task import EditCancelled, EditError, EditResult, EditTask, GenerationEngine, Progress, scope_types
+from lsp_server.edit.task import EditCancelled, EditError, EditResult, EditTask, Progress, scope_types
+
+if TYPE_CHECKING:
+    from inference.backend import Backend, Cancel
 
 # A C/C++ declaration with declarators (`class Foo {…} foo;`): its doc goes before the whole declaration,
 # like before a language's wrappers; the search index chunks the specifier alone, so it is no wrapper there.
@@ -154,7 +158,7 @@ def render_doc(target: DocTarget, summary: str, language: str | None) -> str:
     return f"/** {summary} */\n{target.indent}"
 
 
-def run_docstring(engine: GenerationEngine, task: EditTask, *, cancel: threading.Event | None = None,
+def run_docstring(engine: Backend, task: EditTask, *, cancel: Cancel | None = None,
                   progress: Progress | None = None) -> EditResult:
     """Document each definition in the selection with a one-sentence summary the model writes."""
     cancel = cancel or threading.Event()

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lsp_server.edit.docstring import doc_targets, run_docstring
 from lsp_server.edit.prompts import Scope, chat_messages, enclosing_scope, fim_prompt, reply_prefix
@@ -17,15 +17,17 @@ from lsp_server.edit.task import (
     EditError,
     EditResult,
     EditTask,
-    GenerationEngine,
     Progress,
     language_name,
     validate_instruction,
 )
 
+if TYPE_CHECKING:
+    from inference.backend import Backend, Cancel
 
-def run_edit(engine: GenerationEngine, task: EditTask, *, max_new_tokens: int,
-             cancel: threading.Event | None = None, progress: Progress | None = None,
+
+def run_edit(engine: Backend, task: EditTask, *, max_new_tokens: int,
+             cancel: Cancel | None = None, progress: Progress | None = None,
              temperature: float = 0.0) -> EditResult:
     """Generate, parse, re-indent and validate; retry once with a note; raise EditError if still bad."""
     task = EditTask(task.text, task.start, task.end, validate_instruction(task.instruction),
@@ -67,19 +69,19 @@ def run_edit(engine: GenerationEngine, task: EditTask, *, max_new_tokens: int,
     raise EditError(f"Edit refused: {problem}. The file is unchanged.")
 
 
-def _model_length(engine: GenerationEngine) -> int | None:
+def _model_length(engine: Backend) -> int | None:
     """The engine's usable context in tokens (None when it doesn't say)."""
     length = getattr(engine, "max_length", None) or getattr(getattr(engine, "info", None), "context_length", None)
     return int(length) if length else None
 
 
-def _prompt_budget(engine: GenerationEngine, max_new_tokens: int) -> int | None:
+def _prompt_budget(engine: Backend, max_new_tokens: int) -> int | None:
     """How many prompt tokens fit beside the reply (None when the engine doesn't say)."""
     length = _model_length(engine)
     return None if length is None else length - max_new_tokens - 1
 
 
-def _too_long(engine: GenerationEngine, prompt: Any, max_new_tokens: int) -> bool:
+def _too_long(engine: Backend, prompt: Any, max_new_tokens: int) -> bool:
     """A chat prompt the engine would have to cut (it cuts from the start: the instructions)."""
     budget = _prompt_budget(engine, max_new_tokens)
     if budget is None or not isinstance(prompt, str) or not hasattr(engine, "count_tokens"):
@@ -91,7 +93,7 @@ def _same_code(a: str, b: str) -> bool:
     return a.split() == b.split()
 
 
-def _prompt(engine: GenerationEngine, task: EditTask, scope: Scope, note: str | None,
+def _prompt(engine: Backend, task: EditTask, scope: Scope, note: str | None,
             previous: str | None) -> tuple[Any, str]:
     """The prompt for this engine, and the text the reply is seeded with (part of the reply)."""
     if engine.is_instruct:
@@ -103,7 +105,7 @@ def _prompt(engine: GenerationEngine, task: EditTask, scope: Scope, note: str | 
     return FimParts(before, after), ""
 
 
-def _generate(engine: GenerationEngine, prompt: Any, max_new_tokens: int, cancel: threading.Event,
+def _generate(engine: Backend, prompt: Any, max_new_tokens: int, cancel: Cancel,
               progress: Progress | None, attempt: int, temperature: float) -> str:
     """Stream the reply, reporting progress per token; stops at the closing fence."""
     text = ""

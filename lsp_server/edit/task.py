@@ -1,16 +1,16 @@
 """An edit as data: the document, the selected span, the instruction; what comes back; what can go wrong.
 
 Knows nothing of LSP (`feature` turns positions into offsets and results into a versioned `WorkspaceEdit`)
-and nothing of the model beyond `GenerationEngine`, the part of `inference.Engine` an edit needs.
+and nothing of the model: edits run on any `inference.Backend`.
 """
 
 from __future__ import annotations
 
 import difflib
 import textwrap
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from lsp_server import languages
 
@@ -26,17 +26,6 @@ class EditError(Exception):
 
 class EditCancelled(EditError):
     """The user cancelled the edit; nothing is applied."""
-
-
-class GenerationEngine(Protocol):
-    """The part of `inference.Engine` an edit needs (so tests and benchmarks can name it)."""
-
-    supports_fim: bool
-    is_instruct: bool
-
-    def chat_prompt(self, messages: list[dict]) -> str: ...
-
-    def generate(self, prompt: Any, **kwargs: Any) -> Iterable[str]: ...
 
 
 @dataclass(frozen=True)
