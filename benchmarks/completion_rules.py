@@ -176,7 +176,7 @@ def main() -> None:
     for key, shown in misses.items():
         for context, expected, got in shown:
             print(f"\n--- {key[0]} {key[1]}\n{context}\nexpected: {expected!r}\ngot:      {got!r}")
-    total = collections.Counter()
+    total: collections.Counter[str] = collections.Counter()
     for c in outcomes.values():
         total.update(c)
     n = sum(total.values()) or 1

@@ -61,7 +61,8 @@ class Task:
             start = self.source.index(self.select)
             end = start + len(self.select)
         else:
-            start = end = self.source.index(self.cursor_after) + len(self.cursor_after)
+            anchor = self.cursor_after or ""
+            start = end = self.source.index(anchor) + len(anchor)
         structured = next((p.preset for p in preset_instructions(self.language, [])
                            if p.preset and p.instruction == self.instruction), None)  # as the code action sends it
         return EditTask(self.source, start, end, self.instruction, self.language, self.target_language,
@@ -161,7 +162,12 @@ def _name(node: Node) -> str:
         while decl is not None and decl.child_by_field_name("declarator") is not None:
             decl = decl.child_by_field_name("declarator")
         named = decl
-    return named.text.decode() if named is not None else ""
+    return _source(named)
+
+
+def _source(node: Node | None) -> str:
+    """A node's source ("" for no node)."""
+    return node.text.decode() if node is not None and node.text is not None else ""
 
 
 FUNCTION_TYPES = {"function_declaration", "function_item", "method_declaration", "function_definition",
@@ -196,11 +202,11 @@ def doc_comment_before(name: str, starts: tuple[str, ...]) -> Callable[[Node, st
         for node in _nodes(root, FUNCTION_TYPES):
             if _name(node) != name:
                 continue
-            target = node.parent if node.type == "variable_declarator" else node
+            target = node.parent if node.type == "variable_declarator" and node.parent is not None else node
             previous = target.prev_named_sibling
             while previous is not None and previous.type in {"attribute_item", "decorator"}:
                 previous = previous.prev_named_sibling
-            if previous is not None and "comment" in previous.type and previous.text.decode().startswith(starts):
+            if previous is not None and "comment" in previous.type and _source(previous).startswith(starts):
                 return None
             return "no doc comment right before it"
         return f"no function {name}"
@@ -212,7 +218,7 @@ def text_of_function(name: str, wanted: Callable[[str], bool], why: str) -> Call
     def predicate(root: Node, _text: str) -> str | None:
         for node in _nodes(root, FUNCTION_TYPES):
             if _name(node) == name:
-                return None if wanted("".join(node.text.decode().split())) else why
+                return None if wanted("".join(_source(node).split())) else why
         return f"no function {name}"
     return predicate
 
@@ -440,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit:
         tasks = tasks[:args.limit]
     engine = Engine.load(args.model)
-    rows = []
+    rows: list[dict] = []
     started = time.perf_counter()
     for task in tasks:
         t0 = time.perf_counter()

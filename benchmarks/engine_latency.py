@@ -91,6 +91,10 @@ def median_runs(fn, runs: int) -> float:
     return statistics.median(fn(i) for i in range(runs))
 
 
+def _say(message: str, _fraction: float | None = None) -> None:
+    print(f"[infill] {message}", file=sys.stderr)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
@@ -104,7 +108,7 @@ def main() -> int:
         parser.error(f"--runs at most {len(MODULES) - 1} (one unseen module per cold run)")
 
     load_start = time.perf_counter()
-    engine = Engine.load(args.model, progress=lambda m, _f=None: print(f"[infill] {m}", file=sys.stderr))
+    engine = Engine.load(args.model, progress=_say)
     load_ms = (time.perf_counter() - load_start) * 1000
     genai = json.loads((engine.prepared.onnx_dir / "genai_config.json").read_text())
     threads = genai["model"]["decoder"].get("session_options", {}).get("intra_op_num_threads")

@@ -102,7 +102,7 @@ def _hole(problem: Problem, set_name: str, first: int, last: int) -> Task:
 
 def single_line_tasks(problems: Iterable[Problem]) -> list[Task]:
     """Every non-blank solution line masked in turn, in file order (consecutive prompts share prefixes)."""
-    tasks = []
+    tasks: list[Task] = []
     for problem in problems:
         for i, line in enumerate(problem.solution.split("\n")):
             if line.strip():
@@ -118,7 +118,7 @@ def multi_line_blocks(problem: Problem) -> list[tuple[int, int]]:
 
 def multi_line_tasks(problems: Iterable[Problem], seed: int, per_problem: int | None) -> list[Task]:
     """Contiguous blocks of lines; `per_problem` of them drawn with `seed` (None = every block)."""
-    tasks = []
+    tasks: list[Task] = []
     for problem in problems:
         blocks = multi_line_blocks(problem)
         if per_problem is not None and len(blocks) > per_problem:

@@ -59,6 +59,7 @@ async def start_client() -> tuple[LanguageClient, asyncio.Event]:
             ready.set()
 
     await client.start_io(sys.executable, "-m", "lsp_server.cli", "serve")
+    assert client._server is not None and client._server.stderr is not None  # start_io made the process
     asyncio.ensure_future(_drain(client._server.stderr))
     await client.initialize_async(types.InitializeParams(
         capabilities=types.ClientCapabilities(
@@ -82,7 +83,8 @@ async def request(client: LanguageClient, uri: str, text: str, offset: int) -> t
         context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic)))
     elapsed = (time.perf_counter() - t0) * 1000
     items = result.items if isinstance(result, types.InlineCompletionList) else (result or [])
-    return elapsed, (items[0].insert_text if items else "")
+    insert = items[0].insert_text if items else ""
+    return elapsed, insert if isinstance(insert, str) else insert.value
 
 
 async def stats(client: LanguageClient) -> dict:

@@ -198,17 +198,19 @@ def exact_q4_1(int4_dir: Path, out: Path, gguf: Path, hf_dir: Path, accuracy_lev
 def build(variant: str) -> Path:
     """The variant's ONNX folder (exported on first use)."""
     fp32 = prepare(MODEL, precision="fp32")
+    assert fp32.hf_dir is not None  # a catalogue model is converted through a Hugging Face folder
+    hf_dir = fp32.hf_dir
     if variant == "fp32":
         return fp32.onnx_dir
     root = cache_root() / "probes" / fp32.onnx_dir.parent.name
     say = lambda m, _f=None: print(f"[probe] {m}", file=sys.stderr)  # noqa: E731
-    int4 = build_atomically(root / "int4-rtn", lambda tmp: hf_to_onnx(fp32.hf_dir, tmp, "int4", say))
+    int4 = build_atomically(root / "int4-rtn", lambda tmp: hf_to_onnx(hf_dir, tmp, "int4", say))
     if variant == "int4-rtn":
         return int4
     level = {"q4_1-f32": 1, "q4_1-i8": 4}[variant]
 
     def make(tmp: Path) -> None:
-        exact_q4_1(int4, tmp, by_name(MODEL).gguf(), fp32.hf_dir, level)
+        exact_q4_1(int4, tmp, by_name(MODEL).gguf(), hf_dir, level)
         keep_last_logits(tmp, 8)
 
     return build_atomically(root / variant, make)
@@ -268,7 +270,7 @@ def main() -> int:
     reference = results["fp32"]["ids"]
     print(f"{MODEL}: {len(reference)} gate prompts x {GATE_TOKENS} tokens (gate: >= {GATE_THRESHOLD:.0%})")
     print(f"{'variant':<10}{'agreement':>10}{'decode':>12}{'cold ttft':>11}{'peak RSS':>10}")
-    line = {"benchmark": "precision_probe", "model": MODEL}
+    line: dict[str, object] = {"benchmark": "precision_probe", "model": MODEL}
     for variant, r in results.items():
         agree = sum(agreement(a, b) for a, b in zip(r["ids"], reference)) / (GATE_TOKENS * len(reference))
         print(f"{variant:<10}{agree:>9.1%}{r['decode_tok_s']:>8.1f} t/s{r['ttft_cold_ms']:>8} ms"

@@ -117,7 +117,8 @@ def _interpreter(drop: bool) -> str:
     """A Python the child can run: ours, or as `nobody` the first one every user may execute."""
     if not drop:
         return sys.executable
-    for candidate in (sys._base_executable, sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"):
+    base = getattr(sys, "_base_executable", sys.executable)  # the interpreter a venv was made from
+    for candidate in (base, sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"):
         path = Path(os.path.realpath(candidate))
         if path.is_file() and all(p.stat().st_mode & 0o001 for p in (path, *path.parents)):
             return str(path)

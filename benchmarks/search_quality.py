@@ -35,6 +35,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -192,7 +193,7 @@ def main() -> int:
             cases = random.Random(0).sample(cases, args.queries)
         vectors = embedder.embed([c.query for c in cases], batch_size=64)
 
-        reciprocal = {m: [] for m in MODES}
+        reciprocal: dict[str, list[float]] = {m: [] for m in MODES}
         found = {m: 0 for m in MODES}
         for case, vec in zip(cases, vectors):
             targets = keys[(case.path, case.name)]
@@ -204,8 +205,8 @@ def main() -> int:
 
         typed_cases = [(c, q) for c in random.Random(2).sample(cases, min(args.typed_queries, len(cases)))
                        if (q := half_typed(c.query))]
-        typed_vectors = embedder.embed([q for _c, q in typed_cases], batch_size=64) if typed_cases else []
-        typed = {"prefix": [], "words": []}
+        typed_vectors: Any = embedder.embed([q for _c, q in typed_cases], batch_size=64) if typed_cases else []
+        typed: dict[str, list[float]] = {"prefix": [], "words": []}
         for (case, query), vec in zip(typed_cases, typed_vectors):
             targets = keys[(case.path, case.name)]
             for variant, text in (("prefix", query), ("words", query + " ")):

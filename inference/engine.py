@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -191,7 +191,7 @@ class Engine:
                  stop_rule: StopRule | None = None, token_rule: TokenRule | None = None,
                  temperature: float = 0.0, cancel: Cancel | None = None,
                  seed: int | None = None, lookup: bool = True, max_decode_ms: float | None = None,
-                 stats: GenerationStats | None = None) -> Iterator[str]:
+                 stats: GenerationStats | None = None) -> Generator[str, None, None]:
         """Stream text deltas. Stops at a stop string (cut before it), when `stop_rule(text so far)` or
         `token_rule(token, logits)` says so, at EOS or a family stop token, after `max_new_tokens`, when
         `cancel` is set, or `max_decode_ms` after the first token (finish reason "budget": a latency budget

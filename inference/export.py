@@ -44,7 +44,7 @@ def gguf_to_hf(gguf: Path, out: Path, progress: Progress) -> None:
             raise InferenceError(f"cannot parse GGUF file {gguf}: {exc}") from None
         # The weights are plain floats now; transformers only refuses to save because the GGUF quantizer
         # marker is still attached.
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]  # transformers types it as a module
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         if tie_duplicate_embeddings(model):

@@ -41,16 +41,20 @@ class PreparedModel:
     reason: str = "configured"  # why this model (for `infill doctor` / `model info`)
 
 
+def _silent(_message: str, _fraction: float | None = None) -> None:
+    """Progress nobody listens to."""
+
+
 def prepare(model: str | None = None, *, family: str | None = None, precision: str | None = None,
             device: str = "cpu", progress: Progress | None = None) -> PreparedModel:
     """Resolve and, if needed, convert a model. `model=None` means the best installed catalogue model."""
-    report = progress or (lambda _m, _f=None: None)
+    report: Progress = progress or _silent
     precision = precision or os.environ.get("INFILL_PRECISION") or None
     if precision is not None and precision not in BUILDER_PRECISIONS:
         raise InferenceError(f"unknown precision {precision!r}; use one of {', '.join(BUILDER_PRECISIONS)}")
     if model is None or not model.strip():
-        entry, reason = catalog.default_model(device)
-        return _prepare_catalog(entry, family, precision, report, reason)
+        default, reason = catalog.default_model(device)
+        return _prepare_catalog(default, family, precision, report, reason)
     entry = catalog.lookup(model)
     if entry is not None:
         return _prepare_catalog(entry, family, precision, report, "configured")

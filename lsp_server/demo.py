@@ -72,6 +72,7 @@ async def _demo(args: argparse.Namespace) -> int:
     print(f"starting `infill serve` and opening {sample.name}", flush=True)
     await client.start_io(sys.executable, "-m", "lsp_server.cli", "serve")
     server_log = Path(tempfile.gettempdir()) / "infill-demo-server.log"
+    assert client._server is not None and client._server.stderr is not None  # start_io made the process
     drain = asyncio.create_task(_drain(client._server.stderr, server_log))  # an unread pipe would block the server
     try:
         await client.initialize_async(types.InitializeParams(
@@ -153,7 +154,7 @@ async def _show_edit(client: LanguageClient, uri: str, text: str) -> None:
     if not isinstance(command, types.Command) or not command.arguments:
         print("  no 'Add docstring' action offered\n")
         return
-    arguments = [dict(command.arguments[0], apply=False)]
+    arguments = [{**(command.arguments[0] or {}), "apply": False}]
     t0 = time.perf_counter()
     try:
         result = await client.workspace_execute_command_async(types.ExecuteCommandParams(

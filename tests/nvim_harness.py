@@ -54,7 +54,7 @@ def nvim_version(exe: Path) -> tuple[int, int, int]:
     """(major, minor, patch) of an nvim binary, from `nvim --version`."""
     first = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=20).stdout.split("\n")[0]
     digits = first.split("v", 1)[1].split("-")[0].split(".")  # "NVIM v0.12.0-dev-..." -> 0.12.0
-    return tuple(int(d) for d in digits[:3])  # type: ignore[return-value]
+    return tuple(int(d) for d in digits[:3])
 
 
 def server_cmd() -> list[str]:

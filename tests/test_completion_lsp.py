@@ -87,7 +87,7 @@ async def client(lsp_client: LanguageClient):
     caps.text_document.inline_completion = types.InlineCompletionClientCapabilities()
     result = await lsp_client.initialize_session(types.InitializeParams(
         capabilities=caps, initialization_options={"maxTokensSingleLine": 24, "noSuchSetting": 1}))
-    lsp_client.init_result = result
+    lsp_client.init_result = result  # type: ignore[attr-defined]
     await wait_for_model(lsp_client)
     yield
     await lsp_client.shutdown_session()
@@ -95,7 +95,7 @@ async def client(lsp_client: LanguageClient):
 
 @pytest.mark.asyncio(loop_scope="module")
 async def test_advertises_inline_completion_and_fallback(client: LanguageClient) -> None:
-    caps = client.init_result.capabilities
+    caps = client.init_result.capabilities  # type: ignore[attr-defined]
     assert caps.inline_completion_provider is not None
     assert caps.completion_provider is not None
 

@@ -353,7 +353,8 @@ def test_draft_length_grows_after_a_kept_draft_and_shrinks_after_a_miss() -> Non
 def test_lookup_changes_the_passes_not_the_tokens(request, which: str) -> None:
     engine: Engine = request.getfixturevalue(which)
     for prompt in (REPEATING, *CODE, FimParts(REPEATING, "\n    return total_12\n")):
-        plain, drafted = [], []
+        plain: list[tuple[int, np.ndarray]] = []
+        drafted: list[tuple[int, np.ndarray]] = []
         off = fresh(engine).complete(prompt, max_new_tokens=40, lookup=False,
                                      token_rule=lambda t, l, plain=plain: plain.append((t, np.array(l))) or False)
         on = fresh(engine).complete(prompt, max_new_tokens=40,

@@ -23,7 +23,7 @@ import pytest
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
-    tomllib = None
+    tomllib = None  # type: ignore[assignment]
 
 needs_tomllib = pytest.mark.skipif(tomllib is None, reason="tomllib needs Python >= 3.11")
 

@@ -124,7 +124,7 @@ def build_context(text: str, offset: int, language_id: str | None, *, count_toke
     if suffix_cut and budget_tokens - prefix_tokens - suffix_tokens > budget_tokens // 10:  # give unused to suffix
         suffix, suffix_cut, _ = fitter.suffix(budget_tokens - prefix_tokens)
 
-    scope_node = _enclosing_scope(tree, window_bytes, cursor_b, language) if tree is not None else None
+    scope_node = _enclosing_scope(tree, window_bytes, cursor_b, language) if tree is not None and language else None
     header = _python_header(tree, window_bytes, cursor_b) if language == "python" and tree is not None else None
     opens_block = header is not None or _opens_block(line_prefix, language)
     block_indent = indent
@@ -612,7 +612,7 @@ def _signatures(path: str, text: str) -> tuple[str, ...]:
     """First lines of a document's top-level functions/classes and their members: what other code calls."""
     spec = languages.spec_for(None, path)
     tree = languages.parse(text, spec.name) if spec else None
-    if tree is None:
+    if tree is None or spec is None:
         return ()
     lines = text.splitlines()
     out: list[str] = []

@@ -44,11 +44,12 @@ def stop_rule(ctx: CompletionContext) -> Callable[[str], bool]:
 def postprocess(suggestion: str, ctx: CompletionContext) -> str | None:
     """The suggestion to show (cut, trimmed, checked), or None to show nothing: the steps of `PIPELINE`,
     in order, until one returns None."""
-    text: str | None = suggestion
+    text = suggestion
     for step in PIPELINE:
-        text = step(text, ctx)
-        if text is None:
+        kept = step(text, ctx)
+        if kept is None:
             return None
+        text = kept
     return text
 
 

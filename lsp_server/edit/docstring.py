@@ -49,12 +49,12 @@ def doc_targets(task: EditTask) -> list[DocTarget]:
     types = spec.doc_targets if spec else ()
     if not types or not task.selection.strip():
         return []
-    tree = languages.parse(task.text, task.language)
+    tree = languages.parse(task.text, task.language) if task.language else None
     if tree is None:
         return []
     data = task.text.encode("utf-8")
     to_str = lambda b: len(data[:b].decode("utf-8", "replace"))  # noqa: E731
-    targets = []
+    targets: list[DocTarget] = []
 
     def visit(node: Node) -> None:
         start, end = to_str(node.start_byte), to_str(node.end_byte)
@@ -81,7 +81,7 @@ def _doc_target(task: EditTask, node: Node, to_str: Callable[[int], int]) -> Doc
     if named is None and node.type == "type_declaration":
         spec = next((c for c in node.named_children if c.type == "type_spec"), None)
         named = spec.child_by_field_name("name") if spec is not None else None
-    name = named.text.decode("utf-8", "replace") if named is not None else ""
+    name = named.text.decode("utf-8", "replace") if named is not None and named.text is not None else ""
     kind = "class" if "class" in node.type or "interface" in node.type else \
         "type" if node.type in {"struct_item", "enum_item", "trait_item", "type_declaration"} else \
         "method" if node.type in {"method_definition", "method_declaration"} or _inside_class(node, task.language) \

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -117,7 +118,7 @@ class EditFeature(Feature):
                                        dict(base, instruction=f"Write the code this comment asks for: {comment}")))
         return actions
 
-    def _wants(self, only: list[str] | None) -> bool:
+    def _wants(self, only: Sequence[types.CodeActionKind | str] | None) -> bool:
         kinds = [str(getattr(k, "value", k)) for k in only or ()]
         return not kinds or any(ACTION_KIND == k or ACTION_KIND.startswith(k + ".") for k in kinds)
 
@@ -190,7 +191,7 @@ class EditFeature(Feature):
     def _generate(self, engine, task: EditTask, cancel: threading.Event) -> EditResult | EditError:
         """Worker thread: run the edit with cancellable progress; errors are returned, not raised."""
         progress = ProgressReporter(self.server, "infill: edit", cancellable=True)
-        cancel = AnyEvent(cancel, progress.cancelled)  # the request's cancel or the progress cancel button
+        either = AnyEvent(cancel, progress.cancelled)  # the request's cancel or the progress cancel button
 
         def report(message: str, fraction: float | None) -> None:
             progress.report(message, fraction)
@@ -198,7 +199,7 @@ class EditFeature(Feature):
         try:
             report("reading the code", 0.0)
             result = run_edit(engine, task, max_new_tokens=self.server.settings.edit_max_tokens,
-                                   cancel=cancel, progress=report, temperature=self.server.settings.temperature)
+                                   cancel=either, progress=report, temperature=self.server.settings.temperature)
             progress.end(f"done ({result.attempts} attempt{'s' if result.attempts > 1 else ''})")
             return result
         except EditError as exc:

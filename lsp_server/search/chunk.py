@@ -137,7 +137,7 @@ def chunk_file(path: str, data: bytes) -> list[Chunk]:
             tree = languages.parse(text, spec.name)
         except Exception:  # a grammar crash on odd input must not stop indexing
             log.exception("tree-sitter failed on %s", path)
-    if tree is None:
+    if tree is None or spec is None:
         return _windows(path, text, 0, len(text.split("\n")), "block")
     lines = _Lines(clean)
     chunks: list[Chunk] = []

@@ -36,6 +36,7 @@ from lsp_server.search.terms import (
 from lsp_server.search.walk import MAX_FILES, indexable_name, read_source, walk, walked_to
 
 if TYPE_CHECKING:
+    from inference.backend import Cancel
     from inference.embed import Embedder
 
 log = logging.getLogger(__name__)
@@ -282,12 +283,13 @@ class Index:
         if not walked and not self.wants(path):
             return self.remove_file(path)
         if text is not None:
-            data: bytes | None = text.encode("utf-8", "surrogatepass")
+            data = text.encode("utf-8", "surrogatepass")
             size, mtime = len(data), -1  # -1: a buffer, not the disk; the next full pass re-reads the file
         else:
-            data = read_source(path) if indexable_name(path) else None
-            if data is None:
+            read = read_source(path) if indexable_name(path) else None
+            if read is None:
                 return self.remove_file(path)
+            data = read
             st = path.stat()
             size, mtime = st.st_size, st.st_mtime_ns
         digest = hashlib.blake2b(data, digest_size=16).hexdigest()
@@ -360,7 +362,7 @@ class Index:
                 self._writes += 1
             return bool(paths)
 
-    def update_all(self, progress: Progress | None = None, cancel: threading.Event | None = None,
+    def update_all(self, progress: Progress | None = None, cancel: Cancel | None = None,
                    max_files: int = MAX_FILES, embed: bool = True) -> IndexStats:
         """Bring the whole workspace up to date: new/changed files re-chunked, vanished ones removed, then embed."""
         t0 = time.perf_counter()
@@ -410,7 +412,7 @@ class Index:
                 "SELECT count(DISTINCT embed_hash) FROM chunks WHERE embed_hash NOT IN (SELECT hash FROM vectors)"
             ).fetchone()[0]
 
-    def embed_pending(self, progress: Progress | None = None, cancel: threading.Event | None = None,
+    def embed_pending(self, progress: Progress | None = None, cancel: Cancel | None = None,
                       batch: int = 64) -> int:
         """Embed every chunk text that has no vector yet; returns how many were embedded.
 

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lsp_server import languages
+
+if TYPE_CHECKING:
+    from inference.backend import Cancel
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +66,7 @@ def indexable_name(path: Path) -> bool:
     return suffix in TEXT_EXTENSIONS or languages.spec_for(None, name) is not None
 
 
-def walk(root: Path, max_files: int = MAX_FILES, cancel: threading.Event | None = None) -> Iterator[Path]:
+def walk(root: Path, max_files: int = MAX_FILES, cancel: Cancel | None = None) -> Iterator[Path]:
     """Indexable files under root, sorted, honouring ignore files, never leaving root through a symlink."""
     root = root.resolve()
     stack: list[tuple[Path, list[tuple[Path, object]]]] = [(root, [])]
