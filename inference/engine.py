@@ -219,6 +219,7 @@ class Engine:
             pending: list[tuple[int, np.ndarray]] = []  # drafted tokens the model agreed with, with their logits
             next_logits = slot.generator.get_logits()[0, -1]  # the model's logits for the next new token
             generated: list[int] = []
+            text = ""
             while True:
                 if cancel is not None and cancel.is_set():
                     stats.finish_reason = "cancel"
@@ -231,6 +232,8 @@ class Engine:
                     token = _pick(logits, temperature, rng)
                 if token in self._eos_ids:
                     stats.finish_reason = "eos"
+                    if delta := cut.rest(text):  # what was held back for a stop string that never came
+                        yield delta
                     break
                 generated.append(token)
                 text, reason = cut.check(self.decode(generated))
