@@ -169,3 +169,22 @@ def test_a_model_that_cannot_load_is_one_clear_error(tmp_path: Path, tiny_cache:
     (tmp_path / "notes.txt").write_text("not a model")
     with pytest.raises(InferenceError, match="not a model"):
         open_worker(tmp_path, tiny_cache)
+
+
+@pytest.mark.slow
+def test_the_default_models_tokens_are_counted_in_the_server_exactly(default_engine) -> None:
+    """tokenizer.json of the default model counts like onnxruntime-genai's tokenizer, over real code."""
+    import sysconfig
+
+    from inference.worker import COUNT_PROBES
+
+    onnx_dir = default_engine.prepared.onnx_dir
+    tokenizer, special = WorkerBackend._parent_tokenizer(onnx_dir, [default_engine.count_tokens(t)
+                                                                    for t in COUNT_PROBES])
+    assert tokenizer is not None
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    texts = [(stdlib / f"{name}.py").read_text(encoding="utf-8")[:20000]
+             for name in ("argparse", "textwrap", "difflib", "json/decoder", "locale")]
+    texts += ["naïve café — 日本語 😀\r\n\t", "<|fim_prefix|>a<|fim_suffix|>b<|fim_middle|>", " " * 37, "x" * 5000]
+    counts = [len(tokenizer.encode(t, add_special_tokens=special).ids) for t in texts]
+    assert counts == [default_engine.count_tokens(t) for t in texts]
