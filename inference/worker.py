@@ -50,6 +50,9 @@ ROOT = Path(__file__).resolve().parents[1]
 FORWARDED = ("seed", "lookup")  # generate() keyword arguments that cross the pipe as they are
 POLL_S = 0.02  # how often a waiting request looks at its caller's cancel
 EXIT_GRACE_S = 0.5  # a closing worker that has not exited by then is killed
+# The worker yields the CPU to the server: on a machine whose cores the model keeps busy, the event loop
+# (and the editor) would otherwise wait for a scheduler slice to answer a keystroke.
+WORKER_NICE = 5
 RESTARTS_PER_MINUTE = 3  # more crashes than this and the worker is left down (a crash loop helps nobody)
 COUNT_PROBES = ("def add(a, b):\n    return a + b\n", "  \tindent\r\n", "naïve café — 日本語 😀",
                 "<|fim_prefix|>x<|fim_suffix|>", "")
@@ -395,6 +398,10 @@ def main() -> int:
     os.dup2(2, 1)  # stray prints (conversion libraries) go to stderr, never into the frames
     sys.stdout = sys.stderr
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="infill-worker: %(levelname)s %(message)s")
+    try:
+        os.nice(WORKER_NICE)
+    except (AttributeError, OSError):  # no nice on this platform: the worker still runs, at full priority
+        pass
     lock = threading.Lock()
 
     def send(message: dict) -> None:
