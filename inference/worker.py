@@ -202,6 +202,8 @@ class WorkerBackend:
                 elif "end" in frame:  # the engine finished by itself (length, budget, EOS)
                     done = True
                     end = frame["end"]
+                    if steps == 0:  # ended before its first token (EOS, or a budget of none)
+                        stats.ttft_ms = (time.perf_counter() - start) * 1000
                     steps = end["generated_tokens"]
                     stats.prompt_tokens, stats.reused_tokens = end["prompt_tokens"], end["reused_tokens"]
                     stats.drafted_tokens, stats.accepted_tokens = end["drafted_tokens"], end["accepted_tokens"]
