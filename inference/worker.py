@@ -150,7 +150,7 @@ class WorkerBackend:
             return len(self._tokenizer.encode(text, add_special_tokens=self._special).ids) if text else 0
         request_id, request = self._submit({"op": "count", "text": text})
         try:
-            frame = request.next(None)
+            frame = request.next(None) or {}
         finally:
             self._forget(request_id)
         if "count" not in frame:
@@ -412,14 +412,16 @@ def main() -> int:
         except (OSError, ValueError):
             os._exit(0)  # the server is gone
 
+    def progress(message: str, fraction: float | None = None) -> None:
+        send({"progress": message, "fraction": fraction})
+
     stdin = sys.stdin.buffer
     load = json.loads(stdin.readline() or "{}")
     try:
         from inference.engine import Engine
 
         engine = Engine.load(load.get("model"), family=load.get("family"), device=load.get("device", "auto"),
-                             precision=load.get("precision"),
-                             progress=lambda message, fraction=None: send({"progress": message, "fraction": fraction}))
+                             precision=load.get("precision"), progress=progress)
     except InferenceError as exc:
         send({"error": str(exc)})
         return 1
