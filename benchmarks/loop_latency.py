@@ -1,7 +1,7 @@
 """How long the server's event loop takes to answer while the model computes.
 
 The server (`infill serve` over stdio, the real default model) is given a long generation: a FIM prompt
-of about 1,900 tokens (a cold prefill: each round opens another standard-library module) and up to 128
+of about 1,750 tokens (a cold prefill: each round opens another standard-library module) and up to 128
 new tokens, with the latency budget lifted so decoding runs to the end. While it runs, a client probes
 the event loop, one probe every ~40 ms, each one that the server answers without the model:
 
