@@ -96,7 +96,6 @@ class ModelService:
             except Exception:
                 log.exception("on_ready callback failed")
 
-
     def _warn(self, message: str) -> None:
         """A message for the user from the backend (its worker process stopped and restarts)."""
         log.warning("%s", message)
