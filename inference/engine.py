@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 import onnxruntime_genai as og
@@ -26,6 +25,7 @@ from inference.errors import InferenceError
 from inference.lookup import DraftLength, draft
 from inference.registry import FimParts
 from inference.sources import PreparedModel, prepare
+from inference.tokenizer import load_tokenizer, read_chat_template
 
 TokenRule = Callable[[int, np.ndarray], bool]
 PREFILL_CHUNK = 64  # tokens per forward pass while prefilling, so a cancel or a preemption lands quickly
@@ -73,7 +73,7 @@ class Engine:
         try:
             self._model = og.Model(config)
             self._tokenizer = og.Tokenizer(self._model)
-            self._decoder = _hf_decoder(prepared.onnx_dir)
+            self._decoder = load_tokenizer(prepared.onnx_dir)
         except Exception as exc:
             raise InferenceError(f"cannot load the ONNX model in {prepared.onnx_dir}: {exc}; "
                                  "delete that folder to rebuild it") from None
@@ -87,7 +87,7 @@ class Engine:
         self._slots: list[_Slot] = []
         self._lock = threading.Lock()
         self._preempt = threading.Event()
-        self._chat_template = _read_chat_template(prepared.onnx_dir)
+        self._chat_template = read_chat_template(prepared.onnx_dir)
         self._eos_ids = self._stop_token_ids(genai)
         self._repo_context = bool(self.family.repo_tokens) and all(
             self._is_special(t) for t in self.family.repo_tokens or ())
@@ -219,6 +219,7 @@ class Engine:
             pending: list[tuple[int, np.ndarray]] = []  # drafted tokens the model agreed with, with their logits
             next_logits = slot.generator.get_logits()[0, -1]  # the model's logits for the next new token
             generated: list[int] = []
+            text = ""
             while True:
                 if cancel is not None and cancel.is_set():
                     stats.finish_reason = "cancel"
@@ -231,6 +232,8 @@ class Engine:
                     token = _pick(logits, temperature, rng)
                 if token in self._eos_ids:
                     stats.finish_reason = "eos"
+                    if delta := cut.rest(text):  # what was held back for a stop string that never came
+                        yield delta
                     break
                 generated.append(token)
                 text, reason = cut.check(self.decode(generated))
@@ -404,38 +407,3 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     while i < n and a[i] == b[i]:
         i += 1
     return i
-
-
-def _hf_decoder(model_dir: Path):
-    """The `tokenizers` decoder for a model folder, or None. onnxruntime-genai's decode drops everything after
-    an invalid UTF-8 byte sequence (a stray byte token from the model), which would silently eat the rest of
-    a completion; `tokenizers` writes U+FFFD there and goes on."""
-    path = model_dir / "tokenizer.json"
-    if not path.is_file():
-        return None
-    try:
-        from tokenizers import Tokenizer
-
-        return Tokenizer.from_file(str(path))
-    except Exception:  # a tokenizer.json only onnxruntime-genai understands: keep its decoder
-        return None
-
-
-def _read_chat_template(model_dir: Path):
-    """The model's Jinja chat template, compiled in a sandbox (templates ship with models)."""
-    source = None
-    jinja_file = model_dir / "chat_template.jinja"
-    if jinja_file.is_file():
-        source = jinja_file.read_text(encoding="utf-8")
-    else:
-        cfg = model_dir / "tokenizer_config.json"
-        if cfg.is_file():
-            try:
-                source = json.loads(cfg.read_text(encoding="utf-8")).get("chat_template")
-            except ValueError:
-                source = None
-    if not isinstance(source, str) or not source.strip():
-        return None
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    return ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(source)

@@ -22,6 +22,9 @@ class Settings:
     family: str | None = None  # force a model family (FIM template) instead of detecting it
     device: str = "auto"  # auto | cpu | cuda
     precision: str | None = None  # export precision of a GGUF/HF model (fp32 | fp16 | int8 | int4); None = default
+    # A local model runs in a worker process, so the event loop never waits on it (the model holds the GIL
+    # while it computes); false runs it on a thread of the server (debugging, the benchmarks' baseline).
+    model_worker: bool = True
     max_tokens_single_line: int = 48
     max_tokens_multi_line: int = 128
     latency_budget_ms: int = 1000  # decoding stops here; what is complete by then is shown (CPU-sized)

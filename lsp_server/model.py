@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from lsprotocol import types
 
 from inference import Backend, Engine, InferenceError
+from inference.worker import WorkerBackend
 from lsp_server.feature import ProgressReporter
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ class ModelService:
     def _load(self, key: tuple) -> None:
         progress = ProgressReporter(self._server, "infill: preparing model")
         try:
-            engine = open_backend(self._server.settings, progress.report)
+            engine = open_backend(self._server.settings, progress.report, self._warn)
         except InferenceError as exc:
             self.error = str(exc)
             progress.end(f"failed: {exc}")
@@ -95,13 +96,30 @@ class ModelService:
             except Exception:
                 log.exception("on_ready callback failed")
 
+    def _warn(self, message: str) -> None:
+        """A message for the user from the backend (its worker process stopped and restarts)."""
+        log.warning("%s", message)
+        self._server.window_show_message(types.ShowMessageParams(type=types.MessageType.Warning, message=message))
+
+    def close(self) -> None:
+        """Free the backend (the server shuts down): its worker process ends, requests in flight end empty."""
+        with self._lock:
+            engine, self._engine, self._loaded_key = self._engine, None, None
+        if engine is not None:
+            engine.close()
+
 
 def backend_key(settings: Settings) -> tuple:
     """The settings that decide which backend serves: a change in any of them reloads it."""
-    return (settings.model, settings.family, settings.device, settings.precision)
+    return (settings.model, settings.family, settings.device, settings.precision, settings.model_worker)
 
 
-def open_backend(settings: Settings, progress: Callable[[str, float | None], None]) -> Backend:
-    """The backend the settings name: today the in-process engine on the configured model."""
+def open_backend(settings: Settings, progress: Callable[[str, float | None], None],
+                 notify: Callable[[str], None] | None = None) -> Backend:
+    """The backend the settings name: the engine on the configured model, in a worker process (`notify`
+    tells the user when it stopped and restarts) unless `model_worker` is off."""
+    if settings.model_worker:
+        return WorkerBackend(settings.model, family=settings.family, device=settings.device,
+                             precision=settings.precision, progress=progress, notify=notify)
     return Engine.load(settings.model, family=settings.family, device=settings.device,
                        precision=settings.precision, progress=progress)

@@ -103,6 +103,7 @@ def create_server() -> InfillServer:
     @server.feature(types.SHUTDOWN)
     def on_shutdown(ls: InfillServer, params: None) -> None:
         each("on_shutdown")
+        ls.model.close()  # the model's worker process ends now, not after a generation in flight
 
     @server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
     def did_change_watched(ls: InfillServer, params: types.DidChangeWatchedFilesParams) -> None:

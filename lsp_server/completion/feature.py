@@ -52,7 +52,7 @@ class CompletionFeature(Feature):
         self._warm_queue: queue.Queue[tuple[str, int]] = queue.Queue()
         self._warm_cancel = threading.Event()
         self.stats = {"requests": 0, "typed_through": 0, "generated": 0, "reuse_hits": 0, "reused_tokens": 0,
-                      "prompt_tokens": 0}
+                      "prompt_tokens": 0, "generated_tokens": 0}
         threading.Thread(target=self._warm_loop, name="infill-warm", daemon=True).start()
         server.model.on_ready(lambda _engine: self._warm_open_documents())
 
@@ -141,6 +141,7 @@ class CompletionFeature(Feature):
             self.stats["reuse_hits"] += completion.reused_tokens >= completion.prompt_tokens // 2
             self.stats["reused_tokens"] += completion.reused_tokens
             self.stats["prompt_tokens"] += completion.prompt_tokens
+            self.stats["generated_tokens"] += completion.generated_tokens
         return suggestion
 
     async def _completion_items(self, params: types.CompletionParams) -> types.CompletionList:
