@@ -85,6 +85,7 @@ class Server:
         self.ready = asyncio.Event()
         self.rss_peak = 0.0
         self._sampling = True
+        self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
         @self.client.feature(types.WINDOW_WORK_DONE_PROGRESS_CREATE)
@@ -102,8 +103,10 @@ class Server:
             return None
 
         await self.client.start_io(sys.executable, "-m", "lsp_server.cli", "serve", cwd=str(ROOT))
-        asyncio.ensure_future(_drain(self.client._server.stderr))
-        self.pid = self.client._server.pid
+        self.process = self.client._server
+        assert self.process is not None and self.process.stderr is not None  # start_io made it
+        asyncio.ensure_future(_drain(self.process.stderr))
+        self.pid = self.process.pid
         asyncio.ensure_future(self._sample_rss())
         await self.client.initialize_async(types.InitializeParams(
             root_uri=self.workspace.as_uri(),
@@ -135,10 +138,11 @@ class Server:
         t0 = time.perf_counter()
         await self.client.shutdown_async(None)
         self.client.exit(None)
+        assert self.process is not None
         try:
-            await asyncio.wait_for(self.client._server.wait(), 30)
+            await asyncio.wait_for(self.process.wait(), 30)
         except asyncio.TimeoutError:
-            self.client._server.kill()
+            self.process.kill()
         elapsed = time.perf_counter() - t0
         await self.client.stop()
         return elapsed
@@ -160,7 +164,7 @@ class Server:
             types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id=msg_id))
 
     async def symbol(self, query: str) -> list:
-        return await self.client.workspace_symbol_async(types.WorkspaceSymbolParams(query=query)) or []
+        return list(await self.client.workspace_symbol_async(types.WorkspaceSymbolParams(query=query)) or [])
 
     async def stats(self) -> dict:
         result = await self.client.protocol.send_request_async("infill/stats", None)

@@ -84,7 +84,7 @@ async def server(tiny_model, tiny_cache, qwen_engine):  # qwen_engine: the tiny 
 
 @pytest.mark.asyncio
 async def test_the_event_loop_answers_while_the_model_is_busy(server: LanguageClient) -> None:
-    reports = [v.message or "" for values in server.progress_reports.values() for v in values
+    reports = [getattr(v, "message", None) or "" for values in server.progress_reports.values() for v in values
                if isinstance(v, types.WorkDoneProgressReport)]
     assert any(m.startswith("loading ") for m in reports), "the worker's load progress reaches $/progress"
     code = open_doc(server, "busy.py", CODE, "python")
