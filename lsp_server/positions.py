@@ -42,6 +42,14 @@ def to_offset(text: str, line: int, utf16_char: int) -> int:
     return start + len(content)
 
 
+def clamped_offset(text: str, line: int, utf16_char: int) -> int:
+    """The string offset of a position in a document *change*: like `to_offset`, but a line past the end
+    means the end of the document (what editors do with an edit past the end) instead of an error."""
+    if line >= len(line_starts(text)):
+        return len(text)
+    return to_offset(text, max(line, 0), max(utf16_char, 0))
+
+
 def to_position(text: str, offset: int) -> tuple[int, int]:
     """The LSP (line, UTF-16 character) of a string offset (clamped into the text)."""
     offset = max(0, min(offset, len(text)))
