@@ -14,6 +14,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from lsprotocol import types
 
@@ -80,11 +81,15 @@ class CompletionFeature(Feature):
             """Counters for benchmarks and `:InfillStatus` (not part of LSP)."""
             return dict(self.stats)
 
+    def _document(self, uri: str):
+        """The open document for a URI (pygls keys them unquoted: "my%20file.py" is "my file.py")."""
+        return self.server.workspace.text_documents.get(unquote(uri))
+
     # ---------------------------------------------------------------------------------- requests
     async def suggest(self, uri: str, position: types.Position) -> str | None:
         """The suggestion at a position, or None. Never raises for bad input."""
         self.stats["requests"] += 1
-        doc = self.server.workspace.text_documents.get(uri)
+        doc = self._document(uri)
         if doc is None or not self.server.settings.language_enabled(doc.language_id):
             return None
         text = doc.source
@@ -146,7 +151,7 @@ class CompletionFeature(Feature):
     async def _completion_items(self, params: types.CompletionParams) -> types.CompletionList:
         """Fallback for clients without inline completion: the suggestion as one completion item."""
         text = await self.suggest(params.text_document.uri, params.position)
-        doc = self.server.workspace.text_documents.get(params.text_document.uri)
+        doc = self._document(params.text_document.uri)
         if not text or doc is None:
             return types.CompletionList(is_incomplete=True, items=[])
         source = doc.source
@@ -216,7 +221,7 @@ class CompletionFeature(Feature):
 
     # ---------------------------------------------------------------------------------- warming
     def on_open(self, uri: str) -> None:
-        doc = self.server.workspace.text_documents.get(uri)
+        doc = self._document(uri)
         if doc is not None:
             self._warm_queue.put((uri, len(doc.source)))  # no cursor yet: the whole text covers every position
             self._recent.add(uri, doc.source, 0)
@@ -228,7 +233,7 @@ class CompletionFeature(Feature):
 
     def on_change(self, uri: str, changes: list[types.TextDocumentContentChangeEvent]) -> None:
         self._forget_cut_before(uri, changes)
-        doc = self.server.workspace.text_documents.get(uri)
+        doc = self._document(uri)
         if doc is None or not changes:
             return
         last = changes[-1]
@@ -262,7 +267,7 @@ class CompletionFeature(Feature):
             while not self._warm_queue.empty():
                 uri, offset = self._warm_queue.get_nowait()
             engine = self.server.model.ready()
-            doc = self.server.workspace.text_documents.get(uri)
+            doc = self._document(uri)
             if engine is None or doc is None or self._inflight:
                 continue
             text = doc.source

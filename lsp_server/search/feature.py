@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
@@ -276,7 +277,7 @@ class SearchFeature(Feature):
                 if kind == "remove" or not Path(path).exists():
                     index.remove_file(path)
                 elif kind == "buffer":
-                    doc = self.server.workspace.text_documents.get(uri)
+                    doc = self.server.workspace.text_documents.get(unquote(uri))
                     index.update_file(path, text=doc.source if doc is not None else None)
                 elif Path(path).is_dir():
                     index.update_all(cancel=self._stop, embed=False)
