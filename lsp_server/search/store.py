@@ -33,7 +33,7 @@ from lsp_server.search.terms import (
     split_identifier,
     terms,
 )
-from lsp_server.search.walk import MAX_FILES, indexable_name, read_source, walk, walked_to
+from lsp_server.search.walk import MAX_FILES, indexable_name, read_source, usable_source, walk, walked_to
 
 if TYPE_CHECKING:
     from inference.embed import Embedder
@@ -283,6 +283,8 @@ class Index:
             return self.remove_file(path)
         if text is not None:
             data: bytes | None = text.encode("utf-8", "surrogatepass")
+            if not usable_source(data):  # a buffer is held to the same rules as a file (a 10 MB log pasted in)
+                return self.remove_file(path)
             size, mtime = len(data), -1  # -1: a buffer, not the disk; the next full pass re-reads the file
         else:
             data = read_source(path) if indexable_name(path) else None
