@@ -184,7 +184,15 @@ class Index:
     # --- opening, versions, recovery -----------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        from inference.cache import make_private_dir  # here: importing `inference` loads the model runtime
+
+        make_private_dir(self.db_path.parent)  # the index holds the user's code: user-only, like the cache
+        try:  # created 0600 here: SQLite gives its -wal and -shm files the database file's permissions
+            os.close(os.open(self.db_path, os.O_RDWR | os.O_CREAT, 0o600))
+            if self.db_path.stat().st_mode & 0o077:
+                self.db_path.chmod(0o600)  # an index made by an older version
+        except OSError as exc:
+            raise sqlite3.OperationalError(f"cannot open {self.db_path}: {exc}") from None
         conn = sqlite3.connect(str(self.db_path), timeout=30, check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA busy_timeout=30000")
         conn.execute("PRAGMA journal_mode=WAL")
