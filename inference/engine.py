@@ -144,8 +144,14 @@ class Engine:
         """The model's chat template applied to messages, ending where the assistant starts."""
         if self._chat_template is None:
             raise InferenceError(f"{self.info.name} has no chat template; use an instruct model for chat prompts")
-        return self._chat_template.render(messages=messages, add_generation_prompt=True,
-                                          bos_token="", eos_token="")
+        from jinja2.exceptions import SecurityError
+
+        try:
+            return self._chat_template.render(messages=messages, add_generation_prompt=True,
+                                              bos_token="", eos_token="")
+        except SecurityError as exc:  # the template ships with the model: it must not reach Python internals
+            raise InferenceError(f"{self.info.name}'s chat template was refused: it tried something unsafe "
+                                 f"({exc}); templates run in Jinja's sandbox") from None
 
     def render(self, prompt: Prompt, max_new_tokens: int) -> list[int]:
         """Token ids of a prompt, cut at its far ends (start of the prefix, end of a FIM suffix) to fit the context."""
