@@ -135,8 +135,8 @@ def write_verified(target: Path, blocks: Iterable[bytes], *, size: int, sha256: 
 
 def _reason(exc: OSError) -> str:
     """An OSError as the few words a user acts on."""
-    if exc.errno == errno.ENOSPC:
-        return "the disk is full"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return "the disk is full (or a quota or file-size limit was reached)"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return "it is read-only or not yours"
     return exc.strerror or str(exc)
