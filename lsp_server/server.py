@@ -14,7 +14,7 @@ import os
 from urllib.parse import unquote
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
+from pygls.exceptions import FeatureRequestError, JsonRpcException, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol, lsp_method
 from pygls.workspace import TextDocument, Workspace
@@ -101,6 +101,15 @@ class InfillServer(LanguageServer):
         super().__init__("infill", __version__, protocol_cls=InfillProtocol, max_workers=4)
         self.settings = Settings()
         self.model = ModelService(self)
+
+    def report_server_error(self, error: Exception, source) -> None:
+        """pygls pops up "Error in server: …" in the editor for a notification it could not handle (a
+        didChange for a document never opened, a malformed message): the client's mistake, not something
+        the user can act on. Log it to the client's output instead."""
+        log.error("could not handle a client message: %r", error)
+        if source is not FeatureRequestError:  # a request's error goes back in its response already
+            self.window_log_message(types.LogMessageParams(type=types.MessageType.Error,
+                                                           message=f"infill: could not handle a message: {error!r}"))
 
 
 def create_server() -> InfillServer:
