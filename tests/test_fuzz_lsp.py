@@ -349,6 +349,9 @@ class LspFuzz(RuleBasedStateMachine):
     def alive_and_quiet(self) -> None:
         assert self.h.raw.proc.poll() is None, "the server exited"
         assert not self.h.raw.garbage, f"bytes outside the protocol on stdout: {self.h.raw.garbage[:3]!r}"
+        popups = [n for n in list(self.h.raw.notifications) if n["method"] == "window/showMessage"
+                  and not n["params"]["message"].startswith("infill: ")]  # a bad model setting is worth one
+        assert not popups, f"error pop-ups for the client's own mistakes: {popups[:3]}"
 
     @invariant()
     def documents_agree(self) -> None:
@@ -443,6 +446,10 @@ FUZZ_SETTINGS = settings(max_examples=int(os.environ.get("INFILL_FUZZ_EXAMPLES",
 def test_protocol_fuzz(fuzz_server: ServerHarness) -> None:
     run_state_machine_as_test(LspFuzz, settings=FUZZ_SETTINGS)
     assert fuzz_server.raw.proc.poll() is None
+    h = fuzz_server
+    sent = next(h.raw._ids) - 1
+    print(f"fuzz: {FUZZ_SETTINGS.max_examples} examples, {sent} requests answered, {len(h.raw.server_requests)} "
+          f"server requests, applyEdit applied {h.applied} / refused stale {h.refused_stale} / refused {h.refused}")
 
 
 # --- regressions: what the fuzzing found ------------------------------------------------------------------
@@ -483,6 +490,18 @@ def test_incremental_changes_follow_lsp_line_rules(fuzz_server: ServerHarness, t
                                             "contentChanges": [{"range": lsp_range, "text": insert}]})
     assert server_text_digest(h, uri) == {"version": 2, "length": len(expected), "sha256": digest(expected)}
     h.raw.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
+
+
+def test_change_for_an_unopened_document_pops_nothing_up(fuzz_server: ServerHarness) -> None:
+    """pygls showed "Error in server: KeyError(…)" in the editor for a didChange it had no document for."""
+    h = fuzz_server
+    before = len([n for n in list(h.raw.notifications) if n["method"] == "window/showMessage"])
+    uri = (h.root / "never_opened.py").as_uri()
+    h.raw.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": 2},
+                                            "contentChanges": [{"text": "x = 1\n"}]})
+    h.raw.call("infill/stats", None, timeout=REQUEST_BOUND)  # answered after the notification was handled
+    assert len([n for n in list(h.raw.notifications) if n["method"] == "window/showMessage"]) == before
+    assert h.raw.proc.poll() is None
 
 
 def test_percent_encoded_uri_gets_completions(fuzz_server: ServerHarness) -> None:
