@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -31,10 +32,10 @@ def cache_root() -> Path:
     return Path(os.environ.get("INFILL_CACHE_DIR") or platformdirs.user_cache_dir("infill"))
 
 
-def make_private_dir(path: Path) -> Path:
+def make_private_dir(path: Path, tighten: bool = True) -> Path:
     """Create `path` and its missing parents readable by the user only (`mkdir(parents=True, mode=…)` gives
-    the parents default permissions), and tighten `path` itself if an older version left it open to others;
-    a clear error when that is impossible."""
+    the parents default permissions), and with `tighten`, make `path` itself user-only if an older version
+    left it open to others (never a shared directory such as /tmp); a clear error when that is impossible."""
     missing = []
     probe = path
     while not probe.exists() and probe.parent != probe:
@@ -44,7 +45,7 @@ def make_private_dir(path: Path) -> Path:
         for directory in reversed(missing):
             directory.mkdir(mode=0o700, exist_ok=True)
         st = path.stat()
-        if st.st_mode & 0o077 and st.st_uid == os.getuid():
+        if tighten and st.st_mode & 0o077 and not st.st_mode & stat.S_ISVTX and st.st_uid == os.getuid():
             path.chmod(0o700)
     except OSError as exc:
         raise InferenceError(f"cannot create the cache directory {path}: {_reason(exc)}; "

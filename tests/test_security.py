@@ -98,15 +98,23 @@ def test_index_database_is_user_only(tmp_path: Path, open_umask) -> None:
     index.close()
 
 
-def test_index_made_open_by_an_older_version_is_tightened(tmp_path: Path, open_umask) -> None:
+def test_index_made_open_by_an_older_version_is_tightened(tmp_path: Path, open_umask, monkeypatch) -> None:
     ws = write(tmp_path, "ws/a.py", "def a():\n    pass\n").parent
-    db = tmp_path / "index" / "ws.sqlite3"
-    db.parent.mkdir(mode=0o755)
-    db.parent.chmod(0o755)
-    Index(ws, db).close()
-    db.chmod(0o644)
-    Index(ws, db).close()
-    assert mode(db.parent) == 0o700 and mode(db) == 0o600
+    index_dir = tmp_path / "index"
+    monkeypatch.setenv("INFILL_INDEX_DIR", str(index_dir))
+    index_dir.mkdir()
+    index_dir.chmod(0o755)
+    first = Index(ws)
+    first.close()
+    first.db_path.chmod(0o644)
+    Index(ws).close()
+    assert mode(index_dir) == 0o700 and mode(first.db_path) == 0o600
+    # a database put in a folder of the caller's choosing: the file is private, the folder left as it is
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o755)
+    Index(ws, shared / "db.sqlite3").close()
+    assert mode(shared) == 0o755 and mode(shared / "db.sqlite3") == 0o600
 
 
 def test_model_cache_is_user_only(tmp_path: Path, open_umask) -> None:

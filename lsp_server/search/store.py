@@ -186,7 +186,9 @@ class Index:
     def _connect(self) -> sqlite3.Connection:
         from inference.cache import make_private_dir  # here: importing `inference` loads the model runtime
 
-        make_private_dir(self.db_path.parent)  # the index holds the user's code: user-only, like the cache
+        # The index holds the user's code: user-only, like the cache (an explicitly given folder is only
+        # created so, never re-permissioned).
+        make_private_dir(self.db_path.parent, tighten=self.db_path.parent == index_dir())
         try:  # created 0600 here: SQLite gives its -wal and -shm files the database file's permissions
             os.close(os.open(self.db_path, os.O_RDWR | os.O_CREAT, 0o600))
             if self.db_path.stat().st_mode & 0o077:
