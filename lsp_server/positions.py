@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # in a str, a code point here is always half of a broken pair
 
 
 def line_starts(text: str) -> list[int]:
@@ -62,3 +63,9 @@ def to_position(text: str, offset: int) -> tuple[int, int]:
         else:
             hi = mid - 1
     return lo, utf16_len(text[starts[lo]:offset])
+
+
+def encodable(text: str) -> str:
+    """The text with lone surrogates (a broken UTF-16 buffer can hold them; UTF-8 cannot) as U+FFFD: every
+    offset and UTF-16 position stays the same, and the text can be encoded for the parser and the model."""
+    return _LONE_SURROGATE.sub("\ufffd", text) if _LONE_SURROGATE.search(text) else text

@@ -23,7 +23,7 @@ from lsp_server.completion.context import RecentSnippets, uri_path
 from lsp_server.completion.prompt import Prompt, build_prompt, run_completion, warm_prompts
 from lsp_server.feature import Feature
 from lsp_server.languages import comment_prefix
-from lsp_server.positions import to_offset, to_position
+from lsp_server.positions import encodable, to_offset, to_position
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class CompletionFeature(Feature):
         doc = self._document(uri)
         if doc is None or not self.server.settings.language_enabled(doc.language_id):
             return None
-        text = doc.source
+        text = encodable(doc.source)
         if len(text) > MAX_DOCUMENT_CHARS or "\x00" in text:
             return None
         try:
@@ -154,7 +154,7 @@ class CompletionFeature(Feature):
         doc = self._document(params.text_document.uri)
         if not text or doc is None:
             return types.CompletionList(is_incomplete=True, items=[])
-        source = doc.source
+        source = encodable(doc.source)
         offset = to_offset(source, params.position.line, params.position.character)
         word_start = offset
         while word_start > 0 and (source[word_start - 1].isalnum() or source[word_start - 1] == "_"):
@@ -224,7 +224,7 @@ class CompletionFeature(Feature):
         doc = self._document(uri)
         if doc is not None:
             self._warm_queue.put((uri, len(doc.source)))  # no cursor yet: the whole text covers every position
-            self._recent.add(uri, doc.source, 0)
+            self._recent.add(uri, encodable(doc.source), 0)
 
     def _warm_open_documents(self) -> None:
         """Documents opened while the model was loading were not warmed: warm the latest one now."""
@@ -244,7 +244,7 @@ class CompletionFeature(Feature):
             offset = to_offset(doc.source, rng.start.line, rng.start.character) + len(last.text)
         except ValueError:
             return
-        self._recent.add(uri, doc.source, offset)
+        self._recent.add(uri, encodable(doc.source), offset)
         self._warm_queue.put((uri, offset))
 
     def on_close(self, uri: str) -> None:
@@ -270,7 +270,7 @@ class CompletionFeature(Feature):
             doc = self._document(uri)
             if engine is None or doc is None or self._inflight:
                 continue
-            text = doc.source
+            text = encodable(doc.source)
             if len(text) > MAX_DOCUMENT_CHARS or not self.server.settings.language_enabled(doc.language_id):
                 continue
             self._warm_cancel.clear()
