@@ -38,7 +38,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from lsp_support import SERVER, RawServer
 
 REQUEST_BOUND = 60.0  # seconds: generous for a loaded 2-core CI machine; a hang is minutes, not seconds
-CONTENT_MODIFIED, REQUEST_CANCELLED = -32801, -32800
+CONTENT_MODIFIED, REQUEST_CANCELLED, INTERNAL_ERROR = -32801, -32800, -32603
 
 WORKSPACE_FILES = {
     "pkg/config.py": "import json\n\n\ndef load_config(path):\n    with open(path) as fh:\n"
@@ -174,6 +174,17 @@ def _apply_edit(self: ServerHarness, params: dict) -> dict:
 ServerHarness.apply_edit = _apply_edit  # type: ignore[attr-defined]
 
 
+def answered(response: dict) -> dict:
+    """A result, or an error that says what was wrong: never InternalError, pygls' answer for an exception
+    the server did not handle."""
+    assert ("result" in response) != ("error" in response), response
+    if "error" in response:
+        error = response["error"]
+        assert isinstance(error.get("code"), int) and isinstance(error.get("message"), str), response
+        assert error["code"] != INTERNAL_ERROR, f"an unhandled exception: {error['message'][:2000]}"
+    return response
+
+
 class LspFuzz(RuleBasedStateMachine):
     """One example: a random session against the shared server."""
 
@@ -190,11 +201,7 @@ class LspFuzz(RuleBasedStateMachine):
 
     def call(self, method: str, params: Any) -> dict:
         """A request that must be answered, with a result or an error, within the bound."""
-        response = self.h.raw.call(method, params, timeout=REQUEST_BOUND)
-        assert ("result" in response) != ("error" in response), response
-        if "error" in response:
-            assert isinstance(response["error"].get("code"), int) and isinstance(response["error"].get("message"), str)
-        return response
+        return answered(self.h.raw.call(method, params, timeout=REQUEST_BOUND))
 
     def open_uris(self) -> list[str]:
         with self.h.lock:
@@ -270,6 +277,7 @@ class LspFuzz(RuleBasedStateMachine):
                 "textDocument": {"uri": uri}, "position": pos, "context": {"triggerKind": 2}})
         else:
             response = self.call("textDocument/completion", {"textDocument": {"uri": uri}, "position": pos})
+        assert "result" in response, f"bad input gets an empty result, not an error: {response}"
         result = response.get("result")
         items = result.get("items", []) if isinstance(result, dict) else result or []
         for item in items:  # a suggestion is anchored where it was asked for
@@ -298,8 +306,7 @@ class LspFuzz(RuleBasedStateMachine):
         msg_id = self.h.raw.request("workspace/executeCommand", {"command": "infill.edit", "arguments": args})
         if then_change and uri in self.h.docs:  # the user types while the edit is written
             self.change_full_uri(uri, self.h.docs[uri]["text"] + "#")
-        response = self.h.raw.wait(msg_id, REQUEST_BOUND)
-        assert ("result" in response) != ("error" in response), response
+        answered(self.h.raw.wait(msg_id, REQUEST_BOUND))
 
     def change_full_uri(self, uri: str, text: str) -> None:
         with self.h.lock:
@@ -328,7 +335,7 @@ class LspFuzz(RuleBasedStateMachine):
         msg_id = self.h.raw.request("textDocument/inlineCompletion", {
             "textDocument": {"uri": uri}, "position": pos, "context": {"triggerKind": 1}})
         self.h.raw.notify("$/cancelRequest", {"id": msg_id if known else "no-such-request"})
-        response = self.h.raw.wait(msg_id, REQUEST_BOUND)
+        response = answered(self.h.raw.wait(msg_id, REQUEST_BOUND))
         if "error" in response:
             assert response["error"]["code"] == REQUEST_CANCELLED, response
 
@@ -489,6 +496,21 @@ def test_incremental_changes_follow_lsp_line_rules(fuzz_server: ServerHarness, t
     h.raw.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": 2},
                                             "contentChanges": [{"range": lsp_range, "text": insert}]})
     assert server_text_digest(h, uri) == {"version": 2, "length": len(expected), "sha256": digest(expected)}
+    h.raw.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
+
+
+@pytest.mark.parametrize("method", ["textDocument/inlineCompletion", "textDocument/codeAction"])
+def test_lone_surrogate_in_a_document_is_not_an_internal_error(fuzz_server: ServerHarness, method: str) -> None:
+    """A broken UTF-16 buffer (a lone surrogate, legal in JSON) made the parser's UTF-8 encode raise."""
+    h = fuzz_server
+    text = "def f(x):\n    y = '\ud800'\n    return "
+    uri = fresh_doc(h, "surrogate.py", text)
+    pos = {"line": 2, "character": 11}
+    params = {"textDocument": {"uri": uri}, "position": pos, "context": {"triggerKind": 1}} if "inline" in method \
+        else {"textDocument": {"uri": uri}, "range": {"start": {"line": 0, "character": 0}, "end": pos},
+              "context": {"diagnostics": []}}
+    response = answered(h.raw.call(method, params, timeout=REQUEST_BOUND))
+    assert "result" in response, response
     h.raw.notify("textDocument/didClose", {"textDocument": {"uri": uri}})
 
 
