@@ -101,7 +101,8 @@ def snapshot(root: Path) -> dict[str, str]:
 PIECES = ["def f(x):\n", "    return x\n", "class A:\n", "    pass", "x = 1", "é", "日本", "😀", "🎉x", "\r\n", "\r",
           "\n", "\t", " ", "\x0c", "\u2028", "\x85", "\x00\x01\x02", "\ud800", "\udfff", "import os\n", "#", "'''",
           "}", "(", "self.", "\ufeff", "a" * 40]
-texts = st.lists(st.sampled_from(PIECES), max_size=30).map("".join)
+# As the server reads it: "\ud800" + "\udfff" side by side are one character once through JSON.
+texts = st.lists(st.sampled_from(PIECES), max_size=30).map(lambda parts: json.loads(json.dumps("".join(parts))))
 INT32_MAX = 2**31 - 1  # LSP's integer: versions past it are malformed messages, dropped whole
 ints = st.integers(0, 12) | st.integers(-3, INT32_MAX) | st.just(INT32_MAX)
 small = st.integers(0, 12)
