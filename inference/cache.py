@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -31,14 +32,39 @@ def cache_root() -> Path:
     return Path(os.environ.get("INFILL_CACHE_DIR") or platformdirs.user_cache_dir("infill"))
 
 
-def make_private_dir(path: Path) -> Path:
-    """Create `path` (and parents) readable by the user only; a clear error when that is impossible."""
+def make_private_dir(path: Path, tighten: bool = True) -> Path:
+    """Create `path` and its missing parents readable by the user only (`mkdir(parents=True, mode=…)` gives
+    the parents default permissions), and with `tighten`, make `path` itself user-only if an older version
+    left it open to others (never a shared directory such as /tmp); a clear error when that is impossible."""
+    missing = []
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        missing.append(probe)
+        probe = probe.parent
     try:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for directory in reversed(missing):
+            directory.mkdir(mode=0o700, exist_ok=True)
+        st = path.stat()
+        if tighten and st.st_mode & 0o077 and not st.st_mode & stat.S_ISVTX and st.st_uid == os.getuid():
+            path.chmod(0o700)
     except OSError as exc:
         raise InferenceError(f"cannot create the cache directory {path}: {_reason(exc)}; "
                              "set INFILL_CACHE_DIR to a writable folder") from None
     return path
+
+
+def make_private(tree: Path) -> None:
+    """Make every file under `tree` user-only (0600, directories 0700), whatever the writer's umask."""
+    for item in tree.rglob("*"):
+        if not item.is_symlink():
+            item.chmod(0o700 if item.is_dir() else 0o600)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a small text file created user-only (0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
 
 
 def is_complete(directory: Path) -> bool:
@@ -65,8 +91,9 @@ def build_atomically(target: Path, build: Callable[[Path], None]) -> Path:
         raise InferenceError(f"cannot write to the cache directory {target.parent}: {_reason(exc)}") from None
     try:
         build(tmp)
+        make_private(tmp)  # converters write with the process umask (often 0644)
         files = {str(p.relative_to(tmp)): p.stat().st_size for p in tmp.rglob("*") if p.is_file()}
-        (tmp / MANIFEST).write_text(json.dumps({"files": files}, indent=1))
+        write_private(tmp / MANIFEST, json.dumps({"files": files}, indent=1))
         if is_complete(target):  # another process (a second editor window) finished the same build first
             return target
         if target.exists():  # a half-written or corrupt earlier build
@@ -88,7 +115,7 @@ def write_verified(target: Path, blocks: Iterable[bytes], *, size: int, sha256: 
     digest, written, shown = hashlib.sha256(), 0, -1
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as out:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
             for block in blocks:
                 digest.update(block)
                 out.write(block)
@@ -109,8 +136,8 @@ def write_verified(target: Path, blocks: Iterable[bytes], *, size: int, sha256: 
 
 def _reason(exc: OSError) -> str:
     """An OSError as the few words a user acts on."""
-    if exc.errno == errno.ENOSPC:
-        return "the disk is full"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return "the disk is full (or a quota or file-size limit was reached)"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return "it is read-only or not yours"
     return exc.strerror or str(exc)

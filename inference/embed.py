@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.cache import build_atomically, cache_root, is_complete
+from inference.cache import build_atomically, cache_root, is_complete, make_private_dir, write_private
 from inference.errors import InferenceError
 
 log = logging.getLogger(__name__)
@@ -75,9 +75,9 @@ def _cached_source_hash(folder: Path) -> str:
         return known[key]
     value = source_hash(folder)
     try:
-        stamp.parent.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(json.dumps({key: value}))
-    except OSError:
+        make_private_dir(stamp.parent)
+        write_private(stamp, json.dumps({key: value}))
+    except (OSError, InferenceError):
         pass
     return value
 

@@ -25,7 +25,7 @@ from inference.errors import InferenceError
 from inference.lookup import DraftLength, draft
 from inference.registry import FimParts
 from inference.sources import PreparedModel, prepare
-from inference.tokenizer import load_tokenizer, read_chat_template
+from inference.tokenizer import load_tokenizer, read_chat_template, render_chat
 
 TokenRule = Callable[[int, np.ndarray], bool]
 PREFILL_CHUNK = 64  # tokens per forward pass while prefilling, so a cancel or a preemption lands quickly
@@ -142,10 +142,7 @@ class Engine:
 
     def chat_prompt(self, messages: list[dict]) -> str:
         """The model's chat template applied to messages, ending where the assistant starts."""
-        if self._chat_template is None:
-            raise InferenceError(f"{self.info.name} has no chat template; use an instruct model for chat prompts")
-        return self._chat_template.render(messages=messages, add_generation_prompt=True,
-                                          bos_token="", eos_token="")
+        return render_chat(self._chat_template, messages, self.info.name)
 
     def render(self, prompt: Prompt, max_new_tokens: int) -> list[int]:
         """Token ids of a prompt, cut at its far ends (start of the prefix, end of a FIM suffix) to fit the context."""

@@ -93,6 +93,9 @@ def hf_to_onnx(hf_dir: Path, out: Path, precision: str, progress: Progress, thre
     shutil.rmtree(out / ".builder-cache", ignore_errors=True)
     if result.returncode != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+        if "No space left on device" in tail[0] or "File too large" in tail[0]:
+            raise InferenceError(f"ONNX export of {hf_dir} failed: the disk is full under {out.parent}; free some "
+                                 f"space (or set INFILL_CACHE_DIR elsewhere) and retry (full log: {log})")
         raise InferenceError(f"ONNX export of {hf_dir} failed: {tail[0][:300]} (full log: {log})")
     log.unlink(missing_ok=True)
     keep_last_logits(out, LOGIT_ROWS)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from inference.errors import InferenceError
+
 
 def load_tokenizer(model_dir: Path):
     """The folder's tokenizer.json as a `tokenizers.Tokenizer`, or None. The engine decodes with it:
@@ -45,3 +47,17 @@ def read_chat_template(model_dir: Path):
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     return ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(source)
+
+
+def render_chat(template, messages: list[dict], model_name: str) -> str:
+    """A chat template applied to messages, ending where the assistant starts. A template is code from
+    whoever shipped the model: one that reaches for Python internals is refused, and nothing runs."""
+    if template is None:
+        raise InferenceError(f"{model_name} has no chat template; use an instruct model for chat prompts")
+    from jinja2.exceptions import SecurityError
+
+    try:
+        return template.render(messages=messages, add_generation_prompt=True, bos_token="", eos_token="")
+    except SecurityError as exc:
+        raise InferenceError(f"{model_name}'s chat template was refused: it tried something unsafe "
+                             f"({exc}); templates run in Jinja's sandbox") from None

@@ -42,7 +42,7 @@ from typing import IO, Any
 from inference.backend import Cancel, Completion, GenerationStats, ModelInfo, Prompt, StopRule, StreamCut
 from inference.errors import InferenceError
 from inference.registry import FimParts
-from inference.tokenizer import load_tokenizer, read_chat_template
+from inference.tokenizer import load_tokenizer, read_chat_template, render_chat
 
 log = logging.getLogger(__name__)
 
@@ -158,9 +158,7 @@ class WorkerBackend:
         return int(frame["count"])
 
     def chat_prompt(self, messages: list[dict]) -> str:
-        if self._chat_template is None:
-            raise InferenceError(f"{self.info.name} has no chat template; use an instruct model for chat prompts")
-        return self._chat_template.render(messages=messages, add_generation_prompt=True, bos_token="", eos_token="")
+        return render_chat(self._chat_template, messages, self.info.name)
 
     # ---------------------------------------------------------------------------------- generate
     def generate(self, prompt: Prompt, *, max_new_tokens: int = 64, stop: Sequence[str] = (),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -146,12 +147,24 @@ def _serve(args: argparse.Namespace) -> int:
     from lsp_server.server import create_server
 
     server = create_server()
-    if args.tcp:
-        host, _, port = args.tcp.rpartition(":")
-        server.start_tcp(host or "127.0.0.1", int(port))
-    else:
-        server.start_io()
-    return 0
+    code: int | str | None = 0
+    try:
+        if args.tcp:
+            host, _, port = args.tcp.rpartition(":")
+            server.start_tcp(host or "127.0.0.1", int(port))
+        else:
+            server.start_io()
+    except SystemExit as exc:  # pygls ends the process on `exit` with sys.exit
+        code = exc.code
+    # Leave without finalizing the interpreter: background threads (the model loader, the indexer exporting
+    # the embedding model with torch) may be inside native code whose static destructors then abort the
+    # process ("terminate called without an active exception", SIGABRT) instead of exiting cleanly.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # pygls closed stdout on `exit`
+            pass
+    os._exit(code if isinstance(code, int) else 0 if code is None else 1)
 
 
 def _load(args: argparse.Namespace):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # in a str, a code point here is always half of a broken pair
 
 
 def line_starts(text: str) -> list[int]:
@@ -42,6 +43,14 @@ def to_offset(text: str, line: int, utf16_char: int) -> int:
     return start + len(content)
 
 
+def clamped_offset(text: str, line: int, utf16_char: int) -> int:
+    """The string offset of a position in a document *change*: like `to_offset`, but a line past the end
+    means the end of the document (what editors do with an edit past the end) instead of an error."""
+    if line >= len(line_starts(text)):
+        return len(text)
+    return to_offset(text, max(line, 0), max(utf16_char, 0))
+
+
 def to_position(text: str, offset: int) -> tuple[int, int]:
     """The LSP (line, UTF-16 character) of a string offset (clamped into the text)."""
     offset = max(0, min(offset, len(text)))
@@ -54,3 +63,9 @@ def to_position(text: str, offset: int) -> tuple[int, int]:
         else:
             hi = mid - 1
     return lo, utf16_len(text[starts[lo]:offset])
+
+
+def encodable(text: str) -> str:
+    """The text with lone surrogates (a broken UTF-16 buffer can hold them; UTF-8 cannot) as U+FFFD: every
+    offset and UTF-16 position stays the same, and the text can be encoded for the parser and the model."""
+    return _LONE_SURROGATE.sub("\ufffd", text) if _LONE_SURROGATE.search(text) else text

@@ -8,12 +8,16 @@ document notifications once and fans them out to every feature's hooks.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+from urllib.parse import unquote
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
+from pygls.exceptions import FeatureRequestError, JsonRpcException, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
-from pygls.protocol import LanguageServerProtocol
+from pygls.protocol import LanguageServerProtocol, lsp_method
+from pygls.workspace import TextDocument, Workspace
 
 from lsp_server import __version__
 from lsp_server.completion.feature import CompletionFeature
@@ -21,6 +25,7 @@ from lsp_server.config import Settings
 from lsp_server.edit.feature import EditFeature
 from lsp_server.feature import Feature
 from lsp_server.model import ModelService
+from lsp_server.positions import _LINE_END, clamped_offset
 from lsp_server.search.feature import SearchFeature
 
 log = logging.getLogger(__name__)
@@ -39,6 +44,55 @@ class InfillProtocol(LanguageServerProtocol):
                 self._send_response(data["id"], error=error.to_response_error())
             raise
 
+    @lsp_method(types.INITIALIZE)
+    def lsp_initialize(self, params: types.InitializeParams):
+        """Always count positions in UTF-16: pygls would pick the client's first choice (Neovim lists
+        UTF-8 first), but every position conversion here (`lsp_server.positions`) counts UTF-16 units."""
+        if params.capabilities.general is not None:
+            params.capabilities.general.position_encodings = None
+        return (yield from super().lsp_initialize(params))
+
+
+class InfillDocument(TextDocument):
+    """A document whose incremental changes follow LSP's rules, which pygls 2.0 gets wrong in three ways
+    (found by tests/test_fuzz_lsp.py): it splits lines at form feeds, U+2028 and other Unicode breaks that
+    LSP does not count, so every position after one lands elsewhere; a character past the end of a line
+    lands after the line break (or, on the last line, before the last character) instead of at the line
+    end; a range that ends before it starts duplicates text. Here only \\n, \\r\\n and \\r end lines,
+    positions past a line's end mean its end, past the last line the document's end, and a reversed range
+    is read start-to-end."""
+
+    @property
+    def lines(self) -> list[str]:
+        source = self.source
+        starts = [0] + [m.end() for m in _LINE_END.finditer(source)]
+        lines = [source[a:b] for a, b in zip(starts, starts[1:] + [len(source)])]
+        return lines if lines[-1] else lines[:-1]
+
+    def _apply_incremental_change(self, change: types.TextDocumentContentChangePartial) -> None:
+        text = self.source
+        rng = change.range
+        start = clamped_offset(text, rng.start.line, rng.start.character)
+        end = clamped_offset(text, rng.end.line, rng.end.character)
+        start, end = min(start, end), max(start, end)
+        self._source = text[:start] + change.text + text[end:]
+
+
+class InfillWorkspace(Workspace):
+    """pygls's workspace, holding `InfillDocument`s."""
+
+    def _create_text_document(self, doc_uri: str, source: str | None = None, version: int | None = None,
+                              language_id: str | None = None) -> TextDocument:
+        return InfillDocument(doc_uri, source=source, version=version, language_id=language_id,
+                              sync_kind=self._sync_kind, position_codec=self._position_codec)
+
+
+def use_infill_workspace(ls: LanguageServer, params: types.InitializeParams) -> None:
+    """Swap the workspace pygls just made on `initialize` for an `InfillWorkspace` (no document is open yet)."""
+    old = ls.workspace
+    ls.protocol._workspace = InfillWorkspace(old.root_uri, ls._text_document_sync_kind,
+                                             params.workspace_folders or [], old.position_encoding)
+
 
 class InfillServer(LanguageServer):
     """The language server, its settings and its model."""
@@ -47,6 +101,15 @@ class InfillServer(LanguageServer):
         super().__init__("infill", __version__, protocol_cls=InfillProtocol, max_workers=4)
         self.settings = Settings()
         self.model = ModelService(self)
+
+    def report_server_error(self, error: Exception, source) -> None:
+        """pygls pops up "Error in server: …" in the editor for a notification it could not handle (a
+        didChange for a document never opened, a malformed message): the client's mistake, not something
+        the user can act on. Log it to the client's output instead."""
+        log.error("could not handle a client message: %r", error)
+        if source is not FeatureRequestError:  # a request's error goes back in its response already
+            self.window_log_message(types.LogMessageParams(type=types.MessageType.Error,
+                                                           message=f"infill: could not handle a message: {error!r}"))
 
 
 def create_server() -> InfillServer:
@@ -65,6 +128,7 @@ def create_server() -> InfillServer:
 
     @server.feature(types.INITIALIZE)
     def on_initialize(ls: InfillServer, params: types.InitializeParams) -> None:
+        use_infill_workspace(ls, params)
         ignored = ls.settings.update(params.initialization_options or {})
         if ignored:
             log.info("ignored settings: %s", ignored)
@@ -108,5 +172,16 @@ def create_server() -> InfillServer:
     @server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
     def did_change_watched(ls: InfillServer, params: types.DidChangeWatchedFilesParams) -> None:
         each("on_watched_files", list(params.changes))
+
+    if os.environ.get("INFILL_TEST_HOOKS") == "1":
+        @server.feature("infill/_document")
+        def document_digest(ls: InfillServer, params) -> dict | None:
+            """The server's view of a document, for tests that compare it with the client's (test-only)."""
+            uri = params.get("uri") if isinstance(params, dict) else getattr(params, "uri", None)
+            doc = ls.workspace.text_documents.get(unquote(uri)) if isinstance(uri, str) else None
+            if doc is None:
+                return None
+            data = doc.source.encode("utf-8", "surrogatepass")
+            return {"version": doc.version, "length": len(doc.source), "sha256": hashlib.sha256(data).hexdigest()}
 
     return server

@@ -14,6 +14,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from lsprotocol import types
 
@@ -22,7 +23,7 @@ from lsp_server.completion.context import RecentSnippets, uri_path
 from lsp_server.completion.prompt import Prompt, build_prompt, run_completion, warm_prompts
 from lsp_server.feature import Feature
 from lsp_server.languages import comment_prefix
-from lsp_server.positions import to_offset, to_position
+from lsp_server.positions import encodable, to_offset, to_position
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +81,18 @@ class CompletionFeature(Feature):
             """Counters for benchmarks and `:InfillStatus` (not part of LSP)."""
             return dict(self.stats)
 
+    def _document(self, uri: str):
+        """The open document for a URI (pygls keys them unquoted: "my%20file.py" is "my file.py")."""
+        return self.server.workspace.text_documents.get(unquote(uri))
+
     # ---------------------------------------------------------------------------------- requests
     async def suggest(self, uri: str, position: types.Position) -> str | None:
         """The suggestion at a position, or None. Never raises for bad input."""
         self.stats["requests"] += 1
-        doc = self.server.workspace.text_documents.get(uri)
+        doc = self._document(uri)
         if doc is None or not self.server.settings.language_enabled(doc.language_id):
             return None
-        text = doc.source
+        text = encodable(doc.source)
         if len(text) > MAX_DOCUMENT_CHARS or "\x00" in text:
             return None
         try:
@@ -147,10 +152,10 @@ class CompletionFeature(Feature):
     async def _completion_items(self, params: types.CompletionParams) -> types.CompletionList:
         """Fallback for clients without inline completion: the suggestion as one completion item."""
         text = await self.suggest(params.text_document.uri, params.position)
-        doc = self.server.workspace.text_documents.get(params.text_document.uri)
+        doc = self._document(params.text_document.uri)
         if not text or doc is None:
             return types.CompletionList(is_incomplete=True, items=[])
-        source = doc.source
+        source = encodable(doc.source)
         offset = to_offset(source, params.position.line, params.position.character)
         word_start = offset
         while word_start > 0 and (source[word_start - 1].isalnum() or source[word_start - 1] == "_"):
@@ -217,10 +222,10 @@ class CompletionFeature(Feature):
 
     # ---------------------------------------------------------------------------------- warming
     def on_open(self, uri: str) -> None:
-        doc = self.server.workspace.text_documents.get(uri)
+        doc = self._document(uri)
         if doc is not None:
             self._warm_queue.put((uri, len(doc.source)))  # no cursor yet: the whole text covers every position
-            self._recent.add(uri, doc.source, 0)
+            self._recent.add(uri, encodable(doc.source), 0)
 
     def _warm_open_documents(self) -> None:
         """Documents opened while the model was loading were not warmed: warm the latest one now."""
@@ -229,7 +234,7 @@ class CompletionFeature(Feature):
 
     def on_change(self, uri: str, changes: list[types.TextDocumentContentChangeEvent]) -> None:
         self._forget_cut_before(uri, changes)
-        doc = self.server.workspace.text_documents.get(uri)
+        doc = self._document(uri)
         if doc is None or not changes:
             return
         last = changes[-1]
@@ -240,7 +245,7 @@ class CompletionFeature(Feature):
             offset = to_offset(doc.source, rng.start.line, rng.start.character) + len(last.text)
         except ValueError:
             return
-        self._recent.add(uri, doc.source, offset)
+        self._recent.add(uri, encodable(doc.source), offset)
         self._warm_queue.put((uri, offset))
 
     def on_close(self, uri: str) -> None:
@@ -263,10 +268,10 @@ class CompletionFeature(Feature):
             while not self._warm_queue.empty():
                 uri, offset = self._warm_queue.get_nowait()
             engine = self.server.model.ready()
-            doc = self.server.workspace.text_documents.get(uri)
+            doc = self._document(uri)
             if engine is None or doc is None or self._inflight:
                 continue
-            text = doc.source
+            text = encodable(doc.source)
             if len(text) > MAX_DOCUMENT_CHARS or not self.server.settings.language_enabled(doc.language_id):
                 continue
             self._warm_cancel.clear()

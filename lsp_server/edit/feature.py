@@ -37,7 +37,7 @@ from lsp_server.edit.task import (
     validate_instruction,
 )
 from lsp_server.feature import AnyEvent, Feature, ProgressReporter
-from lsp_server.positions import to_offset
+from lsp_server.positions import encodable, to_offset
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class EditFeature(Feature):
         doc = self._document(params.text_document.uri)
         if doc is None or not self._wants(params.context.only):
             return []
-        text = doc.source
+        text = encodable(doc.source)
         try:
             start = to_offset(text, params.range.start.line, params.range.start.character)
             end = to_offset(text, params.range.end.line, params.range.end.character)
@@ -135,7 +135,7 @@ class EditFeature(Feature):
             raise JsonRpcException(f"The document changed (now version {doc.version}, the edit was for "
                                    f"version {version}); nothing was edited.", CONTENT_MODIFIED)
         version = doc.version
-        text = doc.source
+        text = encodable(doc.source)
         rng: types.Range = request["range"]
         try:
             start = to_offset(text, rng.start.line, rng.start.character)

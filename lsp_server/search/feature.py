@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
@@ -32,6 +33,7 @@ SEARCH_COMMAND = "infill.search"
 DEFAULT_LIMIT = 20
 SYMBOL_LIMIT = 50
 DEBOUNCE_SECONDS = 1.0
+OPEN_WAIT_SECONDS = 10.0  # a search right after start waits this long at most for the indexes to open
 WATCHER_ID = "infill-search-watcher"
 
 SYMBOL_KINDS = {
@@ -70,6 +72,7 @@ class SearchFeature(Feature):
         self._timers: dict[str, threading.Timer] = {}
         self._lock = threading.Lock()
         self.idle = threading.Event()  # set whenever the queue is drained (tests and benchmarks wait on it)
+        self._opened = threading.Event()  # set once the worker has opened the indexes (or failed to)
 
     def register(self) -> None:
         # pygls tags the handler with attributes, which bound methods cannot take: register plain functions.
@@ -99,6 +102,8 @@ class SearchFeature(Feature):
 
     def search(self, query: str, limit: int) -> list[Hit]:
         """Results from every workspace folder's index, merged by score."""
+        if self._worker is not None:  # just started: what an earlier session indexed answers, not nothing
+            self._opened.wait(OPEN_WAIT_SECONDS)
         hits: list[Hit] = []
         for index in list(self._indexes):
             try:
@@ -183,6 +188,7 @@ class SearchFeature(Feature):
 
     def _run(self) -> None:
         try:
+            self._open_indexes()
             self._register_watcher()  # first: files changed on disk during the first pass are seen too
             self._full_pass()
             while not self._stop.is_set():
@@ -211,14 +217,23 @@ class SearchFeature(Feature):
             except queue.Empty:
                 return jobs
 
+    def _open_indexes(self) -> None:
+        """Open (checking, rebuilding if corrupt) every folder's index, so searches answer from it at once."""
+        try:
+            for root in self._roots():
+                try:
+                    self._indexes.append(Index(root))
+                except Exception:
+                    log.exception("cannot open the index of %s", root)
+        finally:
+            self._opened.set()
+
     def _full_pass(self) -> None:
         """Open every folder's index, chunk what changed, then embed it, with `$/progress`."""
         progress = ProgressReporter(self.server, "infill: indexing", cancellable=True)
         cancel = AnyEvent(progress.cancelled, self._stop)
         t0 = time.perf_counter()
         try:
-            for root in self._roots():
-                self._indexes.append(Index(root))
             for index in self._indexes:
                 index.update_all(progress.report, cancel, embed=False)
             embedder = self._load_embedder(progress)
@@ -276,7 +291,7 @@ class SearchFeature(Feature):
                 if kind == "remove" or not Path(path).exists():
                     index.remove_file(path)
                 elif kind == "buffer":
-                    doc = self.server.workspace.text_documents.get(uri)
+                    doc = self.server.workspace.text_documents.get(unquote(uri))
                     index.update_file(path, text=doc.source if doc is not None else None)
                 elif Path(path).is_dir():
                     index.update_all(cancel=self._stop, embed=False)

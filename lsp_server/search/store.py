@@ -33,7 +33,7 @@ from lsp_server.search.terms import (
     split_identifier,
     terms,
 )
-from lsp_server.search.walk import MAX_FILES, indexable_name, read_source, walk, walked_to
+from lsp_server.search.walk import MAX_FILES, indexable_name, read_source, usable_source, walk, walked_to
 
 if TYPE_CHECKING:
     from inference.backend import Cancel
@@ -185,7 +185,17 @@ class Index:
     # --- opening, versions, recovery -----------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        from inference.cache import make_private_dir  # here: importing `inference` loads the model runtime
+
+        # The index holds the user's code: user-only, like the cache (an explicitly given folder is only
+        # created so, never re-permissioned).
+        make_private_dir(self.db_path.parent, tighten=self.db_path.parent == index_dir())
+        try:  # created 0600 here: SQLite gives its -wal and -shm files the database file's permissions
+            os.close(os.open(self.db_path, os.O_RDWR | os.O_CREAT, 0o600))
+            if self.db_path.stat().st_mode & 0o077:
+                self.db_path.chmod(0o600)  # an index made by an older version
+        except OSError as exc:
+            raise sqlite3.OperationalError(f"cannot open {self.db_path}: {exc}") from None
         conn = sqlite3.connect(str(self.db_path), timeout=30, check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA busy_timeout=30000")
         conn.execute("PRAGMA journal_mode=WAL")
@@ -284,6 +294,8 @@ class Index:
             return self.remove_file(path)
         if text is not None:
             data = text.encode("utf-8", "surrogatepass")
+            if not usable_source(data):  # a buffer is held to the same rules as a file (a 10 MB log pasted in)
+                return self.remove_file(path)
             size, mtime = len(data), -1  # -1: a buffer, not the disk; the next full pass re-reads the file
         else:
             read = read_source(path) if indexable_name(path) else None

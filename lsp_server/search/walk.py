@@ -139,9 +139,11 @@ def read_source(path: Path, size_limit: int = MAX_FILE_BYTES) -> bytes | None:
         data = path.read_bytes()
     except OSError:
         return None
-    head = data[:8192]
-    if b"\0" in head:
-        return None
-    if any(marker in data[:1024] for marker in GENERATED_MARKERS):
-        return None
-    return data
+    return data if usable_source(data, size_limit) else None
+
+
+def usable_source(data: bytes, size_limit: int = MAX_FILE_BYTES) -> bool:
+    """Whether these bytes (a file's, or an editor buffer's) are worth indexing: not huge, binary or generated."""
+    if len(data) > size_limit or b"\0" in data[:8192]:
+        return False
+    return not any(marker in data[:1024] for marker in GENERATED_MARKERS)
