@@ -65,7 +65,7 @@ class ModelService:
     def _load(self, key: tuple) -> None:
         progress = ProgressReporter(self._server, "infill: preparing model")
         try:
-            engine = open_backend(self._server.settings, progress.report)
+            engine = open_backend(self._server.settings, progress.report, self._problem)
         except InferenceError as exc:
             self.error = str(exc)
             progress.end(f"failed: {exc}")
@@ -96,12 +96,36 @@ class ModelService:
                 log.exception("on_ready callback failed")
 
 
+    def _problem(self, message: str | None) -> None:
+        """A backend that became unusable says so once (a message naming what to do); the next request
+        tries it again, and a request that works clears the problem, so the next outage is shown too."""
+        self.error = message
+        if message is None:
+            log.info("backend works again")
+            return
+        self._server.window_show_message(
+            types.ShowMessageParams(type=types.MessageType.Error, message=f"infill: {message}"))
+
+
 def backend_key(settings: Settings) -> tuple:
     """The settings that decide which backend serves: a change in any of them reloads it."""
+    b = settings.backend
+    if b.url:
+        return ("remote", b.url, b.kind, b.model, b.api_key_env, b.timeout_ms, settings.family)
     return (settings.model, settings.family, settings.device, settings.precision)
 
 
-def open_backend(settings: Settings, progress: Callable[[str, float | None], None]) -> Backend:
-    """The backend the settings name: today the in-process engine on the configured model."""
+def open_backend(settings: Settings, progress: Callable[[str, float | None], None],
+                 on_problem: Callable[[str | None], None] | None = None) -> Backend:
+    """The backend the settings name: the serving engine at `backend.url` when one is set, else the
+    in-process engine on the configured model. `on_problem` hears when a remote backend becomes unusable
+    (a one-line message) and when it works again (None)."""
+    b = settings.backend
+    if b.url:
+        from inference.remote import RemoteBackend, RemoteConfig
+
+        progress(f"connecting to {b.url}", None)
+        return RemoteBackend(RemoteConfig(b.url, b.kind, b.model, b.api_key_env, b.timeout_ms),
+                             family=settings.family, on_problem=on_problem)
     return Engine.load(settings.model, family=settings.family, device=settings.device,
                        precision=settings.precision, progress=progress)
