@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 KINDS = ("openai", "llama.cpp", "ollama")
 MAX_RESPONSE_BYTES = 4 * 2**20  # a completion is a few KB; more is a misconfigured URL or a runaway server
 MAX_LINE_BYTES = 256 * 2**10
+MAX_CHARS_PER_TOKEN = 64  # an answer longer than this per token asked for is not an answer (and stop checks stay cheap)
 BYTES_PER_TOKEN = 3  # count_tokens estimate: code runs ~3.5-4 UTF-8 bytes per BPE token, so this over-counts
 Problem = Callable[[str | None], None]
 
@@ -172,8 +173,9 @@ class _Response:
                 return
             self._read += len(raw)
             if len(raw) > MAX_LINE_BYTES or self._read > MAX_RESPONSE_BYTES:
-                raise RemoteError(f"{self._url} sent more than {MAX_RESPONSE_BYTES // 2**20} MB; "
-                                  "is backend.url the serving engine's address?")
+                what = (f"a line of more than {MAX_LINE_BYTES // 2**10} KB" if len(raw) > MAX_LINE_BYTES
+                        else f"more than {MAX_RESPONSE_BYTES // 2**20} MB")
+                raise RemoteError(f"{self._url} sent {what}; is backend.url the serving engine's address?")
             yield raw.decode("utf-8", errors="replace").rstrip("\r\n")
 
     def close(self) -> None:
@@ -216,6 +218,7 @@ class RemoteBackend:
         self._native_fim = config.kind == "llama.cpp"  # until /infill answers 501
         self._chat = True
         self.model = config.model
+        self.served_models: list[str] = []
         self.family = detect_remote_family(config.model, family)
         self.max_length = 4096 if config.kind != "ollama" else 2048
         if not self._https and not _is_loopback(self._host):
@@ -270,6 +273,7 @@ class RemoteBackend:
                     if isinstance(length, int) and length > 0:
                         self.max_length = length
         names = [n for n in names if isinstance(n, str)]
+        self.served_models = names
         if self.config.model and names and self.config.model not in names:
             raise RemoteError(f"{self.url} does not serve model {self.config.model!r} (it serves: "
                               f"{', '.join(names[:5])}); fix backend.model, or leave it empty to use the served one")
@@ -321,6 +325,9 @@ class RemoteBackend:
                     stats.ttft_ms = (time.perf_counter() - start) * 1000
                 text += delta
                 stats.generated_tokens += 1
+                if len(text) > MAX_CHARS_PER_TOKEN * max(1, max_new_tokens):  # it ignores max_tokens
+                    raise RemoteError(f"{self.url} sent far more than the {max_new_tokens} tokens asked for; "
+                                      "is backend.url the serving engine's address?")
                 shown, reason = cut.check(text)
                 if reason is None and max_decode_ms is not None and \
                         (time.perf_counter() - start) * 1000 - stats.ttft_ms > max_decode_ms:
@@ -429,7 +436,11 @@ class RemoteBackend:
         return str(prompt)
 
     def _read_openai(self, response: _Response, stats: GenerationStats, *, chat: bool) -> Iterator[str]:
+        ended = False
         for data in _sse(response, self.url):
+            if data is _DONE:
+                ended = True
+                break
             _raise_stream_error(data, self.url)
             for choice in data.get("choices") or []:
                 delta = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
@@ -443,9 +454,13 @@ class RemoteBackend:
                 cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
                 stats.reused_tokens = int(cached or 0)
             _llama_timings(data, stats)
+        _check_ended(ended, response, self.url)
 
     def _read_llama(self, response: _Response, stats: GenerationStats) -> Iterator[str]:
+        ended = False
         for data in _sse(response, self.url):
+            if data is _DONE:
+                break
             _raise_stream_error(data, self.url)
             content = data.get("content")
             if isinstance(content, str) and content:
@@ -453,8 +468,11 @@ class RemoteBackend:
             if data.get("stop"):
                 stats.finish_reason = "eos" if data.get("stop_type") in ("eos", "word") else "length"
                 _llama_timings(data, stats)
+                ended = True
+        _check_ended(ended, response, self.url)
 
     def _read_ollama(self, response: _Response, stats: GenerationStats, field: str) -> Iterator[str]:
+        ended = False
         for line in response.lines():
             if not line.strip():
                 continue
@@ -468,7 +486,9 @@ class RemoteBackend:
             if data.get("done"):
                 stats.finish_reason = "eos" if data.get("done_reason") == "stop" else "length"
                 stats.prompt_tokens = int(data.get("prompt_eval_count") or stats.prompt_tokens)
-                return
+                ended = True
+                break
+        _check_ended(ended, response, self.url)
 
     # --------------------------------------------------------------------------------------- HTTP
     def _headers(self) -> dict[str, str]:
@@ -597,6 +617,16 @@ class _CancelledResponse(_Response):
         pass
 
 
+_DONE: dict = {}  # the `data: [DONE]` event
+
+
+def _check_ended(ended: bool, response: _Response, url: str) -> None:
+    """A stream that stops without its end marker was cut (the server died or a proxy dropped it)."""
+    if not ended and not response.cancelled:
+        raise RemoteError(f"the stream from {url} ended before the answer did; check that the server is "
+                          "still running (and any proxy's timeouts)")
+
+
 def _sse(response: _Response, url: str) -> Iterator[dict]:
     """The JSON events of a server-sent event stream (`data: {...}`, `[DONE]`, comments and pings skipped)."""
     for line in response.lines():
@@ -605,6 +635,7 @@ def _sse(response: _Response, url: str) -> Iterator[dict]:
         if line.startswith("data:"):
             payload = line[5:].strip()
             if payload == "[DONE]":
+                yield _DONE
                 return
             yield _json_line(payload, url)
         elif line.startswith("error:"):
