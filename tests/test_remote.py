@@ -121,13 +121,17 @@ class FakeServer:
                 pass
 
             def do_GET(self) -> None:
-                _send(self, 200, json.dumps({"data": [{"id": m} for m in models]}).encode(), "application/json")
+                listing = {"models": [{"name": m} for m in models]} if self.path == "/api/tags" else \
+                    {"data": [{"id": m} for m in models]}
+                _send(self, 200, json.dumps(listing).encode(), "application/json")
 
             def do_POST(self) -> None:
                 owner.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                owner.paths.append(self.path)
                 answer(self)
 
         self.bodies: list[dict] = []
+        self.paths: list[str] = []
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), H)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
@@ -227,6 +231,57 @@ def test_openai_request_shape_and_answer() -> None:
         assert body["stream"] is True and "suffix" not in body and body["max_tokens"] == 8
         assert body["prompt"] == backend.family.render(ADD) and body["stop"] == ["\n"]
         assert problems == []
+    finally:
+        fake.close()
+
+
+def _ollama(h) -> None:
+    _stream_start(h)
+    field = (lambda t: {"message": {"role": "assistant", "content": t}}) if h.path == "/api/chat" else \
+        (lambda t: {"response": t})
+    for piece in (" a", " +", " b"):
+        h.wfile.write((json.dumps({**field(piece), "done": False}) + "\n").encode())
+    end = {**field(""), "done": True, "done_reason": "stop", "prompt_eval_count": 9}
+    h.wfile.write((json.dumps(end) + "\n").encode())
+
+
+def test_ollama_generate_raw_and_chat() -> None:
+    fake = FakeServer(_ollama, models=("qwen2.5-coder:1.5b-base",))
+    try:
+        backend = RemoteBackend(RemoteConfig(fake.url, "ollama"))
+        assert backend.model == "qwen2.5-coder:1.5b-base" and backend.family.name == "qwen2.5-coder"
+        result = backend.complete(ADD, max_new_tokens=8)
+        assert result.text == " a + b" and result.prompt_tokens == 9
+        body = fake.bodies[-1]
+        assert fake.paths[-1] == "/api/generate" and body["raw"] is True
+        assert body["prompt"] == backend.family.render(ADD)
+        assert body["options"]["num_predict"] == 8
+        prompt = backend.chat_prompt([{"role": "user", "content": "add"}]) + "```python\n"
+        assert backend.complete(prompt, max_new_tokens=8).text == " a + b"
+        assert fake.paths[-1] == "/api/chat"
+        assert fake.bodies[-1]["messages"][-1] == {"role": "assistant", "content": "```python\n"}
+    finally:
+        fake.close()
+
+
+def _chat(h) -> None:
+    _stream_start(h)
+    for piece in (" a", " +", " b"):
+        _event(h, raw=json.dumps({"choices": [{"delta": {"content": piece}, "finish_reason": None}]}))
+    _event(h, raw=json.dumps({"choices": [{"delta": {}, "finish_reason": "stop"}]}))
+    _event(h, raw="[DONE]")
+
+
+def test_openai_edit_goes_to_chat_completions_with_the_seed_continued() -> None:
+    fake = FakeServer(_chat)
+    try:
+        backend, _ = _remote(fake.url)
+        prompt = backend.chat_prompt([{"role": "user", "content": "add"}]) + "```python\n"
+        assert backend.complete(prompt, max_new_tokens=8, stop=("```",)).text == " a + b"
+        body = fake.bodies[-1]
+        assert fake.paths[-1] == "/v1/chat/completions" and body["continue_final_message"] is True
+        assert body["messages"] == [{"role": "user", "content": "add"},
+                                    {"role": "assistant", "content": "```python\n"}]
     finally:
         fake.close()
 
