@@ -4,6 +4,7 @@ prompts templated here). Inline completion, an edit, cancel, a killed and restar
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import time
@@ -23,7 +24,9 @@ pytestmark = [pytest.mark.e2e]
 
 DOCS = Path(__file__).resolve().parent / "_remote_docs"
 ADD = "def add(a, b):\n    return "
-PRIMES = "# the first hundred prime numbers, one per line\nPRIMES = [\n    2,\n    3,\n    5,\n    7,\n"
+# A long prompt (its prefill takes the CPU server seconds) ending where the model writes for a long time.
+PRIMES = Path(argparse.__file__).read_text()[:6000] + \
+    "\n\n# the first hundred prime numbers, one per line\nPRIMES = [\n    2,\n    3,\n    5,\n    7,\n"
 
 
 def _position(text: str, offset: int) -> types.Position:
@@ -68,7 +71,7 @@ async def client(lsp_client: LanguageClient, request, llama_server):
     lsp_client.kind = request.param
     await lsp_client.initialize_session(types.InitializeParams(capabilities=caps, initialization_options={
         "infill": {"backend": {"url": llama_server.url, "kind": request.param, "timeoutMs": 20000},
-                   "maxTokensMultiLine": 400, "latencyBudgetMs": 60000, "editMaxTokens": 160}}))
+                   "maxTokensMultiLine": 400, "latencyBudgetMs": 60000, "contextTokens": 1200, "editMaxTokens": 160}}))
     await wait_for_model(lsp_client)
     yield
     await lsp_client.shutdown_session()
@@ -104,9 +107,14 @@ async def test_edit_applies(client: LanguageClient) -> None:
 @pytest.mark.asyncio(loop_scope="module")
 async def test_cancel_closes_the_stream(client: LanguageClient, llama_server) -> None:
     uri = _open(client, f"primes-{client.kind}.py", PRIMES)
+    deadline = time.monotonic() + 60
+    await asyncio.sleep(0.5)
+    while llama_server.busy_slots():  # the server warming its cache for the opened document
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
     before = llama_server.metrics()["tokens_predicted_total"]
     future = asyncio.ensure_future(_inline(client, uri, PRIMES, msg_id=f"cancel-{client.kind}"))
-    deadline = time.monotonic() + 60
+    await client.protocol.send_request_async("infill/stats", None)  # answered after the request is dispatched
     while not llama_server.busy_slots():  # the server is generating for us
         assert time.monotonic() < deadline and not future.done(), "the request never reached the server"
         await asyncio.sleep(0.05)
