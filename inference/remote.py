@@ -261,22 +261,21 @@ class RemoteBackend:
     def probe(self) -> None:
         """Ask the server which model it serves, how long its context is and what it can do."""
         if self.config.kind == "ollama":
-            tags = self._get_json("/api/tags")
-            names = [m.get("name") or m.get("model") for m in tags.get("models", []) if isinstance(m, dict)]
+            found = _objects(self._get_json("/api/tags").get("models"))
+            raw = [m.get("name") or m.get("model") for m in found]
         else:
-            listing = self._get_json("/v1/models")
-            entries = [m for m in listing.get("data", []) if isinstance(m, dict)]
-            names = [m.get("id") for m in entries]
-            for entry in entries:
-                if entry.get("id") == (self.config.model or names[0] if names else None):
-                    length = entry.get("max_model_len")  # vLLM; llama.cpp's meta.n_ctx_train is not its context
-                    if isinstance(length, int) and length > 0:
-                        self.max_length = length
-        names = [n for n in names if isinstance(n, str)]
+            found = _objects(self._get_json("/v1/models").get("data"))
+            raw = [m.get("id") for m in found]
+        names: list[str] = [n for n in raw if isinstance(n, str)]
         self.served_models = names
-        if self.config.model and names and self.config.model not in names:
-            raise RemoteError(f"{self.url} does not serve model {self.config.model!r} (it serves: "
+        wanted = self.config.model
+        if wanted and names and wanted not in names and f"{wanted}:latest" not in names:
+            raise RemoteError(f"{self.url} does not serve model {wanted!r} (it serves: "
                               f"{', '.join(names[:5])}); fix backend.model, or leave it empty to use the served one")
+        for entry in found:  # vLLM says how long its context is; llama.cpp's meta.n_ctx_train is not that
+            length = entry.get("max_model_len")
+            if entry.get("id") == (wanted or (names[0] if names else None)) and isinstance(length, int) and length > 0:
+                self.max_length = length
         if not self.config.model:
             if not names:
                 raise RemoteError(f"{self.url} lists no models; load one on the server, or set backend.model")
@@ -672,6 +671,11 @@ def _llama_timings(data: dict, stats: GenerationStats) -> None:
     if isinstance(timings, dict) and isinstance(timings.get("prompt_n"), int):
         stats.reused_tokens = int(timings.get("cache_n") or 0)
         stats.prompt_tokens = stats.reused_tokens + int(timings["prompt_n"])
+
+
+def _objects(value: object) -> list[dict]:
+    """The JSON objects of a list an answer should hold (anything else: none)."""
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
 def _error_detail(response: http.client.HTTPResponse) -> str:
