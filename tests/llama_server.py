@@ -103,3 +103,8 @@ class LlamaServer:
 
     def busy_slots(self) -> int:
         return sum(bool(slot.get("is_processing")) for slot in self.get("/slots"))
+
+    def decoding(self) -> bool:
+        """Whether a slot is past its prompt and generating tokens."""
+        return any(slot.get("is_processing") and any(t.get("n_decoded", 0) > 0 for t in slot.get("next_token", []))
+                   for slot in self.get("/slots"))
