@@ -11,6 +11,13 @@ Baseline in the same run: the same server answering the same positions with a *c
 time (a fresh URI, nothing cached), so the ratio shows what caching and warming buy on this machine.
 
     python benchmarks/lsp_typing.py [--module textwrap] [--chars 1500] [--start 0.4]
+    python benchmarks/lsp_typing.py --backend http://gpu-box:8080 --kind llama.cpp   # remote beside local
+    python benchmarks/lsp_typing.py --backend start    # a llama.cpp server (xllamacpp) started here
+
+With `--backend`, the same typing is replayed twice in one run, through the in-process engine and through
+the serving engine (`backend` setting), and the table shows both with their ratio; `prefix_reuse_rate`
+is then how often the server's prompt cache held at least half the prompt (llama.cpp reports it as
+`timings.cache_n`, OpenAI-compatible servers as `usage.prompt_tokens_details.cached_tokens`).
 
 1,500 characters make about 200 requests: a p95 over fewer is decided by three or four of them (a cold
 prefill after the context cut moved, one long suggestion) and swings by hundreds of ms between runs.
@@ -44,7 +51,7 @@ def word_boundary(prev: str, ch: str) -> bool:
     return (prev.isalnum() or prev == "_") and not (ch.isalnum() or ch == "_") or ch in ".(\n"
 
 
-async def start_client() -> tuple[LanguageClient, asyncio.Event]:
+async def start_client(init_options: dict) -> tuple[LanguageClient, asyncio.Event]:
     client = LanguageClient("lsp-typing", "0.1")
     ready = asyncio.Event()
 
@@ -65,7 +72,8 @@ async def start_client() -> tuple[LanguageClient, asyncio.Event]:
         capabilities=types.ClientCapabilities(
             window=types.WindowClientCapabilities(work_done_progress=True),
             text_document=types.TextDocumentClientCapabilities(
-                inline_completion=types.InlineCompletionClientCapabilities()))))
+                inline_completion=types.InlineCompletionClientCapabilities())),
+        initialization_options=init_options))
     client.initialized(types.InitializedParams())
     return client, ready
 
@@ -92,13 +100,13 @@ async def stats(client: LanguageClient) -> dict:
     return result if isinstance(result, dict) else result._asdict()
 
 
-async def replay(args: argparse.Namespace) -> dict:
+async def replay(args: argparse.Namespace, init_options: dict) -> dict:
     source_path = Path(sysconfig.get_paths()["stdlib"]) / f"{args.module}.py"
     source = source_path.read_text(encoding="utf-8")
     start = source.index("\n", int(len(source) * args.start)) + 1
     typed_end = min(len(source), start + args.chars)
     tail = source[typed_end:]
-    client, ready = await start_client()
+    client, ready = await start_client(init_options)
     await asyncio.wait_for(ready.wait(), 900)
     uri = (ROOT / "benchmarks" / "_typing" / source_path.name).as_uri()
     text = source[:start] + tail
@@ -150,6 +158,8 @@ async def replay(args: argparse.Namespace) -> dict:
         "p95_ms": round(p[min(len(p) - 1, int(0.95 * len(p)))], 1) if p else None,
         "mean_ms": round(statistics.fmean(p), 1) if p else None,
         "prefix_reuse_rate": round((after["reuse_hits"] - before["reuse_hits"]) / generated, 3) if generated else 0.0,
+        "reused_token_share": round((after["reused_tokens"] - before["reused_tokens"])
+                                    / max(1, after["prompt_tokens"] - before["prompt_tokens"]), 3),
         "typed_through_rate":
             round((after["typed_through"] - before["typed_through"]) / requests, 3) if requests else 0.0,
         "cold_p50_ms": round(statistics.median(cold), 1) if cold else None,
@@ -158,20 +168,54 @@ async def replay(args: argparse.Namespace) -> dict:
     }
 
 
+METRICS = ("requests", "p50_ms", "p95_ms", "mean_ms", "prefix_reuse_rate", "reused_token_share",
+           "typed_through_rate", "cold_p50_ms", "p50_vs_cold")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--module", default="textwrap", help="standard-library module to replay")
     parser.add_argument("--chars", type=int, default=1500, help="characters to type")
     parser.add_argument("--start", type=float, default=0.4, help="share of the file present when it opens")
     parser.add_argument("--cold-samples", type=int, default=8)
+    parser.add_argument("--backend", help="a serving engine's URL to replay through as well, or `start` for a "
+                                          "llama.cpp server (xllamacpp) on the default model, started here")
+    parser.add_argument("--kind", default="llama.cpp", choices=["openai", "llama.cpp", "ollama"])
+    parser.add_argument("--api-key-env", default="")
     args = parser.parse_args()
-    result = asyncio.run(replay(args))
-    print(f"{'metric':<22}{'value':>12}")
-    for key in ("requests", "p50_ms", "p95_ms", "mean_ms", "prefix_reuse_rate", "typed_through_rate",
-                "cold_p50_ms", "p50_vs_cold"):
-        print(f"{key:<22}{str(result[key]):>12}")
-    print("targets on 2 cores: p50 <= 150 ms, p95 <= 600 ms")
-    print(json.dumps(result))
+    if not args.backend:
+        result = asyncio.run(replay(args, {}))
+        print(f"{'metric':<22}{'value':>12}")
+        for key in METRICS:
+            print(f"{key:<22}{str(result[key]):>12}")
+        print("targets on 2 cores: p50 <= 150 ms, p95 <= 600 ms")
+        print(json.dumps(result))
+        return
+    server = None
+    url = args.backend
+    if url == "start":
+        sys.path.insert(0, str(ROOT / "tests"))
+        from llama_server import LlamaServer, default_gguf
+
+        server = LlamaServer(default_gguf())
+        server.start()
+        url = server.url
+    try:
+        local = asyncio.run(replay(args, {}))
+        remote = asyncio.run(replay(args, {"backend": {"url": url, "kind": args.kind,
+                                                       "apiKeyEnv": args.api_key_env}}))
+    finally:
+        if server is not None:
+            server.kill()
+    print(f"{'metric':<22}{'in-process':>12}{'remote':>12}{'remote/local':>14}")
+    for key in METRICS:
+        a, b = local[key], remote[key]
+        ratio = round(b / a, 2) if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a else ""
+        print(f"{key:<22}{str(a):>12}{str(b):>12}{str(ratio):>14}")
+    print(json.dumps({"backend": url if server is None else "xllamacpp (started here)", "kind": args.kind,
+                      "in_process": local, "remote": remote,
+                      "p50_ratio": round(remote["p50_ms"] / local["p50_ms"], 3) if local["p50_ms"] else None,
+                      "p95_ratio": round(remote["p95_ms"] / local["p95_ms"], 3) if local["p95_ms"] else None}))
 
 
 if __name__ == "__main__":

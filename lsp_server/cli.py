@@ -48,6 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_model_info)
 
     p = sub.add_parser("doctor", help="which device and runtime infill would use, and why")
+    p.add_argument("--backend", metavar="URL", help="check a serving engine instead (llama.cpp server, vLLM, Ollama …)")
+    p.add_argument("--kind", default="openai", choices=["openai", "llama.cpp", "ollama"],
+                   help="its API (with --backend)")
+    p.add_argument("--backend-model", default="", help="the model id to use (default: the first the server lists)")
+    p.add_argument("--api-key-env", default="", help="environment variable holding its API key (never the key)")
+    p.add_argument("--timeout-ms", type=int, default=30_000)
+    p.add_argument("--family", help="force the model family / FIM template (default: from the model id)")
     p.set_defaults(func=_doctor)
 
     p = sub.add_parser("demo", help="start the server, connect a real LSP client, show what it does")
@@ -249,6 +256,8 @@ def _model_info(args: argparse.Namespace) -> int:
 
 def _doctor(args: argparse.Namespace) -> int:
     """What infill would run on, and why; a missing piece is named with the command that fixes it."""
+    if args.backend:
+        return _doctor_backend(args)
     import onnxruntime
     import onnxruntime_genai
 
@@ -267,6 +276,42 @@ def _doctor(args: argparse.Namespace) -> int:
         print(f"default model: missing — {exc}")
         return 1
     print(f"default model: {model.name} ({model.title}, {model.precision}) — {why}")
+    return 0
+
+
+def _doctor_backend(args: argparse.Namespace) -> int:
+    """A serving engine: reachable, which models, one 1-token completion and its latency, FIM native or not."""
+    import time
+
+    from inference import FimParts
+    from inference.remote import RemoteBackend, RemoteConfig
+
+    problems: list[str] = []
+    backend = RemoteBackend(RemoteConfig(args.backend, args.kind, args.backend_model, args.api_key_env,
+                                         args.timeout_ms), family=args.family,
+                            on_problem=lambda p: problems.append(p) if p else None,
+                            warn=lambda w: print(f"warning: {w.removeprefix('infill: ')}"))
+    print(f"backend: {backend.url} ({args.kind})")
+    if problems:
+        print(f"unreachable: {problems[0]}")
+        return 1
+    print(f"models: {', '.join(backend.served_models) or '(none listed)'}")
+    print(f"model: {backend.model} (family {backend.family.name}, context {backend.max_length} tokens, "
+          f"{'chat template' if backend.is_instruct else 'no chat template'})")
+    start = time.perf_counter()
+    try:
+        result = backend.complete(FimParts("def add(a, b):\n    return", "\n"), max_new_tokens=1)
+    except InferenceError as exc:
+        print(f"completion: failed — {exc}")
+        return 1
+    took = (time.perf_counter() - start) * 1000
+    print(f"completion: 1 token {result.text!r} in {took:.0f} ms (first token {result.ttft_ms:.0f} ms)")
+    if backend.native_fim:
+        print("FIM: native (llama.cpp /infill renders the model's own FIM tokens)")
+    elif backend.family.supports_fim:
+        print(f"FIM: templated here ({backend.family.name} template over the completions endpoint)")
+    else:
+        print("FIM: none (the model id names no FIM family: prefix-only completion; set `family` if it has one)")
     return 0
 
 

@@ -14,6 +14,45 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+BACKEND_KINDS = ("openai", "llama.cpp", "ollama")
+_KIND_ALIASES = {"llamacpp": "llama.cpp", "llama-cpp": "llama.cpp", "llama_cpp": "llama.cpp", "vllm": "openai",
+                 "sglang": "openai", "lmstudio": "openai"}
+
+
+@dataclass
+class BackendSettings:
+    """A serving engine to use instead of the in-process model (`backend` in JSON); no `url`, no remote."""
+
+    url: str = ""
+    kind: str = "openai"  # openai | llama.cpp | ollama
+    model: str = ""  # empty: the first model the server lists
+    api_key_env: str = ""  # name of an environment variable holding the bearer token (never the key itself)
+    timeout_ms: int = 30_000
+
+    @classmethod
+    def parse(cls, raw: Any) -> BackendSettings | None:
+        """From a JSON object, field by field: a field of the wrong type keeps its default (logged)."""
+        if raw is None:
+            return cls()
+        if not isinstance(raw, dict):
+            return None
+        parsed = cls()
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for key, value in raw.items():
+            name = _snake(key)
+            if name not in fields:
+                log.info("infill: ignoring unknown setting backend.%s", key)
+                continue
+            coerced = _coerce(value, getattr(parsed, name))
+            if name == "kind" and isinstance(coerced, str):
+                coerced = _KIND_ALIASES.get(coerced.strip().lower(), coerced.strip().lower())
+            if coerced is _BAD or coerced is None or (name == "kind" and coerced not in BACKEND_KINDS):
+                log.info("infill: ignoring setting backend.%s: unexpected value %r", key, value)
+                continue
+            setattr(parsed, name, coerced.strip() if isinstance(coerced, str) else coerced)
+        return parsed
+
+
 @dataclass
 class Settings:
     """Everything a user can configure. Field names are the camelCase-free JSON keys (snake_case)."""
@@ -39,6 +78,7 @@ class Settings:
     edit_max_tokens: int = 384
     translate_languages: list[str] = field(default_factory=lambda: ["javascript", "rust"])
     index_enable: bool = True
+    backend: BackendSettings = field(default_factory=BackendSettings)  # a serving engine, when `url` is set
 
     def language_enabled(self, language_id: str | None) -> bool:
         return self.enable and (language_id or "") not in self.disabled_languages
@@ -57,7 +97,10 @@ class Settings:
                 log.info("infill: ignoring unknown setting %r", key)
                 ignored.append(key)
                 continue
-            coerced = _coerce(value, getattr(self, name))
+            current = getattr(self, name)
+            coerced = BackendSettings.parse(value) if isinstance(current, BackendSettings) else _coerce(value, current)
+            if coerced is None and isinstance(current, BackendSettings):
+                coerced = _BAD
             if coerced is _BAD:
                 log.info("infill: ignoring setting %r: unexpected value %r", key, value)
                 ignored.append(key)

@@ -66,7 +66,8 @@ class ModelService:
     def _load(self, key: tuple) -> None:
         progress = ProgressReporter(self._server, "infill: preparing model")
         try:
-            engine = open_backend(self._server.settings, progress.report, self._warn)
+            engine = open_backend(self._server.settings, progress.report, notify=self._warn,
+                                  on_problem=self._problem)
         except InferenceError as exc:
             self.error = str(exc)
             progress.end(f"failed: {exc}")
@@ -108,16 +109,39 @@ class ModelService:
         if engine is not None:
             engine.close()
 
+    def _problem(self, message: str | None) -> None:
+        """A backend that became unusable says so once (a message naming what to do); the next request
+        tries it again, and a request that works clears the problem, so the next outage is shown too."""
+        self.error = message
+        if message is None:
+            log.info("backend works again")
+            return
+        self._server.window_show_message(
+            types.ShowMessageParams(type=types.MessageType.Error, message=f"infill: {message}"))
+
 
 def backend_key(settings: Settings) -> tuple:
     """The settings that decide which backend serves: a change in any of them reloads it."""
+    b = settings.backend
+    if b.url:
+        return ("remote", b.url, b.kind, b.model, b.api_key_env, b.timeout_ms, settings.family)
     return (settings.model, settings.family, settings.device, settings.precision, settings.model_worker)
 
 
-def open_backend(settings: Settings, progress: Callable[[str, float | None], None],
-                 notify: Callable[[str], None] | None = None) -> Backend:
-    """The backend the settings name: the engine on the configured model, in a worker process (`notify`
-    tells the user when it stopped and restarts) unless `model_worker` is off."""
+def open_backend(settings: Settings, progress: Callable[[str, float | None], None], *,
+                 notify: Callable[[str], None] | None = None,
+                 on_problem: Callable[[str | None], None] | None = None) -> Backend:
+    """The backend the settings name: the serving engine at `backend.url` when one is set, else the
+    engine on the configured model, in a worker process unless `model_worker` is off. `notify` tells the
+    user when the worker stopped and restarts; `on_problem` hears when a remote backend becomes unusable
+    (a one-line message) and when it works again (None)."""
+    b = settings.backend
+    if b.url:
+        from inference.remote import RemoteBackend, RemoteConfig
+
+        progress(f"connecting to {b.url}", None)
+        return RemoteBackend(RemoteConfig(b.url, b.kind, b.model, b.api_key_env, b.timeout_ms),
+                             family=settings.family, on_problem=on_problem)
     if settings.model_worker:
         return WorkerBackend(settings.model, family=settings.family, device=settings.device,
                              precision=settings.precision, progress=progress, notify=notify)

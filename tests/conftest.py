@@ -102,3 +102,28 @@ def default_reference(default_engine):
     hf_dir = default_engine.prepared.hf_dir
     assert hf_dir is not None, "the default model's HF folder is missing from the cache"
     return TorchReference(hf_dir, threads=1)  # 2 threads collapse when the cores are shared
+
+
+# ------------------------------------------------------------------------------- llama.cpp server (remote)
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real llama.cpp server (xllamacpp) on 127.0.0.1 serving the default model's GGUF, for the session."""
+    pytest.importorskip("xllamacpp")
+    from llama_server import LlamaServer, default_gguf
+
+    server = LlamaServer(default_gguf(), log_path=tmp_path_factory.mktemp("llama") / "server.log")
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture(scope="session")
+def keyed_llama_server(tmp_path_factory: pytest.TempPathFactory):
+    """A second llama.cpp server that wants the API key `sesame-123`."""
+    pytest.importorskip("xllamacpp")
+    from llama_server import LlamaServer, default_gguf
+
+    server = LlamaServer(default_gguf(), api_key="sesame-123", log_path=tmp_path_factory.mktemp("llama") / "log")
+    server.start()
+    yield server
+    server.kill()

@@ -85,13 +85,21 @@ def test_extension_settings_mirror_server_settings():
     props = pkg["contributes"]["configuration"]["properties"]
     client_only = {"infill.serverPath", "infill.serverArgs", "infill.editPreview", "infill.trace.server"}
     defaults = Settings()
-    expected = {f"infill.{_camel(f.name)}": getattr(defaults, f.name) for f in dataclasses.fields(Settings)}
+    expected = {f"infill.{_camel(f.name)}": _json_default(getattr(defaults, f.name))
+                for f in dataclasses.fields(Settings)}
     assert set(props) - client_only == set(expected)
     for key, value in expected.items():
         assert props[key]["default"] == value, key
     source = (EXT / "src" / "settings.ts").read_text(encoding="utf-8")
     for key in expected:
         assert f'"{key.removeprefix("infill.")}"' in source, f"{key} is not forwarded to the server"
+
+
+def _json_default(value):
+    """A setting's default as JSON spells it (a nested settings object with camelCase keys)."""
+    if dataclasses.is_dataclass(value):
+        return {_camel(f.name): getattr(value, f.name) for f in dataclasses.fields(value)}
+    return value
 
 
 def _missing_prerequisite() -> str | None:

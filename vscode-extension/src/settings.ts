@@ -21,6 +21,7 @@ export const SERVER_KEYS = [
   "editMaxTokens",
   "translateLanguages",
   "indexEnable",
+  "backend",
 ] as const;
 
 export type ServerSettings = Partial<Record<(typeof SERVER_KEYS)[number], unknown>>;

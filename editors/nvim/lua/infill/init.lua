@@ -19,7 +19,8 @@ M.defaults = {
   filetypes = { 'python', 'javascript', 'javascriptreact', 'typescript', 'typescriptreact', 'go', 'rust',
     'java', 'c', 'cpp', 'ruby' },
   root_markers = { '.git', 'pyproject.toml', 'package.json', 'go.mod', 'Cargo.toml', '.hg' },
-  --- Sent as `initializationOptions` and `workspace/didChangeConfiguration` (model, device, max tokens…).
+  --- Sent as `initializationOptions` and `workspace/didChangeConfiguration` (model, device, max tokens, and
+  --- `backend = { url = 'https://gpu-box:8080', kind = 'llama.cpp' }` for a team's serving engine …).
   settings = {},
   --- Ghost-text inline completion (Neovim 0.12+). On 0.11 completion items are used instead.
   inline = true,
