@@ -21,7 +21,11 @@ function M.open(diff, opts, on_done)
   if M.current then
     M.current.close(false)
   end
-  vim.cmd.stopinsert() -- the keys below are normal-mode keys
+  -- The keys below are normal-mode keys: leave insert or visual mode first.
+  if api.nvim_get_mode().mode:match('^[vVsS\22\19]') then
+    api.nvim_feedkeys(api.nvim_replace_termcodes('<Esc>', true, false, true), 'nx', false)
+  end
+  vim.cmd.stopinsert()
   local lines = vim.split(vim.trim(diff) ~= '' and diff or '(no change)', '\n', { plain = true, trimempty = true })
   local buf = api.nvim_create_buf(false, true)
   api.nvim_buf_set_lines(buf, 0, -1, false, lines)
