@@ -27,6 +27,7 @@ end
 ---@param bufnr integer
 ---@return table?
 local function completor(bufnr)
+  bufnr = (bufnr == nil or bufnr == 0) and api.nvim_get_current_buf() or bufnr
   local ok, capability = pcall(function()
     return vim.lsp._capability.all.inline_completion.active[bufnr]
   end)
