@@ -744,7 +744,9 @@ def test_tab_without_other_mappings_is_a_tab(workspace: Path) -> None:
         assert nvim.wait_for(SILENCE, timeout=10)
         nvim.input("<Tab>y")
         nvim.wait_for("return vim.api.nvim_get_current_line():find('y') ~= nil", timeout=10)
-        assert _line(nvim, 1) == "x = 1\ty"
+        # What <Tab> types in a Python buffer: its ftplugin sets 'expandtab' and 'softtabstop' 4.
+        assert nvim.lua("return { vim.bo.expandtab, vim.bo.softtabstop }") == [True, 4]
+        assert _line(nvim, 1) == "x = 1   y"
 
 
 def test_ghost_text_hides_while_the_popup_menu_is_open(workspace: Path) -> None:
@@ -816,7 +818,8 @@ def test_edit_preview_window_accepts_and_rejects(workspace: Path) -> None:
     diff = "--- a/m.py\n+++ b/m.py\n@@ -1 +1,2 @@\n def f():\n+    \"\"\"Doc.\"\"\"\n"
     with Nvim.start(workspace, plugin=True, budget=60, ui=(100, 20)) as nvim:
         for layout, key, accepted in (("float", "r", False), ("split", "a", True), ("float", "<Esc>", False)):
-            nvim.lua("_G.__done = nil; require('infill.preview').open(..., { title = 'infill: test', layout = ... },"
+            nvim.lua("_G.__done = nil; require('infill.preview').open(...,"
+                     " { title = 'infill: test', layout = select(2, ...) },"
                      " function(ok) _G.__done = { ok = ok } end)", diff, layout)
             current = nvim.lua("local p = require('infill.preview').current; return {"
                                " lines = vim.api.nvim_buf_get_lines(p.buf, 0, -1, false), ft = vim.bo[p.buf].filetype,"
