@@ -14,11 +14,13 @@ import sys
 from pathlib import Path
 
 from inference import InferenceError
+from lsp_server import __version__
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="infill", description="Local code model for every editor, over LSP.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+    parser.add_argument("--version", action="version", version=f"infill {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="run the language server (stdio by default)")
@@ -55,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--api-key-env", default="", help="environment variable holding its API key (never the key)")
     p.add_argument("--timeout-ms", type=int, default=30_000)
     p.add_argument("--family", help="force the model family / FIM template (default: from the model id)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (for editors' health checks)")
     p.set_defaults(func=_doctor)
 
     p = sub.add_parser("demo", help="start the server, connect a real LSP client, show what it does")
@@ -266,14 +269,27 @@ def _doctor(args: argparse.Namespace) -> int:
     from inference.engine import choose_device
 
     device, reason = choose_device("auto")
-    print(f"device: {device} ({reason})")
-    print(f"onnxruntime {onnxruntime.__version__} providers: {', '.join(onnxruntime.get_available_providers())}")
-    print(f"onnxruntime-genai {onnxruntime_genai.__version__}")
-    print(f"cache: {cache_root()}")
+    report: dict = {"version": __version__, "device": device, "device_reason": reason,
+                    "onnxruntime": onnxruntime.__version__, "providers": onnxruntime.get_available_providers(),
+                    "onnxruntime_genai": onnxruntime_genai.__version__, "cache": str(cache_root())}
     try:
         model, why = default_model(device)
+        report.update(default_model=model.name, default_model_title=model.title, precision=model.precision,
+                      default_model_reason=why,
+                      # a converted folder in the cache: the first start takes seconds, not minutes
+                      converted=any(model.cache_dir().glob(f"onnx-{model.precision}-*")))
     except InferenceError as exc:
-        print(f"default model: missing — {exc}")
+        report.update(default_model=None, problem=str(exc))
+    if args.json:
+        print(json.dumps(report))
+        return 0 if report["default_model"] else 1
+    print(f"device: {device} ({reason})")
+    print(f"onnxruntime {report['onnxruntime']} providers: {', '.join(report['providers'])}")
+    print(f"onnxruntime-genai {report['onnxruntime_genai']}")
+    print(f"cache: {report['cache']}")
+    print(f"infill {__version__}")
+    if not report["default_model"]:
+        print(f"default model: missing — {report['problem']}")
         return 1
     print(f"default model: {model.name} ({model.title}, {model.precision}) — {why}")
     return 0

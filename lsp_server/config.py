@@ -7,6 +7,7 @@ wrong type keeps its default (logged), an unknown key is ignored (logged), and n
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,7 +110,30 @@ class Settings:
         return ignored
 
 
+def setting_names() -> list[str]:
+    """Every setting's JSON key, camelCase as the docs spell it."""
+    return [_camel(f.name) for f in dataclasses.fields(Settings)]
+
+
+def describe_ignored(key: str) -> str:
+    """Why a key `Settings.update` ignored was ignored, with the closest valid key for a misspelt one.
+
+    Pure, so the server decides how to tell the user (a `window/showMessage` warning) and how often."""
+    names = setting_names()
+    if _camel(_snake(key)) in names:
+        return f"infill: setting {key!r} has a value of the wrong type; its default is used"
+    lowered = {name.lower(): name for name in names}
+    close = difflib.get_close_matches(key.replace("_", "").lower(), list(lowered), n=1, cutoff=0.6)
+    hint = f"; did you mean {lowered[close[0]]!r}?" if close else f"; valid settings: {', '.join(names)}"
+    return f"infill: unknown setting {key!r} is ignored{hint}"
+
+
 _BAD = object()
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
 
 
 def _snake(key: str) -> str:

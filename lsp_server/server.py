@@ -21,7 +21,7 @@ from pygls.workspace import TextDocument, Workspace
 
 from lsp_server import __version__
 from lsp_server.completion.feature import CompletionFeature
-from lsp_server.config import Settings
+from lsp_server.config import Settings, describe_ignored
 from lsp_server.edit.feature import EditFeature
 from lsp_server.feature import Feature
 from lsp_server.model import ModelService
@@ -101,6 +101,19 @@ class InfillServer(LanguageServer):
         super().__init__("infill", __version__, protocol_cls=InfillProtocol, max_workers=4)
         self.settings = Settings()
         self.model = ModelService(self)
+        self.warned_settings: set[str] = set()  # keys already reported: each is said once per server
+        self.pending_warnings: list[str] = []  # found in `initialize`, shown once the client is initialized
+
+    def ignored_settings(self, keys: list[str]) -> list[str]:
+        """The warnings for ignored keys not reported before (a misspelt key is said once, not per change)."""
+        fresh = [key for key in keys if key not in self.warned_settings]
+        self.warned_settings.update(fresh)
+        for key in fresh:
+            log.info("ignored setting %r", key)
+        return [describe_ignored(key) for key in fresh]
+
+    def warn(self, message: str) -> None:
+        self.window_show_message(types.ShowMessageParams(type=types.MessageType.Warning, message=message))
 
     def report_server_error(self, error: Exception, source) -> None:
         """pygls pops up "Error in server: …" in the editor for a notification it could not handle (a
@@ -129,22 +142,20 @@ def create_server() -> InfillServer:
     @server.feature(types.INITIALIZE)
     def on_initialize(ls: InfillServer, params: types.InitializeParams) -> None:
         use_infill_workspace(ls, params)
-        ignored = ls.settings.update(params.initialization_options or {})
-        if ignored:
-            log.info("ignored settings: %s", ignored)
+        ls.pending_warnings = ls.ignored_settings(ls.settings.update(params.initialization_options or {}))
 
     @server.feature(types.INITIALIZED)
     def on_initialized(ls: InfillServer, params: types.InitializedParams) -> None:
+        for message in ls.pending_warnings:
+            ls.warn(message)
+        ls.pending_warnings = []
         ls.model.load_in_background()
         each("on_initialized")
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     def on_config(ls: InfillServer, params: types.DidChangeConfigurationParams) -> None:
-        ignored = ls.settings.update(params.settings or {})
-        if ignored:
-            ls.window_log_message(
-                types.LogMessageParams(type=types.MessageType.Info, message=f"infill: ignored settings {ignored}")
-            )
+        for message in ls.ignored_settings(ls.settings.update(params.settings or {})):
+            ls.warn(message)
         ls.model.load_in_background()
         each("on_settings")
 

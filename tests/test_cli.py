@@ -68,6 +68,17 @@ def test_doctor_names_the_device_and_why() -> None:
     assert first.startswith("device: cpu (") or first.startswith("device: cuda (")
 
 
+def test_version_and_doctor_json_for_health_checks() -> None:
+    from lsp_server import __version__
+
+    assert infill("--version").stdout.strip() == f"infill {__version__}"
+    result = infill("doctor", "--json")
+    report = json.loads(result.stdout)
+    assert report["version"] == __version__ and report["device"] in {"cpu", "cuda"}
+    assert result.returncode == (0 if report["default_model"] else 1)
+    assert isinstance(report.get("converted", False), bool)
+
+
 # ---------------------------------------------------------------------------------- default model (slow)
 
 

@@ -171,6 +171,15 @@ def test_search_results_become_quickfix_items(workspace: Path) -> None:
         assert all(Path(i["filename"]) == workspace / "a.py" for i in items)
 
 
+# A user who picks the first entry vim.ui.select offers (the real one asks on the command line).
+PICK_FIRST = """
+vim.ui.select = function(items, opts, on_choice)
+  _G.__picked = { prompt = opts.prompt, first = opts.format_item(items[1]), n = #items }
+  on_choice(items[1], 1)
+end
+"""
+
+
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_search_fills_quickfix(workspace: Path) -> None:
@@ -197,7 +206,7 @@ def test_search_fills_quickfix(workspace: Path) -> None:
             raise RuntimeError("gave up")
         ''')
     path = _write(workspace, "maths.py", "def factorial(n):\n    return 1 if n < 2 else n * factorial(n - 1)\n")
-    with Nvim.start(workspace, plugin=True, budget=MODEL_TIMEOUT + 120) as nvim:
+    with Nvim.start(workspace, plugin=True, budget=MODEL_TIMEOUT + 120, extra_lua=PICK_FIRST) as nvim:
         _open(nvim, path)
         if "infill.search" not in _server_commands(nvim):
             pytest.skip("the server does not offer infill.search yet (search feature not registered)")
@@ -215,7 +224,12 @@ def test_search_fills_quickfix(workspace: Path) -> None:
                       "for _, i in ipairs(q.items) do i.filename = vim.api.nvim_buf_get_name(i.bufnr) end; return q")
         assert qf["title"] == "infill: read the rows of a csv file"
         assert Path(qf["items"][0]["filename"]).name == "csvtools.py"
-        assert nvim.lua("return vim.bo.buftype") == "quickfix"  # the quickfix window opened
+        # The default picker (no Telescope or fzf-lua here) is vim.ui.select; picking the best result opens it.
+        picked = nvim.wait_for("return _G.__picked", timeout=10)
+        assert picked["prompt"] == "infill: read the rows of a csv file"
+        assert picked["first"].startswith("csvtools.py:")
+        assert Path(nvim.lua("return vim.api.nvim_buf_get_name(0)")).name == "csvtools.py"
+        assert nvim.lua("return vim.api.nvim_win_get_cursor(0)[1]") == qf["items"][0]["lnum"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -423,6 +437,7 @@ def test_add_docstring_code_action(workspace: Path) -> None:
             nvim.wait_model_ready(MODEL_TIMEOUT)
             nvim.input(f"{first + 1}GV{last + 1}G")  # select the function, linewise, as a user would
             nvim.wait_for("return vim.api.nvim_get_mode().mode == 'V'", timeout=10)
+            buf = nvim.lua("return vim.api.nvim_get_current_buf()")
             tick = nvim.lua("return vim.b.changedtick")
             # The code-action menu, with the preset picked: filter to its title and apply the only match.
             nvim.lua("""
@@ -436,7 +451,14 @@ def test_add_docstring_code_action(workspace: Path) -> None:
             """)
             titles = nvim.wait_for("return _G.__titles", timeout=30)
             assert "Add docstring|" in titles, f"no 'Add docstring' preset among the code actions: {titles}"
-            nvim.wait_for("return vim.b.changedtick ~= ...", tick, timeout=240, interval=0.5)
+            # The edit is previewed first: the diff shows a docstring added, the buffer is untouched.
+            diff = _preview(nvim)
+            assert any(line.startswith("+") and '"""' in line for line in diff.splitlines()), diff
+            assert nvim.lua("return vim.api.nvim_buf_get_changedtick(...)", buf) == tick
+            nvim.input("a")  # accept
+            nvim.wait_for("return vim.api.nvim_buf_get_changedtick(...) ~= select(2, ...)", buf, tick,
+                          timeout=20, interval=0.2)
+            assert nvim.lua("return vim.api.nvim_get_current_buf()") == buf
             nvim.input("<Esc>")
             nvim.wait_for("return vim.api.nvim_get_mode().mode == 'n'", timeout=10)
             nvim.cmd("write")
@@ -444,6 +466,13 @@ def test_add_docstring_code_action(workspace: Path) -> None:
             pytest.fail(f"{exc}\nmessages: {nvim.messages()}\n{nvim.logs()}")
     after = path.read_text(encoding="utf-8")
     _assert_docstring_added(before, after, "total_price")
+
+
+def _preview(nvim: Nvim, timeout: float = 240) -> str:
+    """Wait for the edit preview (the plugin's default) and return the diff it shows."""
+    return nvim.wait_for("local p = require('infill.preview').current"
+                         " return p and table.concat(vim.api.nvim_buf_get_lines(p.buf, 0, -1, false), '\\n')",
+                         timeout=timeout, interval=0.5)
 
 
 def _assert_docstring_added(before: str, after: str, name: str) -> None:
@@ -501,15 +530,29 @@ def test_infill_edit_command_rewrites_only_the_selection(workspace: Path) -> Non
     it); here the plugin must send the selection and version so the edit replaces exactly those lines."""
     path = _write(workspace, "shop.py", EDIT_SOURCE)
     before = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    with Nvim.start(workspace, plugin=True, budget=MODEL_TIMEOUT + 240) as nvim:
+    with Nvim.start(workspace, plugin=True, budget=MODEL_TIMEOUT + 240, ui=(110, 30)) as nvim:
         _open(nvim, path)
         if "infill.edit" not in _server_commands(nvim):
             pytest.skip("the server does not offer infill.edit yet (edit feature not registered)")
         try:
             nvim.wait_model_ready(MODEL_TIMEOUT)
+            buf = nvim.lua("return vim.api.nvim_get_current_buf()")
             tick = nvim.lua("return vim.b.changedtick")
-            nvim.input("5GV9G:InfillEdit Add a docstring that says what this function returns<CR>")
-            nvim.wait_for("return vim.b.changedtick ~= ...", tick, timeout=240, interval=0.5)
+            command = "5GV9G:InfillEdit Add a docstring that says what this function returns<CR>"
+            # Rejected in the preview: nothing changes.
+            nvim.input(command)
+            _preview(nvim)
+            nvim.input("r")
+            nvim.wait_for("return require('infill.preview').current == nil", timeout=10)
+            assert any("edit discarded" in m["msg"] for m in nvim.messages())
+            assert nvim.lua("return vim.api.nvim_buf_get_changedtick(...)", buf) == tick
+            # Accepted in the preview: the edit lands.
+            nvim.input(command)
+            _preview(nvim)
+            _save_screen(nvim, "nvim-edit-preview.txt", "a / <CR> accept")
+            nvim.input("a")
+            nvim.wait_for("return vim.api.nvim_buf_get_changedtick(...) ~= select(2, ...)", buf, tick,
+                          timeout=20, interval=0.2)
             nvim.wait_for("return vim.api.nvim_get_mode().mode == 'n'", timeout=10)
             nvim.cmd("write")
         except NvimError as exc:
@@ -604,3 +647,261 @@ def test_disabled_language_says_so(workspace: Path) -> None:
         assert nvim.lua("return require('infill').status().completion") == "off for python (settings)"
         assert nvim.lua("return vim.lsp.inline_completion.is_enabled({ bufnr = 0 })") is False
         assert nvim.lua("return vim.fn.maparg('<Tab>', 'i', false, true).buffer") != 1  # <Tab> left alone
+
+
+# ------------------------------------------------------------------------------------------------
+# issue 15: partial accept, a Tab that falls through, the popup menu, visible state, preview, health
+# ------------------------------------------------------------------------------------------------
+
+# The server stays silent for inline completion in these tests (its answers would replace the
+# suggestion a test puts up), so what shows is only what the test shows through the plugin.
+SILENCE = """
+local c = require('infill.inline').completor(0)
+if c then c.request = function() end end
+return c ~= nil
+"""
+SHOW = "require('infill.inline').show_rest(0, require('infill').client().id, ...)"
+
+
+def _insert_at_end(nvim: Nvim, row: int) -> None:
+    nvim.call("nvim_win_set_cursor", 0, [row, 0])
+    nvim.input("A")
+    nvim.wait_for("return vim.api.nvim_get_mode().mode == 'i'", timeout=10)
+
+
+def _line(nvim: Nvim, row: int) -> str:
+    return nvim.call("nvim_buf_get_lines", 0, row - 1, row, True)[0]
+
+
+def test_default_filetypes_are_every_language_with_a_grammar(workspace: Path) -> None:
+    """Each extension in lsp_server/languages.py maps (by Neovim's own filetype detection) to a default."""
+    from lsp_server.languages import LANGUAGES
+
+    extensions = [ext for spec in LANGUAGES for ext in spec.extensions]
+    with Nvim.start(workspace, plugin=True, budget=60) as nvim:
+        filetypes = nvim.lua("return require('infill').defaults.filetypes")
+        # (A buffer with some code: Neovim looks inside files whose extension is ambiguous, e.g. .ts, .h.)
+        detected = nvim.lua("local b = vim.api.nvim_create_buf(false, true)"
+                            " vim.api.nvim_buf_set_lines(b, 0, -1, false, { 'int x;' })"
+                            " return vim.tbl_map(function(ext)"
+                            " return vim.filetype.match({ buf = b, filename = 'a' .. ext }) or '' end, ...)",
+                            extensions)
+    missing = {ext: ft for ext, ft in zip(extensions, detected) if ft not in filetypes}
+    assert not missing, f"extensions whose Neovim filetype infill does not attach to: {missing}"
+
+
+# A user config with other plugins' insert-mode mappings, made before infill attaches: a Lua callback
+# (what nvim-cmp or luasnip install), a Vim script <expr> mapping, and a <Plug> mapping (needs remap).
+OTHER_MAPPINGS = """
+_G.__cmp_tab = 0
+vim.keymap.set('i', '<Tab>', function() _G.__cmp_tab = _G.__cmp_tab + 1 end, { desc = 'cmp-like' })
+vim.cmd([[inoremap <expr> <C-l> 'EXPR']])
+vim.cmd([[inoremap <Plug>(test-plug) PLUG]])
+vim.cmd([[imap <C-j> <Plug>(test-plug)]])
+require('infill').setup({ cmd = require('infill').config.cmd, root_markers = { 'pyproject.toml' },
+  keys = { accept = '<Tab>', accept_word = '<C-l>', accept_line = '<C-j>' } })
+"""
+
+
+def test_keys_fall_through_to_the_mappings_they_replaced(workspace: Path) -> None:
+    """Without a suggestion, <Tab> / accept-word / accept-line do what they did before infill; with one, they
+    accept all of it, its next word, its next line."""
+    path = _write(workspace, "m.py", "x = 1\n")
+    with Nvim.start(workspace, plugin=True, budget=120, extra_lua=OTHER_MAPPINGS) as nvim:
+        _open(nvim, path)
+        assert nvim.lua("return vim.fn.maparg('<Tab>', 'i', false, true).desc") == "infill: accept the suggestion"
+        _insert_at_end(nvim, 1)
+        assert nvim.wait_for(SILENCE, timeout=10)
+        nvim.input("<Tab><C-l><C-j>")
+        nvim.wait_for("return vim.api.nvim_get_current_line():find('PLUG') ~= nil", timeout=10)
+        assert nvim.lua("return _G.__cmp_tab") == 1
+        assert _line(nvim, 1) == "x = 1EXPRPLUG"
+        # A suggestion on screen: the same keys take its next word, its next line, then the rest.
+        nvim.lua(SHOW, " + offset(2)\n    return x")
+        assert nvim.wait_for(GHOST, timeout=5)["text"] == " + offset(2)\n    return x"
+        for word in (" +", " offset"):
+            expect = _line(nvim, 1) + word
+            nvim.input("<C-l>")
+            nvim.wait_for("return vim.api.nvim_get_current_line() == ...", expect, timeout=5)
+        ghost = nvim.wait_for(GHOST, timeout=5)
+        assert ghost["text"] == "(2)\n    return x"  # the rest shows at once, without asking the server
+        assert ghost["col"] == len(_line(nvim, 1))
+        nvim.input("<C-j>")
+        nvim.wait_for("return vim.api.nvim_get_current_line():find('%(2%)$') ~= nil", timeout=5)
+        nvim.input("<Tab>")
+        nvim.wait_for("return vim.api.nvim_buf_line_count(0) == 2", timeout=5)
+        assert nvim.call("nvim_buf_get_lines", 0, 0, -1, True) == ["x = 1EXPRPLUG + offset(2)", "    return x"]
+        assert nvim.lua("return _G.__cmp_tab") == 1  # accepting never ran the other mapping
+        assert nvim.lua_error() is None
+
+
+def test_tab_without_other_mappings_is_a_tab(workspace: Path) -> None:
+    """With only Neovim's own <Tab> (its snippet jump), no suggestion: a real Tab is typed."""
+    path = _write(workspace, "m.py", "x = 1\n")
+    with Nvim.start(workspace, plugin=True, budget=120) as nvim:
+        _open(nvim, path)
+        _insert_at_end(nvim, 1)
+        assert nvim.wait_for(SILENCE, timeout=10)
+        nvim.input("<Tab>y")
+        nvim.wait_for("return vim.api.nvim_get_current_line():find('y') ~= nil", timeout=10)
+        # What <Tab> types in a Python buffer: its ftplugin sets 'expandtab' and 'softtabstop' 4.
+        assert nvim.lua("return { vim.bo.expandtab, vim.bo.softtabstop }") == [True, 4]
+        assert _line(nvim, 1) == "x = 1   y"
+
+
+def test_ghost_text_hides_while_the_popup_menu_is_open(workspace: Path) -> None:
+    path = _write(workspace, "m.py", "alpha_value = 1\nalpha_other = 2\n\n")
+    with Nvim.start(workspace, plugin=True, budget=120, ui=(80, 12)) as nvim:
+        _open(nvim, path)
+        _insert_at_end(nvim, 3)
+        assert nvim.wait_for(SILENCE, timeout=10)
+        nvim.input("alp")
+        nvim.wait_for("return vim.api.nvim_get_current_line() == 'alp'", timeout=5)
+        nvim.lua(SHOW, "ha_value + 1")
+        nvim.wait_for(GHOST, timeout=5)
+        assert nvim.lua("return require('infill.inline').visible()") is True
+        nvim.input("<C-n>")  # Neovim's keyword completion opens the popup menu
+        nvim.wait_for("return vim.fn.pumvisible() == 1", timeout=5)
+        assert nvim.lua(GHOST) is False
+        nvim.lua("require('infill.inline').completor(0):show()")  # a late answer would show: it stays hidden
+        assert nvim.lua(GHOST) is False
+        assert nvim.lua("return require('infill.inline').visible()") is False
+
+
+def test_statusline_pending_mark_and_manual_trigger(workspace: Path) -> None:
+    """The trigger key asks at once; while the request waits, the statusline says '…' and the mark shows."""
+    path = _write(workspace, "m.py", "def add(a, b):\n    return a + b\n")
+    record = """
+    _G.__seen = {}
+    vim.api.nvim_create_autocmd('LspRequest', { callback = function(ev)
+      if ev.data.request.method ~= 'textDocument/inlineCompletion' then return end
+      local marks = vim.api.nvim_buf_get_extmarks(0, vim.api.nvim_create_namespace('infill.pending'), 0, -1, {})
+      table.insert(_G.__seen, { type = ev.data.request.type, line = require('infill').statusline(), marks = #marks })
+    end })
+    """
+    extra = ("require('infill').setup({ cmd = require('infill').config.cmd, root_markers = { 'pyproject.toml' },"
+             " pending_mark = true })" + record)
+    with Nvim.start(workspace, plugin=True, budget=120, extra_lua=extra) as nvim:
+        assert nvim.lua("return require('infill').statusline()") == ""  # not serving this (empty) buffer
+        _open(nvim, path)
+        assert nvim.lua("return require('infill').statusline()") in {"infill: loading", "infill"} or \
+            nvim.lua("return require('infill').statusline()").endswith("%")
+        _insert_at_end(nvim, 2)
+        nvim.lua("_G.__seen = {}")
+        nvim.input("<M-\\>")  # the manual trigger, before the 200 ms typing debounce would ask
+        seen = nvim.wait_for("for _, s in ipairs(_G.__seen) do if s.type == 'complete' then return _G.__seen end"
+                             " end return false", timeout=60)
+        assert seen[0] == {"type": "pending", "line": "infill …", "marks": 1}, seen
+        nvim.input("<Esc>")  # no more requests: the state settles
+        nvim.wait_for("return require('infill').statusline() ~= 'infill …' and #vim.api.nvim_buf_get_extmarks(0,"
+                      " vim.api.nvim_create_namespace('infill.pending'), 0, -1, {}) == 0", timeout=60)
+
+
+def test_unknown_setting_is_a_warning_naming_the_closest_key(workspace: Path) -> None:
+    path = _write(workspace, "m.py", "x = 1\n")
+    with Nvim.start(workspace, plugin=True, budget=120, settings={"maxTokenSingleLine": 12}) as nvim:
+        _open(nvim, path)
+        warning = nvim.wait_for("for _, m in ipairs(_G.__messages) do if m.msg:find('maxTokenSingleLine', 1, true)"
+                                " then return m end end return false", timeout=30)
+        assert warning["level"] == 3  # vim.log.levels.WARN
+        assert "did you mean 'maxTokensSingleLine'?" in warning["msg"]
+        # The same key sent again (a settings change) is not said again.
+        nvim.lua("require('infill').client():notify('workspace/didChangeConfiguration',"
+                 " { settings = { infill = { maxTokenSingleLine = 12, temprature = 0 } } })")
+        nvim.wait_for("for _, m in ipairs(_G.__messages) do if m.msg:find('temprature', 1, true)"
+                      " then return true end end return false", timeout=30)
+        said = [m["msg"] for m in nvim.messages() if "maxTokenSingleLine" in m["msg"]]
+        assert len(said) == 1, said
+
+
+def test_edit_preview_window_accepts_and_rejects(workspace: Path) -> None:
+    diff = "--- a/m.py\n+++ b/m.py\n@@ -1 +1,2 @@\n def f():\n+    \"\"\"Doc.\"\"\"\n"
+    with Nvim.start(workspace, plugin=True, budget=60, ui=(100, 20)) as nvim:
+        for layout, key, accepted in (("float", "r", False), ("split", "a", True), ("float", "<Esc>", False)):
+            nvim.lua("_G.__done = nil; require('infill.preview').open(...,"
+                     " { title = 'infill: test', layout = select(2, ...) },"
+                     " function(ok) _G.__done = { ok = ok } end)", diff, layout)
+            current = nvim.lua("local p = require('infill.preview').current; return {"
+                               " lines = vim.api.nvim_buf_get_lines(p.buf, 0, -1, false), ft = vim.bo[p.buf].filetype,"
+                               " relative = vim.api.nvim_win_get_config(p.win).relative,"
+                               " focused = vim.api.nvim_get_current_win() == p.win }")
+            assert current["lines"] == diff.rstrip("\n").split("\n") and current["ft"] == "diff"
+            assert (current["relative"] == "editor") == (layout == "float") and current["focused"]
+            nvim.input(key)
+            assert nvim.wait_for("return _G.__done", timeout=5)["ok"] is accepted
+            assert nvim.lua("return require('infill.preview').current") is None
+            assert nvim.lua("return #vim.api.nvim_list_wins()") == 1
+
+
+def test_search_picker_is_detected(workspace: Path) -> None:
+    """fzf-lua or Telescope when installed (faked here: neither is), else vim.ui.select; a pick opens the file."""
+    target = _write(workspace, "a.py", "import os\n\n\ndef parse(rows):\n    pass\n")
+    items = [{"filename": str(target), "lnum": 4, "col": 1, "text": "[0.81] def parse(rows):"}]
+    with Nvim.start(workspace, plugin=True, budget=60, extra_lua=PICK_FIRST) as nvim:
+        assert nvim.lua("return require('infill').picker()") == "select"
+        nvim.lua("require('infill').pick('parse', ...)", items)
+        assert nvim.lua("return _G.__picked")["first"] == "a.py:4:1: [0.81] def parse(rows):"
+        assert nvim.lua("return { vim.fn.expand('%:t'), vim.api.nvim_win_get_cursor(0)[1] }") == ["a.py", 4]
+        nvim.lua("package.loaded['fzf-lua'] = { actions = { file_edit = 'edit' },"
+                 " fzf_exec = function(lines, opts) _G.__fzf = { lines = lines, opts = opts } end }")
+        assert nvim.lua("return require('infill').picker()") == "fzf-lua"
+        nvim.lua("require('infill').pick('parse', ...)", items)
+        fzf = nvim.lua("return _G.__fzf")
+        assert fzf["lines"] == ["a.py:4:1: [0.81] def parse(rows):"] and fzf["opts"]["actions"]["default"] == "edit"
+        nvim.lua("package.loaded['telescope.pickers'] = {}")
+        assert nvim.lua("return require('infill').picker()") == "telescope"
+        nvim.lua("require('infill').config.search_picker = 'quickfix'")
+        assert nvim.lua("return require('infill').picker()") == "quickfix"
+
+
+def test_checkhealth(workspace: Path) -> None:
+    path = _write(workspace, "m.py", "x = 1\n")
+    with Nvim.start(workspace, plugin=True, budget=120) as nvim:
+        _open(nvim, path)
+        nvim.cmd("checkhealth infill")
+        report = nvim.wait_for("local l = vim.api.nvim_buf_get_lines(0, 0, -1, false)"
+                               " return vim.bo.filetype == 'checkhealth' and #l > 5 and table.concat(l, '\\n')",
+                               timeout=60)
+    from lsp_server import __version__
+
+    assert f"server found: infill {__version__} (the plugin is {__version__})" in report, report
+    assert "device: cpu" in report or "device: cuda" in report, report
+    assert "default model: qwen2.5-coder-0.5b" in report, report
+    assert "running (client" in report and "ERROR" not in report, report
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_accept_a_word_then_the_rest_with_the_real_model(workspace: Path) -> None:
+    """A real suggestion taken word first (<M-Right>), then all of what is left (<Tab>); :checkhealth then
+    reports the model ready."""
+    marked = textwrap.dedent(COMPLETION_CASES["plugin-ascii"][1]).lstrip("\n")
+    path = _write(workspace, "sample.py", marked.replace(CURSOR, ""))
+    before = path.read_bytes()
+    offset = len(marked[: marked.index(CURSOR)].encode())
+    row = marked[: marked.index(CURSOR)].count("\n")
+    with Nvim.start(workspace, plugin=True, budget=MODEL_TIMEOUT + 240) as nvim:
+        try:
+            _open(nvim, path)
+            nvim.wait_model_ready(MODEL_TIMEOUT)
+            ghost = _trigger_until_ghost(nvim, row, timeout=180)
+            word = nvim.lua("return require('infill.inline').take(..., 'word')", ghost["text"])
+            line = _line(nvim, row + 1)
+            nvim.input("<M-Right>")
+            nvim.wait_for("return vim.api.nvim_get_current_line() == ...", line + word, timeout=10)
+            if word != ghost["text"]:
+                rest = nvim.wait_for(GHOST, timeout=10)
+                assert rest["text"] == ghost["text"][len(word):], (ghost, rest)
+                _accept_ghost_and_write(nvim)
+                accepted = word + rest["text"]
+            else:  # a one-word suggestion: nothing left to show
+                nvim.input("<Esc>")
+                nvim.cmd("write")
+                accepted = word
+            nvim.cmd("checkhealth infill")
+            report = nvim.wait_for("return vim.bo.filetype == 'checkhealth' and"
+                                   " table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), '\\n')", timeout=60)
+        except NvimError as exc:
+            pytest.fail(f"{exc}\nmessages: {nvim.messages()}\n{nvim.logs()}")
+    assert path.read_bytes() == before[:offset] + accepted.encode() + before[offset:]
+    assert "model ready: " in report and " ready on " in report, report

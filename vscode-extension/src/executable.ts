@@ -32,14 +32,17 @@ export function resolveExecutable(command: string, sys: Platform, cwd?: string):
   return undefined;
 }
 
-/** The command that installs the server and its default model (the same as the project README's). */
-export const INSTALL_COMMAND = "pip install -e '/path/to/infill[coder]'";
+/**
+ * The command that installs the server and its default model, run in a checkout of infill: the project
+ * README's, word for word (tests/test_docs.py compares them).
+ */
+export const INSTALL_COMMAND = "python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[coder]'";
 
 /** The notification shown when the server cannot be found: what happened and the two ways to fix it. */
 export function missingServerMessage(command: string): string {
   return (
     `infill: the language server \`${command}\` was not found. ` +
-    `Install it from a checkout of infill with \`${INSTALL_COMMAND}\` (then reload the window), ` +
-    "or set `infill.serverPath` to the full path of the `infill` executable."
+    `Install it in a checkout of infill with \`${INSTALL_COMMAND}\`, then set \`infill.serverPath\` to ` +
+    "the checkout's `.venv/bin/infill` (or put it on your PATH) and reload the window."
   );
 }

@@ -28,6 +28,7 @@ const ASK_CAPABILITY = "infillEditWithInstruction";
 const PREVIEW_SCHEME = "infill-preview";
 
 let client: LanguageClient | undefined;
+let extensionVersion = "";
 let output: vscode.LogOutputChannel;
 let statusItem: vscode.StatusBarItem;
 const status = new StatusModel();
@@ -45,6 +46,8 @@ function currentSettings() {
 
 export async function activate(context: vscode.ExtensionContext): Promise<void> {
   output = vscode.window.createOutputChannel("infill", { log: true });
+  extensionVersion = String(context.extension.packageJSON.version ?? "");
+  output.info(`infill extension ${extensionVersion}`);
   statusItem = vscode.window.createStatusBarItem("infill.status", vscode.StatusBarAlignment.Right, 100);
   statusItem.name = "infill";
   statusItem.command = "infill.statusClicked";
@@ -204,7 +207,13 @@ function render(): void {
     languageId && status.enabled && !completionEnabled(currentSettings(), languageId) ? languageId : undefined;
   const view = status.view();
   statusItem.text = view.text;
-  statusItem.tooltip = view.tooltip;
+  statusItem.tooltip = `${view.tooltip}\n\n${versionLine()}`;
+}
+
+/** The releases in use: this extension's, and the server's (its `serverInfo`, once it has started). */
+function versionLine(): string {
+  const server = client?.initializeResult?.serverInfo?.version;
+  return `infill extension ${extensionVersion}` + (server ? ` · server ${server}` : "");
 }
 
 async function onStatusClicked(): Promise<void> {

@@ -2,20 +2,26 @@
 ---
 --- The server does all the work (completion, edits, search); this file only wires it into Neovim:
 --- it registers the server with `vim.lsp.config`/`vim.lsp.enable`, turns on the built-in inline
---- completion (Neovim 0.12) or completion items (0.11), handles the server's "Edit with instruction…"
---- code action, and adds :InfillEdit, :InfillCancel, :InfillSearch, :InfillStatus, :InfillToggle and
---- :InfillRestart. See `:help infill`.
+--- completion (Neovim 0.12) or completion items (0.11) with the keys of `infill.inline`, shows edits as a
+--- diff to accept or reject (`infill.preview`) before they land, puts search results in a picker, and adds
+--- :InfillEdit, :InfillCancel, :InfillSearch, :InfillStatus, :InfillToggle, :InfillRestart and
+--- `:checkhealth infill`. See `:help infill`.
 
 local M = {}
 
 local api = vim.api
+local inline = require('infill.inline')
+local preview = require('infill.preview')
 local NAME = 'infill'
+
+--- The plugin's release: the same as the server's (`infill --version`) and the VS Code extension's.
+M.version = '0.1.0'
 
 --- Defaults; every key can be overridden in `setup()`.
 M.defaults = {
   --- Command that starts the server; `{ 'infill', 'serve' }` needs `infill` on $PATH.
   cmd = nil,
-  --- Filetypes the server attaches to (it has tree-sitter context for these; plain text elsewhere).
+  --- Filetypes the server attaches to: every language it has a grammar for (lsp_server/languages.py).
   filetypes = { 'python', 'javascript', 'javascriptreact', 'typescript', 'typescriptreact', 'go', 'rust',
     'java', 'c', 'cpp', 'ruby' },
   root_markers = { '.git', 'pyproject.toml', 'package.json', 'go.mod', 'Cargo.toml', '.hg' },
@@ -24,8 +30,18 @@ M.defaults = {
   settings = {},
   --- Ghost-text inline completion (Neovim 0.12+). On 0.11 completion items are used instead.
   inline = true,
-  --- Insert-mode keys; set one to false to leave it unmapped.
-  keys = { accept = '<Tab>', next = '<M-]>', prev = '<M-[>' },
+  --- Insert-mode keys; set one to false to leave it unmapped. accept, accept_word and accept_line fall
+  --- through to what the key did before (nvim-cmp, luasnip, a plain Tab) when no suggestion shows.
+  keys = { accept = '<Tab>', accept_word = '<M-Right>', accept_line = '<M-C-Right>', next = '<M-]>',
+    prev = '<M-[>', trigger = '<M-\\>' },
+  --- A "…" after the line while a suggestion is being asked for (the statusline function says it too).
+  pending_mark = false,
+  --- Show an edit as a diff to accept or reject before it is applied: 'float', 'split', or false to apply
+  --- it at once.
+  edit_preview = 'float',
+  --- Where :InfillSearch results go: 'auto' (Telescope, else fzf-lua, else vim.ui.select), 'telescope',
+  --- 'fzf-lua', 'select' or 'quickfix'.
+  search_picker = 'auto',
   --- Completion items (`textDocument/completion`) when inline completion is unavailable.
   completion_fallback = true,
   --- How many results :InfillSearch asks for.
@@ -78,28 +94,6 @@ end
 --------------------------------------------------------------------------------------------------
 -- Attach: inline completion, keys, completion fallback
 --------------------------------------------------------------------------------------------------
-
-local function map_keys(bufnr)
-  local keys = M.config.keys or {}
-  if keys.accept then
-    vim.keymap.set('i', keys.accept, function()
-      if state.inline_enabled and vim.lsp.inline_completion.get() then
-        return ''
-      end
-      return api.nvim_replace_termcodes(keys.accept, true, false, true)
-    end, { buffer = bufnr, expr = true, replace_keycodes = false, desc = 'infill: accept the suggestion' })
-  end
-  if keys.next then
-    vim.keymap.set('i', keys.next, function()
-      vim.lsp.inline_completion.select({ count = 1 })
-    end, { buffer = bufnr, desc = 'infill: next suggestion' })
-  end
-  if keys.prev then
-    vim.keymap.set('i', keys.prev, function()
-      vim.lsp.inline_completion.select({ count = -1 })
-    end, { buffer = bufnr, desc = 'infill: previous suggestion' })
-  end
-end
 
 --- Neovim inserts only the first word of a plain-text completion item (`^%S*` of its textEdit); when
 --- an infill item is accepted, put in the whole suggestion it stands for.
@@ -155,7 +149,7 @@ local function on_attach(client, bufnr)
   if M.config.inline and M.has_inline() then
     -- A buffer marker: Neovim starts the capability for this buffer right after LspAttach.
     vim.lsp.inline_completion.enable(state.inline_enabled, { bufnr = bufnr })
-    map_keys(bufnr)
+    inline.attach(bufnr, M.config.keys or {})
   elseif M.config.completion_fallback and vim.lsp.completion and client:supports_method('textDocument/completion') then
     -- One suggestion is one item: show the menu for it, selected but not inserted until <C-y>.
     pcall(function()
@@ -186,6 +180,9 @@ local function on_progress(ev)
   entry.percentage = value.percentage or entry.percentage
   entry.done = value.kind == 'end'
   state.progress[params.token] = entry
+  if entry.title and entry.title:find('index', 1, true) then
+    state.index = entry
+  end
   if entry.title and entry.title:find('model', 1, true) then
     local failed = entry.done and (entry.message or ''):find('fail', 1, true)
     state.model = {
@@ -225,6 +222,36 @@ function M.status()
     completion = mode,
     nvim = tostring(vim.version()),
   }
+end
+
+--- The latest indexing progress ({message, percentage, done}), or nil before any.
+---@return table?
+function M.index_state()
+  return state.index
+end
+
+--- A short state for the statusline (`%{v:lua.require'infill'.statusline()}`): '' where infill does not
+--- serve the buffer, 'infill …' while a suggestion is asked for, 'infill: editing…', 'infill 42%' while
+--- the model loads, 'infill: off', 'infill: error', else 'infill'.
+---@return string
+function M.statusline()
+  local bufnr = api.nvim_get_current_buf()
+  if not M.client(bufnr) then
+    return state.problem and 'infill: error' or ''
+  end
+  local model = state.model or { state = 'starting' }
+  if model.state == 'failed' then
+    return 'infill: error'
+  elseif next(state.edits) then
+    return 'infill: editing…'
+  elseif inline.pending(bufnr) > 0 then
+    return 'infill …'
+  elseif model.state ~= 'ready' then
+    return model.percentage and ('infill %d%%'):format(model.percentage) or 'infill: loading'
+  elseif not state.inline_enabled or language_disabled(bufnr) then
+    return 'infill: off'
+  end
+  return 'infill'
 end
 
 local function show_status()
@@ -295,8 +322,63 @@ function M.command_range(bufnr, opts, encoding)
   }
 end
 
---- Ask the server to rewrite `range` of `bufnr` by `instruction`; the server applies the edit itself
---- (`workspace/applyEdit`, versioned, so a buffer changed meanwhile refuses it).
+--- Apply an edit the server wrote for version `version` of `bufnr` (default: the version in the edit),
+--- unless the buffer changed since.
+---@return boolean applied
+local function apply_edit(client, bufnr, edit, version)
+  version = version or vim.tbl_get(edit, 'documentChanges', 1, 'textDocument', 'version')
+  if version and vim.lsp.util.buf_versions[bufnr] ~= version then
+    notify('the buffer changed since the edit was asked for; nothing was applied', vim.log.levels.WARN)
+    return false
+  end
+  vim.lsp.util.apply_workspace_edit(edit, client.offset_encoding)
+  notify('edit applied (u to undo)')
+  return true
+end
+
+--- Run `infill.edit` with `args` ({uri, range, version, instruction, preset?, …}). With `edit_preview`
+--- on, the server only writes the edit (apply=false) and it is shown as a diff to accept or reject;
+--- otherwise the server applies it itself (`workspace/applyEdit`, versioned).
+---@param client vim.lsp.Client
+---@param bufnr integer
+---@param args table
+---@param on_done fun(err: table?, result: any)?
+local function run_edit(client, bufnr, args, on_done)
+  local layout = M.config.edit_preview
+  args = vim.tbl_extend('force', args, { apply = not layout })
+  notify('editing… (:InfillCancel stops it)')
+  local request_id
+  local params = { command = 'infill.edit', arguments = { args } }
+  local _, id = client:request('workspace/executeCommand', params, function(err, result)
+    if request_id then
+      state.edits[request_id] = nil
+    end
+    if err then
+      notify('edit failed: ' .. (err.message or vim.inspect(err)), vim.log.levels.ERROR)
+    elseif type(result) == 'table' and result.applied then
+      notify('edit applied (u to undo)')
+    elseif type(result) == 'table' and layout and result.edit then
+      local title = 'infill: ' .. (args.preset or args.instruction or 'edit'):sub(1, 40)
+      preview.open(result.diff or '', { title = title, layout = layout }, function(accepted)
+        if accepted then
+          apply_edit(client, bufnr, result.edit, args.version)
+        else
+          notify('edit discarded; nothing was changed')
+        end
+      end)
+    end
+    if on_done then
+      on_done(err, result)
+    end
+  end, bufnr)
+  request_id = id
+  if id then
+    state.edits[id] = { client = client, on_done = on_done }
+  end
+end
+
+--- Ask the server to rewrite `range` of `bufnr` by `instruction`: previewed as a diff first (see
+--- `edit_preview`), else applied by the server (versioned, so a buffer changed meanwhile refuses it).
 ---@param bufnr integer
 ---@param range lsp.Range
 ---@param instruction string
@@ -311,32 +393,26 @@ function M.edit(bufnr, range, instruction, opts)
     notify('an edit needs an instruction and a range', vim.log.levels.WARN)
     return
   end
-  local args = {
+  run_edit(client, bufnr, {
     uri = vim.uri_from_bufnr(bufnr),
     range = range,
     version = opts.version or vim.lsp.util.buf_versions[bufnr],
     instruction = instruction,
-  }
-  notify('editing… (:InfillCancel stops it)')
-  local request_id
-  local params = { command = 'infill.edit', arguments = { args } }
-  local _, id = client:request('workspace/executeCommand', params, function(err, result)
-    if request_id then
-      state.edits[request_id] = nil
-    end
-    if err then
-      notify('edit failed: ' .. (err.message or vim.inspect(err)), vim.log.levels.ERROR)
-    elseif type(result) == 'table' and result.applied then
-      notify('edit applied (u to undo)')
-    end
-    if opts.on_done then
-      opts.on_done(err, result)
-    end
-  end, bufnr)
-  request_id = id
-  if id then
-    state.edits[id] = { client = client, on_done = opts.on_done }
+  }, opts.on_done)
+end
+
+--- Client side of the server's preset code actions ("Add docstring", …), which run `infill.edit`:
+--- through `run_edit`, so they are previewed like :InfillEdit.
+---@param command lsp.Command
+---@param ctx table
+local function preset_edit(command, ctx)
+  local args = (command.arguments or {})[1]
+  local client = vim.lsp.get_client_by_id(ctx.client_id)
+  if type(args) ~= 'table' or not client then
+    return
   end
+  local bufnr = args.uri and vim.uri_to_bufnr(args.uri) or ctx.bufnr
+  run_edit(client, bufnr, args)
 end
 
 --- Cancel every edit this plugin started that is still running (`$/cancelRequest`); the server
@@ -418,7 +494,66 @@ function M.search_items(result)
   return items
 end
 
---- Search the workspace for `query`; results go to the quickfix list.
+--- The picker `search_picker` names; 'auto' is Telescope or fzf-lua when installed, else vim.ui.select.
+---@return 'telescope'|'fzf-lua'|'select'|'quickfix'
+function M.picker()
+  local choice = M.config.search_picker
+  if choice and choice ~= 'auto' then
+    return choice
+  end
+  if pcall(require, 'telescope.pickers') then
+    return 'telescope'
+  elseif pcall(require, 'fzf-lua') then
+    return 'fzf-lua'
+  end
+  return 'select'
+end
+
+local function label(item)
+  return ('%s:%d:%d: %s'):format(vim.fn.fnamemodify(item.filename, ':.'), item.lnum, item.col, item.text)
+end
+
+--- Open a search result (a quickfix-style item).
+function M.jump(item)
+  vim.cmd.edit(vim.fn.fnameescape(item.filename))
+  pcall(api.nvim_win_set_cursor, 0, { item.lnum, math.max(0, item.col - 1) })
+end
+
+--- Let the user pick among the results, best first, in the configured picker.
+---@param query string
+---@param items table[] quickfix-style items from `search_items`
+function M.pick(query, items)
+  local kind = M.picker()
+  if kind == 'telescope' then
+    local pickers, finders = require('telescope.pickers'), require('telescope.finders')
+    local conf = require('telescope.config').values
+    pickers.new({}, {
+      prompt_title = 'infill: ' .. query,
+      finder = finders.new_table({ results = items, entry_maker = function(item)
+        return { value = item, display = label(item), ordinal = label(item),
+                 filename = item.filename, lnum = item.lnum, col = item.col }
+      end }),
+      sorter = conf.generic_sorter({}),
+      previewer = conf.grep_previewer({}),
+    }):find()
+  elseif kind == 'fzf-lua' then
+    local fzf = require('fzf-lua')
+    fzf.fzf_exec(vim.tbl_map(label, items), {
+      prompt = 'infill> ', previewer = 'builtin', actions = { ['default'] = fzf.actions.file_edit },
+    })
+  elseif kind == 'quickfix' then
+    vim.cmd('botright copen')
+  else
+    vim.ui.select(items, { prompt = 'infill: ' .. query, format_item = label, kind = 'infill.search' },
+      function(item)
+        if item then
+          M.jump(item)
+        end
+      end)
+  end
+end
+
+--- Search the workspace for `query`: the results fill the quickfix list and open in the picker.
 ---@param query string
 ---@param on_done fun(items: table[]?)? called with the items, or nil when the search could not run
 function M.search(query, on_done)
@@ -442,7 +577,7 @@ function M.search(query, on_done)
     if #items == 0 then
       notify('no results for ' .. query)
     else
-      vim.cmd('botright copen')
+      M.pick(query, items)
     end
     on_done(items)
   end)
@@ -452,7 +587,19 @@ end
 -- setup
 --------------------------------------------------------------------------------------------------
 
+--- The checkout this plugin lives in (`<checkout>/editors/nvim/lua/infill/init.lua`).
+local function checkout_dir()
+  local here = debug.getinfo(1, 'S').source:sub(2)
+  return vim.fn.fnamemodify(here, ':p:h:h:h:h:h')
+end
+
+--- How to start the server: the checkout's `.venv/bin/infill` (what README's install command makes), else
+--- `infill` on $PATH, else the checkout's module with `python3`.
 local function default_cmd()
+  local venv = checkout_dir() .. '/.venv/bin/infill'
+  if vim.fn.executable(venv) == 1 then
+    return { venv, 'serve' }
+  end
   if vim.fn.executable('infill') == 1 then
     return { 'infill', 'serve' }
   end
@@ -479,7 +626,7 @@ function M.restart()
     return #vim.lsp.get_clients({ name = NAME }) == 0
   end, 50)
   state.restarting = false
-  state.model, state.progress, state.problem = nil, {}, nil
+  state.model, state.progress, state.problem, state.index = nil, {}, nil, nil
   local ok, why = check_cmd()
   if not ok then
     state.problem = why
@@ -544,6 +691,8 @@ function M.setup(opts)
     root_markers = M.config.root_markers,
     -- Lets the server offer "Edit with instruction…" as a code action (we ask for the text).
     capabilities = { experimental = { infillEditWithInstruction = true } },
+    -- The preset code actions run infill.edit: here, so they are previewed like :InfillEdit.
+    commands = { ['infill.edit'] = preset_edit },
     init_options = next(M.config.settings) and M.config.settings or vim.empty_dict(),
     -- A crash must not leave a stuck "loading" status: say how it ended.
     on_exit = function(code, signal)
@@ -567,6 +716,15 @@ function M.setup(opts)
     end,
   })
   api.nvim_create_autocmd('LspProgress', { group = group, callback = on_progress })
+  api.nvim_create_autocmd('LspRequest', {
+    group = group,
+    callback = function(ev)
+      local client = vim.lsp.get_client_by_id(ev.data.client_id)
+      if client and client.name == NAME then
+        inline.on_request(ev, M.config.pending_mark)
+      end
+    end,
+  })
   api.nvim_create_autocmd('LspDetach', {
     group = group,
     callback = function(ev)
