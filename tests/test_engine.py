@@ -252,7 +252,7 @@ def test_first_token_rank_starts_with_that_ranked_token_then_decodes_greedily(qw
     for rank in (1, 2):
         steps: list[tuple[int, np.ndarray]] = []
         alt = qwen_engine.complete(CODE[1], max_new_tokens=12, first_token_rank=rank,
-                                   token_rule=lambda t, lg: steps.append((t, np.array(lg))) or False)
+                                   token_rule=lambda t, lg, steps=steps: steps.append((t, np.array(lg))) or False)
         assert steps[0][0] == ranked[rank]
         assert all(int(np.argmax(lg)) == t for t, lg in steps[1:])
         assert alt.reused_tokens == alt.prompt_tokens - 1  # the greedy run's prompt cache serves it

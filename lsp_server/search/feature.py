@@ -3,8 +3,9 @@
 One worker thread owns every index write, in order: on `initialized` it opens one index per workspace
 folder, brings it up to date (keyword search works as soon as a file is chunked), then loads the embedding
 model and embeds what is new, reporting counts with cancellable `$/progress`. After that it applies the
-queued updates: saves, debounced buffer changes, closes, watched-file events and deletions. Searches never
-wait for it; they rank whatever is indexed. The code model is not needed at all.
+queued updates: saves, debounced buffer changes, closes, watched-file events and deletions. A search that
+arrives before the first pass has chunked the workspace waits for it (the indexing progress shows how far
+it is); after that searches never wait, they rank whatever is indexed. The code model is not needed at all.
 
 `infill.search` takes one argument `{"query": str, "limit": int}` and returns a JSON list of
 `{uri, range, name, kind, snippet, score}`, best first.
@@ -12,6 +13,7 @@ wait for it; they rank whatever is indexed. The code model is not needed at all.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -70,6 +72,7 @@ class SearchFeature(Feature):
         self._timers: dict[str, threading.Timer] = {}
         self._lock = threading.Lock()
         self.idle = threading.Event()  # set whenever the queue is drained (tests and benchmarks wait on it)
+        self.chunked = threading.Event()  # set once the first pass has chunked every folder (or given up)
 
     def register(self) -> None:
         # pygls tags the handler with attributes, which bound methods cannot take: register plain functions.
@@ -87,6 +90,7 @@ class SearchFeature(Feature):
     async def execute(self, *arguments: Any) -> list[dict]:
         """`infill.search`: ranked results as JSON."""
         query, limit = parse_arguments(arguments)
+        await self._index_exists()
         hits = await self.off_loop(self.search, query, limit)
         return [hit.as_dict() for hit in hits]
 
@@ -94,8 +98,15 @@ class SearchFeature(Feature):
         """The same results in the editor's symbol picker (an empty query lists nothing)."""
         if not params.query.strip():
             return []
+        await self._index_exists()
         hits = await self.off_loop(self.search, params.query, SYMBOL_LIMIT)
         return [self._symbol(hit) for hit in hits]
+
+    async def _index_exists(self, poll: float = 0.1) -> None:
+        """Wait while the first pass is still chunking the workspace: an answer from half an index (or none)
+        would say "no results" for code that exists. Cancelling the request stops the wait."""
+        while self._worker is not None and not self.chunked.is_set():
+            await asyncio.sleep(poll)
 
     def search(self, query: str, limit: int) -> list[Hit]:
         """Results from every workspace folder's index, merged by score."""
@@ -202,6 +213,7 @@ class SearchFeature(Feature):
         except Exception:
             log.exception("search indexing stopped")
             self.idle.set()
+            self.chunked.set()
 
     def _drain(self) -> list[tuple]:
         jobs = []
@@ -221,6 +233,7 @@ class SearchFeature(Feature):
                 self._indexes.append(Index(root))
             for index in self._indexes:
                 index.update_all(progress.report, cancel, embed=False)
+            self.chunked.set()  # keyword search answers from here on
             embedder = self._load_embedder(progress)
             for index in self._indexes:
                 if embedder is not None and not cancel.is_set():
@@ -230,6 +243,8 @@ class SearchFeature(Feature):
             log.exception("indexing failed")
             progress.end(f"indexing failed: {exc}")
             return
+        finally:
+            self.chunked.set()  # failed or cancelled: searches answer from what there is
         files = sum(i.counts()[0] for i in self._indexes)
         chunks = sum(i.counts()[1] for i in self._indexes)
         state = "cancelled" if cancel.is_set() else "indexed"
