@@ -317,6 +317,7 @@ async def test_requests_before_the_model_is_ready(early_client: LanguageClient) 
         await asyncio.sleep(0.1)
     assert client.refreshed == [[typed_uri]]  # only the document answered empty
     assert client.pending_seen[:2] == [1, 0] and max(client.pending_seen) >= 1 and client.pending_seen[-1] == 0
+    close_doc(client, asked_uri)  # its copy of the code would be other-file context that leaves nothing to write
     assert await inline(client, typed_uri, pos), "asked again, the typing request is answered"
 
 
