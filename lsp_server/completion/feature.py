@@ -124,12 +124,12 @@ class CompletionFeature(Feature):
             engine = self.server.model.ready()
             if engine is None and wait:
                 engine = await self.server.model.until_ready()
+                doc = self.server.workspace.text_documents.get(uri)
+                if doc is None or doc.source != text:  # changed while waiting: a newer request comes
+                    return []
             if engine is None or cancel.is_set():
                 if engine is None:
                     self._missed.add(uri)
-                return []
-            doc = self.server.workspace.text_documents.get(uri)
-            if doc is None or doc.source != text:  # changed while waiting for the model: a newer request comes
                 return []
             self._warm_cancel.set()
             result = await self.off_loop(self._generate, engine, doc.uri, doc.language_id, text, offset, count,
