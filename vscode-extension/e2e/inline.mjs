@@ -191,6 +191,13 @@ try {
     await panel.locator(".monaco-list-row", { hasText: opts.file }).first().click().catch(() => {});
     await page.waitForTimeout(1500);
     await page.screenshot({ path: opts.screenshot });
+    // Changes that need confirmation start unticked (VS Code's per-change review): tick the file's box.
+    const box = panel.locator(".monaco-list-row", { hasText: opts.file }).first().locator(".monaco-checkbox, .monaco-custom-toggle").first();
+    result.tickedBeforeApply = await box.evaluate((e) => e.classList.contains("checked") || e.getAttribute("aria-checked") === "true").catch(() => null);
+    await box.click();
+    await page.waitForTimeout(500);
+    result.tickedAfterClick = await box.evaluate((e) => e.classList.contains("checked") || e.getAttribute("aria-checked") === "true").catch(() => null);
+    log("ticked before/after:", result.tickedBeforeApply, result.tickedAfterClick);
     const apply = panel.getByRole("button", { name: /^Apply/ }).first();
     if (await apply.isVisible().catch(() => false)) await apply.click();
     else {
