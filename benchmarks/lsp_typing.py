@@ -10,6 +10,11 @@ because the user typed what it predicted.
 Baseline in the same run: the same server answering the same positions with a *cold* document each
 time (a fresh URI, nothing cached), so the ratio shows what caching and warming buy on this machine.
 
+The explicit path: at each of those cold positions, after the typing request, an *invoked* request
+(InlineCompletionTriggerKind.Invoked: the trigger key, or cycling with Alt+]) asks for up to
+`suggestions` different items; reported as its latency, the items it got and its ratio to the typing
+request at the same position.
+
     python benchmarks/lsp_typing.py [--module textwrap] [--chars 1500] [--start 0.4]
     python benchmarks/lsp_typing.py --backend http://gpu-box:8080 --kind llama.cpp   # remote beside local
     python benchmarks/lsp_typing.py --backend start    # a llama.cpp server (xllamacpp) started here
@@ -83,16 +88,17 @@ async def _drain(stream) -> None:
         pass
 
 
-async def request(client: LanguageClient, uri: str, text: str, offset: int) -> tuple[float, str]:
+async def request(client: LanguageClient, uri: str, text: str, offset: int,
+                  invoked: bool = False) -> tuple[float, list[str]]:
     line, character = to_position(text, offset)
+    kind = types.InlineCompletionTriggerKind.Invoked if invoked else types.InlineCompletionTriggerKind.Automatic
     t0 = time.perf_counter()
     result = await client.text_document_inline_completion_async(types.InlineCompletionParams(
         text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line, character),
-        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic)))
+        context=types.InlineCompletionContext(trigger_kind=kind)))
     elapsed = (time.perf_counter() - t0) * 1000
     items = result.items if isinstance(result, types.InlineCompletionList) else (result or [])
-    insert = items[0].insert_text if items else ""
-    return elapsed, insert if isinstance(insert, str) else insert.value
+    return elapsed, [i.insert_text if isinstance(i.insert_text, str) else i.insert_text.value for i in items]
 
 
 async def stats(client: LanguageClient) -> dict:
@@ -137,6 +143,9 @@ async def replay(args: argparse.Namespace, init_options: dict) -> dict:
     after = await stats(client)
 
     cold: list[float] = []  # baseline: the same positions, each in a fresh document (nothing cached)
+    invoked: list[float] = []  # then an explicit request at the same position
+    invoked_items: list[int] = []
+    typing_there: list[float] = []  # the typing request it follows (cold) — the ratio's denominator
     for n, pos in enumerate(positions[:: max(1, len(positions) // args.cold_samples)][: args.cold_samples]):
         cold_uri = (ROOT / "benchmarks" / "_typing" / f"cold{n}.py").as_uri()
         cold_text = source[:pos] + tail
@@ -144,6 +153,12 @@ async def replay(args: argparse.Namespace, init_options: dict) -> dict:
             types.TextDocumentItem(uri=cold_uri, language_id="python", version=1, text=cold_text)))
         elapsed, _ = await request(client, cold_uri, cold_text, pos)
         cold.append(elapsed)
+        if args.invoked:
+            t_inv, items = await request(client, cold_uri, cold_text, pos, invoked=True)
+            if items:
+                invoked.append(t_inv)
+                invoked_items.append(len(items))
+                typing_there.append(elapsed)
     await client.shutdown_async(None)
     client.exit(None)
     await client.stop()
@@ -165,11 +180,16 @@ async def replay(args: argparse.Namespace, init_options: dict) -> dict:
         "cold_p50_ms": round(statistics.median(cold), 1) if cold else None,
         "p50_vs_cold": round(statistics.median(p) / statistics.median(cold), 3) if p and cold else None,
         "chars_typed": typed_end - start,
+        "invoked_p50_ms": round(statistics.median(invoked), 1) if invoked else None,
+        "invoked_items_mean": round(statistics.fmean(invoked_items), 2) if invoked_items else None,
+        "invoked_vs_typing": round(statistics.median([a / b for a, b in zip(invoked, typing_there, strict=True)]), 3)
+        if invoked else None,
     }
 
 
 METRICS = ("requests", "p50_ms", "p95_ms", "mean_ms", "prefix_reuse_rate", "reused_token_share",
-           "typed_through_rate", "cold_p50_ms", "p50_vs_cold")
+           "typed_through_rate", "cold_p50_ms", "p50_vs_cold", "invoked_p50_ms", "invoked_items_mean",
+           "invoked_vs_typing")
 
 
 def main() -> None:
@@ -178,6 +198,8 @@ def main() -> None:
     parser.add_argument("--chars", type=int, default=1500, help="characters to type")
     parser.add_argument("--start", type=float, default=0.4, help="share of the file present when it opens")
     parser.add_argument("--cold-samples", type=int, default=8)
+    parser.add_argument("--no-invoked", dest="invoked", action="store_false",
+                        help="skip the explicit (invoked) requests after the cold ones")
     parser.add_argument("--backend", help="a serving engine's URL to replay through as well, or `start` for a "
                                           "llama.cpp server (xllamacpp) on the default model, started here")
     parser.add_argument("--kind", default="llama.cpp", choices=["openai", "llama.cpp", "ollama"])

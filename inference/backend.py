@@ -109,9 +109,12 @@ class Backend(Protocol):
 
     def generate(self, prompt: Prompt, *, max_new_tokens: int = 64, stop: Sequence[str] = (),
                  stop_rule: StopRule | None = None, temperature: float = 0.0, cancel: Cancel | None = None,
-                 max_decode_ms: float | None = None, stats: GenerationStats | None = None) -> Iterator[str]:
+                 max_decode_ms: float | None = None, stats: GenerationStats | None = None,
+                 first_token_rank: int = 0) -> Iterator[str]:
         """Stream text deltas, cut before a stop string or where `stop_rule(text so far)` fires; stop when
-        `cancel` is set. `stats.finish_reason` says why it ended."""
+        `cancel` is set. `stats.finish_reason` says why it ended. `first_token_rank` > 0 starts the answer
+        with the model's rank-th likeliest first token instead of its likeliest (then decodes as usual):
+        the cheap way to several different suggestions for one prompt (0, the default, changes nothing)."""
         ...
 
     def complete(self, prompt: Prompt, **kwargs) -> Completion:

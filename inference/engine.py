@@ -188,14 +188,16 @@ class Engine:
                  stop_rule: StopRule | None = None, token_rule: TokenRule | None = None,
                  temperature: float = 0.0, cancel: Cancel | None = None,
                  seed: int | None = None, lookup: bool = True, max_decode_ms: float | None = None,
-                 stats: GenerationStats | None = None) -> Generator[str, None, None]:
+                 stats: GenerationStats | None = None, first_token_rank: int = 0) -> Generator[str, None, None]:
         """Stream text deltas. Stops at a stop string (cut before it), when `stop_rule(text so far)` or
         `token_rule(token, logits)` says so, at EOS or a family stop token, after `max_new_tokens`, when
         `cancel` is set, or `max_decode_ms` after the first token (finish reason "budget": a latency budget
         bounds decoding, the one cost that grows with the answer). Greedy unless `temperature` > 0. Greedy
         decoding verifies prompt-lookup drafts (`lookup`), which changes how many forward passes it takes;
         the tokens are the same at fp32, and at int4 (int8 activations round a multi-row pass a little
-        differently) differ only where two candidates are nearly tied."""
+        differently) differ only where two candidates are nearly tied. `first_token_rank` > 0 makes the first
+        token the rank-th likeliest one that is not an end of text (0 is the likeliest): alternatives to the
+        greedy answer that reuse its cached prompt and cost only their own decoding."""
         stats = stats if stats is not None else GenerationStats()
         ids = self.render(prompt, max_new_tokens)
         rng = np.random.default_rng(seed)
@@ -226,7 +228,10 @@ class Engine:
                     token, logits = pending.pop(0)
                 else:
                     logits = next_logits
-                    token = _pick(logits, temperature, rng)
+                    if first_token_rank > 0 and not generated:
+                        token = _ranked(logits, first_token_rank, self._eos_ids)
+                    else:
+                        token = _pick(logits, temperature, rng)
                 if token in self._eos_ids:
                     stats.finish_reason = "eos"
                     if delta := cut.rest(text):  # what was held back for a stop string that never came
@@ -396,6 +401,13 @@ def _pick(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> i
     z -= z.max()
     p = np.exp(z)
     return int(rng.choice(len(p), p=p / p.sum()))
+
+
+def _ranked(logits: np.ndarray, rank: int, skip: set[int]) -> int:
+    """The rank-th likeliest token (0 = the likeliest) that is not in `skip`."""
+    order = np.argpartition(-logits, min(len(logits) - 1, rank + len(skip)))[:rank + len(skip) + 1]
+    order = order[np.argsort(-logits[order], kind="stable")]
+    return int([t for t in order if int(t) not in skip][rank])
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

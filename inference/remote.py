@@ -303,10 +303,16 @@ class RemoteBackend:
     # ----------------------------------------------------------------------------------- generate
     def generate(self, prompt: Prompt, *, max_new_tokens: int = 64, stop: Sequence[str] = (),
                  stop_rule: StopRule | None = None, temperature: float = 0.0, cancel: Cancel | None = None,
-                 max_decode_ms: float | None = None, stats: GenerationStats | None = None) -> Iterator[str]:
+                 max_decode_ms: float | None = None, stats: GenerationStats | None = None,
+                 first_token_rank: int = 0) -> Iterator[str]:
         """Stream text deltas from the server; raises `RemoteError` (once per outage it is also passed
-        to `on_problem`) when the server cannot be used. Text already streamed stays streamed."""
+        to `on_problem`) when the server cannot be used. Text already streamed stays streamed. A serving
+        engine cannot start an answer at a chosen first token: `first_token_rank` > 0 streams nothing
+        (the request gets its greedy suggestion only)."""
         stats = stats if stats is not None else GenerationStats()
+        if first_token_rank > 0:
+            stats.finish_reason = "length"
+            return
         stops = tuple(dict.fromkeys([*stop, *self.family.stop_tokens]))
         cut = StreamCut(stops, stop_rule)
         start = time.perf_counter()

@@ -47,7 +47,7 @@ from inference.tokenizer import load_tokenizer, read_chat_template, render_chat
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
-FORWARDED = ("seed", "lookup")  # generate() keyword arguments that cross the pipe as they are
+FORWARDED = ("seed", "lookup", "first_token_rank")  # generate() keyword arguments that cross the pipe as they are
 POLL_S = 0.02  # how often a waiting request looks at its caller's cancel
 EXIT_GRACE_S = 0.5  # a closing worker that has not exited by then is killed
 # The worker yields the CPU to the server: on a machine whose cores the model keeps busy, the event loop
@@ -165,7 +165,8 @@ class WorkerBackend:
                  stop_rule: StopRule | None = None, temperature: float = 0.0, cancel: Cancel | None = None,
                  max_decode_ms: float | None = None, stats: GenerationStats | None = None,
                  **kwargs: Any) -> Iterator[str]:
-        """As `Engine.generate`; `seed` and `lookup` are forwarded, other engine-only arguments refused."""
+        """As `Engine.generate`; `seed`, `lookup` and `first_token_rank` are forwarded, other engine-only
+        arguments refused."""
         unknown = set(kwargs) - set(FORWARDED)
         if unknown:
             raise TypeError(f"the worker backend cannot forward {sorted(unknown)}")

@@ -74,9 +74,15 @@ class Settings:
     # Code after the cursor in a FIM prompt: each keystroke recomputes it (it follows the cursor), so it
     # is kept short on a CPU (benchmarks/results/latency-2026-12-02.md).
     suffix_tokens: int = 64
+    # Inline suggestions offered when the user asks for them (an invoked request, or cycling with Alt+]):
+    # the greedy one, then alternatives that start with the next likeliest first tokens. Typing gets one.
+    suggestions: int = 3
     enable: bool = True  # master switch for inline completion
     disabled_languages: list[str] = field(default_factory=list)
     edit_max_tokens: int = 384
+    # An edit is shown for confirmation before it is applied, where the client can (LSP change annotations
+    # with needsConfirmation: VS Code's Refactor Preview). Off: applied at once (undo is the review).
+    edit_preview: bool = True
     translate_languages: list[str] = field(default_factory=lambda: ["javascript", "rust"])
     index_enable: bool = True
     backend: BackendSettings = field(default_factory=BackendSettings)  # a serving engine, when `url` is set

@@ -106,6 +106,13 @@ class ClientCapabilities:
         return workspace_edit is None or bool(workspace_edit.document_changes)
 
     @property
+    def change_annotations(self) -> bool:
+        """A `WorkspaceEdit` may carry change annotations (e.g. `needsConfirmation`: VS Code then shows its
+        Refactor Preview before applying)."""
+        workspace_edit = self._caps.workspace.workspace_edit if self._caps and self._caps.workspace else None
+        return bool(workspace_edit and workspace_edit.change_annotation_support is not None)
+
+    @property
     def watched_files_registration(self) -> bool:
         """The server may register a file watcher dynamically."""
         watched = self._caps.workspace.did_change_watched_files if self._caps and self._caps.workspace else None

@@ -1,19 +1,24 @@
 """The model's lifecycle in the server: loaded once, in the background, reloaded when settings name another.
 
 Features ask `ready()` per request and answer empty while it is None, so a client typing during the
-first minute (the default model is converted on first use) sees nothing rather than errors.
+first minute (the default model is converted on first use) sees nothing rather than errors. An explicit
+action (an edit, an invoked completion) waits instead (`wait_ready`, `until_ready`): the user asked, and
+"still loading" would only make them ask again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
 from inference import Backend, Engine, InferenceError
+from inference.backend import Cancel
 from inference.worker import WorkerBackend
 from lsp_server.feature import ProgressReporter
 
@@ -54,13 +59,40 @@ class ModelService:
             if key == self._loaded_key and (self._engine is not None or self._loading is not None):
                 return
             self._loaded_key = key
-            self._loading = threading.Thread(target=self._load, args=(key,), name="infill-model", daemon=True)
-            self._loading.start()
+            thread = threading.Thread(target=self._load, args=(key,), name="infill-model", daemon=True)
+            self._loading = thread
+            thread.start()
 
     def wait(self, timeout: float | None = None) -> Backend | None:
         thread = self._loading
         if thread is not None:
             thread.join(timeout)
+        return self._engine
+
+    def _failed(self, error: str) -> None:
+        with self._lock:
+            self.error = error
+            if self._loading is threading.current_thread():
+                self._loading = None  # waiters stop waiting and see the error
+
+    @property
+    def loading(self) -> bool:
+        """A model is being prepared (the first one, or a replacement)."""
+        return self._loading is not None
+
+    def wait_ready(self, cancel: Cancel | None = None, poll: float = 0.1) -> Backend | None:
+        """Block (on a worker thread) until a model serves; None when loading failed, nothing is loading,
+        or `cancel` is set first."""
+        while self._engine is None and self._loading is not None:
+            if cancel is not None and cancel.is_set():
+                return None
+            time.sleep(poll)
+        return self._engine
+
+    async def until_ready(self, poll: float = 0.1) -> Backend | None:
+        """`wait_ready` for the event loop: cancelling the awaiting request stops the wait."""
+        while self._engine is None and self._loading is not None:
+            await asyncio.sleep(poll)
         return self._engine
 
     def _load(self, key: tuple) -> None:
@@ -69,7 +101,7 @@ class ModelService:
             engine = open_backend(self._server.settings, progress.report, notify=self._warn,
                                   on_problem=self._problem)
         except InferenceError as exc:
-            self.error = str(exc)
+            self._failed(str(exc))
             progress.end(f"failed: {exc}")
             self._server.window_show_message(
                 types.ShowMessageParams(type=types.MessageType.Error, message=f"infill: {exc}")
@@ -77,12 +109,12 @@ class ModelService:
             return
         except Exception as exc:  # keep the server alive whatever the loader hits
             log.exception("model load failed")
-            self.error = f"model load failed: {exc}"
-            progress.end(self.error)
+            self._failed(f"model load failed: {exc}")
+            progress.end(f"model load failed: {exc}")
             return
-        finally:
-            self._loading = None
         with self._lock:
+            if self._loading is threading.current_thread():
+                self._loading = None  # cleared with the engine's arrival: a waiter never sees neither
             if self._loaded_key != key:  # settings changed while loading: this model is stale
                 engine.close()
                 return

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="attr-defined"
 """Inline completion end to end: a real pytest-lsp client, the real server over JSON-RPC, the real model.
 
 Documents are virtual (opened by URI under a folder that does not exist), so the tests also show the
@@ -71,10 +72,12 @@ def position(text: str, offset: int) -> types.Position:
     return types.Position(line=line, character=character)
 
 
-async def inline(client: LanguageClient, uri: str, pos: types.Position) -> list[types.InlineCompletionItem]:
+async def inline(client: LanguageClient, uri: str, pos: types.Position,
+                 invoked: bool = False) -> list[types.InlineCompletionItem]:
+    kind = types.InlineCompletionTriggerKind.Invoked if invoked else types.InlineCompletionTriggerKind.Automatic
     result = await client.text_document_inline_completion_async(types.InlineCompletionParams(
         text_document=types.TextDocumentIdentifier(uri=uri), position=pos,
-        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic)))
+        context=types.InlineCompletionContext(trigger_kind=kind)))
     if result is None:
         return []
     return list(result.items if isinstance(result, types.InlineCompletionList) else result)
@@ -87,7 +90,7 @@ async def client(lsp_client: LanguageClient):
     caps.text_document.inline_completion = types.InlineCompletionClientCapabilities()
     result = await lsp_client.initialize_session(types.InitializeParams(
         capabilities=caps, initialization_options={"maxTokensSingleLine": 24, "noSuchSetting": 1}))
-    lsp_client.init_result = result  # type: ignore[attr-defined]
+    lsp_client.init_result = result
     await wait_for_model(lsp_client)
     yield
     await lsp_client.shutdown_session()
@@ -95,7 +98,7 @@ async def client(lsp_client: LanguageClient):
 
 @pytest.mark.asyncio(loop_scope="module")
 async def test_advertises_inline_completion_and_fallback(client: LanguageClient) -> None:
-    caps = client.init_result.capabilities  # type: ignore[attr-defined]
+    caps = client.init_result.capabilities
     assert caps.inline_completion_provider is not None
     assert caps.completion_provider is not None
 
@@ -244,6 +247,79 @@ async def test_configuration_disables_and_reenables(client: LanguageClient) -> N
     await asyncio.sleep(0.2)
     assert await inline(client, uri, pos)
     close_doc(client, uri)
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_invoked_request_offers_several_distinct_suggestions_greedy_first(client: LanguageClient) -> None:
+    """Typing gets one suggestion; an explicit request (trigger key, Alt+]) up to `suggestions` different
+    ones: the typing answer first, then alternatives through the same post-processing."""
+    uri = open_doc(client, "several.py", INVENTORY)
+    pos = position(INVENTORY, CURSOR)
+    typing = await inline(client, uri, pos)
+    assert len(typing) == 1
+    before = await stats(client)
+    items = await inline(client, uri, pos, invoked=True)
+    after = await stats(client)
+    texts = [i.insert_text for i in items]
+    assert texts[0] == typing[0].insert_text
+    assert 2 <= len(texts) <= 3 and len(set(texts)) == len(texts), texts
+    for item in items:
+        assert item.range.start == pos and item.range.end == pos
+        assert item.insert_text.strip() and "\n" not in item.insert_text, texts  # the single-line rule
+        assert not item.insert_text.endswith(")"), texts  # the bracket rule: the suffix closes it
+    assert after["alternatives"] > before["alternatives"]
+    assert after["generated"] == before["generated"] + 1, "the greedy answer is generated once, not per item"
+
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"suggestions": 1}))
+    await asyncio.sleep(0.2)
+    try:
+        assert len(await inline(client, uri, pos, invoked=True)) == 1
+    finally:
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"suggestions": 3}))
+        await asyncio.sleep(0.2)
+    close_doc(client, uri)
+
+
+# --- a client that asks before the model is ready ----------------------------------------------------
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER))
+async def early_client(lsp_client: LanguageClient):
+    """A server that has only just started (its model still loading), and a client that opted in to the
+    pending and refresh notifications."""
+    lsp_client.feature(types.CLIENT_REGISTER_CAPABILITY)(lambda params: None)
+    lsp_client.pending_seen = []
+    lsp_client.refreshed = []
+    lsp_client.feature("infill/pending")(lambda params: lsp_client.pending_seen.append(params.pending))
+    lsp_client.feature("infill/refreshInlineCompletion")(lambda params: lsp_client.refreshed.append(list(params.uris)))
+    caps = client_capabilities("visual-studio-code")
+    caps.text_document.inline_completion = types.InlineCompletionClientCapabilities()
+    caps.experimental = {"infillPending": True, "infillRefresh": True}
+    await lsp_client.initialize_session(types.InitializeParams(capabilities=caps,
+                                                               initialization_options={"indexEnable": False}))
+    yield
+    await lsp_client.shutdown_session()
+
+
+@pytest.mark.asyncio
+async def test_requests_before_the_model_is_ready(early_client: LanguageClient) -> None:
+    """While the model loads, a typing request gets nothing at once and an invoked one waits for the model;
+    once it is ready the client is told to ask again for the document that got nothing. Every request is
+    announced as pending, and the count returns to zero."""
+    client = early_client
+    typed_uri = open_doc(client, "early_typed.py", INVENTORY)
+    asked_uri = open_doc(client, "early_asked.py", INVENTORY)
+    pos = position(INVENTORY, CURSOR)
+    assert await inline(client, typed_uri, pos) == []
+    waited = await inline(client, asked_uri, pos, invoked=True)
+    assert waited and waited[0].insert_text.strip(), "the invoked request did not wait for the model"
+    for _ in range(100):
+        if client.refreshed:
+            break
+        await asyncio.sleep(0.1)
+    assert client.refreshed == [[typed_uri]]  # only the document answered empty
+    assert client.pending_seen[:2] == [1, 0] and max(client.pending_seen) >= 1 and client.pending_seen[-1] == 0
+    close_doc(client, asked_uri)  # its copy of the code would be other-file context that leaves nothing to write
+    assert await inline(client, typed_uri, pos), "asked again, the typing request is answered"
 
 
 # --- a client without inline completion gets ordinary completion items ------------------------------

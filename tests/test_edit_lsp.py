@@ -54,6 +54,8 @@ class Editor:
         self.docs: dict[str, tuple[str, int]] = {}
         self.applied: list[types.ApplyWorkspaceEditParams] = []
         self.refused: list[types.ApplyWorkspaceEditParams] = []
+        self.declined: list[types.ApplyWorkspaceEditParams] = []
+        self.decline = False  # the user answers a preview that needs confirmation with "Discard"
         client.feature(types.WORKSPACE_APPLY_EDIT)(lambda params: self.apply_edit(params))
 
     def open(self, name: str, text: str, language: str = "python") -> str:
@@ -80,6 +82,10 @@ class Editor:
             if uri not in self.docs or self.docs[uri][1] != version:
                 self.refused.append(params)
                 return types.ApplyWorkspaceEditResult(applied=False, failure_reason="version mismatch")
+        needs_confirmation = any(a.needs_confirmation for a in (params.edit.change_annotations or {}).values())
+        if self.decline and needs_confirmation:
+            self.declined.append(params)
+            return types.ApplyWorkspaceEditResult(applied=False)  # what VS Code answers a discarded preview
         self.applied.append(params)
         for change in params.edit.document_changes or []:
             text = self.docs[change.text_document.uri][0]
@@ -415,3 +421,69 @@ async def test_overlapping_edit_and_close_during_generation(client: LanguageClie
     assert "closed" in err.value.message
     assert editor.text(uri) == BIG and not [a for a in editor.applied
                                                if a.edit.document_changes[0].text_document.uri == uri]
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio(loop_scope="module")
+async def test_edit_is_previewed_for_confirmation_and_a_declined_preview_changes_nothing(
+        client: LanguageClient, editor: Editor) -> None:
+    """A client with change annotations gets the edit annotated needsConfirmation (VS Code shows Refactor
+    Preview); "Discard" is the user's answer, not an error. `preview: false` applies a plain edit."""
+    await wait_for_model(client)
+    doc = "def avg(xs):\n    return sum(xs) / len(xs)\n"
+    uri = editor.open("confirm.py", doc)
+    args = {"uri": uri, "range": range_json(span(doc, doc)), "version": 1,
+            "instruction": "Rename the function avg to mean."}
+    editor.decline = True
+    try:
+        declined = await execute(client, args)
+    finally:
+        editor.decline = False
+    assert declined["applied"] is False and declined["previewed"] is True
+    assert editor.text(uri) == doc and editor.version(uri) == 1
+    sent = editor.declined[-1].edit
+    (annotation_id, annotation), = sent.change_annotations.items()
+    assert annotation.needs_confirmation is True and annotation.label.startswith("infill: Rename")
+    (text_edit,) = sent.document_changes[0].edits
+    assert isinstance(text_edit, types.AnnotatedTextEdit) and text_edit.annotation_id == annotation_id
+    assert sent.document_changes[0].text_document.version == 1
+
+    applied = await execute(client, args | {"preview": False})
+    assert applied["applied"] is True and applied["previewed"] is False
+    plain = editor.applied[-1].edit
+    assert not plain.change_annotations
+    assert not isinstance(plain.document_changes[0].edits[0], types.AnnotatedTextEdit)
+    assert editor.text(uri) != doc and editor.version(uri) == 2
+
+    with pytest.raises(JsonRpcException) as err:
+        await execute(client, args | {"preview": "yes", "version": 2})
+    assert err.value.code == -32602 and "preview" in err.value.message
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER))
+async def loading_client(lsp_client: LanguageClient):
+    """A server that has only just started: its model is still loading."""
+    lsp_client.feature(types.CLIENT_REGISTER_CAPABILITY)(lambda params: None)
+    await lsp_client.initialize_session(types.InitializeParams(
+        capabilities=client_capabilities("visual-studio-code"),
+        initialization_options={"edit_max_tokens": 160, "indexEnable": False}))
+    yield
+    await lsp_client.shutdown_session()
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_edit_asked_for_while_the_model_loads_waits_for_it(loading_client: LanguageClient) -> None:
+    """No "still loading" error: the edit's progress says it waits for the model, then the edit lands."""
+    editor = Editor(loading_client)
+    doc = "def avg(xs):\n    return sum(xs) / len(xs)\n"
+    uri = editor.open("early.py", doc)
+    result = await execute(loading_client, {"uri": uri, "range": range_json(span(doc, doc)), "version": 1,
+                                            "instruction": "Rename the function avg to mean.", "preview": False})
+    edit_reports = [values for values in loading_client.progress_reports.values()
+                    if isinstance(values[0], types.WorkDoneProgressBegin) and values[0].title == "infill: edit"]
+    assert len(edit_reports) == 1
+    # the server reports this only when the model was not ready as the edit started
+    assert any(isinstance(v, types.WorkDoneProgressReport) and v.message == "waiting for the model to load"
+               for v in edit_reports[0]), edit_reports[0]
+    assert result["applied"] is True and editor.text(uri) != doc

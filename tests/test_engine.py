@@ -240,6 +240,27 @@ def test_temperature_with_seed_is_reproducible(qwen_engine) -> None:
     assert len(set(runs[1:])) > 1  # different seeds sample differently
 
 
+def test_first_token_rank_starts_with_that_ranked_token_then_decodes_greedily(qwen_engine) -> None:
+    """Rank r: the first token is the r-th likeliest of the greedy run's first logits (end-of-text skipped),
+    every later token the argmax of its own logits; rank 0 is exactly the greedy answer."""
+    seen: list[tuple[int, np.ndarray]] = []
+    greedy = qwen_engine.complete(CODE[1], max_new_tokens=12,
+                                  token_rule=lambda t, lg: seen.append((t, np.array(lg))) or False)
+    first_logits = seen[0][1]
+    ranked = [int(t) for t in np.argsort(-first_logits, kind="stable") if int(t) not in qwen_engine._eos_ids]
+    assert qwen_engine.complete(CODE[1], max_new_tokens=12, first_token_rank=0).text == greedy.text
+    texts = {greedy.text}
+    for rank in (1, 2):
+        steps: list[tuple[int, np.ndarray]] = []
+        alt = qwen_engine.complete(CODE[1], max_new_tokens=12, first_token_rank=rank,
+                                   token_rule=lambda t, lg, steps=steps: steps.append((t, np.array(lg))) or False)
+        assert steps[0][0] == ranked[rank]
+        assert all(int(np.argmax(lg)) == t for t, lg in steps[1:])
+        assert alt.reused_tokens == alt.prompt_tokens - 1  # the greedy run's prompt cache serves it
+        texts.add(alt.text)
+    assert len(texts) == 3
+
+
 # --------------------------------------------------------------------------------------------- cancel
 
 

@@ -464,3 +464,16 @@ def test_property_result_is_a_trimmed_piece_of_the_output(raw: str, language: st
     ctx = ctx_at("def f(x):\n    y = g(█)\n    return y\n", language)
     result = postprocess(raw, ctx)
     assert result is None or (result.strip() and result.strip() in raw)
+
+
+def test_a_dropped_suggestion_is_logged_with_the_rule_that_dropped_it(caplog: pytest.LogCaptureFixture) -> None:
+    """`infill serve -v` (INFO) says why nothing showed; a kept suggestion logs nothing."""
+    ctx = ctx_at("def f(x):\n    y = x\n    █\n    return y\n", "python")
+    with caplog.at_level("INFO", logger="lsp_server.completion.postprocess"):
+        assert postprocess("   \n  ", ctx) is None
+        assert postprocess("y = (", ctx) is None
+        assert postprocess("y += 2", ctx) == "y += 2"
+    dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(dropped) == 2, dropped
+    assert dropped[0].startswith("suggestion dropped by drop_blank:")
+    assert dropped[1].startswith("suggestion dropped by check_parse:") and "'y = ('" in dropped[1]

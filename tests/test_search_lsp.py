@@ -223,3 +223,29 @@ async def test_created_and_deleted_files(client: LanguageClient) -> None:
     results = await eventually(client, "old timer helper", lambda r: "oldTimerHelper" not in names(r))
     assert "oldTimerHelper" not in names(results)
     assert all(r["uri"] != legacy.as_uri() for r in results)
+
+
+FRESH = ClientServerConfig(server_command=SERVER,
+                           server_env={**os.environ, "INFILL_INDEX_DIR": str(TMP / "fresh-index")})
+
+
+@pytest_lsp.fixture(config=FRESH)
+async def fresh_client(lsp_client: LanguageClient):
+    """A server that has just started on the workspace with no index yet."""
+    lsp_client.feature(types.CLIENT_REGISTER_CAPABILITY)(lambda params: None)
+    await lsp_client.initialize_session(types.InitializeParams(
+        capabilities=client_capabilities("visual-studio-code"),
+        workspace_folders=[types.WorkspaceFolder(uri=WORKSPACE.as_uri(), name="workspace")]))
+    yield
+    await lsp_client.shutdown_session()
+
+
+@pytest.mark.asyncio
+async def test_search_before_the_first_index_pass_waits_for_it(fresh_client: LanguageClient) -> None:
+    """Asked at once, before any index exists, the search waits for the first pass instead of answering
+    "no results" for code that is there."""
+    assert not any(isinstance(v, types.WorkDoneProgressEnd) for values in fresh_client.progress_reports.values()
+                   for v in values if getattr(values[0], "title", "") == "infill: indexing")
+    assert "parseConfig" in names(await search(fresh_client, "parseConfig"))
+    symbols = await fresh_client.workspace_symbol_async(types.WorkspaceSymbolParams(query="renderPage"))
+    assert symbols and symbols[0].name == "renderPage"

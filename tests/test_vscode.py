@@ -1,9 +1,11 @@
 """The VS Code extension, for real: code-server (VS Code for the web) on 127.0.0.1, the built `.vsix`
 installed into it, headless Debian Chromium driven by playwright-core, the real `infill serve` with the
-embedded default model. Scenarios: ghost text appears and Tab inserts it (screenshot
-`test-artifacts/vscode-inline.png`), the status bar toggles completions, a killed server is restarted; a
-missing server explains the fix; Search Code opens a ranked result; the "Edit with instruction…" code
-action previews the server's diff and applies it. The browser may reach only 127.0.0.1.
+embedded default model. Scenarios: ghost text appears (the status bar spins while it is written), Alt+]
+/ Alt+[ cycle through several suggestions, Ctrl+Right accepts a word and Tab the rest (screenshot
+`test-artifacts/vscode-inline.png`), the status bar toggles completions, a killed server is restarted and
+Shift+Tab accepts a line; a missing server explains the fix; Search Code opens a ranked result; the "Edit
+with instruction…" code action opens VS Code's Refactor Preview and Apply changes only the selection. The
+browser may reach only 127.0.0.1.
 
 Needs code-server installed outside the repo (`vscode-extension/scripts/install-code-server.sh`, found
 through $INFILL_CODE_SERVER_DIR, default /opt/infill-code-server), `apt-get install chromium`, and
@@ -83,7 +85,7 @@ def test_extension_settings_mirror_server_settings():
     """Every field of the server's Settings is a VS Code setting with the same default (and no extras)."""
     pkg = json.loads((EXT / "package.json").read_text(encoding="utf-8"))
     props = pkg["contributes"]["configuration"]["properties"]
-    client_only = {"infill.serverPath", "infill.serverArgs", "infill.editPreview", "infill.trace.server"}
+    client_only = {"infill.serverPath", "infill.serverArgs", "infill.debounceMs", "infill.trace.server"}
     defaults = Settings()
     expected = {f"infill.{_camel(f.name)}": _json_default(getattr(defaults, f.name))
                 for f in dataclasses.fields(Settings)}
@@ -273,11 +275,19 @@ def test_inline_completion_in_vscode(tmp_path: Path):
     _require_code_server()
     screenshot = ARTIFACTS / "vscode-inline.png"
     result = _run_vscode(tmp_path, "inline", _infill_executable(), typed=TYPED, typedAfterRestart=TYPED_AFTER_RESTART,
-                         screenshot=str(screenshot), acceptedScreenshot=str(ARTIFACTS / "vscode-accepted.png"))
-    print(f"status bar went through: {result['statusSeen']}; ghost text: {result['ghost']}")
+                         screenshot=str(screenshot), acceptedScreenshot=str(ARTIFACTS / "vscode-accepted.png"),
+                         cycleScreenshot=str(ARTIFACTS / "vscode-cycled.png"))
+    print(f"status bar went through: {result['statusSeen']}; ghost text: {result['ghost']}; "
+          f"cycled: {result['cycled']}; after a word: {result['ghostAfterWord']!r}")
     ghost = result["ghost"]["inline"]
     assert ghost.strip(), "ghost text was empty"
     assert screenshot.stat().st_size > 10_000
+    assert result["spinnerSeen"], "the status bar never showed a suggestion being written"
+    # Alt+] showed another suggestion (the explicit request got several), Alt+[ came back.
+    assert len({c for c in result["cycled"] if c.strip()}) >= 2, result["cycled"]
+    # Ctrl+Right took the first word: what is left is a proper tail of the suggestion.
+    left = result["ghostAfterWord"]
+    assert left and len(left) < len(ghost) and ghost.endswith(left), (ghost, left)
 
     saved = (result["workspace"] / "sample.py").read_text(encoding="utf-8")
     assert saved.startswith(FIXTURE + TYPED_TEXT), "the file before the cursor changed"
@@ -291,7 +301,12 @@ def test_inline_completion_in_vscode(tmp_path: Path):
 
     restarted = result["restartedServer"]
     assert restarted["after"] != restarted["before"]
-    assert result["ghostAfterRestart"]["inline"].strip(), "no suggestion after the server restarted"
+    after_restart = result["ghostAfterRestart"]["inline"]
+    assert after_restart.strip(), "no suggestion after the server restarted"
+    # Shift+Tab accepted that suggestion's line.
+    final = (result["workspace"] / "sample.py").read_text(encoding="utf-8")
+    # (VS Code indents the typed line under the comment above it, so match from the call on.)
+    assert ("print(fibonacci(" + after_restart).rstrip() in final, (after_restart, final[-200:])
 
 
 @pytest.mark.e2e
@@ -330,15 +345,14 @@ def test_search_code_in_vscode(tmp_path: Path):
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_edit_with_instruction_preview_in_vscode(tmp_path: Path):
-    """The server's "Edit with instruction…" code action (Ctrl+.) on a selection, with infill.editPreview on:
-    an input box asks for the instruction; the server's
-    diff opens beside the file and Apply changes only the selection — or, when the server refuses the
-    model's edit (the 135M default model often writes code that does not parse), its reason is shown
-    and the file is untouched."""
+    """The server's "Edit with instruction…" code action (Ctrl+.) on a selection: an input box asks for the
+    instruction; the edit opens in VS Code's Refactor Preview (the default, infill.editPreview) and the file
+    is unchanged until Apply, which changes only the selection — or, when the server refuses the model's
+    edit, its reason is shown and the file is untouched."""
     _require_code_server()
     screenshot = ARTIFACTS / "vscode-edit-preview.png"
     # The body of main(): small enough that the reply (and the CPU time) stays short.
-    result = _run_vscode(tmp_path, "edit", _infill_executable(), settings={"infill.editPreview": True},
+    result = _run_vscode(tmp_path, "edit", _infill_executable(),
                          selectFrom=9, selectTo=10,
                          instruction="add a docstring", screenshot=str(screenshot))
     assert any(a.startswith("Edit with instruction") for a in result["codeActions"]), result["codeActions"]
@@ -349,8 +363,10 @@ def test_edit_with_instruction_preview_in_vscode(tmp_path: Path):
         assert result["refused"].startswith("infill: edit failed: ") and len(result["refused"]) > 30
         assert saved == FIXTURE, "a refused edit changed the file"
         return
-    print(f"diff shown: {result['diffText'][:300]!r}\nsaved:\n{saved}")
+    print(f"refactor preview: {result['previewRows']}\nsaved:\n{saved}")
+    assert any("sample.py" in row for row in result["previewRows"]), result["previewRows"]
+    assert result["dirtyBeforeApply"] == 0, "the file changed before Apply"
+    assert result["tickedBeforeApply"] is False and result["tickedAfterClick"] is True, "the change needs a tick"
     assert saved != FIXTURE, "Apply did not change the file"
     head = FIXTURE.split("    for i in range(10)")[0]
     assert saved.startswith(head), "lines above the selection changed"
-    assert "+" in result["diffText"] and "@@" in result["diffText"], "the preview is not a unified diff"

@@ -3,6 +3,12 @@
 What makes it feel fast on a CPU: a newer request for a document cancels the one in flight, text the
 user types that the last suggestion predicted is answered from that suggestion (trimmed, not
 regenerated), and the engine's KV cache is warmed where the user is typing before they ask.
+
+While typing the answer is one suggestion; an explicit request (InlineCompletionTriggerKind.Invoked:
+a trigger key, or cycling with Alt+]) gets up to `suggestions` different ones, the greedy one first, and
+waits for a model still loading. Clients that opt in (`capabilities.experimental`) hear two small
+notifications, documented in editors/README.md: `infill/pending` while suggestions are being written,
+and `infill/refreshInlineCompletion` once a model is ready for documents that asked before it was.
 """
 
 from __future__ import annotations
@@ -29,16 +35,22 @@ log = logging.getLogger(__name__)
 
 MAX_DOCUMENT_CHARS = 2_000_000  # larger documents (logs, minified bundles, data) get no suggestion
 TYPED_THROUGH_ENTRIES = 32
+ALTERNATIVE_TRIES = 2  # first-token ranks tried per alternative wanted (some end up blank or equal to another)
+PENDING_NOTIFICATION = "infill/pending"  # {"pending": n}: suggestions being written now
+PENDING_CAPABILITY = "infillPending"
+REFRESH_NOTIFICATION = "infill/refreshInlineCompletion"  # {"uris": [...]}: ask again, a model is ready
+REFRESH_CAPABILITY = "infillRefresh"
 
 
 @dataclass
 class Suggestion:
-    """A finished suggestion and the document around it, for the typed-through cache."""
+    """Finished suggestions and the document around them, for the typed-through cache."""
 
     uri: str
     before: str  # document text before the cursor
     after: str  # document text after the cursor
-    text: str
+    texts: list[str]  # the greedy one first
+    asked: int  # how many were asked for (an answer for one has no alternatives to offer)
 
 
 class CompletionFeature(Feature):
@@ -52,22 +64,25 @@ class CompletionFeature(Feature):
         self._recent = RecentSnippets()
         self._warm_queue: queue.Queue[tuple[str, int]] = queue.Queue()
         self._warm_cancel = threading.Event()
+        self._pending = 0
+        self._missed: set[str] = set()  # documents answered empty because no model was ready
         self.stats = {"requests": 0, "typed_through": 0, "generated": 0, "reuse_hits": 0, "reused_tokens": 0,
-                      "prompt_tokens": 0, "generated_tokens": 0}
+                      "prompt_tokens": 0, "generated_tokens": 0, "alternatives": 0}
         threading.Thread(target=self._warm_loop, name="infill-warm", daemon=True).start()
-        server.model.on_ready(lambda _engine: self._warm_open_documents())
+        server.model.on_ready(lambda _engine: self._on_model_ready())
 
     def register(self) -> None:
         server = self.server
 
         @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
         async def inline_completion(ls, params: types.InlineCompletionParams) -> types.InlineCompletionList:
-            text = await self.suggest(params.text_document.uri, params.position)
-            if not text:
-                return types.InlineCompletionList(items=[])
+            invoked = params.context is not None and \
+                params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
+            texts = await self.suggest(params.text_document.uri, params.position,
+                                       count=self.server.settings.suggestions if invoked else 1, wait=invoked)
             pos = params.position
             return types.InlineCompletionList(items=[
-                types.InlineCompletionItem(insert_text=text, range=types.Range(start=pos, end=pos))])
+                types.InlineCompletionItem(insert_text=text, range=types.Range(start=pos, end=pos)) for text in texts])
 
         @server.feature(types.TEXT_DOCUMENT_COMPLETION,
                         types.CompletionOptions(trigger_characters=[".", "(", " "]))
@@ -86,56 +101,68 @@ class CompletionFeature(Feature):
         return self.server.workspace.text_documents.get(unquote(uri))
 
     # ---------------------------------------------------------------------------------- requests
-    async def suggest(self, uri: str, position: types.Position) -> str | None:
-        """The suggestion at a position, or None. Never raises for bad input."""
+    async def suggest(self, uri: str, position: types.Position, count: int = 1, wait: bool = False) -> list[str]:
+        """Up to `count` different suggestions at a position, the greedy one first (none: an empty list).
+        `wait`: an explicit request waits for a model still loading. Never raises for bad input."""
         self.stats["requests"] += 1
         doc = self._document(uri)
         if doc is None or not self.server.settings.language_enabled(doc.language_id):
-            return None
+            return []
         text = encodable(doc.source)
         if len(text) > MAX_DOCUMENT_CHARS or "\x00" in text:
-            return None
+            return []
         try:
             offset = to_offset(text, position.line, position.character)
         except ValueError:
-            return None
-        typed = self._typed_through(uri, text, offset)
-        if typed is not None:  # the user typed what we predicted (or asked again): no need to generate
+            return []
+        typed = self._typed_through(uri, text, offset, count)
+        if typed:  # the user typed what we predicted (or asked again): no need to generate
             self.stats["typed_through"] += 1
-            return typed
-        engine = self.server.model.ready()
-        if engine is None:
-            return None
+            return typed[:count]
         previous = self._inflight.pop(uri, None)
         if previous is not None:
             previous.set()  # a newer request for this document: the old one is stale
         cancel = threading.Event()
         self._inflight[uri] = cancel
-        self._warm_cancel.set()
+        self._set_pending(+1)
         try:
-            result = await self.off_loop(self._generate, engine, doc.uri, doc.language_id, text, offset, cancel)
+            engine = self.server.model.ready()
+            if engine is None and wait:
+                engine = await self.server.model.until_ready()
+                doc = self.server.workspace.text_documents.get(uri)
+                if doc is None or doc.source != text:  # changed while waiting: a newer request comes
+                    return []
+            if engine is None or cancel.is_set():
+                if engine is None:
+                    self._missed.add(uri)
+                return []
+            self._warm_cancel.set()
+            result = await self.off_loop(self._generate, engine, doc.uri, doc.language_id, text, offset, count,
+                                         cancel)
         except asyncio.CancelledError:  # $/cancelRequest: stop the engine between two tokens
             cancel.set()
             raise
         finally:
+            self._set_pending(-1)
             if self._inflight.get(uri) is cancel:
                 del self._inflight[uri]
-        if result is None or cancel.is_set():
-            return None
-        self._remember(Suggestion(uri, text[:offset], text[offset:], result))
+        if not result or cancel.is_set():
+            return []
+        self._remember(Suggestion(uri, text[:offset], text[offset:], result, count))
         return result
 
-    def _generate(self, engine: Backend, uri: str, language_id: str | None, text: str, offset: int,
-                  cancel: threading.Event) -> str | None:
+    def _generate(self, engine: Backend, uri: str, language_id: str | None, text: str, offset: int, count: int,
+                  cancel: threading.Event) -> list[str]:
         start = time.perf_counter()
         prompt = build_prompt(engine, self.server.settings, uri, language_id, text, offset,
                               self._snippets(engine, uri, language_id), keep_start=self._kept_cut(uri))
         if prompt is None:
-            return None
+            return []
         self._remember_cut(uri, text, prompt)
         context_ms = (time.perf_counter() - start) * 1000
-        suggestion, completion = run_completion(engine, prompt, self.server.settings.temperature, cancel,
-                                                budget_ms=self.server.settings.latency_budget_ms)
+        settings = self.server.settings
+        suggestion, completion = run_completion(engine, prompt, settings.temperature, cancel,
+                                                budget_ms=settings.latency_budget_ms)
         if completion is not None:
             log.info("completion: context %.0f ms; %d prompt tokens (%d reused), %d generated (%d drafted, %d kept), "
                      "first token %.0f ms, total %.0f ms, %s, %s", context_ms, completion.prompt_tokens,
@@ -147,11 +174,34 @@ class CompletionFeature(Feature):
             self.stats["reused_tokens"] += completion.reused_tokens
             self.stats["prompt_tokens"] += completion.prompt_tokens
             self.stats["generated_tokens"] += completion.generated_tokens
-        return suggestion
+        texts = [suggestion] if suggestion else []
+        if count > 1 and completion is not None and completion.finish_reason != "cancel":
+            texts += self._alternatives(engine, prompt, count - len(texts), set(texts), cancel)
+        return texts
+
+    def _alternatives(self, engine: Backend, prompt: Prompt, wanted: int, seen: set[str],
+                      cancel: threading.Event) -> list[str]:
+        """Suggestions that start with the next likeliest first tokens, through the same post-processing,
+        each different from the others. The prompt is in the KV cache already: each costs its decoding."""
+        found: list[str] = []
+        for rank in range(1, wanted * ALTERNATIVE_TRIES + 1):
+            if len(found) >= wanted or cancel.is_set():
+                break
+            start = time.perf_counter()
+            text, completion = run_completion(engine, prompt, 0.0, cancel,
+                                              budget_ms=self.server.settings.latency_budget_ms, first_token_rank=rank)
+            self.stats["alternatives"] += 1
+            log.info("alternative %d: %s in %.0f ms", rank, "kept" if text and text not in seen else
+                     "blank" if not text else "a duplicate", (time.perf_counter() - start) * 1000)
+            if text and text not in seen:
+                seen.add(text)
+                found.append(text)
+        return found
 
     async def _completion_items(self, params: types.CompletionParams) -> types.CompletionList:
         """Fallback for clients without inline completion: the suggestion as one completion item."""
-        text = await self.suggest(params.text_document.uri, params.position)
+        texts = await self.suggest(params.text_document.uri, params.position)
+        text = texts[0] if texts else None
         doc = self._document(params.text_document.uri)
         if not text or doc is None:
             return types.CompletionList(is_incomplete=True, items=[])
@@ -181,8 +231,9 @@ class CompletionFeature(Feature):
                                  exclude_uri=uri, comment=comment_prefix(language_id, uri_path(uri)))
 
     # ------------------------------------------------------------------------ typed-through cache
-    def _typed_through(self, uri: str, text: str, offset: int) -> str | None:
-        """If the user typed the start of the last suggestion here, the rest of it."""
+    def _typed_through(self, uri: str, text: str, offset: int, count: int = 1) -> list[str]:
+        """If the user typed the start of the last suggestions here, the rest of those that match (empty when
+        none does, or when more are wanted than that answer was asked for)."""
         for suggestion in reversed(self._typed.values()):
             if suggestion.uri != uri or text[offset:] != suggestion.after:
                 continue
@@ -190,9 +241,10 @@ class CompletionFeature(Feature):
             if not before.startswith(suggestion.before):
                 continue
             typed = before[len(suggestion.before):]
-            if suggestion.text.startswith(typed) and len(typed) < len(suggestion.text):
-                return suggestion.text[len(typed):]
-        return None
+            rest = [t[len(typed):] for t in suggestion.texts if t.startswith(typed) and len(typed) < len(t)]
+            if rest and (count <= 1 or suggestion.asked >= count):
+                return rest
+        return []
 
     def _remember(self, suggestion: Suggestion) -> None:
         key = (suggestion.uri, suggestion.before[-200:])
@@ -259,6 +311,20 @@ class CompletionFeature(Feature):
 
     def on_settings(self) -> None:
         self._typed.clear()
+
+    # ------------------------------------------------------------------------ client notifications
+    def _set_pending(self, delta: int) -> None:
+        """Count suggestions being written and tell a client that shows it (a spinner, a "…")."""
+        self._pending = max(0, self._pending + delta)
+        if self.client.experimental(PENDING_CAPABILITY):
+            self.server.protocol.notify(PENDING_NOTIFICATION, {"pending": self._pending})
+
+    def _on_model_ready(self) -> None:
+        """A model serves: warm the open documents, and have the client ask again where it got nothing."""
+        self._warm_open_documents()
+        missed, self._missed = sorted(self._missed), set()
+        if missed and self.client.experimental(REFRESH_CAPABILITY):
+            self.server.protocol.notify(REFRESH_NOTIFICATION, {"uris": missed})
 
     def _warm_loop(self) -> None:
         """Prefill the KV cache where the user is typing, at low priority (latest position wins)."""

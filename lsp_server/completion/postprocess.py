@@ -11,6 +11,7 @@ complete line (`final=False` while streaming) wait for its newline before decidi
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 
@@ -26,6 +27,8 @@ from lsp_server.syntax import (
     scan_brackets,
     token_pattern,
 )
+
+log = logging.getLogger(__name__)
 
 MAX_REPEAT_PERIOD = 3  # repetition_end looks for cycles of this many lines at most
 MAX_PARSE_RETRIES = 6  # multi-line suggestions that break the parse are shortened this many lines at most
@@ -43,11 +46,13 @@ def stop_rule(ctx: CompletionContext) -> Callable[[str], bool]:
 
 def postprocess(suggestion: str, ctx: CompletionContext) -> str | None:
     """The suggestion to show (cut, trimmed, checked), or None to show nothing: the steps of `PIPELINE`,
-    in order, until one returns None."""
+    in order, until one returns None. A dropped suggestion is logged (at `infill serve -v`) with the
+    step that dropped it, so "why did nothing show?" has an answer."""
     text = suggestion
     for step in PIPELINE:
         kept = step(text, ctx)
         if kept is None:
+            log.info("suggestion dropped by %s: %r", step.__name__, text[:120])
             return None
         text = kept
     return text

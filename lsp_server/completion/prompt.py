@@ -110,15 +110,17 @@ def warm_prompts(engine: Backend, settings: Settings, uri: str, language_id: str
 
 
 def run_completion(engine: Backend, prompt: Prompt, temperature: float = 0.0,
-                   cancel: threading.Event | None = None,
-                   budget_ms: float | None = None) -> tuple[str | None, Completion | None]:
+                   cancel: threading.Event | None = None, budget_ms: float | None = None,
+                   first_token_rank: int = 0) -> tuple[str | None, Completion | None]:
     """Generate with the streaming stop rule, then post-process: (suggestion or None, raw completion).
-    Decoding stops `budget_ms` after the first token; then only whole lines are kept (none: nothing)."""
+    Decoding stops `budget_ms` after the first token; then only whole lines are kept (none: nothing).
+    `first_token_rank` > 0 asks for an alternative that starts with a less likely first token."""
     rule = stop_rule(prompt.ctx)
+    extra = {"first_token_rank": first_token_rank} if first_token_rank else {}  # a backend without it still serves
     try:
         completion = engine.complete(prompt.prompt, max_new_tokens=prompt.max_tokens, cancel=cancel,
                                      temperature=temperature, stop_rule=lambda t: rule(heal_answer(t, prompt.lead)),
-                                     max_decode_ms=budget_ms)
+                                     max_decode_ms=budget_ms, **extra)
     except InferenceError as exc:
         log.info("no completion: %s", exc)
         return None, None

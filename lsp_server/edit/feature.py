@@ -7,8 +7,14 @@ for text, which then call `infill.edit`). `infill.edit` generates on a worker th
 `$/progress`, validates (see `lsp_server.edit.run`), and applies a `TextDocumentEdit` carrying the document
 version, so an edit never lands on text it was not made for.
 
-`infill.edit` arguments: one object `{uri, range, version, instruction, apply=true, targetLanguage?, preset?}`;
-result: `{edit: WorkspaceEdit, diff: str, applied: bool}`.
+An edit asked for while the model is still loading waits for it (the progress says so) instead of failing.
+With `preview` (default: the `editPreview` setting) and a client that takes change annotations, the edit
+is annotated `needsConfirmation`, so the editor shows it (VS Code: Refactor Preview, per-hunk accept)
+and applies it only when the user accepts; a declined preview is not an error.
+
+`infill.edit` arguments: one object
+`{uri, range, version, instruction, apply=true, preview?, targetLanguage?, preset?}`;
+result: `{edit: WorkspaceEdit, diff: str, applied: bool, previewed: bool, attempts: int}`.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ ASK_CAPABILITY = "infillEditWithInstruction"  # client capabilities.experimental
 ACTION_KIND = "refactor.rewrite.infill"
 REQUEST_FAILED = -32803  # LSP RequestFailed: the request was valid but could not be carried out
 CONTENT_MODIFIED = -32801
+ANNOTATION_ID = "infill-edit"
 
 @dataclass
 class _Running:
@@ -145,8 +152,8 @@ class EditFeature(Feature):
         if end < start:
             raise JsonRpcInvalidParams("infill.edit: the range ends before it starts.")
         engine = self.server.model.ready()
-        if engine is None:
-            why = self.server.model.error or "the model is still loading; try again in a moment"
+        if engine is None and not self.server.model.loading:  # failed, or not started: waiting would not help
+            why = self.server.model.error or "no model is loaded"
             raise JsonRpcException(f"infill: {why}.", REQUEST_FAILED)
         spec = languages.spec_for(doc.language_id, doc.path)
         task = EditTask(text, start, end, request["instruction"], spec.name if spec else None,
@@ -172,24 +179,28 @@ class EditFeature(Feature):
             if current is None or current.version != version:
                 raise JsonRpcException("The document changed while the edit was being written; nothing was "
                                        "applied.", CONTENT_MODIFIED)
-            workspace_edit = self._workspace_edit(uri, version, rng, result.replacement)
+            label = f"infill: {request['instruction'][:60]}"
+            previewed = bool(request["apply"] and request["preview"] and self.client.change_annotations)
+            workspace_edit = self._workspace_edit(uri, version, rng, result.replacement,
+                                                  label if previewed else None)
             diff = unified_diff(text, result.new_text, PurePosixPath(unquote(uri)).name or "document")
             applied = False
             if request["apply"] and self.client.apply_edit:
                 response = await self.server.workspace_apply_edit_async(types.ApplyWorkspaceEditParams(
-                    edit=workspace_edit, label=f"infill: {request['instruction'][:60]}"))
-                if not response.applied:
+                    edit=workspace_edit, label=label))
+                if not response.applied and not (previewed and not response.failure_reason):
                     reason = response.failure_reason or "the editor refused it (the document may have changed)"
                     raise JsonRpcException(f"The edit was not applied: {reason}.", REQUEST_FAILED)
-                applied = True
+                applied = bool(response.applied)  # a declined preview is the user's answer, not an error
             return {"edit": self.server.protocol._converter.unstructure(workspace_edit), "diff": diff,
-                    "applied": applied, "attempts": result.attempts}
+                    "applied": applied, "previewed": previewed, "attempts": result.attempts}
         finally:
             with self._lock:
                 self._running.pop(key, None)
 
     def _generate(self, engine, task: EditTask, cancel: threading.Event) -> EditResult | EditError:
-        """Worker thread: run the edit with cancellable progress; errors are returned, not raised."""
+        """Worker thread: run the edit with cancellable progress (waiting first for a model still loading);
+        errors are returned, not raised."""
         progress = ProgressReporter(self.server, "infill: edit", cancellable=True)
         either = AnyEvent(cancel, progress.cancelled)  # the request's cancel or the progress cancel button
 
@@ -197,6 +208,14 @@ class EditFeature(Feature):
             progress.report(message, fraction)
 
         try:
+            if engine is None:
+                report("waiting for the model to load", None)
+                engine = self.server.model.wait_ready(cancel)
+                if engine is None:
+                    why = "The edit was cancelled." if cancel.is_set() else \
+                        f"infill: {self.server.model.error or 'the model did not load'}."
+                    progress.end(why)
+                    return EditCancelled(why) if cancel.is_set() else EditError(why)
             report("reading the code", 0.0)
             result = run_edit(engine, task, max_new_tokens=self.server.settings.edit_max_tokens,
                                    cancel=either, progress=report, temperature=self.server.settings.temperature)
@@ -221,14 +240,21 @@ class EditFeature(Feature):
         if future is not None:
             future.add_done_callback(lambda f: cancel.set() if f.cancelled() else None)
 
-    def _workspace_edit(self, uri: str, version: int, rng: types.Range, new_text: str) -> types.WorkspaceEdit:
-        """A versioned `TextDocumentEdit`, or plain `changes` for clients without documentChanges."""
-        text_edit = types.TextEdit(range=rng, new_text=new_text)
+    def _workspace_edit(self, uri: str, version: int, rng: types.Range, new_text: str,
+                        confirm: str | None = None) -> types.WorkspaceEdit:
+        """A versioned `TextDocumentEdit`, or plain `changes` for clients without documentChanges. With
+        `confirm` (a label), the edit carries a change annotation that needs the user's confirmation."""
         if not self.client.versioned_edits:
-            return types.WorkspaceEdit(changes={uri: [text_edit]})
+            return types.WorkspaceEdit(changes={uri: [types.TextEdit(range=rng, new_text=new_text)]})
+        text_edit: types.TextEdit | types.AnnotatedTextEdit = types.TextEdit(range=rng, new_text=new_text)
+        annotations = None
+        if confirm is not None:
+            text_edit = types.AnnotatedTextEdit(range=rng, new_text=new_text, annotation_id=ANNOTATION_ID)
+            annotations = {ANNOTATION_ID: types.ChangeAnnotation(
+                label=confirm, needs_confirmation=True, description="written by the model: review before applying")}
         return types.WorkspaceEdit(document_changes=[types.TextDocumentEdit(
             text_document=types.OptionalVersionedTextDocumentIdentifier(uri=uri, version=version),
-            edits=[text_edit])])
+            edits=[text_edit])], change_annotations=annotations)
 
     def _parse_arguments(self, arguments: tuple[Any, ...]) -> dict:
         """Validate the command's one argument object; a clear InvalidParams for anything else."""
@@ -258,8 +284,11 @@ class EditFeature(Feature):
         preset = raw.get("preset")
         if preset is not None and preset != DOCSTRING:
             raise JsonRpcInvalidParams(f"infill.edit: unknown preset {preset!r}.")
+        preview = raw.get("preview", self.server.settings.edit_preview)
+        if not isinstance(preview, bool):
+            raise JsonRpcInvalidParams("infill.edit: 'preview' must be true or false.")
         return {"uri": uri, "range": rng, "version": version, "instruction": instruction, "preset": preset,
-                "apply": raw.get("apply", True) is not False,
+                "apply": raw.get("apply", True) is not False, "preview": preview,
                 "target_language": target_spec.name if target_spec else None}
 
     def _document(self, uri: str):

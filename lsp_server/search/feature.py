@@ -3,8 +3,9 @@
 One worker thread owns every index write, in order: on `initialized` it opens one index per workspace
 folder, brings it up to date (keyword search works as soon as a file is chunked), then loads the embedding
 model and embeds what is new, reporting counts with cancellable `$/progress`. After that it applies the
-queued updates: saves, debounced buffer changes, closes, watched-file events and deletions. Searches never
-wait for it; they rank whatever is indexed. The code model is not needed at all.
+queued updates: saves, debounced buffer changes, closes, watched-file events and deletions. A search that
+arrives before the first pass has chunked the workspace waits for it (the indexing progress shows how far
+it is); after that searches never wait, they rank whatever is indexed. The code model is not needed at all.
 
 `infill.search` takes one argument `{"query": str, "limit": int}` and returns a JSON list of
 `{uri, range, name, kind, snippet, score}`, best first.
@@ -12,6 +13,7 @@ wait for it; they rank whatever is indexed. The code model is not needed at all.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -73,6 +75,7 @@ class SearchFeature(Feature):
         self._lock = threading.Lock()
         self.idle = threading.Event()  # set whenever the queue is drained (tests and benchmarks wait on it)
         self._opened = threading.Event()  # set once the worker has opened the indexes (or failed to)
+        self.chunked = threading.Event()  # set once the first pass has chunked every folder (or given up)
 
     def register(self) -> None:
         # pygls tags the handler with attributes, which bound methods cannot take: register plain functions.
@@ -90,6 +93,7 @@ class SearchFeature(Feature):
     async def execute(self, *arguments: Any) -> list[dict]:
         """`infill.search`: ranked results as JSON."""
         query, limit = parse_arguments(arguments)
+        await self._index_exists()
         hits = await self.off_loop(self.search, query, limit)
         return [hit.as_dict() for hit in hits]
 
@@ -97,8 +101,25 @@ class SearchFeature(Feature):
         """The same results in the editor's symbol picker (an empty query lists nothing)."""
         if not params.query.strip():
             return []
+        await self._index_exists()
         hits = await self.off_loop(self.search, params.query, SYMBOL_LIMIT)
         return [self._symbol(hit) for hit in hits]
+
+    async def _index_exists(self, poll: float = 0.1) -> None:
+        """Wait while the first pass is still chunking a workspace no earlier session indexed: an answer from
+        half an index (or none) would say "no results" for code that exists. An index left by an earlier
+        session answers at once, while it is brought up to date. Cancelling the request stops the wait."""
+        while self._worker is not None and not self.chunked.is_set() and not self._has_earlier_index():
+            await asyncio.sleep(poll)
+
+    def _has_earlier_index(self) -> bool:
+        """Whether the opened indexes already hold files (from an earlier session)."""
+        if not self._opened.is_set():
+            return False
+        try:
+            return any(index.counts()[0] for index in list(self._indexes))
+        except Exception:  # an index being rebuilt: wait for the pass
+            return False
 
     def search(self, query: str, limit: int) -> list[Hit]:
         """Results from every workspace folder's index, merged by score."""
@@ -208,6 +229,7 @@ class SearchFeature(Feature):
         except Exception:
             log.exception("search indexing stopped")
             self.idle.set()
+            self.chunked.set()
 
     def _drain(self) -> list[tuple]:
         jobs = []
@@ -236,6 +258,7 @@ class SearchFeature(Feature):
         try:
             for index in self._indexes:
                 index.update_all(progress.report, cancel, embed=False)
+            self.chunked.set()  # keyword search answers from here on
             embedder = self._load_embedder(progress)
             for index in self._indexes:
                 if embedder is not None and not cancel.is_set():
@@ -245,6 +268,8 @@ class SearchFeature(Feature):
             log.exception("indexing failed")
             progress.end(f"indexing failed: {exc}")
             return
+        finally:
+            self.chunked.set()  # failed or cancelled: searches answer from what there is
         files = sum(i.counts()[0] for i in self._indexes)
         chunks = sum(i.counts()[1] for i in self._indexes)
         state = "cancelled" if cancel.is_set() else "indexed"

@@ -1,11 +1,13 @@
 // Drives VS Code for the web (code-server) in headless Chromium for tests/test_vscode.py and prints one
 // JSON line with what it saw. One JSON argument:
-//   {scenario: "inline" | "missing", url, file, typed, typedAfterRestart?, codeServerPid?, chromium,
-//    screenshot, acceptedScreenshot?, failureScreenshot?, readyTimeoutMs, ghostTimeoutMs}
-// "inline": wait for the infill status bar item to say the model is ready, type, re-trigger inline
-//   suggestions until ghost text shows (the client registers late), screenshot, Tab, save; then, with
-//   codeServerPid, kill the infill server (a crash), wait until the extension has it running again and
-//   get ghost text once more.
+//   {scenario: "inline" | "missing" | "search" | "edit", url, file, typed, typedAfterRestart?, codeServerPid?,
+//    chromium, screenshot, acceptedScreenshot?, cycleScreenshot?, failureScreenshot?, readyTimeoutMs, ghostTimeoutMs}
+// "inline": wait for the infill status bar item to say the model is ready, type, trigger (Alt+\, the
+//   extension's infill.suggest) until ghost text shows, watching for the pending spinner; screenshot; cycle
+//   with Alt+] / Alt+[; accept a word (Ctrl+Right), then the rest (Tab), save; then, with codeServerPid,
+//   kill the infill server (a crash), wait until the extension has it running again, get ghost text once
+//   more, accept its line (Shift+Tab) and save.
+// "edit": the "Edit with instruction…" code action; the edit opens in VS Code's Refactor Preview; Apply.
 // "missing": the server executable does not exist: expect the status item and the notification's fix.
 import { chromium } from "playwright-core";
 import { readdirSync, readFileSync } from "node:fs";
@@ -168,9 +170,10 @@ try {
     await page.locator(".quick-input-widget", { hasText: "How should the selected code change?" }).waitFor({ timeout: 20_000 });
     await page.keyboard.type(opts.instruction);
     await page.keyboard.press("Enter");
-    const ask = page.locator(".notifications-toasts .notification-toast", { hasText: "apply this edit?" }).first();
+    // The edit arrives annotated needsConfirmation: VS Code's Refactor Preview opens in the panel.
+    const panel = page.locator(".bulk-edit-panel").first();
     const failed = page.locator(".notifications-toasts .notification-toast", { hasText: /edit failed|no change/ }).first();
-    await Promise.race([ask.waitFor({ timeout: opts.ghostTimeoutMs }), failed.waitFor({ timeout: opts.ghostTimeoutMs })]);
+    await Promise.race([panel.waitFor({ timeout: opts.ghostTimeoutMs }), failed.waitFor({ timeout: opts.ghostTimeoutMs })]);
     if (await failed.isVisible().catch(() => false)) {
       // The server refused (e.g. the model's edit would not parse): the user must see why.
       result.refused = ((await failed.locator(".notification-list-item-message").textContent()) ?? "").trim();
@@ -179,12 +182,29 @@ try {
       result.ok = true;
       throw null;
     }
-    const diffTab = page.locator(".tab", { hasText: ".diff" }).first();
-    await diffTab.waitFor({ timeout: 10_000 });
-    const diffLines = await page.locator(".editor-group-container").nth(1).locator(".view-line").allTextContents();
-    result.diffText = diffLines.join("\n").replace(/\u00a0/g, " ");
+    await page.waitForTimeout(1000);
+    result.previewRows = (await panel.locator(".monaco-list-row").allTextContents()).map((t) => t.replace(/\s+/g, " ").trim());
+    log("refactor preview:", JSON.stringify(result.previewRows));
+    // Nothing is written before the user says so: the file's tab is not dirty.
+    result.dirtyBeforeApply = await page.locator(".tab.dirty", { hasText: opts.file }).count();
+    // Open the change's diff (a click on the file's row), then take the picture.
+    await panel.locator(".monaco-list-row", { hasText: opts.file }).first().click().catch(() => {});
+    await page.waitForTimeout(1500);
     await page.screenshot({ path: opts.screenshot });
-    await ask.getByRole("button", { name: "Apply" }).click();
+    // Changes that need confirmation start unticked (VS Code's per-change review): tick the file's box.
+    const box = panel.locator(".monaco-list-row", { hasText: opts.file }).first().locator(".monaco-checkbox, .monaco-custom-toggle").first();
+    result.tickedBeforeApply = await box.evaluate((e) => e.classList.contains("checked") || e.getAttribute("aria-checked") === "true").catch(() => null);
+    await box.click();
+    await page.waitForTimeout(500);
+    result.tickedAfterClick = await box.evaluate((e) => e.classList.contains("checked") || e.getAttribute("aria-checked") === "true").catch(() => null);
+    log("ticked before/after:", result.tickedBeforeApply, result.tickedAfterClick);
+    const apply = panel.getByRole("button", { name: /^Apply/ }).first();
+    if (await apply.isVisible().catch(() => false)) await apply.click();
+    else {
+      await panel.click();
+      await page.keyboard.press("Control+Enter");
+    }
+    await panel.waitFor({ state: "hidden", timeout: 20_000 }).catch(() => {});
     await page.waitForTimeout(1000);
     await page.locator(".tab", { hasText: opts.file }).first().click();
     await page.keyboard.press("Control+S");
@@ -209,7 +229,7 @@ try {
       while (!(await ghost.first().isVisible().catch(() => false))) {
         if (Date.now() > by) throw new Error(`no ghost text after ${opts.ghostTimeoutMs} ms and ${tries} triggers`);
         tries++;
-        await page.keyboard.press("Alt+Backslash"); // editor.action.inlineSuggest.trigger
+        await page.keyboard.press("Alt+Backslash"); // infill.suggest: an explicit request (several suggestions)
         // Each trigger cancels the request in flight, so wait longer each time: on a busy 2-core
         // machine a cold prompt can take several seconds, and re-triggering too early never lets it finish.
         const wait = Math.min(5000 * tries, 30_000, Math.max(1000, by - Date.now()));
@@ -221,9 +241,42 @@ try {
       return { inline, block, triggers: tries };
     };
 
+    // The pending spinner ($(loading~spin) in the status item) while the server writes a suggestion.
+    let watching = true;
+    result.spinnerSeen = false;
+    const watchSpinner = (async () => {
+      while (watching) {
+        if (await item.locator(".codicon-loading").count().catch(() => 0)) result.spinnerSeen = true;
+        await page.waitForTimeout(50);
+      }
+    })();
     await waitStatus(/^infill$/, opts.readyTimeoutMs, /not installed|stopped|error/);
     result.ghost = await typeAndGetGhost(opts.typed);
+    watching = false;
+    await watchSpinner;
     await page.screenshot({ path: opts.screenshot });
+    // Cycling: Alt+] shows the next of the server's suggestions, Alt+[ goes back.
+    const ghostNow = async () => (await ghost.allTextContents()).join("").replace(/\u00a0/g, " ");
+    result.cycled = [result.ghost.inline];
+    for (const key of ["Alt+BracketRight", "Alt+BracketRight", "Alt+BracketLeft", "Alt+BracketLeft"]) {
+      await page.keyboard.press(key);
+      await page.waitForTimeout(key === "Alt+BracketRight" && result.cycled.length === 1 ? 8000 : 1500);
+      result.cycled.push(await ghostNow());
+    }
+    log("cycled through:", JSON.stringify(result.cycled));
+    if (result.cycled.at(-1) !== result.ghost.inline) {
+      // back to the first suggestion, whatever the order
+      for (let i = 0; i < 3 && (await ghostNow()) !== result.ghost.inline; i++) {
+        await page.keyboard.press("Alt+BracketRight");
+        await page.waitForTimeout(1000);
+      }
+    }
+    if (opts.cycleScreenshot) await page.screenshot({ path: opts.cycleScreenshot });
+    // Accept the next word (Ctrl+Right): the rest stays as ghost text; Tab takes the rest.
+    await page.keyboard.press("Control+ArrowRight");
+    await page.waitForTimeout(1000);
+    result.ghostAfterWord = await ghostNow();
+    log("after accepting a word:", JSON.stringify(result.ghostAfterWord));
     await page.keyboard.press("Tab");
     await page.waitForTimeout(500);
     await page.keyboard.press("Escape"); // dismiss whatever the server suggests next
@@ -258,7 +311,12 @@ try {
       result.restartedServer = { before: before[0], after: after[0] };
       await waitStatus(/^infill$/, opts.readyTimeoutMs, /not installed|stopped|error/);
       result.ghostAfterRestart = await typeAndGetGhost(opts.typedAfterRestart);
+      // Accept the line (Shift+Tab, the extension's binding for acceptNextLine), then save.
+      await page.keyboard.press("Shift+Tab");
+      await page.waitForTimeout(500);
       await page.keyboard.press("Escape");
+      await page.keyboard.press("Control+S");
+      await page.waitForTimeout(1500);
     }
     result.ok = true;
   }

@@ -6,19 +6,20 @@ export interface EditArgs {
   range: Range;
   version: number;
   instruction: string;
+  /** The server asks VS Code to apply it; with `preview`, as an edit that needs confirmation (Refactor Preview). */
   apply: boolean;
-}
-
-export interface TextEdit {
-  range: Range;
-  newText: string;
+  preview: boolean;
 }
 
 export interface EditResult {
-  /** The WorkspaceEdit the server computed (applied already when `apply` was true). */
+  /** The WorkspaceEdit the server computed. */
   edit: unknown;
-  /** Unified diff of the change, for a preview. */
+  /** Unified diff of the change. */
   diff: string;
+  /** VS Code applied it (false also when the user discarded the preview). */
+  applied: boolean;
+  /** It was shown for confirmation first. */
+  previewed: boolean;
 }
 
 /** Longest instruction sent; the server refuses longer ones anyway, this just says so before waiting. */
@@ -31,9 +32,9 @@ export function validateInstruction(text: string): string | undefined {
   return undefined;
 }
 
-/** The single argument of `workspace/executeCommand infill.edit`. */
-export function editArguments(uri: string, range: Range, version: number, instruction: string, apply: boolean): EditArgs {
-  return { uri, range, version, instruction: instruction.trim(), apply };
+/** The single argument of `workspace/executeCommand infill.edit`: applied by VS Code, previewed or not. */
+export function editArguments(uri: string, range: Range, version: number, instruction: string, preview: boolean): EditArgs {
+  return { uri, range, version, instruction: instruction.trim(), apply: true, preview };
 }
 
 /** Read the server's answer; undefined when it is not an edit (e.g. the server refused with null). */
@@ -41,46 +42,13 @@ export function parseEditResult(raw: unknown): EditResult | undefined {
   if (!raw || typeof raw !== "object") return undefined;
   const r = raw as Record<string, unknown>;
   if (!r.edit || typeof r.edit !== "object") return undefined;
-  return { edit: r.edit, diff: typeof r.diff === "string" ? r.diff : "" };
+  return { edit: r.edit, diff: typeof r.diff === "string" ? r.diff : "", applied: r.applied === true, previewed: r.previewed === true };
 }
 
-/** The text edits of `uri` inside a WorkspaceEdit (`documentChanges` or `changes`). */
-export function editsFor(workspaceEdit: unknown, uri: string): TextEdit[] {
-  const we = workspaceEdit as any;
-  const out: TextEdit[] = [];
-  for (const dc of Array.isArray(we?.documentChanges) ? we.documentChanges : []) {
-    if (dc?.textDocument?.uri === uri && Array.isArray(dc.edits)) out.push(...dc.edits);
-  }
-  if (we?.changes && Array.isArray(we.changes[uri])) out.push(...we.changes[uri]);
-  return out;
-}
-
-/** The version a WorkspaceEdit expects `uri` to have, if it says. */
-export function expectedVersion(workspaceEdit: unknown, uri: string): number | undefined {
-  const we = workspaceEdit as any;
-  for (const dc of Array.isArray(we?.documentChanges) ? we.documentChanges : []) {
-    if (dc?.textDocument?.uri === uri && Number.isInteger(dc.textDocument.version)) return dc.textDocument.version;
-  }
-  return undefined;
-}
-
-/**
- * Apply LSP text edits to a text (positions are UTF-16 code units, which is what JS strings index), for
- * the "after" side of a preview. Edits are applied from the end so earlier offsets stay valid.
- */
-export function applyTextEdits(text: string, edits: TextEdit[]): string {
-  const lineStarts = [0];
-  for (let i = 0; i < text.length; i++) if (text[i] === "\n") lineStarts.push(i + 1);
-  const offset = (p: { line: number; character: number }): number => {
-    if (p.line >= lineStarts.length) return text.length;
-    const start = lineStarts[p.line];
-    const end = p.line + 1 < lineStarts.length ? lineStarts[p.line + 1] - 1 : text.length;
-    return Math.min(start + p.character, end);
-  };
-  const sorted = edits
-    .map((e) => ({ start: offset(e.range.start), end: offset(e.range.end), newText: e.newText }))
-    .sort((a, b) => b.start - a.start || b.end - a.end);
-  let out = text;
-  for (const e of sorted) out = out.slice(0, e.start) + e.newText + out.slice(e.end);
-  return out;
+/** What to tell the user once the server answered an edit, or undefined to say nothing. */
+export function editOutcome(result: EditResult | undefined): string | undefined {
+  if (!result || !result.diff.trim()) return "infill: the model proposed no change.";
+  if (result.applied) return undefined; // the change is in the file: that says it
+  if (result.previewed) return "infill: edit discarded; the file is unchanged.";
+  return "infill: the edit was not applied.";
 }

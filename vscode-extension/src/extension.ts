@@ -1,8 +1,11 @@
 /**
  * The infill extension: starts `infill serve`, lets vscode-languageclient wire inline completion
- * (LSP 3.18 `textDocument/inlineCompletion`), and adds what plain LSP cannot: the edit and search
- * commands with their UI, and a status bar item fed by `$/progress` that toggles completions.
- * All decisions live in the pure modules next to this file; this one only talks to VS Code.
+ * (LSP 3.18 `textDocument/inlineCompletion`; VS Code itself cycles, and accepts a word or a line), and
+ * adds what plain LSP cannot: the edit and search commands with their UI, a debounce and a trigger key
+ * for suggestions, and a status bar item fed by `$/progress` and the server's `infill/pending` that
+ * toggles completions. Edits arrive as `workspace/applyEdit` annotated `needsConfirmation`, which VS Code
+ * shows in its Refactor Preview. All decisions live in the pure modules next to this file; this one only
+ * talks to VS Code.
  */
 import * as fs from "node:fs";
 import * as vscode from "vscode";
@@ -14,10 +17,10 @@ import {
   ServerOptions,
   State,
 } from "vscode-languageclient/node";
-import { applyTextEdits, editArguments, editsFor, expectedVersion, parseEditResult, validateInstruction } from "./edit";
+import { editArguments, editOutcome, parseEditResult, validateInstruction } from "./edit";
 import { INSTALL_COMMAND, missingServerMessage, resolveExecutable } from "./executable";
 import { PickItem, parseSearchResults, toPickItem } from "./search";
-import { completionEnabled, serverSettings } from "./settings";
+import { completionEnabled, debounceDelay, serverSettings } from "./settings";
 import { StatusModel } from "./status";
 
 /**
@@ -25,15 +28,20 @@ import { StatusModel } from "./status";
  * experimental capability) they handle its client-side command, `infill.editWithInstruction`.
  */
 const ASK_CAPABILITY = "infillEditWithInstruction";
-const PREVIEW_SCHEME = "infill-preview";
+/** The server's notifications this extension handles (editors/README.md, "Protocol notes"). */
+const PENDING_CAPABILITY = "infillPending";
+const REFRESH_CAPABILITY = "infillRefresh";
+const PENDING_NOTIFICATION = "infill/pending";
+const REFRESH_NOTIFICATION = "infill/refreshInlineCompletion";
+/** A suggestion written faster than this shows no spinner (no flicker while typing). */
+const SPINNER_DELAY_MS = 250;
 
 let client: LanguageClient | undefined;
 let extensionVersion = "";
 let output: vscode.LogOutputChannel;
 let statusItem: vscode.StatusBarItem;
 const status = new StatusModel();
-const previews = new Map<string, string>();
-const previewChanged = new vscode.EventEmitter<vscode.Uri>();
+let spinnerTimer: NodeJS.Timeout | undefined;
 
 function config(): vscode.WorkspaceConfiguration {
   return vscode.workspace.getConfiguration("infill");
@@ -51,10 +59,11 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   statusItem = vscode.window.createStatusBarItem("infill.status", vscode.StatusBarAlignment.Right, 100);
   statusItem.name = "infill";
   statusItem.command = "infill.statusClicked";
-  context.subscriptions.push(output, statusItem, previewChanged);
+  context.subscriptions.push(output, statusItem);
 
   const command = (id: string, fn: (...args: any[]) => unknown) =>
     context.subscriptions.push(vscode.commands.registerCommand(id, fn));
+  command("infill.suggest", () => vscode.commands.executeCommand("editor.action.inlineSuggest.trigger"));
   command("infill.toggleCompletions", toggleCompletions);
   command("infill.restartServer", restartServer);
   command("infill.editSelection", () => editWithInstruction(Boolean(config().get("editPreview"))));
@@ -68,10 +77,6 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   command("infill.statusClicked", onStatusClicked);
 
   context.subscriptions.push(
-    vscode.workspace.registerTextDocumentContentProvider(PREVIEW_SCHEME, {
-      onDidChange: previewChanged.event,
-      provideTextDocumentContent: (uri) => previews.get(uri.toString()) ?? "",
-    }),
     vscode.workspace.onDidChangeConfiguration(onConfigurationChanged),
     vscode.window.onDidChangeActiveTextEditor(() => render()),
   );
@@ -112,8 +117,13 @@ async function startClient(): Promise<void> {
     // A function, so every (re)start sends the settings as they are then.
     initializationOptions: () => currentSettings(),
     middleware: {
-      provideInlineCompletionItems: (document, position, ctx, token, next) =>
-        completionEnabled(currentSettings(), document.languageId) ? next(document, position, ctx, token) : null,
+      provideInlineCompletionItems: async (document, position, ctx, token, next) => {
+        if (!completionEnabled(currentSettings(), document.languageId)) return null;
+        // While typing, wait for a pause: VS Code cancels this request when the next key comes.
+        const delay = ctx.triggerKind === vscode.InlineCompletionTriggerKind.Automatic ? debounceDelay(config().get("debounceMs")) : 0;
+        if (delay && !(await pause(delay, token))) return null;
+        return next(document, position, ctx, token);
+      },
       handleWorkDoneProgress: (token, params, next) => {
         status.progress(token, params);
         render();
@@ -124,7 +134,12 @@ async function startClient(): Promise<void> {
   client = new LanguageClient("infill", "infill", serverOptions, clientOptions);
   client.registerFeature({
     fillClientCapabilities: (caps) => {
-      caps.experimental = { ...(caps.experimental as object | undefined), [ASK_CAPABILITY]: true };
+      caps.experimental = {
+        ...(caps.experimental as object | undefined),
+        [ASK_CAPABILITY]: true,
+        [PENDING_CAPABILITY]: true,
+        [REFRESH_CAPABILITY]: true,
+      };
     },
     initialize: () => undefined,
     getState: () => ({ kind: "static" }),
@@ -134,6 +149,12 @@ async function startClient(): Promise<void> {
     status.setServer(e.newState === State.Running ? "running" : e.newState === State.Starting ? "starting" : "stopped");
     render();
   });
+  client.onNotification(PENDING_NOTIFICATION, (params: { pending?: unknown }) =>
+    onPending(typeof params?.pending === "number" ? params.pending : 0),
+  );
+  client.onNotification(REFRESH_NOTIFICATION, (params: { uris?: unknown }) =>
+    onRefresh(Array.isArray(params?.uris) ? params.uris.filter((u): u is string => typeof u === "string") : []),
+  );
   status.setServer("starting");
   render();
   try {
@@ -199,7 +220,48 @@ function onConfigurationChanged(e: vscode.ConfigurationChangeEvent): void {
   }
 }
 
+/** Resolve true after `ms`, or false as soon as the request is cancelled. */
+function pause(ms: number, token: vscode.CancellationToken): Promise<boolean> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      sub.dispose();
+      resolve(!token.isCancellationRequested);
+    }, ms);
+    const sub = token.onCancellationRequested(() => {
+      clearTimeout(timer);
+      sub.dispose();
+      resolve(false);
+    });
+  });
+}
+
+/** A model became ready: ask again in the active editor if its document got nothing while it loaded. */
+function onRefresh(uris: string[]): void {
+  const editor = vscode.window.activeTextEditor;
+  if (!editor || !client) return;
+  if (!uris.includes(client.code2ProtocolConverter.asUri(editor.document.uri))) return;
+  output.info("infill: the model is ready, asking for a suggestion again");
+  void vscode.commands.executeCommand("editor.action.inlineSuggest.trigger");
+}
+
 // ---------------------------------------------------------------------------------------------- status
+
+/** The server is writing `count` suggestions: spin, once one takes longer than a keystroke's answer. */
+function onPending(count: number): void {
+  if (count <= 0) {
+    if (spinnerTimer) clearTimeout(spinnerTimer);
+    spinnerTimer = undefined;
+    status.pending = 0;
+    render();
+    return;
+  }
+  if (status.pending > 0 || spinnerTimer) return;
+  spinnerTimer = setTimeout(() => {
+    spinnerTimer = undefined;
+    status.pending = count;
+    render();
+  }, SPINNER_DELAY_MS);
+}
 
 function render(): void {
   const languageId = vscode.window.activeTextEditor?.document.languageId;
@@ -265,7 +327,9 @@ async function editWithInstruction(preview: boolean, target?: EditTarget): Promi
   const uri = c.code2ProtocolConverter.asUri(document.uri);
   // A code action names its own range; the palette command edits the selection.
   const range = target?.uri === uri && target.range ? target.range : c.code2ProtocolConverter.asRange(editor.selection);
-  const args = editArguments(uri, range, document.version, instruction, !preview);
+  // The server applies the edit through workspace/applyEdit; with preview, annotated `needsConfirmation`,
+  // so VS Code opens its Refactor Preview and the request answers once the user applied or discarded it.
+  const args = editArguments(uri, range, document.version, instruction, preview);
   let raw: unknown;
   try {
     raw = await vscode.window.withProgress(
@@ -276,45 +340,8 @@ async function editWithInstruction(preview: boolean, target?: EditTarget): Promi
     if (!isCancellation(err)) void vscode.window.showErrorMessage(`infill: edit failed: ${errorText(err)}`);
     return;
   }
-  const result = parseEditResult(raw);
-  if (!result || !result.diff.trim()) {
-    void vscode.window.showInformationMessage("infill: the model proposed no change.");
-    return;
-  }
-  if (preview) await previewAndApply(c, document, uri, result.edit, result.diff);
-}
-
-/** Show the diff the server returned beside the file; apply the same edit only if the user says so. */
-async function previewAndApply(
-  c: LanguageClient,
-  document: vscode.TextDocument,
-  uri: string,
-  edit: unknown,
-  diff: string,
-): Promise<void> {
-  const name = document.uri.path.split("/").pop() || "edit";
-  const previewUri = vscode.Uri.from({ scheme: PREVIEW_SCHEME, path: `/${name}.diff`, query: String(Date.now()) });
-  previews.set(previewUri.toString(), diff);
-  previewChanged.fire(previewUri);
-  const doc = await vscode.workspace.openTextDocument(previewUri);
-  await vscode.languages.setTextDocumentLanguage(doc, "diff");
-  await vscode.window.showTextDocument(doc, { viewColumn: vscode.ViewColumn.Beside, preview: true, preserveFocus: true });
-  const choice = await vscode.window.showInformationMessage("infill: apply this edit?", "Apply", "Side by Side", "Discard");
-  if (choice === "Side by Side") {
-    const after = vscode.Uri.from({ scheme: PREVIEW_SCHEME, path: `/${name}`, query: `after-${Date.now()}` });
-    previews.set(after.toString(), applyTextEdits(document.getText(), editsFor(edit, uri)));
-    await vscode.commands.executeCommand("vscode.diff", document.uri, after, `${name} ↔ infill edit`);
-    return previewAndApply(c, document, uri, edit, diff);
-  }
-  previews.delete(previewUri.toString());
-  if (choice !== "Apply") return;
-  const expected = expectedVersion(edit, uri);
-  if (expected !== undefined && expected !== document.version) {
-    void vscode.window.showWarningMessage("infill: the file changed since the preview; run the edit again.");
-    return;
-  }
-  const applied = await vscode.workspace.applyEdit(await c.protocol2CodeConverter.asWorkspaceEdit(edit as Parameters<typeof c.protocol2CodeConverter.asWorkspaceEdit>[0] & object));
-  if (!applied) void vscode.window.showWarningMessage("infill: VS Code refused the edit (the file changed?).");
+  const message = editOutcome(parseEditResult(raw));
+  if (message) void vscode.window.showInformationMessage(message);
 }
 
 // ---------------------------------------------------------------------------------------------- search

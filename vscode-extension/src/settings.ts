@@ -16,12 +16,14 @@ export const SERVER_KEYS = [
   "contextTokens",
   "otherDocumentsTokens",
   "suffixTokens",
+  "suggestions",
   "enable",
   "disabledLanguages",
   "editMaxTokens",
   "translateLanguages",
   "indexEnable",
   "backend",
+  "editPreview",
 ] as const;
 
 export type ServerSettings = Partial<Record<(typeof SERVER_KEYS)[number], unknown>>;
@@ -50,4 +52,9 @@ export function completionEnabled(settings: ServerSettings, languageId: string):
   if (settings.enable === false) return false;
   const disabled = Array.isArray(settings.disabledLanguages) ? settings.disabledLanguages : [];
   return !disabled.includes(languageId);
+}
+
+/** Milliseconds to wait after a keystroke before asking for a suggestion (client side; 0: at once). */
+export function debounceDelay(value: unknown): number {
+  return typeof value === "number" && Number.isFinite(value) && value > 0 ? Math.min(value, 5000) : 0;
 }

@@ -32,6 +32,8 @@ export class StatusModel {
   disabledLanguage: string | undefined;
   /** The last failure the server reported (e.g. the model could not load); cleared by a restart. */
   failure: string | undefined;
+  /** Suggestions the server is writing now (its `infill/pending` notification), shown as a spinner. */
+  pending = 0;
   private tasks = new Map<string, Task>();
 
   setServer(state: ServerState): void {
@@ -39,6 +41,7 @@ export class StatusModel {
     if (state !== "running") {
       // A dead server never ends its progress: drop it, or the spinner would spin forever.
       this.tasks.clear();
+      this.pending = 0;
     }
     if (state === "starting") this.failure = undefined;
   }
@@ -85,6 +88,9 @@ export class StatusModel {
     }
     if (!this.enabled) {
       return { text: "$(circle-slash) infill: off", tooltip: onOff, action: "toggle" };
+    }
+    if (this.pending > 0) {
+      return { text: "$(loading~spin) infill", tooltip: `Writing a suggestion…\n${onOff}`, action: "toggle" };
     }
     if (this.failure) {
       return { text: "$(warning) infill: error", tooltip: `${this.failure}\n${onOff}`, action: "toggle" };

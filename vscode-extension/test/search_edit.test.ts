@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { parseSearchResults, toPickItem } from "../src/search";
-import { applyTextEdits, editArguments, editsFor, expectedVersion, parseEditResult, validateInstruction } from "../src/edit";
+import { editArguments, editOutcome, parseEditResult, validateInstruction } from "../src/edit";
 
 const range = (l1: number, c1: number, l2: number, c2: number) => ({ start: { line: l1, character: c1 }, end: { line: l2, character: c2 } });
 
@@ -33,26 +33,21 @@ test("instruction validation", () => {
   assert.ok(validateInstruction("   "));
   assert.ok(validateInstruction("x".repeat(10_000)));
   assert.equal(validateInstruction("add a docstring"), undefined);
-  assert.deepEqual(editArguments("file:///a.py", range(1, 0, 2, 0), 3, "  add types ", false), {
-    uri: "file:///a.py", range: range(1, 0, 2, 0), version: 3, instruction: "add types", apply: false,
+  assert.deepEqual(editArguments("file:///a.py", range(1, 0, 2, 0), 3, "  add types ", true), {
+    uri: "file:///a.py", range: range(1, 0, 2, 0), version: 3, instruction: "add types", apply: true, preview: true,
   });
 });
 
-test("edit results and their preview text, with UTF-16 positions", () => {
+test("edit results: applied, discarded in the preview, or no change", () => {
   assert.equal(parseEditResult(null), undefined);
   assert.equal(parseEditResult({ diff: "x" }), undefined);
-  const uri = "file:///a.py";
-  const we = {
-    documentChanges: [
-      { textDocument: { uri, version: 4 }, edits: [{ range: range(1, 7, 1, 9), newText: "beta" }, { range: range(0, 0, 0, 0), newText: "# hi\n" }] },
-    ],
-  };
-  const res = parseEditResult({ edit: we, diff: "--- a\n+++ b\n" });
-  assert.ok(res);
-  assert.equal(expectedVersion(res!.edit, uri), 4);
-  assert.equal(expectedVersion(res!.edit, "file:///other.py"), undefined);
-  // "😀" is two UTF-16 code units: character 7..9 on line 1 is "ab" after 'x = "😀'.
-  const text = 'a = 1\nx = "😀ab"\n';
-  assert.equal(applyTextEdits(text, editsFor(res!.edit, uri)), '# hi\na = 1\nx = "😀beta"\n');
-  assert.deepEqual(editsFor({ changes: { [uri]: [{ range: range(0, 0, 0, 1), newText: "b" }] } }, uri).length, 1);
+  const we = { documentChanges: [{ textDocument: { uri: "file:///a.py", version: 4 }, edits: [] }] };
+  const applied = parseEditResult({ edit: we, diff: "--- a\n+++ b\n", applied: true, previewed: true });
+  assert.deepEqual(applied, { edit: we, diff: "--- a\n+++ b\n", applied: true, previewed: true });
+  assert.equal(editOutcome(applied), undefined);
+  assert.match(editOutcome({ ...applied!, applied: false })!, /discarded/);
+  assert.match(editOutcome({ ...applied!, applied: false, previewed: false })!, /not applied/);
+  assert.match(editOutcome({ ...applied!, diff: " " })!, /no change/);
+  assert.match(editOutcome(undefined)!, /no change/);
 });
+

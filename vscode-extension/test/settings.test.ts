@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { SERVER_KEYS, completionEnabled, serverSettings } from "../src/settings";
+import { SERVER_KEYS, completionEnabled, debounceDelay, serverSettings } from "../src/settings";
 
 const pkg = JSON.parse(readFileSync(join(__dirname, "..", "package.json"), "utf8"));
 const props = pkg.contributes.configuration.properties as Record<string, { default: unknown }>;
@@ -17,9 +17,19 @@ test("every server setting is a VS Code setting, and the defaults are what the s
 });
 
 test("client-only settings never reach the server; empty model path means the default", () => {
-  const values: Record<string, unknown> = { serverPath: "/x/infill", editPreview: true, model: "", maxTokensSingleLine: 20 };
+  const values: Record<string, unknown> = { serverPath: "/x/infill", debounceMs: 75, model: "", maxTokensSingleLine: 20 };
   const out = serverSettings((k) => values[k]);
   assert.deepEqual(out, { model: null, maxTokensSingleLine: 20 });
+});
+
+test("the debounce is a sane number of milliseconds, anything else means none", () => {
+  assert.equal(debounceDelay(75), 75);
+  assert.equal(debounceDelay(0), 0);
+  assert.equal(debounceDelay(-5), 0);
+  assert.equal(debounceDelay("100"), 0);
+  assert.equal(debounceDelay(Number.NaN), 0);
+  assert.equal(debounceDelay(60_000), 5000);
+  assert.equal(props["infill.debounceMs"].default, 75);
 });
 
 test("completion is off when disabled globally or for the language", () => {

@@ -50,3 +50,22 @@ test("reports for unknown tokens are ignored", () => {
   s.progress("x", { kind: "end" });
   assert.equal(s.view().text, "$(sparkle) infill");
 });
+
+test("a pending suggestion spins until the server says none is left; a dead server leaves no spinner", () => {
+  const s = new StatusModel();
+  s.setServer("running");
+  s.pending = 1;
+  assert.equal(s.view().text, "$(loading~spin) infill");
+  assert.match(s.view().tooltip, /Writing a suggestion/);
+  s.pending = 0;
+  assert.equal(s.view().text, "$(sparkle) infill");
+  s.pending = 2;
+  s.progress("m", { kind: "begin", title: "infill: preparing model" });
+  assert.equal(s.view().text, "$(sync~spin) infill: preparing model"); // progress says more than a spinner
+  s.setServer("stopped");
+  s.setServer("running");
+  assert.equal(s.pending, 0);
+  s.pending = 1;
+  s.enabled = false;
+  assert.equal(s.view().text, "$(circle-slash) infill: off");
+});
