@@ -437,7 +437,7 @@ def test_add_docstring_code_action(workspace: Path) -> None:
             nvim.wait_model_ready(MODEL_TIMEOUT)
             nvim.input(f"{first + 1}GV{last + 1}G")  # select the function, linewise, as a user would
             nvim.wait_for("return vim.api.nvim_get_mode().mode == 'V'", timeout=10)
-            buf = nvim.lua("return vim.api.nvim_get_current_buf()")
+            buf = nvim.lua("return vim.fn.bufnr()")
             tick = nvim.lua("return vim.b.changedtick")
             # The code-action menu, with the preset picked: filter to its title and apply the only match.
             nvim.lua("""
@@ -454,11 +454,11 @@ def test_add_docstring_code_action(workspace: Path) -> None:
             # The edit is previewed first: the diff shows a docstring added, the buffer is untouched.
             diff = _preview(nvim)
             assert any(line.startswith("+") and '"""' in line for line in diff.splitlines()), diff
-            assert nvim.lua("return vim.api.nvim_buf_get_changedtick(...)", buf) == tick
+            assert nvim.lua(f"return vim.api.nvim_buf_get_changedtick({buf})") == tick
             nvim.input("a")  # accept
-            nvim.wait_for("return vim.api.nvim_buf_get_changedtick(...) ~= select(2, ...)", buf, tick,
+            nvim.wait_for(f"return vim.api.nvim_buf_get_changedtick({buf}) ~= {tick}",
                           timeout=20, interval=0.2)
-            assert nvim.lua("return vim.api.nvim_get_current_buf()") == buf
+            assert nvim.lua("return vim.fn.bufnr()") == buf
             nvim.input("<Esc>")
             nvim.wait_for("return vim.api.nvim_get_mode().mode == 'n'", timeout=10)
             nvim.cmd("write")
@@ -536,7 +536,7 @@ def test_infill_edit_command_rewrites_only_the_selection(workspace: Path) -> Non
             pytest.skip("the server does not offer infill.edit yet (edit feature not registered)")
         try:
             nvim.wait_model_ready(MODEL_TIMEOUT)
-            buf = nvim.lua("return vim.api.nvim_get_current_buf()")
+            buf = nvim.lua("return vim.fn.bufnr()")
             tick = nvim.lua("return vim.b.changedtick")
             command = "5GV9G:InfillEdit Add a docstring that says what this function returns<CR>"
             # Rejected in the preview: nothing changes.
@@ -545,13 +545,13 @@ def test_infill_edit_command_rewrites_only_the_selection(workspace: Path) -> Non
             nvim.input("r")
             nvim.wait_for("return require('infill.preview').current == nil", timeout=10)
             assert any("edit discarded" in m["msg"] for m in nvim.messages())
-            assert nvim.lua("return vim.api.nvim_buf_get_changedtick(...)", buf) == tick
+            assert nvim.lua(f"return vim.api.nvim_buf_get_changedtick({buf})") == tick
             # Accepted in the preview: the edit lands.
             nvim.input(command)
             _preview(nvim)
             _save_screen(nvim, "nvim-edit-preview.txt", "a / <CR> accept")
             nvim.input("a")
-            nvim.wait_for("return vim.api.nvim_buf_get_changedtick(...) ~= select(2, ...)", buf, tick,
+            nvim.wait_for(f"return vim.api.nvim_buf_get_changedtick({buf}) ~= {tick}",
                           timeout=20, interval=0.2)
             nvim.wait_for("return vim.api.nvim_get_mode().mode == 'n'", timeout=10)
             nvim.cmd("write")
