@@ -24,6 +24,7 @@ export const SERVER_KEYS = [
   "indexEnable",
   "backend",
   "editPreview",
+  "modelWorker",
 ] as const;
 
 export type ServerSettings = Partial<Record<(typeof SERVER_KEYS)[number], unknown>>;
