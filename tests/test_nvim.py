@@ -589,7 +589,9 @@ def test_server_crash_then_restart(workspace: Path) -> None:
         assert servers, "no server process under Neovim"
         for pid in servers:
             os.kill(pid, signal.SIGKILL)
-        status = nvim.wait_for("local s = require('infill').status(); return not s.running and s", timeout=20)
+        # `running` goes false when the client detaches; the exit handler names the problem just after.
+        status = nvim.wait_for("local s = require('infill').status(); return not s.running and s.problem and s",
+                               timeout=20)
         assert "signal 9" in status["problem"] and status["model"]["state"] == "stopped"
         nvim.cmd("InfillRestart")
         nvim.wait_attached(timeout=60)
