@@ -328,6 +328,20 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {system}, Python {platform.python_version()}"
 
 
+def read_records(path: Path, wanted: set[str]) -> list[Record]:
+    """The records of an earlier run that belong to this run's tasks (a missing file is an empty run)."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        if row["task_id"] in wanted:
+            out.append(Record(row["task_id"], row["set"], row["hole"], Answer(**row["raw"]), Answer(**row["pipeline"])))
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="local HF or ONNX model directory (default: embedded)")
@@ -342,6 +356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--oracle", action="store_true",
                         help="no generation: feed the true continuation through the pipeline's rules")
     parser.add_argument("--records", type=Path, default=None, help="write every task's answers here (JSONL)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the tasks already in --records, append the rest (a stopped run goes on)")
     args = parser.parse_args(argv)
     sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     unknown = [s for s in sets if s not in SETS]
@@ -380,7 +396,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                          f"{names[set_name]}_oracle_pass1": round(st["pass"] / n, 4)})
         print(json.dumps(line))
         return 0
-    records_file = args.records.open("w", encoding="utf-8") if args.records else None
+    if args.resume and not args.records:
+        parser.error("--resume needs --records")
+    done = read_records(args.records, {t.task_id for t in tasks}) if args.resume else []
+    if done:
+        skip = {r.task_id for r in done}
+        tasks = [t for t in tasks if t.task_id not in skip]
+        print(f"resuming: {len(done)} tasks already in {args.records}, {len(tasks)} to go", file=sys.stderr)
+    records_file = args.records.open("a" if args.resume else "w", encoding="utf-8") if args.records else None
 
     def progress(n: int, total: int, record: Record) -> None:
         if records_file:
@@ -390,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             elapsed = time.perf_counter() - started
             print(f"  {n}/{total} tasks, {elapsed:.0f}s, eta {elapsed / n * (total - n):.0f}s", file=sys.stderr)
 
-    records = run(engine, tasks, raw_tokens, settings, Judge(Limits()), progress=progress)
+    records = done + run(engine, tasks, raw_tokens, settings, Judge(Limits()), progress=progress)
     if records_file:
         records_file.close()
     seconds = time.perf_counter() - started
