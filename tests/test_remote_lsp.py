@@ -129,15 +129,16 @@ async def test_cancel_closes_the_stream(client: LanguageClient, llama_server) ->
     assert llama_server.metrics()["tokens_predicted_total"] - before < 400  # it did not finish the 400 tokens
 
 
-@pytest.mark.xfail(reason="open bug (issue 13): after the llama.cpp server restarts, the first request through "
-                          "the LSP server still answers empty; the one-message part of this test passes", strict=False)
 @pytest.mark.asyncio(loop_scope="module")
 async def test_killed_backend_one_message_then_works_after_restart(client: LanguageClient, llama_server) -> None:
-    first, second = (_open(client, f"outage{i}-{client.kind}.py", ADD) for i in (1, 2))
+    # Each document is the other's context. A finished one: shown an unfinished `return ` line in another
+    # file, this model copies it and rightly answers nothing (what made this test look like a restart bug).
+    area = "import math\n\n\ndef area(r):\n    return math.pi * r * r\n"
+    first, second = _open(client, f"outage1-{client.kind}.py", ADD), _open(client, f"outage2-{client.kind}.py", area)
     llama_server.kill()
     try:
         assert await _inline(client, first, ADD) == []
-        assert await _inline(client, second, ADD) == []
+        assert await _inline(client, second, area) == []
         await asyncio.sleep(0.3)
         errors = [m for m in _errors(client) if "cannot reach" in m]
         assert len(errors) == 1, _errors(client)  # one message, not one per request
