@@ -67,7 +67,8 @@ class CompletionFeature(Feature):
         self._pending = 0
         self._missed: set[str] = set()  # documents answered empty because no model was ready
         self.stats = {"requests": 0, "typed_through": 0, "generated": 0, "reuse_hits": 0, "reused_tokens": 0,
-                      "prompt_tokens": 0, "generated_tokens": 0, "alternatives": 0}
+                      "prompt_tokens": 0, "generated_tokens": 0, "alternatives": 0, "first_token_ms": 0.0,
+                      "generation_ms": 0.0}
         threading.Thread(target=self._warm_loop, name="infill-warm", daemon=True).start()
         server.model.on_ready(lambda _engine: self._on_model_ready())
 
@@ -174,6 +175,8 @@ class CompletionFeature(Feature):
             self.stats["reused_tokens"] += completion.reused_tokens
             self.stats["prompt_tokens"] += completion.prompt_tokens
             self.stats["generated_tokens"] += completion.generated_tokens
+            self.stats["first_token_ms"] += completion.ttft_ms  # prompt work: what a keystroke's change costs
+            self.stats["generation_ms"] += completion.total_ms
         texts = [suggestion] if suggestion else []
         if count > 1 and completion is not None and completion.finish_reason != "cancel":
             texts += self._alternatives(engine, prompt, count - len(texts), set(texts), cancel)
