@@ -2,6 +2,8 @@
 // JSON line with what it saw. One JSON argument:
 //   {scenario: "inline" | "missing" | "search" | "edit", url, file, typed, typedAfterRestart?, codeServerPid?,
 //    chromium, screenshot, acceptedScreenshot?, cycleScreenshot?, failureScreenshot?, readyTimeoutMs, ghostTimeoutMs}
+// With codeServerPid, `servers` in the result lists the command lines of the infill servers running under
+// code-server at the end.
 // "inline": wait for the infill status bar item to say the model is ready, type, trigger (Alt+\, the
 //   extension's infill.suggest) until ghost text shows, watching for the pending spinner; screenshot; cycle
 //   with Alt+] / Alt+[; accept a word (Ctrl+Right), then the rest (Tab), save; then, with codeServerPid,
@@ -46,6 +48,15 @@ function infillServers(rootPid) {
     .filter(([pid, argv]) => under(pid) && argv.includes("serve") && argv.some((a) => /infill/.test(a)))
     .map(([pid]) => pid);
 }
+
+/** A process's command line (the test checks which `infill` the extension started). */
+const argvOf = (pid) => {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter(Boolean);
+  } catch {
+    return [];
+  }
+};
 
 const browser = await chromium.launch({
   executablePath: opts.chromium ?? "/usr/bin/chromium",
@@ -324,6 +335,8 @@ try {
   if (err !== null) result.error = String(err?.message ?? err); // null: a scenario ended early, on purpose
   if (page && opts.failureScreenshot) await page.screenshot({ path: opts.failureScreenshot }).catch(() => {});
 } finally {
+  // Which servers the extension is running now (code-server is still up: the test stops it afterwards).
+  if (opts.codeServerPid) result.servers = infillServers(opts.codeServerPid).map(argvOf);
   await browser.close();
 }
 console.log(JSON.stringify(result));
