@@ -198,10 +198,9 @@ try {
     log("refactor preview:", JSON.stringify(result.previewRows));
     // Nothing is written before the user says so: the file's tab is not dirty.
     result.dirtyBeforeApply = await page.locator(".tab.dirty", { hasText: opts.file }).count();
-    // Open the change's diff (a click on the file's row), then take the picture.
+    // Open the change's diff (a click on the file's row).
     await panel.locator(".monaco-list-row", { hasText: opts.file }).first().click().catch(() => {});
     await page.waitForTimeout(1500);
-    await page.screenshot({ path: opts.screenshot });
     // Changes that need confirmation start unticked (VS Code's per-change review): tick the file's box.
     const box = panel.locator(".monaco-list-row", { hasText: opts.file }).first().locator(".monaco-checkbox, .monaco-custom-toggle").first();
     result.tickedBeforeApply = await box.evaluate((e) => e.classList.contains("checked") || e.getAttribute("aria-checked") === "true").catch(() => null);
@@ -209,6 +208,9 @@ try {
     await page.waitForTimeout(500);
     result.tickedAfterClick = await box.evaluate((e) => e.classList.contains("checked") || e.getAttribute("aria-checked") === "true").catch(() => null);
     log("ticked before/after:", result.tickedBeforeApply, result.tickedAfterClick);
+    // The picture after the tick: the preview's diff shows only ticked changes (both sides are the same before).
+    await page.waitForTimeout(1000);
+    await page.screenshot({ path: opts.screenshot });
     const apply = panel.getByRole("button", { name: /^Apply/ }).first();
     if (await apply.isVisible().catch(() => false)) await apply.click();
     else {
