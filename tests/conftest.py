@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import shutil
+import subprocess
 import sys
+import sysconfig
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ helper modules (tiny_models, nvim_harness)
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # the repo root: benchmarks/ holds scripts
 
@@ -127,3 +132,55 @@ def keyed_llama_server(tmp_path_factory: pytest.TempPathFactory):
     server.start()
     yield server
     server.kill()
+
+
+# ------------------------------------------------------------------------------------ release artifacts
+# Built once per session and shared: test_release checks the artifacts themselves, and the editor
+# end-to-end tests (test_vscode) run the server from the installed wheel, as a user of a release would.
+
+
+@dataclasses.dataclass(frozen=True)
+class ReleaseVenv:
+    """A fresh virtualenv with only the built wheel installed into it."""
+
+    root: Path
+    site: Path  # its site-packages, where the wheel's files are
+    infill: Path  # the wheel's console script
+    env: dict[str, str]  # the environment to run it in (nothing that could point Python at this checkout)
+
+
+@pytest.fixture(scope="session")
+def release_dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sdist and the wheel built from it, as a release is built (no build isolation: the build
+    backend is this environment's setuptools, so nothing is downloaded)."""
+    out = tmp_path_factory.mktemp("dist")
+    result = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(ROOT)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def release_venv(release_dist: Path, tmp_path_factory: pytest.TempPathFactory) -> ReleaseVenv:
+    """`pip install` of the wheel alone into a new venv (--no-deps: its dependencies, the model packages
+    among them, come from this environment through a .pth file, so nothing is downloaded and it takes
+    seconds). Checked here, so every user of the fixture gets the wheel's code and not this checkout's."""
+    from lsp_server import __version__
+
+    venv = tmp_path_factory.mktemp("release") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    wheel = release_dist / f"infill_lsp-{__version__}-py3-none-any.whl"
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index",
+                    "--quiet", str(wheel)], check=True, timeout=300)
+    # A path line is appended to sys.path without processing the .pth files there, so this environment's
+    # editable install of infill (a .pth/finder in its site-packages) stays inactive in the new venv.
+    (site / "zz_dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"}}
+    where = subprocess.run([str(python), "-c", "import lsp_server, inference.engine; print(lsp_server.__file__)"],
+                           capture_output=True, text=True, cwd=venv, env=env, timeout=120)
+    assert where.returncode == 0, where.stderr
+    assert Path(where.stdout.strip()).is_relative_to(site), f"not the wheel's copy: {where.stdout}"
+    return ReleaseVenv(root=venv, site=site, infill=venv / "bin" / "infill", env=env)

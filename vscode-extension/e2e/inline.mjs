@@ -2,6 +2,8 @@
 // JSON line with what it saw. One JSON argument:
 //   {scenario: "inline" | "missing" | "search" | "edit", url, file, typed, typedAfterRestart?, codeServerPid?,
 //    chromium, screenshot, acceptedScreenshot?, cycleScreenshot?, failureScreenshot?, readyTimeoutMs, ghostTimeoutMs}
+// With codeServerPid, `servers` in the result lists the command lines of the infill servers running under
+// code-server at the end.
 // "inline": wait for the infill status bar item to say the model is ready, type, trigger (Alt+\, the
 //   extension's infill.suggest) until ghost text shows, watching for the pending spinner; screenshot; cycle
 //   with Alt+] / Alt+[; accept a word (Ctrl+Right), then the rest (Tab), save; then, with codeServerPid,
@@ -46,6 +48,15 @@ function infillServers(rootPid) {
     .filter(([pid, argv]) => under(pid) && argv.includes("serve") && argv.some((a) => /infill/.test(a)))
     .map(([pid]) => pid);
 }
+
+/** A process's command line (the test checks which `infill` the extension started). */
+const argvOf = (pid) => {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter(Boolean);
+  } catch {
+    return [];
+  }
+};
 
 const browser = await chromium.launch({
   executablePath: opts.chromium ?? "/usr/bin/chromium",
@@ -187,10 +198,9 @@ try {
     log("refactor preview:", JSON.stringify(result.previewRows));
     // Nothing is written before the user says so: the file's tab is not dirty.
     result.dirtyBeforeApply = await page.locator(".tab.dirty", { hasText: opts.file }).count();
-    // Open the change's diff (a click on the file's row), then take the picture.
+    // Open the change's diff (a click on the file's row).
     await panel.locator(".monaco-list-row", { hasText: opts.file }).first().click().catch(() => {});
     await page.waitForTimeout(1500);
-    await page.screenshot({ path: opts.screenshot });
     // Changes that need confirmation start unticked (VS Code's per-change review): tick the file's box.
     const box = panel.locator(".monaco-list-row", { hasText: opts.file }).first().locator(".monaco-checkbox, .monaco-custom-toggle").first();
     result.tickedBeforeApply = await box.evaluate((e) => e.classList.contains("checked") || e.getAttribute("aria-checked") === "true").catch(() => null);
@@ -198,6 +208,9 @@ try {
     await page.waitForTimeout(500);
     result.tickedAfterClick = await box.evaluate((e) => e.classList.contains("checked") || e.getAttribute("aria-checked") === "true").catch(() => null);
     log("ticked before/after:", result.tickedBeforeApply, result.tickedAfterClick);
+    // The picture after the tick: the preview's diff shows only ticked changes (both sides are the same before).
+    await page.waitForTimeout(1000);
+    await page.screenshot({ path: opts.screenshot });
     const apply = panel.getByRole("button", { name: /^Apply/ }).first();
     if (await apply.isVisible().catch(() => false)) await apply.click();
     else {
@@ -324,6 +337,8 @@ try {
   if (err !== null) result.error = String(err?.message ?? err); // null: a scenario ended early, on purpose
   if (page && opts.failureScreenshot) await page.screenshot({ path: opts.failureScreenshot }).catch(() => {});
 } finally {
+  // Which servers the extension is running now (code-server is still up: the test stops it afterwards).
+  if (opts.codeServerPid) result.servers = infillServers(opts.codeServerPid).map(argvOf);
   await browser.close();
 }
 console.log(JSON.stringify(result));
