@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 import pytest
 import pytest_lsp
@@ -126,6 +126,8 @@ def _command_or_code_action(obj, _type):
 
 
 _converter = None
+UNASKED_STREAM: list = []  # infill/editStream notifications the module's client (not opted in) received
+EVENTS: list[tuple[str, Any]] = []  # the streaming client's ("stream" | "apply", params), in arrival order
 
 
 @pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER), scope="module")
@@ -138,8 +140,7 @@ async def client(lsp_client: LanguageClient):
     lsp_client.feature(types.CLIENT_REGISTER_CAPABILITY)(lambda params: None)
     caps = client_capabilities("visual-studio-code")
     caps.experimental = {"infillEditWithInstruction": True}
-    lsp_client.streamed = []  # this client did not opt in to infill/editStream: nothing may arrive
-    lsp_client.feature("infill/editStream")(lambda params: lsp_client.streamed.append(params))
+    lsp_client.feature("infill/editStream")(UNASKED_STREAM.append)  # this client did not opt in
     await lsp_client.initialize_session(types.InitializeParams(
         capabilities=caps, initialization_options={"edit_max_tokens": 160}))
     yield
@@ -346,7 +347,7 @@ async def test_instruction_edit_preview_then_apply(client: LanguageClient, edito
     assert applied["applied"] is True and applied["diff"] == preview["diff"]  # greedy decoding: the same edit
     assert editor.applied[-1].edit.document_changes[0].text_document.version == 1
     assert editor.text(uri) == previewed and editor.version(uri) == 2
-    assert client.streamed == []  # no opt-in, no stream
+    assert UNASKED_STREAM == []  # no opt-in, no stream
 
 
 @pytest.mark.slow
@@ -502,8 +503,8 @@ async def test_edit_asked_for_while_the_model_loads_waits_for_it(loading_client:
 async def streaming_client(lsp_client: LanguageClient):
     """A client that opted in to `infill/editStream`, a draft at every line end (intervalMs 0)."""
     lsp_client.feature(types.CLIENT_REGISTER_CAPABILITY)(lambda params: None)
-    lsp_client.events = []  # ("stream", params) and ("apply", params), in the order they arrived
-    lsp_client.feature("infill/editStream")(lambda params: lsp_client.events.append(("stream", params)))
+    EVENTS.clear()
+    lsp_client.feature("infill/editStream")(lambda params: EVENTS.append(("stream", params)))
     caps = client_capabilities("visual-studio-code")
     caps.experimental = {"infillEditStream": {"intervalMs": 0}}
     await lsp_client.initialize_session(types.InitializeParams(
@@ -516,12 +517,12 @@ class StreamingEditor(Editor):
     """An editor that also notes when each edit is applied, among the stream notifications."""
 
     def apply_edit(self, params: types.ApplyWorkspaceEditParams) -> types.ApplyWorkspaceEditResult:
-        self.client.events.append(("apply", params))
+        EVENTS.append(("apply", params))
         return super().apply_edit(params)
 
 
 def streamed(client: LanguageClient) -> list:
-    return [params for kind, params in client.events if kind == "stream"]
+    return [params for kind, params in EVENTS if kind == "stream"]
 
 
 @pytest.mark.slow
@@ -535,7 +536,7 @@ async def test_edit_streams_its_text_before_the_edit_arrives(streaming_client: L
     result = await execute(streaming_client, {"uri": uri, "range": range_json(span(doc, doc)), "version": 1,
                                               "instruction": "Rename the function avg to mean.", "preview": False})
     assert result["applied"] is True
-    kinds = [kind for kind, _ in streaming_client.events]
+    kinds = [kind for kind, _ in EVENTS]
     assert kinds[-1] == "apply" and kinds.count("apply") == 1, kinds  # every draft came before the edit
     drafts = streamed(streaming_client)
     assert len(drafts) >= 2, kinds  # at least one line before the end, then the end
