@@ -233,8 +233,11 @@ class EditFeature(Feature):
         def send(params: dict[str, Any]) -> None:
             if threading.get_ident() == loop_thread:
                 notify(STREAM_NOTIFICATION, params)
-            else:
+                return
+            try:
                 loop.call_soon_threadsafe(notify, STREAM_NOTIFICATION, params)
+            except RuntimeError:  # the loop is closed (the server is exiting): a preview is not worth failing
+                pass
 
         head = {"id": self.server.protocol.msg_id, "uri": uri, "version": version, "range": _range_json(rng)}
         return EditStream(send, head, interval)
