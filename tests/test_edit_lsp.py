@@ -140,7 +140,7 @@ async def client(lsp_client: LanguageClient):
     lsp_client.feature(types.CLIENT_REGISTER_CAPABILITY)(lambda params: None)
     caps = client_capabilities("visual-studio-code")
     caps.experimental = {"infillEditWithInstruction": True}
-    lsp_client.feature("infill/editStream")(UNASKED_STREAM.append)  # this client did not opt in
+    lsp_client.feature("infill/editStream")(lambda params: UNASKED_STREAM.append(params))  # not opted in
     await lsp_client.initialize_session(types.InitializeParams(
         capabilities=caps, initialization_options={"edit_max_tokens": 160}))
     yield
