@@ -8,6 +8,8 @@ for text, which then call `infill.edit`). `infill.edit` generates on a worker th
 version, so an edit never lands on text it was not made for.
 
 An edit asked for while the model is still loading waits for it (the progress says so) instead of failing.
+A newer edit of a document replaces the one being written for it (that one answers RequestCancelled).
+Clients that opt in hear the edit's text while it is written (`lsp_server.edit.stream`), only as a preview.
 With `preview` (default: the `editPreview` setting) and a client that takes change annotations, the edit
 is annotated `needsConfirmation`, so the editor shows it (VS Code: Refactor Preview, per-hunk accept)
 and applies it only when the user accepts; a declined preview is not an error.
@@ -65,7 +67,9 @@ class _Running:
     cancel: threading.Event = field(default_factory=threading.Event)
     closed: bool = False
     superseded: bool = False  # a newer edit of the same document replaced it
-    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set once the model is done with it: a newer edit waits for that, not for the user's answer to the
+    # preview of an edit already written (VS Code's Refactor Preview answers applyEdit only then).
+    generated: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class EditFeature(Feature):
@@ -174,10 +178,11 @@ class EditFeature(Feature):
             if previous is not None:
                 previous.superseded = True
                 previous.cancel.set()
-                await previous.finished.wait()
+                await previous.generated.wait()
                 _check_still_wanted(running)
             result = await self.off_loop(self._generate, engine, task, running.cancel,
                                          stream.draft if stream else None)
+            running.generated.set()
             _check_still_wanted(running)
             if isinstance(result, EditCancelled):
                 raise JsonRpcRequestCancelled("The edit was cancelled; nothing was applied.")
@@ -216,7 +221,7 @@ class EditFeature(Feature):
             with self._lock:
                 if self._running.get(key) is running:
                     self._running.pop(key)
-            running.finished.set()
+            running.generated.set()
 
     def _stream(self, uri: str, version: int, rng: types.Range) -> EditStream | None:
         """The preview stream of this edit, for a client that opted in (None otherwise).
