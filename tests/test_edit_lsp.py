@@ -13,7 +13,7 @@ from typing import Any, Union
 
 import pytest
 import pytest_lsp
-from lsp_support import SERVER, wait_for_model
+from lsp_support import MODEL_TIMEOUT, SERVER, wait_for_model
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
@@ -56,7 +56,10 @@ class Editor:
         self.refused: list[types.ApplyWorkspaceEditParams] = []
         self.declined: list[types.ApplyWorkspaceEditParams] = []
         self.decline = False  # the user answers a preview that needs confirmation with "Discard"
-        client.feature(types.WORKSPACE_APPLY_EDIT)(lambda params: self.apply_edit(params))
+        client.feature(types.WORKSPACE_APPLY_EDIT)(self.handler())
+
+    def handler(self):
+        return lambda params: self.apply_edit(params)
 
     def open(self, name: str, text: str, language: str = "python") -> str:
         uri = (ROOT / "tests" / "_edit_docs" / name).as_uri()
@@ -579,3 +582,44 @@ async def test_cancelled_edit_ends_its_stream_and_changes_nothing(streaming_clie
     assert last.done is True and last.cancelled is True and "cancelled" in last.error
     assert [d.done for d in streamed(streaming_client)].count(True) == 1
     assert editor.text(uri) == doc and editor.version(uri) == 1 and not editor.applied
+
+
+class PreviewingEditor(Editor):
+    """An editor whose user takes their time over a preview: an edit that needs confirmation is answered
+    only once `decide` is set (VS Code answers applyEdit when Refactor Preview is applied or discarded)."""
+
+    def __init__(self, client: LanguageClient) -> None:
+        self.decide = asyncio.Event()
+        self.previewing = asyncio.Event()
+        super().__init__(client)
+
+    def handler(self):
+        async def apply(params: types.ApplyWorkspaceEditParams) -> types.ApplyWorkspaceEditResult:
+            if any(a.needs_confirmation for a in (params.edit.change_annotations or {}).values()):
+                self.previewing.set()
+                await self.decide.wait()
+            return self.apply_edit(params)
+        return apply
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_a_newer_edit_does_not_wait_for_the_answer_to_a_preview(streaming_client: LanguageClient) -> None:
+    """The newest edit of a document replaces one still being written, but one already written and waiting
+    in the user's preview is theirs to answer: the newer edit runs meanwhile, and the older one, answered
+    later, no longer fits the document and is refused."""
+    editor = PreviewingEditor(streaming_client)
+    await wait_for_model(streaming_client)
+    doc = "def avg(xs):\n    return sum(xs) / len(xs)\n"
+    uri = editor.open("previewing.py", doc)
+    args = {"uri": uri, "range": range_json(span(doc, doc)), "version": 1,
+            "instruction": "Rename the function avg to mean."}
+    first = asyncio.ensure_future(execute(streaming_client, args))
+    await asyncio.wait_for(editor.previewing.wait(), MODEL_TIMEOUT)
+    second = await asyncio.wait_for(execute(streaming_client, args | {"preview": False}), MODEL_TIMEOUT)
+    assert second["applied"] is True and editor.version(uri) == 2
+    editor.decide.set()
+    with pytest.raises(JsonRpcException) as err:
+        await first
+    assert err.value.code == -32803 and "not applied" in err.value.message
+    assert editor.version(uri) == 2 and len(editor.applied) == 1
