@@ -876,6 +876,17 @@ def test_streaming_preview_grows_then_becomes_the_diff_or_says_why_it_failed(wor
         nvim.wait_for("return require('infill.preview').current == nil", timeout=5)
         assert nvim.lua("return _G.__stopped") == 1 and nvim.lua("return #vim.api.nvim_list_wins()") == 1
 
+        # The split layout: the same window too, below the code.
+        nvim.lua(stream.replace("layout = 'float'", "layout = 'split'"), "def f():\n", 4)
+        split = nvim.lua(state)
+        nvim.lua("_G.__done = nil; require('infill.preview').open(..., { title = 'infill: t', layout = 'split',"
+                 " id = 4 }, function(ok) _G.__done = { ok = ok } end)", diff)
+        assert nvim.lua(state)["win"] == split["win"] and nvim.lua("return #vim.api.nvim_list_wins()") == 2
+        assert nvim.lua(f"return vim.api.nvim_win_get_config({split['win']}).relative") == ""
+        nvim.input("r")
+        assert nvim.wait_for("return _G.__done", timeout=5)["ok"] is False
+        assert nvim.lua("return #vim.api.nvim_list_wins()") == 1 and nvim.lua("return _G.__stopped") == 1
+
 
 @pytest.mark.slow
 @pytest.mark.e2e
