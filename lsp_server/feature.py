@@ -120,8 +120,12 @@ class ClientCapabilities:
 
     def experimental(self, flag: str) -> bool:
         """An infill-specific client flag under `capabilities.experimental`."""
+        return bool(self.experimental_value(flag))
+
+    def experimental_value(self, flag: str) -> Any:
+        """The raw value of an infill-specific client flag (a flag may carry options: `{"intervalMs": 0}`)."""
         experimental = self._caps.experimental if self._caps else None
-        return isinstance(experimental, dict) and bool(experimental.get(flag))
+        return experimental.get(flag) if isinstance(experimental, dict) else None
 
 
 class AnyEvent:

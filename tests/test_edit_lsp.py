@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 import pytest
 import pytest_lsp
-from lsp_support import SERVER, wait_for_model
+from lsp_support import MODEL_TIMEOUT, SERVER, wait_for_model
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
@@ -56,7 +56,10 @@ class Editor:
         self.refused: list[types.ApplyWorkspaceEditParams] = []
         self.declined: list[types.ApplyWorkspaceEditParams] = []
         self.decline = False  # the user answers a preview that needs confirmation with "Discard"
-        client.feature(types.WORKSPACE_APPLY_EDIT)(lambda params: self.apply_edit(params))
+        client.feature(types.WORKSPACE_APPLY_EDIT)(self.handler())
+
+    def handler(self):
+        return lambda params: self.apply_edit(params)
 
     def open(self, name: str, text: str, language: str = "python") -> str:
         uri = (ROOT / "tests" / "_edit_docs" / name).as_uri()
@@ -126,6 +129,8 @@ def _command_or_code_action(obj, _type):
 
 
 _converter = None
+UNASKED_STREAM: list = []  # infill/editStream notifications the module's client (not opted in) received
+EVENTS: list[tuple[str, Any]] = []  # the streaming client's ("stream" | "apply", params), in arrival order
 
 
 @pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER), scope="module")
@@ -138,6 +143,7 @@ async def client(lsp_client: LanguageClient):
     lsp_client.feature(types.CLIENT_REGISTER_CAPABILITY)(lambda params: None)
     caps = client_capabilities("visual-studio-code")
     caps.experimental = {"infillEditWithInstruction": True}
+    lsp_client.feature("infill/editStream")(lambda params: UNASKED_STREAM.append(params))  # not opted in
     await lsp_client.initialize_session(types.InitializeParams(
         capabilities=caps, initialization_options={"edit_max_tokens": 160}))
     yield
@@ -344,6 +350,7 @@ async def test_instruction_edit_preview_then_apply(client: LanguageClient, edito
     assert applied["applied"] is True and applied["diff"] == preview["diff"]  # greedy decoding: the same edit
     assert editor.applied[-1].edit.document_changes[0].text_document.version == 1
     assert editor.text(uri) == previewed and editor.version(uri) == 2
+    assert UNASKED_STREAM == []  # no opt-in, no stream
 
 
 @pytest.mark.slow
@@ -412,12 +419,15 @@ async def test_overlapping_edit_and_close_during_generation(client: LanguageClie
             "instruction": "Add docstrings and type hints to every function."}
     first = asyncio.ensure_future(execute(client, args))
     await wait_for_edit_progress(client, seen)
-    with pytest.raises(JsonRpcException) as err:
-        await execute(client, args | {"range": range_json(span(BIG, "total = 0"))})
-    assert err.value.code == -32803 and "already running" in err.value.message
-    editor.close(uri)
+    # a newer edit of the same document replaces the running one: that one stops, applying nothing
+    second = asyncio.ensure_future(execute(client, args | {"instruction": "Add type hints to every function."}))
     with pytest.raises(JsonRpcException) as err:
         await first
+    assert err.value.code == -32800 and "newer edit" in err.value.message
+    await wait_for_edit_progress(client, seen)
+    editor.close(uri)
+    with pytest.raises(JsonRpcException) as err:
+        await second
     assert "closed" in err.value.message
     assert editor.text(uri) == BIG and not [a for a in editor.applied
                                                if a.edit.document_changes[0].text_document.uri == uri]
@@ -487,3 +497,129 @@ async def test_edit_asked_for_while_the_model_loads_waits_for_it(loading_client:
     assert any(isinstance(v, types.WorkDoneProgressReport) and v.message == "waiting for the model to load"
                for v in edit_reports[0]), edit_reports[0]
     assert result["applied"] is True and editor.text(uri) != doc
+
+
+# --- the edit streamed into a preview (infill/editStream) ---------------------------------------------
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=SERVER))
+async def streaming_client(lsp_client: LanguageClient):
+    """A client that opted in to `infill/editStream`, a draft at every line end (intervalMs 0)."""
+    lsp_client.feature(types.CLIENT_REGISTER_CAPABILITY)(lambda params: None)
+    EVENTS.clear()
+    lsp_client.feature("infill/editStream")(lambda params: EVENTS.append(("stream", params)))
+    caps = client_capabilities("visual-studio-code")
+    caps.experimental = {"infillEditStream": {"intervalMs": 0}}
+    await lsp_client.initialize_session(types.InitializeParams(
+        capabilities=caps, initialization_options={"edit_max_tokens": 160, "indexEnable": False}))
+    yield
+    await lsp_client.shutdown_session()
+
+
+class StreamingEditor(Editor):
+    """An editor that also notes when each edit is applied, among the stream notifications."""
+
+    def apply_edit(self, params: types.ApplyWorkspaceEditParams) -> types.ApplyWorkspaceEditResult:
+        EVENTS.append(("apply", params))
+        return super().apply_edit(params)
+
+
+def streamed(client: LanguageClient) -> list:
+    return [params for kind, params in EVENTS if kind == "stream"]
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_edit_streams_its_text_before_the_edit_arrives(streaming_client: LanguageClient) -> None:
+    """Drafts arrive in order, before the applyEdit, end with the edit's own new text, and change no file."""
+    editor = StreamingEditor(streaming_client)
+    await wait_for_model(streaming_client)
+    doc = "def avg(xs):\n    return sum(xs) / len(xs)\n"
+    uri = editor.open("stream.py", doc)
+    result = await execute(streaming_client, {"uri": uri, "range": range_json(span(doc, doc)), "version": 1,
+                                              "instruction": "Rename the function avg to mean.", "preview": False})
+    assert result["applied"] is True
+    kinds = [kind for kind, _ in EVENTS]
+    assert kinds[-1] == "apply" and kinds.count("apply") == 1, kinds  # every draft came before the edit
+    drafts = streamed(streaming_client)
+    assert len(drafts) >= 2, kinds  # at least one line before the end, then the end
+    assert [d.done for d in drafts] == [False] * (len(drafts) - 1) + [True]
+    assert len({d.id for d in drafts}) == 1 and drafts[0].id is not None
+    for d in drafts:
+        assert (d.uri, d.version) == (uri, 1) and d.text.strip()
+        assert (d.range.start.line, d.range.start.character, d.range.end.line, d.range.end.character) == (0, 0, 2, 0)
+    (text_edit,) = editor.applied[-1].edit.document_changes[0].edits
+    assert drafts[-1].text == text_edit.new_text  # the last draft is the edit itself
+    assert drafts[0].text != drafts[-1].text  # the first one was partial
+    assert not hasattr(drafts[-1], "error")
+    assert editor.version(uri) == 2  # only the applyEdit changed the document
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_cancelled_edit_ends_its_stream_and_changes_nothing(streaming_client: LanguageClient) -> None:
+    editor = StreamingEditor(streaming_client)
+    await wait_for_model(streaming_client)
+    doc = "def avg(xs):\n    return sum(xs) / len(xs)\n\n\ndef norm(x, y):\n    return (x * x + y * y) ** 0.5\n"
+    uri = editor.open("stream_cancel.py", doc)
+    request = asyncio.ensure_future(execute(streaming_client, {
+        "uri": uri, "range": range_json(span(doc, doc)), "version": 1,
+        "instruction": "Add type hints and a docstring to every function."}, msg_id="stream-to-cancel"))
+    for _ in range(2400):  # the first draft: the model is writing
+        if streamed(streaming_client) or request.done():
+            break
+        await asyncio.sleep(0.05)
+    assert streamed(streaming_client) and not request.done()
+    streaming_client.protocol.notify("$/cancelRequest", types.CancelParams(id="stream-to-cancel"))
+    with pytest.raises(JsonRpcException) as err:
+        await request
+    assert err.value.code == -32800
+    for _ in range(200):  # the server answers the cancel at once; the stream ends once generation stopped
+        if streamed(streaming_client)[-1].done:
+            break
+        await asyncio.sleep(0.05)
+    last = streamed(streaming_client)[-1]
+    assert last.done is True and last.cancelled is True and "cancelled" in last.error
+    assert [d.done for d in streamed(streaming_client)].count(True) == 1
+    assert editor.text(uri) == doc and editor.version(uri) == 1 and not editor.applied
+
+
+class PreviewingEditor(Editor):
+    """An editor whose user takes their time over a preview: an edit that needs confirmation is answered
+    only once `decide` is set (VS Code answers applyEdit when Refactor Preview is applied or discarded)."""
+
+    def __init__(self, client: LanguageClient) -> None:
+        self.decide = asyncio.Event()
+        self.previewing = asyncio.Event()
+        super().__init__(client)
+
+    def handler(self):
+        async def apply(params: types.ApplyWorkspaceEditParams) -> types.ApplyWorkspaceEditResult:
+            if any(a.needs_confirmation for a in (params.edit.change_annotations or {}).values()):
+                self.previewing.set()
+                await self.decide.wait()
+            return self.apply_edit(params)
+        return apply
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_a_newer_edit_does_not_wait_for_the_answer_to_a_preview(streaming_client: LanguageClient) -> None:
+    """The newest edit of a document replaces one still being written, but one already written and waiting
+    in the user's preview is theirs to answer: the newer edit runs meanwhile, and the older one, answered
+    later, no longer fits the document and is refused."""
+    editor = PreviewingEditor(streaming_client)
+    await wait_for_model(streaming_client)
+    doc = "def avg(xs):\n    return sum(xs) / len(xs)\n"
+    uri = editor.open("previewing.py", doc)
+    args = {"uri": uri, "range": range_json(span(doc, doc)), "version": 1,
+            "instruction": "Rename the function avg to mean."}
+    first = asyncio.ensure_future(execute(streaming_client, args))
+    await asyncio.wait_for(editor.previewing.wait(), MODEL_TIMEOUT)
+    second = await asyncio.wait_for(execute(streaming_client, args | {"preview": False}), MODEL_TIMEOUT)
+    assert second["applied"] is True and editor.version(uri) == 2
+    editor.decide.set()
+    with pytest.raises(JsonRpcException) as err:
+        await first
+    assert err.value.code == -32803 and "not applied" in err.value.message
+    assert editor.version(uri) == 2 and len(editor.applied) == 1

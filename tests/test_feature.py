@@ -59,10 +59,12 @@ def test_client_capabilities_read_what_the_client_says() -> None:
                 completion_item=types.ClientCompletionItemOptions(snippet_support=True)),
             inline_completion=types.InlineCompletionClientCapabilities()),
         window=types.WindowClientCapabilities(work_done_progress=True),
-        experimental={"infillEditWithInstruction": True}))
+        experimental={"infillEditWithInstruction": True, "infillEditStream": {"intervalMs": 0}}))
     assert caps.snippets and caps.inline_completion and caps.work_done_progress and caps.apply_edit
     assert caps.watched_files_registration and caps.experimental("infillEditWithInstruction")
     assert not caps.versioned_edits and not caps.experimental("other")
+    assert caps.experimental_value("infillEditStream") == {"intervalMs": 0}  # a flag may carry options
+    assert caps.experimental_value("other") is None and ClientCapabilities(None).experimental_value("x") is None
 
 
 def test_any_event_is_set_by_any_and_sets_the_first() -> None:

@@ -416,7 +416,9 @@ def fuzz_server(tiny_model, tiny_cache: Path, qwen_engine, tmp_path_factory: pyt
         "capabilities": {"window": {"workDoneProgress": True},
                          "workspace": {"applyEdit": True, "workspaceEdit": {"documentChanges": True},
                                        "didChangeWatchedFiles": {"dynamicRegistration": True}},
-                         "textDocument": {"inlineCompletion": {}, "synchronization": {"didSave": True}}},
+                         "textDocument": {"inlineCompletion": {}, "synchronization": {"didSave": True}},
+                         # edits stream their text too (infill/editStream): a preview, never a file change
+                         "experimental": {"infillEditStream": {"intervalMs": 0}}},
         "initializationOptions": {"model": model, "precision": "fp32", **RESET_SETTINGS}}, timeout=120)
     assert "result" in init, init
     raw.notify("initialized", {})
@@ -454,8 +456,15 @@ def test_protocol_fuzz(fuzz_server: ServerHarness) -> None:
     assert fuzz_server.raw.proc.poll() is None
     h = fuzz_server
     sent = next(h.raw._ids) - 1
+    streams: dict = {}  # each edit's infill/editStream notifications: drafts, then at most one end, last
+    for note in list(h.raw.notifications):
+        if note["method"] == "infill/editStream":
+            streams.setdefault(note["params"]["id"], []).append(note["params"])
+    for notes in streams.values():
+        assert not any(n["done"] for n in notes[:-1]), notes
     print(f"fuzz: {FUZZ_SETTINGS.max_examples} examples, {sent} requests answered, {len(h.raw.server_requests)} "
-          f"server requests, applyEdit applied {h.applied} / refused stale {h.refused_stale} / refused {h.refused}")
+          f"server requests, applyEdit applied {h.applied} / refused stale {h.refused_stale} / refused {h.refused}, "
+          f"{len(streams)} edits streamed")
 
 
 # --- regressions: what the fuzzing found ------------------------------------------------------------------

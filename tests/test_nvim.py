@@ -469,9 +469,11 @@ def test_add_docstring_code_action(workspace: Path) -> None:
 
 
 def _preview(nvim: Nvim, timeout: float = 240) -> str:
-    """Wait for the edit preview (the plugin's default) and return the diff it shows."""
+    """Wait for the edit preview (the plugin's default) to show the diff (not the code still being
+    written into it) and return the diff."""
     return nvim.wait_for("local p = require('infill.preview').current"
-                         " return p and table.concat(vim.api.nvim_buf_get_lines(p.buf, 0, -1, false), '\\n')",
+                         " return p and not p.streaming"
+                         " and table.concat(vim.api.nvim_buf_get_lines(p.buf, 0, -1, false), '\\n')",
                          timeout=timeout, interval=0.5)
 
 
@@ -833,6 +835,101 @@ def test_edit_preview_window_accepts_and_rejects(workspace: Path) -> None:
             assert nvim.wait_for("return _G.__done", timeout=5)["ok"] is accepted
             assert nvim.lua("return require('infill.preview').current") is None
             assert nvim.lua("return #vim.api.nvim_list_wins()") == 1
+
+
+def test_streaming_preview_grows_then_becomes_the_diff_or_says_why_it_failed(workspace: Path) -> None:
+    """The code written so far opens the preview and updates it in place; the edit's diff then takes the
+    same window with the accept keys; a stop key while streaming calls back; a failure is shown in it."""
+    diff = "--- a/m.py\n+++ b/m.py\n@@ -1 +1,2 @@\n def f():\n+    \"\"\"Doc.\"\"\"\n"
+    state = ("local p = require('infill.preview').current; return p and { win = p.win, streaming = p.streaming,"
+             " lines = vim.api.nvim_buf_get_lines(p.buf, 0, -1, false), ft = vim.bo[p.buf].filetype }")
+    stream = ("require('infill.preview').stream(..., { id = select(2, ...), title = 'infill: t', layout = 'float',"
+              " filetype = 'python' }, function() _G.__stopped = (_G.__stopped or 0) + 1 end)")
+    with Nvim.start(workspace, plugin=True, budget=60, ui=(100, 20)) as nvim:
+        nvim.lua(stream, "def f():\n", 1)
+        first = nvim.lua(state)
+        assert first["streaming"] and first["lines"] == ["def f():"] and first["ft"] == "python"
+        nvim.lua(stream, "def f():\n    \"\"\"Doc.\"\"\"\n", 1)
+        second = nvim.lua(state)
+        assert second["win"] == first["win"] and second["lines"] == ["def f():", '    """Doc."""']
+        nvim.input("a")  # no accepting code that is still being written
+        assert nvim.lua(state)["streaming"] is True
+        nvim.lua("_G.__done = nil; require('infill.preview').open(..., { title = 'infill: t', layout = 'float',"
+                 " id = 1 }, function(ok) _G.__done = { ok = ok } end)", diff)
+        final = nvim.lua(state)
+        assert final["win"] == first["win"] and not final["streaming"] and final["ft"] == "diff"
+        assert final["lines"] == diff.rstrip("\n").split("\n")
+        nvim.input("a")
+        assert nvim.wait_for("return _G.__done", timeout=5)["ok"] is True
+        assert nvim.lua("return _G.__stopped") is None  # the streaming callback is not the diff's
+
+        nvim.lua(stream, "x = 1\n", 2)
+        nvim.input("q")  # stopped while streaming
+        assert nvim.wait_for("return _G.__stopped", timeout=5) == 1
+        assert nvim.lua("return require('infill.preview').current") is None
+
+        nvim.lua(stream, "x = 1\n", 3)
+        assert nvim.lua("return require('infill.preview').fail(3, 'Edit refused: it would not parse.')") is True
+        failed = nvim.lua(state)
+        assert not failed["streaming"] and "Edit refused: it would not parse." in failed["lines"]
+        nvim.input("q")
+        nvim.wait_for("return require('infill.preview').current == nil", timeout=5)
+        assert nvim.lua("return _G.__stopped") == 1 and nvim.lua("return #vim.api.nvim_list_wins()") == 1
+
+        # The split layout: the same window too, below the code.
+        nvim.lua(stream.replace("layout = 'float'", "layout = 'split'"), "def f():\n", 4)
+        split = nvim.lua(state)
+        nvim.lua("_G.__done = nil; require('infill.preview').open(..., { title = 'infill: t', layout = 'split',"
+                 " id = 4 }, function(ok) _G.__done = { ok = ok } end)", diff)
+        assert nvim.lua(state)["win"] == split["win"] and nvim.lua("return #vim.api.nvim_list_wins()") == 2
+        assert nvim.lua(f"return vim.api.nvim_win_get_config({split['win']}).relative") == ""
+        nvim.input("r")
+        assert nvim.wait_for("return _G.__done", timeout=5)["ok"] is False
+        assert nvim.lua("return #vim.api.nvim_list_wins()") == 1 and nvim.lua("return _G.__stopped") == 1
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_edit_streams_into_the_preview_before_it_arrives_and_reject_leaves_the_file(workspace: Path) -> None:
+    """`:InfillEdit` with the real model: the preview opens on the first line the server writes and shows
+    the code (the request still running), the same window then shows the diff; rejecting changes nothing."""
+    path = _write(workspace, "shop.py", EDIT_SOURCE)
+    before = path.read_bytes()
+    record = """
+    local preview = require('infill.preview')
+    local stream = preview.stream
+    _G.__drafts = {}
+    preview.stream = function(...)
+      local win = stream(...)
+      local p = preview.current
+      table.insert(_G.__drafts, { win = win, streaming = p.streaming, ft = vim.bo[p.buf].filetype,
+        lines = vim.api.nvim_buf_get_lines(p.buf, 0, -1, false) })
+      return win
+    end
+    """
+    with Nvim.start(workspace, plugin=True, budget=MODEL_TIMEOUT + 240, extra_lua=record) as nvim:
+        _open(nvim, path)
+        try:
+            nvim.wait_model_ready(MODEL_TIMEOUT)
+            buf = nvim.lua("return vim.fn.bufnr()")
+            tick = nvim.lua("return vim.b.changedtick")
+            nvim.input("5GV9G:InfillEdit Rewrite this function to use sum() with a generator<CR>")
+            diff = _preview(nvim)
+            drafts = nvim.lua("return _G.__drafts")
+            final_win = nvim.lua("return require('infill.preview').current.win")
+            nvim.input("r")
+            nvim.wait_for("return require('infill.preview').current == nil", timeout=10)
+            assert any("edit discarded" in m["msg"] for m in nvim.messages())
+            assert nvim.lua(f"return vim.api.nvim_buf_get_changedtick({buf})") == tick
+            assert nvim.lua(f"return vim.bo[{buf}].modified") is False
+        except NvimError as exc:
+            pytest.fail(f"{exc}\nmessages: {nvim.messages()}\n{nvim.logs()}")
+    assert drafts, "no code was streamed into the preview"
+    # Shown while the edit was being written, as code, in the window that then showed the diff.
+    assert all(d["streaming"] and d["ft"] == "python" and d["win"] == final_win for d in drafts), drafts
+    assert drafts[0]["lines"] != diff.split("\n") and any(line.strip() for line in drafts[0]["lines"])
+    assert diff.startswith("--- a/shop.py")
+    assert path.read_bytes() == before
 
 
 def test_search_picker_is_detected(workspace: Path) -> None:

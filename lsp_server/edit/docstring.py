@@ -19,7 +19,7 @@ from tree_sitter import Node
 from lsp_server import languages
 from lsp_server.edit.prompts import CONTEXT_CHARS
 from lsp_server.edit.reply import check_edit
-from lsp_server.edit.task import EditCancelled, EditError, EditResult, EditTask, Progress, scope_types
+from lsp_server.edit.task import Draft, EditCancelled, EditError, EditResult, EditTask, Progress, scope_types
 
 if TYPE_CHECKING:
     from inference.backend import Backend, Cancel
@@ -159,8 +159,9 @@ def render_doc(target: DocTarget, summary: str, language: str | None) -> str:
 
 
 def run_docstring(engine: Backend, task: EditTask, *, cancel: Cancel | None = None,
-                  progress: Progress | None = None) -> EditResult:
-    """Document each definition in the selection with a one-sentence summary the model writes."""
+                  progress: Progress | None = None, draft: Draft | None = None) -> EditResult:
+    """Document each definition in the selection with a one-sentence summary the model writes;
+    `draft` hears the selection with the docs written so far after each one."""
     cancel = cancel or threading.Event()
     targets = doc_targets(task)
     replies = []
@@ -182,13 +183,21 @@ def run_docstring(engine: Backend, task: EditTask, *, cancel: Cancel | None = No
         summary = "" if len(reply.split()) < 2 else clean_summary(reply if _starts_with_verb(reply) else seed + reply)
         if summary:
             inserts.append((target.offset, render_doc(target, summary, task.language)))
+            if draft is not None:
+                draft(_with_docs(task, inserts))
     if not inserts:
         raise EditError("Edit refused: the model wrote no description. The file is unchanged.")
-    replacement = task.selection
-    for offset, doc in sorted(inserts, reverse=True):
-        rel = offset - task.start
-        replacement = replacement[:rel] + doc + replacement[rel:]
+    replacement = _with_docs(task, inserts)
     problem = check_edit(task, replacement)
     if problem is not None:
         raise EditError(f"Edit refused: {problem}. The file is unchanged.")
     return EditResult(replacement, task.text[:task.start] + replacement + task.text[task.end:], 1, replies)
+
+
+def _with_docs(task: EditTask, inserts: list[tuple[int, str]]) -> str:
+    """The selection with each doc text inserted at its (document) offset."""
+    replacement = task.selection
+    for offset, doc in sorted(inserts, reverse=True):
+        rel = offset - task.start
+        replacement = replacement[:rel] + doc + replacement[rel:]
+    return replacement

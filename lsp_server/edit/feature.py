@@ -8,6 +8,8 @@ for text, which then call `infill.edit`). `infill.edit` generates on a worker th
 version, so an edit never lands on text it was not made for.
 
 An edit asked for while the model is still loading waits for it (the progress says so) instead of failing.
+A newer edit of a document replaces the one being written for it (that one answers RequestCancelled).
+Clients that opt in hear the edit's text while it is written (`lsp_server.edit.stream`), only as a preview.
 With `preview` (default: the `editPreview` setting) and a client that takes change annotations, the edit
 is annotated `needsConfirmation`, so the editor shows it (VS Code: Refactor Preview, per-hunk accept)
 and applies it only when the user accepts; a declined preview is not an error.
@@ -19,6 +21,7 @@ result: `{edit: WorkspaceEdit, diff: str, applied: bool, previewed: bool, attemp
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Sequence
@@ -33,8 +36,10 @@ from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcRequ
 from lsp_server import languages
 from lsp_server.edit.prompts import preset_instructions
 from lsp_server.edit.run import run_edit
+from lsp_server.edit.stream import STREAM_CAPABILITY, STREAM_NOTIFICATION, EditStream, stream_interval
 from lsp_server.edit.task import (
     DOCSTRING,
+    Draft,
     EditCancelled,
     EditError,
     EditResult,
@@ -61,6 +66,10 @@ class _Running:
 
     cancel: threading.Event = field(default_factory=threading.Event)
     closed: bool = False
+    superseded: bool = False  # a newer edit of the same document replaced it
+    # Set once the model is done with it: a newer edit waits for that, not for the user's answer to the
+    # preview of an edit already written (VS Code's Refactor Preview answers applyEdit only then).
+    generated: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class EditFeature(Feature):
@@ -160,18 +169,22 @@ class EditFeature(Feature):
                              request["target_language"], request["preset"])
 
         key = _key(uri)
-        with self._lock:
-            if key in self._running:
-                raise JsonRpcException("An edit is already running on this document; wait for it to finish "
-                                       "or cancel it.", REQUEST_FAILED)
+        with self._lock:  # the newest edit of a document wins: the one running stops, then this one runs
+            previous = self._running.get(key)
             running = self._running[key] = _Running()
+        stream = self._stream(uri, version, rng)
         try:
             self._cancel_on_cancel_request(running.cancel)
-            result = await self.off_loop(self._generate, engine, task, running.cancel)
-            if running.closed:
-                raise JsonRpcException("The document was closed during the edit; nothing was applied.",
-                                       REQUEST_FAILED)
-            if isinstance(result, EditCancelled) or running.cancel.is_set():
+            if previous is not None:
+                previous.superseded = True
+                previous.cancel.set()
+                await previous.generated.wait()
+                _check_still_wanted(running)
+            result = await self.off_loop(self._generate, engine, task, running.cancel,
+                                         stream.draft if stream else None)
+            running.generated.set()
+            _check_still_wanted(running)
+            if isinstance(result, EditCancelled):
                 raise JsonRpcRequestCancelled("The edit was cancelled; nothing was applied.")
             if isinstance(result, EditError):
                 raise JsonRpcException(str(result), REQUEST_FAILED)
@@ -179,6 +192,8 @@ class EditFeature(Feature):
             if current is None or current.version != version:
                 raise JsonRpcException("The document changed while the edit was being written; nothing was "
                                        "applied.", CONTENT_MODIFIED)
+            if stream is not None:  # before the edit itself, so the preview ends as the edit arrives
+                stream.finish(result.replacement)
             label = f"infill: {request['instruction'][:60]}"
             previewed = bool(request["apply"] and request["preview"] and self.client.change_annotations)
             workspace_edit = self._workspace_edit(uri, version, rng, result.replacement,
@@ -194,11 +209,46 @@ class EditFeature(Feature):
                 applied = bool(response.applied)  # a declined preview is the user's answer, not an error
             return {"edit": self.server.protocol._converter.unstructure(workspace_edit), "diff": diff,
                     "applied": applied, "previewed": previewed, "attempts": result.attempts}
+        except JsonRpcException as exc:
+            if stream is not None:
+                stream.fail(exc.message, cancelled=exc.code == JsonRpcRequestCancelled.CODE)
+            raise
+        except BaseException:  # the request's task cancelled, or a bug: the preview must still end
+            if stream is not None:
+                stream.fail("The edit stopped; nothing was applied.", cancelled=True)
+            raise
         finally:
             with self._lock:
-                self._running.pop(key, None)
+                if self._running.get(key) is running:
+                    self._running.pop(key)
+            running.generated.set()
 
-    def _generate(self, engine, task: EditTask, cancel: threading.Event) -> EditResult | EditError:
+    def _stream(self, uri: str, version: int, rng: types.Range) -> EditStream | None:
+        """The preview stream of this edit, for a client that opted in (None otherwise).
+
+        Drafts come from the worker thread and go out through the event loop (the transport is the loop's),
+        queued before the command's answer, so a client hears them in order and before the edit."""
+        interval = stream_interval(self.client.experimental_value(STREAM_CAPABILITY))
+        if interval is None:
+            return None
+        loop = asyncio.get_running_loop()
+        loop_thread = threading.get_ident()
+        notify = self.server.protocol.notify
+
+        def send(params: dict[str, Any]) -> None:
+            if threading.get_ident() == loop_thread:
+                notify(STREAM_NOTIFICATION, params)
+                return
+            try:
+                loop.call_soon_threadsafe(notify, STREAM_NOTIFICATION, params)
+            except RuntimeError:  # the loop is closed (the server is exiting): a preview is not worth failing
+                pass
+
+        head = {"id": self.server.protocol.msg_id, "uri": uri, "version": version, "range": _range_json(rng)}
+        return EditStream(send, head, interval)
+
+    def _generate(self, engine, task: EditTask, cancel: threading.Event,
+                  draft: Draft | None = None) -> EditResult | EditError:
         """Worker thread: run the edit with cancellable progress (waiting first for a model still loading);
         errors are returned, not raised."""
         progress = ProgressReporter(self.server, "infill: edit", cancellable=True)
@@ -218,7 +268,8 @@ class EditFeature(Feature):
                     return EditCancelled(why) if cancel.is_set() else EditError(why)
             report("reading the code", 0.0)
             result = run_edit(engine, task, max_new_tokens=self.server.settings.edit_max_tokens,
-                                   cancel=either, progress=report, temperature=self.server.settings.temperature)
+                                   cancel=either, progress=report, temperature=self.server.settings.temperature,
+                                   draft=draft)
             progress.end(f"done ({result.attempts} attempt{'s' if result.attempts > 1 else ''})")
             return result
         except EditError as exc:
@@ -316,6 +367,17 @@ def comment_above(text: str, offset: int, prefix: str) -> str | None:
         block.append(stripped[len(prefix):].strip())
     block = [b for b in reversed(block) if b]
     return " ".join(block) if block else None
+
+
+def _check_still_wanted(running: _Running) -> None:
+    """Raise the error that says why an edit must not be applied: its document closed, a newer edit of
+    the document replaced it, or it was cancelled."""
+    if running.closed:
+        raise JsonRpcException("The document was closed during the edit; nothing was applied.", REQUEST_FAILED)
+    if running.superseded:
+        raise JsonRpcRequestCancelled("A newer edit of this document replaced this one; nothing was applied.")
+    if running.cancel.is_set():
+        raise JsonRpcRequestCancelled("The edit was cancelled; nothing was applied.")
 
 
 def _action(title: str, command: str, args: dict) -> types.CodeAction:

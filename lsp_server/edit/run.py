@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lsp_server.edit.docstring import doc_targets, run_docstring
@@ -13,6 +14,7 @@ from lsp_server.edit.prompts import Scope, chat_messages, enclosing_scope, fim_p
 from lsp_server.edit.reply import check_edit, process_reply
 from lsp_server.edit.task import (
     DOCSTRING,
+    Draft,
     EditCancelled,
     EditError,
     EditResult,
@@ -28,8 +30,11 @@ if TYPE_CHECKING:
 
 def run_edit(engine: Backend, task: EditTask, *, max_new_tokens: int,
              cancel: Cancel | None = None, progress: Progress | None = None,
-             temperature: float = 0.0) -> EditResult:
-    """Generate, parse, re-indent and validate; retry once with a note; raise EditError if still bad."""
+             temperature: float = 0.0, draft: Draft | None = None) -> EditResult:
+    """Generate, parse, re-indent and validate; retry once with a note; raise EditError if still bad.
+
+    `draft`, if given, hears the replacement read from the reply so far at each line end (for a live
+    preview); a retry starts its drafts afresh."""
     task = EditTask(task.text, task.start, task.end, validate_instruction(task.instruction),
                     task.language, task.target_language, task.preset)
     cancel = cancel or threading.Event()
@@ -37,7 +42,7 @@ def run_edit(engine: Backend, task: EditTask, *, max_new_tokens: int,
     if length:  # a huge max_tokens setting must not leave the prompt no room
         max_new_tokens = max(1, min(max_new_tokens, length // 2))
     if task.preset == DOCSTRING and engine.is_instruct and doc_targets(task):
-        return run_docstring(engine, task, cancel=cancel, progress=progress)
+        return run_docstring(engine, task, cancel=cancel, progress=progress, draft=draft)
     scope = enclosing_scope(task) if engine.is_instruct else Scope()
     replies: list[str] = []
     problem: str | None = None
@@ -54,7 +59,8 @@ def run_edit(engine: Backend, task: EditTask, *, max_new_tokens: int,
             raise EditError(f"The selection is too long for the model: its prompt would be "
                             f"{engine.count_tokens(prompt)} tokens, at most "
                             f"{_prompt_budget(engine, max_new_tokens)} fit. Select less code.")
-        reply = prefix + _generate(engine, prompt, max_new_tokens, cancel, progress, attempt, temperature)
+        on_line = None if draft is None else _drafts(task, prefix, not engine.is_instruct, draft)
+        reply = prefix + _generate(engine, prompt, max_new_tokens, cancel, progress, attempt, temperature, on_line)
         replies.append(reply)
         if cancel.is_set():
             raise EditCancelled("The edit was cancelled.")
@@ -105,9 +111,16 @@ def _prompt(engine: Backend, task: EditTask, scope: Scope, note: str | None,
     return FimParts(before, after), ""
 
 
+def _drafts(task: EditTask, prefix: str, in_place: bool, draft: Draft) -> Callable[[str], None]:
+    """Reply so far (complete lines) → the replacement it reads as, read the way the final reply is."""
+    return lambda reply: draft(process_reply(task, prefix + reply, in_place=in_place))
+
+
 def _generate(engine: Backend, prompt: Any, max_new_tokens: int, cancel: Cancel,
-              progress: Progress | None, attempt: int, temperature: float) -> str:
-    """Stream the reply, reporting progress per token; stops at the closing fence."""
+              progress: Progress | None, attempt: int, temperature: float,
+              on_line: Callable[[str], None] | None = None) -> str:
+    """Stream the reply, reporting progress per token and the complete lines so far to `on_line`;
+    stops at the closing fence."""
     text = ""
     label = "writing the edit" if attempt == 1 else "retrying: the first answer did not parse"
     for i, delta in enumerate(engine.generate(prompt, max_new_tokens=max_new_tokens, stop=("```",),
@@ -117,4 +130,6 @@ def _generate(engine: Backend, prompt: Any, max_new_tokens: int, cancel: Cancel,
             progress(f"{label} ({i + 1} tokens)", min(1.0, (i + 1) / max_new_tokens))
         if cancel.is_set():
             break
+        if on_line is not None and "\n" in delta:
+            on_line(text[:text.rfind("\n") + 1])
     return text

@@ -18,6 +18,7 @@ MAX_INSTRUCTION_CHARS = 2000
 DOCSTRING = "docstring"  # the structured "Add docstring" preset
 
 Progress = Callable[[str, float | None], None]
+Draft = Callable[[str], None]  # the replacement so far, as the model writes it (a preview, never applied)
 
 
 class EditError(Exception):

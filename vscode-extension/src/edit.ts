@@ -52,3 +52,19 @@ export function editOutcome(result: EditResult | undefined): string | undefined 
   if (result.previewed) return "infill: edit discarded; the file is unchanged.";
   return "infill: the edit was not applied.";
 }
+
+/**
+ * What the "infill: editing…" notification says while the server writes an edit for `uri`, from its
+ * `infill/editStream` notification (editors/README.md): the line count and the last line so far.
+ * Undefined for another document's edit, the end of the stream, or anything malformed.
+ */
+export function streamProgress(params: unknown, uri: string): string | undefined {
+  if (!params || typeof params !== "object") return undefined;
+  const p = params as Record<string, unknown>;
+  if (p.uri !== uri || p.done === true || typeof p.text !== "string") return undefined;
+  const lines = p.text.split("\n").filter((l) => l.trim());
+  if (!lines.length) return undefined;
+  const last = lines[lines.length - 1].trim();
+  const shown = last.length > 60 ? `${last.slice(0, 59)}…` : last;
+  return `${lines.length} line${lines.length === 1 ? "" : "s"} written: ${shown}`;
+}

@@ -17,7 +17,7 @@ import {
   ServerOptions,
   State,
 } from "vscode-languageclient/node";
-import { editArguments, editOutcome, parseEditResult, validateInstruction } from "./edit";
+import { editArguments, editOutcome, parseEditResult, streamProgress, validateInstruction } from "./edit";
 import { INSTALL_COMMAND, missingServerMessage, resolveExecutable } from "./executable";
 import { PickItem, parseSearchResults, toPickItem } from "./search";
 import { completionEnabled, debounceDelay, serverSettings } from "./settings";
@@ -33,6 +33,14 @@ const PENDING_CAPABILITY = "infillPending";
 const REFRESH_CAPABILITY = "infillRefresh";
 const PENDING_NOTIFICATION = "infill/pending";
 const REFRESH_NOTIFICATION = "infill/refreshInlineCompletion";
+/**
+ * An edit's code as the server writes it. Refactor Preview cannot be streamed into, so the "editing…"
+ * notification says how many lines are written and the last one.
+ */
+const STREAM_CAPABILITY = "infillEditStream";
+const STREAM_NOTIFICATION = "infill/editStream";
+/** The edit notifications showing now, by document URI (one edit per document: the server's rule). */
+const editProgress = new Map<string, vscode.Progress<{ message?: string }>>();
 /** A suggestion written faster than this shows no spinner (no flicker while typing). */
 const SPINNER_DELAY_MS = 250;
 
@@ -139,6 +147,7 @@ async function startClient(): Promise<void> {
         [ASK_CAPABILITY]: true,
         [PENDING_CAPABILITY]: true,
         [REFRESH_CAPABILITY]: true,
+        [STREAM_CAPABILITY]: true,
       };
     },
     initialize: () => undefined,
@@ -152,6 +161,11 @@ async function startClient(): Promise<void> {
   client.onNotification(PENDING_NOTIFICATION, (params: { pending?: unknown }) =>
     onPending(typeof params?.pending === "number" ? params.pending : 0),
   );
+  client.onNotification(STREAM_NOTIFICATION, (params: { uri?: unknown }) => {
+    const progress = typeof params?.uri === "string" ? editProgress.get(params.uri) : undefined;
+    const message = progress && streamProgress(params, params.uri as string);
+    if (message) progress.report({ message });
+  });
   client.onNotification(REFRESH_NOTIFICATION, (params: { uris?: unknown }) =>
     onRefresh(Array.isArray(params?.uris) ? params.uris.filter((u): u is string => typeof u === "string") : []),
   );
@@ -334,11 +348,16 @@ async function editWithInstruction(preview: boolean, target?: EditTarget): Promi
   try {
     raw = await vscode.window.withProgress(
       { location: vscode.ProgressLocation.Notification, title: "infill: editing…", cancellable: true },
-      (_progress, token) => c.sendRequest(ExecuteCommandRequest.type, { command: "infill.edit", arguments: [args] }, token),
+      (progress, token) => {
+        editProgress.set(uri, progress);
+        return c.sendRequest(ExecuteCommandRequest.type, { command: "infill.edit", arguments: [args] }, token);
+      },
     );
   } catch (err) {
     if (!isCancellation(err)) void vscode.window.showErrorMessage(`infill: edit failed: ${errorText(err)}`);
     return;
+  } finally {
+    editProgress.delete(uri);
   }
   const message = editOutcome(parseEditResult(raw));
   if (message) void vscode.window.showInformationMessage(message);

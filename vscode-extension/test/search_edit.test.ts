@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { parseSearchResults, toPickItem } from "../src/search";
-import { editArguments, editOutcome, parseEditResult, validateInstruction } from "../src/edit";
+import { editArguments, editOutcome, parseEditResult, streamProgress, validateInstruction } from "../src/edit";
 
 const range = (l1: number, c1: number, l2: number, c2: number) => ({ start: { line: l1, character: c1 }, end: { line: l2, character: c2 } });
 
@@ -51,3 +51,16 @@ test("edit results: applied, discarded in the preview, or no change", () => {
   assert.match(editOutcome(undefined)!, /no change/);
 });
 
+
+test("edit stream: the line count and last line of this document's edit, nothing else", () => {
+  const uri = "file:///w/a.py";
+  const text = "def mean(xs):\n    \"\"\"Average.\"\"\"\n\n    return sum(xs) / len(xs)\n";
+  assert.equal(streamProgress({ uri, text, done: false }, uri), "3 lines written: return sum(xs) / len(xs)");
+  assert.equal(streamProgress({ uri, text: "x = 1\n", done: false }, uri), "1 line written: x = 1");
+  assert.equal(streamProgress({ uri: "file:///w/b.py", text, done: false }, uri), undefined);
+  assert.equal(streamProgress({ uri, text, done: true }, uri), undefined);
+  assert.equal(streamProgress({ uri, text: "\n  \n", done: false }, uri), undefined);
+  assert.equal(streamProgress({ uri, text: 3 }, uri), undefined);
+  assert.equal(streamProgress(null, uri), undefined);
+  assert.ok(streamProgress({ uri, text: "y".repeat(200) }, uri)!.length < 90);
+});

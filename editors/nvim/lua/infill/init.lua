@@ -39,6 +39,9 @@ M.defaults = {
   --- Show an edit as a diff to accept or reject before it is applied: 'float', 'split', or false to apply
   --- it at once.
   edit_preview = 'float',
+  --- With a preview: open it as soon as the server writes the first line and show the code growing
+  --- (`infill/editStream`); false waits for the whole edit.
+  edit_stream = true,
   --- Where :InfillSearch results go: 'auto' (Telescope, else fzf-lua, else vim.ui.select), 'telescope',
   --- 'fzf-lua', 'select' or 'quickfix'.
   search_picker = 'auto',
@@ -56,7 +59,8 @@ local state = {
   model = nil, ---@type {state: string, message: string?, percentage: integer?}?
   inline_enabled = true,
   problem = nil, ---@type string? why the server is not running (missing executable, exit code)
-  edits = {}, ---@type table<integer, {client: vim.lsp.Client, on_done: function?}> edits in flight, by request id
+  ---@type table<integer, {client: vim.lsp.Client, on_done: function?, bufnr: integer, title: string, layout: string|false}>
+  edits = {}, -- edits in flight, by request id
 }
 
 --- The running infill client (for `bufnr` if given), or nil.
@@ -336,9 +340,42 @@ local function apply_edit(client, bufnr, edit, version)
   return true
 end
 
+--- Stop edit `id` (`$/cancelRequest`): the server stops generating and applies nothing.
+---@return boolean cancelled false when it was no longer running
+local function cancel_edit(id)
+  local edit = state.edits[id]
+  if not edit then
+    return false
+  end
+  edit.client:cancel_request(id) -- Neovim drops the reply to a cancelled request: report it here
+  state.edits[id] = nil
+  preview.dismiss(id)
+  if edit.on_done then
+    edit.on_done({ code = -32800, message = 'cancelled' }, nil)
+  end
+  return true
+end
+
+--- `infill/editStream`: the code of an edit this plugin asked for, as the server writes it, shown in the
+--- edit's preview (opened on the first one). The command's answer says how the edit ended.
+local function on_edit_stream(_, params, ctx)
+  local edit = type(params) == 'table' and state.edits[params.id]
+  if not edit or not edit.layout or edit.client.id ~= ctx.client_id or params.done and params.error then
+    return
+  end
+  preview.stream(params.text or '', {
+    id = params.id, title = edit.title, layout = edit.layout, filetype = vim.bo[edit.bufnr].filetype,
+  }, function()
+    if cancel_edit(params.id) then
+      notify('edit cancelled; nothing was changed')
+    end
+  end)
+end
+
 --- Run `infill.edit` with `args` ({uri, range, version, instruction, preset?, …}). With `edit_preview`
---- on, the server only writes the edit (apply=false) and it is shown as a diff to accept or reject;
---- otherwise the server applies it itself (`workspace/applyEdit`, versioned).
+--- on, the server only writes the edit (apply=false) and it is shown as a diff to accept or reject (the
+--- code streaming into it while it is written); otherwise the server applies it itself
+--- (`workspace/applyEdit`, versioned).
 ---@param client vim.lsp.Client
 ---@param bufnr integer
 ---@param args table
@@ -347,19 +384,24 @@ local function run_edit(client, bufnr, args, on_done)
   local layout = M.config.edit_preview
   args = vim.tbl_extend('force', args, { apply = not layout })
   notify('editing… (:InfillCancel stops it)')
+  local title = 'infill: ' .. (args.preset or args.instruction or 'edit'):sub(1, 40)
   local request_id
   local params = { command = 'infill.edit', arguments = { args } }
   local _, id = client:request('workspace/executeCommand', params, function(err, result)
     if request_id then
       state.edits[request_id] = nil
     end
-    if err then
-      notify('edit failed: ' .. (err.message or vim.inspect(err)), vim.log.levels.ERROR)
+    if err and err.code == -32800 then -- replaced by a newer edit of this buffer
+      preview.dismiss(request_id)
+      notify(err.message or 'edit cancelled; nothing was changed')
+    elseif err then
+      local message = err.message or vim.inspect(err)
+      preview.fail(request_id, message)
+      notify('edit failed: ' .. message, vim.log.levels.ERROR)
     elseif type(result) == 'table' and result.applied then
       notify('edit applied (u to undo)')
     elseif type(result) == 'table' and layout and result.edit then
-      local title = 'infill: ' .. (args.preset or args.instruction or 'edit'):sub(1, 40)
-      preview.open(result.diff or '', { title = title, layout = layout }, function(accepted)
+      preview.open(result.diff or '', { title = title, layout = layout, id = request_id }, function(accepted)
         if accepted then
           apply_edit(client, bufnr, result.edit, args.version)
         else
@@ -373,7 +415,7 @@ local function run_edit(client, bufnr, args, on_done)
   end, bufnr)
   request_id = id
   if id then
-    state.edits[id] = { client = client, on_done = on_done }
+    state.edits[id] = { client = client, on_done = on_done, bufnr = bufnr, title = title, layout = layout }
   end
 end
 
@@ -420,12 +462,9 @@ end
 ---@return integer how many were cancelled
 function M.cancel()
   local n = 0
-  for id, edit in pairs(state.edits) do
-    edit.client:cancel_request(id) -- Neovim drops the reply to a cancelled request: report it here
-    state.edits[id] = nil
-    n = n + 1
-    if edit.on_done then
-      edit.on_done({ code = -32800, message = 'cancelled' }, nil)
+  for id in pairs(state.edits) do
+    if cancel_edit(id) then
+      n = n + 1
     end
   end
   notify(n == 0 and 'no edit is running' or 'edit cancelled; nothing was changed')
@@ -689,8 +728,13 @@ function M.setup(opts)
     end or nil,
     filetypes = M.config.filetypes,
     root_markers = M.config.root_markers,
-    -- Lets the server offer "Edit with instruction…" as a code action (we ask for the text).
-    capabilities = { experimental = { infillEditWithInstruction = true } },
+    -- Lets the server offer "Edit with instruction…" as a code action (we ask for the text), and send
+    -- an edit's code while it is written, for the preview.
+    capabilities = { experimental = {
+      infillEditWithInstruction = true,
+      infillEditStream = (M.config.edit_preview and M.config.edit_stream) and true or nil,
+    } },
+    handlers = { ['infill/editStream'] = on_edit_stream },
     -- The preset code actions run infill.edit: here, so they are previewed like :InfillEdit.
     commands = { ['infill.edit'] = preset_edit },
     init_options = next(M.config.settings) and M.config.settings or vim.empty_dict(),
