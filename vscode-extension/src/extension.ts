@@ -41,6 +41,9 @@ const STREAM_CAPABILITY = "infillEditStream";
 const STREAM_NOTIFICATION = "infill/editStream";
 /** The edit notifications showing now, by document URI (one edit per document: the server's rule). */
 const editProgress = new Map<string, vscode.Progress<{ message?: string }>>();
+// Per document: ends the "editing…" notification once the model has written the edit (its stream's last
+// message), though the request itself answers only after the user applied or discarded the preview.
+const editWritten = new Map<string, () => void>();
 /** A suggestion written faster than this shows no spinner (no flicker while typing). */
 const SPINNER_DELAY_MS = 250;
 
@@ -161,10 +164,11 @@ async function startClient(): Promise<void> {
   client.onNotification(PENDING_NOTIFICATION, (params: { pending?: unknown }) =>
     onPending(typeof params?.pending === "number" ? params.pending : 0),
   );
-  client.onNotification(STREAM_NOTIFICATION, (params: { uri?: unknown }) => {
+  client.onNotification(STREAM_NOTIFICATION, (params: { uri?: unknown; done?: unknown }) => {
     const progress = typeof params?.uri === "string" ? editProgress.get(params.uri) : undefined;
     const message = progress && streamProgress(params, params.uri as string);
     if (message) progress.report({ message });
+    if (params?.done === true && typeof params.uri === "string") editWritten.get(params.uri)?.();
   });
   client.onNotification(REFRESH_NOTIFICATION, (params: { uris?: unknown }) =>
     onRefresh(Array.isArray(params?.uris) ? params.uris.filter((u): u is string => typeof u === "string") : []),
@@ -345,19 +349,24 @@ async function editWithInstruction(preview: boolean, target?: EditTarget): Promi
   // so VS Code opens its Refactor Preview and the request answers once the user applied or discarded it.
   const args = editArguments(uri, range, document.version, instruction, preview);
   let raw: unknown;
+  let request: Promise<unknown> | undefined;
   try {
-    raw = await vscode.window.withProgress(
+    await vscode.window.withProgress(
       { location: vscode.ProgressLocation.Notification, title: "infill: editing…", cancellable: true },
       (progress, token) => {
         editProgress.set(uri, progress);
-        return c.sendRequest(ExecuteCommandRequest.type, { command: "infill.edit", arguments: [args] }, token);
+        request = c.sendRequest(ExecuteCommandRequest.type, { command: "infill.edit", arguments: [args] }, token);
+        const written = new Promise<void>((resolve) => editWritten.set(uri, resolve));
+        return Promise.race([request, written]);
       },
     );
+    raw = await request;
   } catch (err) {
     if (!isCancellation(err)) void vscode.window.showErrorMessage(`infill: edit failed: ${errorText(err)}`);
     return;
   } finally {
     editProgress.delete(uri);
+    editWritten.delete(uri);
   }
   const message = editOutcome(parseEditResult(raw));
   if (message) void vscode.window.showInformationMessage(message);
