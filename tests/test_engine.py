@@ -210,8 +210,8 @@ def test_stop_rule_sees_the_text_so_far(qwen_engine) -> None:
 
     result = qwen_engine.complete(CODE[0], max_new_tokens=32, stop_rule=rule)
     assert result.finish_reason == "rule"
-    assert result.text == seen[-1] and full.startswith(result.text) and len(result.text) >= 8
     # A trailing U+FFFD is half a character that the next token may complete: only that may change.
+    assert result.text == seen[-1] and full.startswith(result.text.rstrip("\ufffd")) and len(result.text) >= 8
     assert all(seen[i + 1].startswith(seen[i].rstrip("\ufffd")) for i in range(len(seen) - 1))
 
 
