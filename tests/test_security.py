@@ -15,6 +15,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import WalledWorkspace, write
 
 from inference.cache import build_atomically, write_verified
 from lsp_server.search.store import Index
@@ -28,50 +29,25 @@ def mode(path: Path) -> int:
 
 # --- search never leaves the workspace ------------------------------------------------------------------
 
-def write(root: Path, rel: str, data: str | bytes) -> Path:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data if isinstance(data, bytes) else data.encode())
-    return path
-
-
-def test_search_never_indexes_or_returns_files_outside_the_workspace(tmp_path: Path) -> None:
-    """Every way out of the workspace or into what it hides, each holding a unique word that must never be
-    found: a symlinked file and a symlinked folder pointing out, a `..` path, `.git/`, `.gitignore` and
-    `.ignore` entries, a file over the size limit, a binary file — by a full pass, by single-file events
-    and by editor buffers."""
-    outside = tmp_path / "outside"
-    write(outside, "secret.py", "def leaked_by_symlink():\n    pass\n")
-    write(outside, "dir/inner.py", "def leaked_by_folder_link():\n    pass\n")
-    write(outside, "dotdot.py", "def leaked_by_dotdot():\n    pass\n")
-    ws = tmp_path / "ws"
-    write(ws, "main.py", "def visible_function():\n    pass\n")
-    write(ws, ".git/hooks/tool.py", "def leaked_from_git():\n    pass\n")
-    write(ws, ".gitignore", "private/\n")
-    write(ws, ".ignore", "notes.py\n")
-    write(ws, "private/keys.py", "def leaked_from_gitignore():\n    pass\n")
-    write(ws, "notes.py", "def leaked_from_ignore():\n    pass\n")
-    write(ws, "big.py", "def leaked_big_file():\n    pass\n" + "x = 1\n" * 300_000)  # 1.8 MB
-    write(ws, "blob.py", b"def leaked_binary():\n    pass\n\x00\x01\x02")
-    os.symlink(outside / "secret.py", ws / "link.py")
-    os.symlink(outside / "dir", ws / "linked_dir")
+def test_search_never_indexes_or_returns_files_outside_the_workspace(walled_workspace: WalledWorkspace,
+                                                                      tmp_path: Path) -> None:
+    """Every way out of the workspace or into what it hides (`walled_workspace`), each holding a unique word
+    that must never be found — by a full pass, by single-file events and by editor buffers."""
+    ws = walled_workspace.root
     index = Index(ws, tmp_path / "index.sqlite3")
     index.update_all()
     # single-file events and buffers, as the server receives them
-    for path in (ws / "link.py", ws / "linked_dir" / "inner.py", ws / ".." / "outside" / "dotdot.py",
-                 ws / ".git" / "hooks" / "tool.py", ws / "private" / "keys.py", ws / "notes.py", ws / "big.py",
-                 ws / "blob.py"):
+    for rel in walled_workspace.hidden:
+        path = ws / rel
         index.update_file(path)
         index.update_file(path, text=path.read_text(errors="replace") if path.exists() else "def leaked():\n  pass\n")
     index.update_file(ws / ".." / "outside" / "buffer.py", text="def leaked_buffer_outside():\n    pass\n")
     index.update_file(ws / "big_buffer.py", text="def leaked_big_buffer():\n    pass\n" + "y = 2\n" * 300_000)
 
-    paths = [row[0] for row in index._conn.execute("SELECT path FROM files")]
-    assert paths == [str(ws / "main.py")]
+    paths = sorted(row[0] for row in index._conn.execute("SELECT path FROM files"))
+    assert paths == [str(ws / rel) for rel in walled_workspace.visible]
     assert [h.name for h in index.search("visible function")] == ["visible_function"]
-    for word in ("leaked_by_symlink", "leaked_by_folder_link", "leaked_by_dotdot", "leaked_from_git",
-                 "leaked_from_gitignore", "leaked_from_ignore", "leaked_big_file", "leaked_binary",
-                 "leaked_buffer_outside", "leaked_big_buffer", "leaked"):
+    for word in {*walled_workspace.hidden.values(), "leaked_buffer_outside", "leaked_big_buffer", "leaked"}:
         assert index.search(word) == [], word
 
 
