@@ -10,6 +10,7 @@ wrote it. A backend that cannot apply a rule inside its own decode loop stops wh
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Protocol
@@ -17,6 +18,7 @@ from typing import Protocol
 from inference.registry import FimParts
 
 StopRule = Callable[[str], bool]
+Reason = Callable[[], str | None]  # a finish reason asked for only while no earlier one fired, e.g. a budget
 Prompt = str | FimParts
 
 
@@ -135,7 +137,9 @@ class StreamCut:
     """Stop strings and a stop rule applied to a growing answer, and how much of it is safe to stream.
 
     Text that could still become a stop string, or ends in half a character, is held back until the
-    next token decides it.
+    next token decides it. Every backend ends a suggestion through `step` and `finish`, so the same
+    tokens give the same deltas and finish reason wherever they were decoded. A cancel is not a cut: a
+    cancelled answer is abandoned, so its caller stops without asking for the rest.
     """
 
     def __init__(self, stop: Sequence[str] = (), stop_rule: StopRule | None = None) -> None:
@@ -143,6 +147,23 @@ class StreamCut:
         self._rule = stop_rule
         self._hold = max((len(s) for s in self._stops), default=1) - 1
         self.emitted = ""
+
+    def step(self, text: str, *extra: Reason) -> tuple[str, str | None]:
+        """The answer so far after one more token: the delta to stream and why it is finished (None: go
+        on). A stop string or the stop rule comes first, then each of `extra` in order, each asked only
+        while none before it fired (a token rule, the length, a latency budget); a finished answer
+        streams everything it kept, an unfinished one only what no later token can take back."""
+        shown, reason = self.check(text)
+        for ask in extra:
+            if reason is not None:
+                break
+            reason = ask()
+        return (self.ready(shown), None) if reason is None else (self.rest(shown), reason)
+
+    def finish(self, text: str) -> str:
+        """What is left to stream when the answer ended by itself (EOS, the server's end of stream): the
+        held-back text, cut before a stop string it completes."""
+        return self.rest(self.check(text)[0])
 
     def check(self, text: str) -> tuple[str, str | None]:
         """The answer so far, cut before a stop string, and "stop" or "rule" when it is finished."""
@@ -167,3 +188,13 @@ class StreamCut:
     def _emit(self, text: str) -> str:
         delta, self.emitted = text[len(self.emitted):], text
         return delta
+
+
+def over_budget(max_decode_ms: float | None, start: float, stats: GenerationStats) -> Reason:
+    """The latency budget as a `StreamCut.step` reason: "budget" once decoding has run `max_decode_ms`
+    past the first token (`stats.ttft_ms` after `start`, a `time.perf_counter()`); never when None."""
+    def reason() -> str | None:
+        if max_decode_ms is not None and (time.perf_counter() - start) * 1000 - stats.ttft_ms > max_decode_ms:
+            return "budget"
+        return None
+    return reason

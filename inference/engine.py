@@ -16,11 +16,12 @@ import threading
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
 import onnxruntime_genai as og
 
-from inference.backend import Cancel, Completion, GenerationStats, ModelInfo, Prompt, StopRule, StreamCut
+from inference.backend import Cancel, Completion, GenerationStats, ModelInfo, Prompt, StopRule, StreamCut, over_budget
 from inference.errors import InferenceError
 from inference.lookup import DraftLength, draft
 from inference.registry import FimParts
@@ -219,6 +220,11 @@ class Engine:
             next_logits = slot.generator.get_logits()[0, -1]  # the model's logits for the next new token
             generated: list[int] = []
             text = ""
+            budget = over_budget(max_decode_ms, start, stats)
+
+            def at_length() -> str | None:
+                return "length" if len(generated) >= max_new_tokens else None
+
             while True:
                 if cancel is not None and cancel.is_set():
                     stats.finish_reason = "cancel"
@@ -234,25 +240,18 @@ class Engine:
                         token = _pick(logits, temperature, rng)
                 if token in self._eos_ids:
                     stats.finish_reason = "eos"
-                    if delta := cut.rest(text):  # what was held back for a stop string that never came
+                    if delta := cut.finish(text):  # what was held back for a stop string that never came
                         yield delta
                     break
                 generated.append(token)
-                text, reason = cut.check(self.decode(generated))
-                if reason is None and token_rule is not None and token_rule(token, logits):
-                    reason = "rule"
-                if reason is None and len(generated) >= max_new_tokens:
-                    reason = "length"
-                if reason is None and max_decode_ms is not None and \
-                        (time.perf_counter() - start) * 1000 - stats.ttft_ms > max_decode_ms:
-                    reason = "budget"
+                text = self.decode(generated)
+                delta, reason = cut.step(text, partial(_token_reason, token_rule, token, logits), at_length, budget)
                 if reason is not None:
                     stats.finish_reason = reason
-                    if delta := cut.rest(text):
-                        yield delta
-                    break
-                if delta := cut.ready(text):
+                if delta:
                     yield delta
+                if reason is not None:
+                    break
                 if not fed:
                     room = max_new_tokens - len(generated) - 1
                     pending, next_logits = self._advance(slot, token, drafts, room, stats)
@@ -392,6 +391,11 @@ class Engine:
         if self._decoder is not None:
             return self._decoder.token_to_id(token) == encoded[0]
         return self._tokenizer.decode(np.asarray(encoded, dtype=np.int32)) == token
+
+
+def _token_reason(rule: TokenRule | None, token: int, logits: np.ndarray) -> str | None:
+    """`token_rule` as a `StreamCut.step` reason, bound to one token (asked only if no stop fired first)."""
+    return "rule" if rule is not None and rule(token, logits) else None
 
 
 def _pick(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:

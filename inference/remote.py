@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
-from inference.backend import Cancel, Completion, GenerationStats, ModelInfo, Prompt, StopRule, StreamCut
+from inference.backend import Cancel, Completion, GenerationStats, ModelInfo, Prompt, StopRule, StreamCut, over_budget
 from inference.errors import InferenceError
 from inference.registry import FAMILIES, Family, FimParts, family_by_name
 
@@ -316,6 +316,7 @@ class RemoteBackend:
         stops = tuple(dict.fromkeys([*stop, *self.family.stop_tokens]))
         cut = StreamCut(stops, stop_rule)
         start = time.perf_counter()
+        budget = over_budget(max_decode_ms, start, stats)
         text = ""
         try:
             self._ensure_probed()
@@ -325,32 +326,28 @@ class RemoteBackend:
             stats.finish_reason = "error"
             raise
         try:
-            for delta in read(response):
+            for piece in read(response):
                 if not stats.ttft_ms:
                     stats.ttft_ms = (time.perf_counter() - start) * 1000
-                text += delta
+                text += piece
                 stats.generated_tokens += 1
                 if len(text) > MAX_CHARS_PER_TOKEN * max(1, max_new_tokens):  # it ignores max_tokens
                     raise RemoteError(f"{self.url} sent far more than the {max_new_tokens} tokens asked for; "
                                       "is backend.url the serving engine's address?")
-                shown, reason = cut.check(text)
-                if reason is None and max_decode_ms is not None and \
-                        (time.perf_counter() - start) * 1000 - stats.ttft_ms > max_decode_ms:
-                    reason = "budget"
+                delta, reason = cut.step(text, budget)
                 if reason is not None:
                     stats.finish_reason = reason
-                    if rest := cut.rest(shown):
-                        yield rest
+                if delta:
+                    yield delta
+                if reason is not None:
                     return
-                if ready := cut.ready(shown):
-                    yield ready
                 if cancel is not None and cancel.is_set():
                     stats.finish_reason = "cancel"
                     return
             if response.cancelled:
                 stats.finish_reason = "cancel"
                 return
-            if rest := cut.rest(cut.check(text)[0]):
+            if rest := cut.finish(text):
                 yield rest
             self._report(None)
         except RemoteError as exc:

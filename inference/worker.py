@@ -190,14 +190,13 @@ class WorkerBackend:
                     text = text[:frame["at"]] + frame["text"]
                     (stats.prompt_tokens, stats.reused_tokens, stats.drafted_tokens,
                      stats.accepted_tokens) = frame["stats"]
-                    checked, reason = cut.check(text)
+                    delta, reason = cut.step(text)
                     if reason is not None:
                         stats.finish_reason = reason
-                        if delta := cut.rest(checked):
-                            yield delta
-                        break
-                    if delta := cut.ready(checked):
+                    if delta:
                         yield delta
+                    if reason is not None:
+                        break
                 elif "end" in frame:  # the engine finished by itself (length, budget, EOS)
                     done = True
                     end = frame["end"]
@@ -207,7 +206,7 @@ class WorkerBackend:
                     stats.prompt_tokens, stats.reused_tokens = end["prompt_tokens"], end["reused_tokens"]
                     stats.drafted_tokens, stats.accepted_tokens = end["drafted_tokens"], end["accepted_tokens"]
                     stats.finish_reason = end["finish_reason"]
-                    if stats.finish_reason != "cancel" and (delta := cut.rest(cut.check(text)[0])):
+                    if stats.finish_reason != "cancel" and (delta := cut.finish(text)):
                         yield delta
                     break
                 else:

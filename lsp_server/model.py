@@ -135,7 +135,8 @@ class ModelService:
         self._server.window_show_message(types.ShowMessageParams(type=types.MessageType.Warning, message=message))
 
     def close(self) -> None:
-        """Free the backend (the server shuts down): its worker process ends, requests in flight end empty."""
+        """Free the backend (the server shuts down): its worker process ends, requests in flight end empty.
+        Waits for the worker to exit (killed after `inference.worker.EXIT_GRACE_S`): not on the event loop."""
         with self._lock:
             engine, self._engine, self._loaded_key = self._engine, None, None
         if engine is not None:

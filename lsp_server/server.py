@@ -8,6 +8,7 @@ document notifications once and fans them out to every feature's hooks.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -176,9 +177,12 @@ def create_server() -> InfillServer:
         each("on_close", params.text_document.uri)
 
     @server.feature(types.SHUTDOWN)
-    def on_shutdown(ls: InfillServer, params: None) -> None:
+    async def on_shutdown(ls: InfillServer, params: None) -> None:
         each("on_shutdown")
-        ls.model.close()  # the model's worker process ends now, not after a generation in flight
+        # The model's worker process ends now, not after a generation in flight. Closing waits for it to
+        # exit (or kills it): on a thread, so the loop answers what arrives meanwhile, and `shutdown` is
+        # answered once no child is left, so `exit` never leaves one behind.
+        await asyncio.to_thread(ls.model.close)
 
     @server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
     def did_change_watched(ls: InfillServer, params: types.DidChangeWatchedFilesParams) -> None:

@@ -184,3 +184,62 @@ def release_venv(release_dist: Path, tmp_path_factory: pytest.TempPathFactory) -
     assert where.returncode == 0, where.stderr
     assert Path(where.stdout.strip()).is_relative_to(site), f"not the wheel's copy: {where.stdout}"
     return ReleaseVenv(root=venv, site=site, infill=venv / "bin" / "infill", env=env)
+
+
+# ----------------------------------------------------------------------------------- search workspaces
+def write(root: Path, rel: str, data: str | bytes) -> Path:
+    """`root/rel` with its folders: bytes as they are, text dedented (tests write indented literals)."""
+    import textwrap
+
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data if isinstance(data, bytes) else textwrap.dedent(data).encode())
+    return path
+
+
+@dataclasses.dataclass
+class WalledWorkspace:
+    """A workspace next to a folder it must never reach, holding every way out of it or into what it hides."""
+
+    root: Path
+    visible: list[str]  # the files search may index, relative to root, sorted
+    hidden: dict[str, str]  # each path (relative to root, as an editor or a file event names it) → its unique word
+    by_content: list[str]  # hidden only by what they hold (too big, binary): the walker yields them, reading refuses
+
+
+@pytest.fixture
+def walled_workspace(tmp_path: Path) -> WalledWorkspace:
+    """Search must index `visible` and nothing else: each hidden file defines a word no search may find —
+    behind a symlinked file, a symlinked folder, a symlink loop, a `..` path, `.git/`, a skipped folder,
+    `.gitignore` (top-level and nested) and `.ignore` entries, a generated name, a file over the size limit,
+    binary content."""
+    outside = tmp_path / "outside"
+    write(outside, "secret.py", "def leaked_by_symlink():\n    pass\n")
+    write(outside, "dir/inner.py", "def leaked_by_folder_link():\n    pass\n")
+    write(outside, "dotdot.py", "def leaked_by_dotdot():\n    pass\n")
+    ws = tmp_path / "ws"
+    visible = {"main.py": "def visible_function():\n    pass\n", "src/main.py": "def main(): pass\n",
+               "README.md": "# readme\n"}
+    for rel, text in visible.items():
+        write(ws, rel, text)
+    write(ws, ".gitignore", "build/\n*.log\nsecret.py\nprivate/\n")
+    write(ws, "src/.gitignore", "local_*.py\n")
+    write(ws, ".ignore", "notes.py\n")
+    hidden = {".git/hooks/tool.py": "leaked_from_git", "private/keys.py": "leaked_from_gitignore",
+              "src/secret.py": "leaked_from_gitignore_name", "src/local_dev.py": "leaked_from_nested_gitignore",
+              "notes.py": "leaked_from_ignore", "build/out.py": "leaked_from_build",
+              "node_modules/lib/index.py": "leaked_from_node_modules", "bundle.min.js": "leaked_minified"}
+    for rel, word in hidden.items():
+        write(ws, rel, f"def {word}():\n    pass\n")
+    write(ws, "app.log", "leaked_log\n")
+    write(ws, "image.png", b"\x89PNG\0\0leaked_png")
+    write(ws, "big.py", "def leaked_big_file():\n    pass\n" + "x = 1\n" * 300_000)  # 1.8 MB
+    write(ws, "blob.py", b"def leaked_binary():\n    pass\n\x00\x01\x02")
+    os.symlink(outside / "secret.py", ws / "link.py")
+    os.symlink(outside / "dir", ws / "linked_dir")
+    os.symlink(tmp_path, ws / "loop")
+    hidden.update({"app.log": "leaked_log", "image.png": "leaked_png", "big.py": "leaked_big_file",
+                   "blob.py": "leaked_binary", "link.py": "leaked_by_symlink", "linked_dir/inner.py":
+                   "leaked_by_folder_link", "loop/outside/secret.py": "leaked_by_symlink",
+                   "../outside/dotdot.py": "leaked_by_dotdot"})
+    return WalledWorkspace(ws, sorted(visible), hidden, ["big.py", "blob.py"])

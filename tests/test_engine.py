@@ -18,6 +18,7 @@ from conftest import load_tiny, only_config_eos
 
 from benchmarks.precision_probe import agreement, gate_prompts
 from inference import Engine, FimParts, InferenceError
+from inference.backend import Reason, StreamCut
 from inference.cache import MANIFEST, is_complete
 from inference.reference import TorchReference
 
@@ -209,8 +210,8 @@ def test_stop_rule_sees_the_text_so_far(qwen_engine) -> None:
 
     result = qwen_engine.complete(CODE[0], max_new_tokens=32, stop_rule=rule)
     assert result.finish_reason == "rule"
-    assert result.text == seen[-1] and full.startswith(result.text) and len(result.text) >= 8
     # A trailing U+FFFD is half a character that the next token may complete: only that may change.
+    assert result.text == seen[-1] and full.startswith(result.text.rstrip("\ufffd")) and len(result.text) >= 8
     assert all(seen[i + 1].startswith(seen[i].rstrip("\ufffd")) for i in range(len(seen) - 1))
 
 
@@ -259,6 +260,79 @@ def test_first_token_rank_starts_with_that_ranked_token_then_decodes_greedily(qw
         assert alt.reused_tokens == alt.prompt_tokens - 1  # the greedy run's prompt cache serves it
         texts.add(alt.text)
     assert len(texts) == 3
+
+
+# ---------------------------------------------------------------------------- StreamCut (every backend)
+# Engine, worker and remote backends all end a suggestion through StreamCut.step/finish: these pin it down
+# without a model, on texts as a decoder would grow them token by token.
+
+
+def stream(cut: StreamCut, texts: list[str], *extra: Reason) -> tuple[list[str], str | None]:
+    """The deltas `cut.step` gives for an answer growing through `texts`, up to the first finish reason."""
+    deltas: list[str] = []
+    for text in texts:
+        delta, reason = cut.step(text, *extra)
+        deltas.append(delta)
+        if reason is not None:
+            return deltas, reason
+    return deltas, None
+
+
+def test_step_cuts_a_stop_string_split_across_two_deltas() -> None:
+    cut = StreamCut(stop=("\nclass",))
+    deltas, reason = stream(cut, ["x = 1", "x = 1\ncl", "x = 1\nclass Foo"])
+    assert reason == "stop"
+    assert "".join(deltas) == "x = 1"
+    assert all("\n" not in delta for delta in deltas)  # the stop string's start was never streamed
+
+
+def test_finish_flushes_a_partial_stop_string_held_back_at_end_of_stream() -> None:
+    cut = StreamCut(stop=("```",))
+    deltas, reason = stream(cut, ["return", "return x`"])
+    assert reason is None and not "".join(deltas).endswith("`")  # "`" might start "```": held back
+    assert "".join(deltas) + cut.finish("return x`") == "return x`"
+    assert cut.finish("return x`") == ""  # nothing is streamed twice
+
+
+def test_finish_cuts_a_stop_string_completed_by_the_last_token() -> None:
+    cut = StreamCut(stop=("```",))
+    deltas, _ = stream(cut, ["return x`"])
+    assert "".join(deltas) + cut.finish("return x```") == "return x"
+
+
+def test_step_holds_back_half_a_utf8_character() -> None:
+    cut = StreamCut()
+    deltas, reason = stream(cut, ["pi = ", "pi = \ufffd", "pi = \u03c0"])
+    assert reason is None
+    assert deltas == ["pi = ", "", "\u03c0"]  # U+FFFD is half of "π" until the next token completes it
+
+
+def test_an_extra_reason_ends_the_answer_and_streams_what_was_held_back() -> None:
+    asked: list[str] = []
+
+    def budget() -> str | None:
+        asked.append("budget")
+        return "budget" if len(asked) == 3 else None
+
+    cut = StreamCut(stop=("\n\n",))
+    deltas, reason = stream(cut, ["a", "a\n", "a\nb"], budget)
+    assert reason == "budget" and len(asked) == 3
+    assert deltas == ["", "a", "\nb"]  # "b" was held back for a possible "\n\n", flushed when the budget ends it
+
+
+def test_extra_reasons_are_asked_in_order_only_while_none_fired() -> None:
+    asked: list[str] = []
+
+    def reason(name: str, fires: bool) -> Reason:
+        return lambda: asked.append(name) or (name if fires else None)
+
+    cut = StreamCut(stop=("STOP",), stop_rule=lambda text: text.endswith("!"))
+    assert cut.step("a", reason("rule", False), reason("length", True), reason("budget", True)) == ("a", "length")
+    assert asked == ["rule", "length"]  # the budget was not asked: the length had ended it
+    asked.clear()
+    assert StreamCut(stop=("STOP",)).step("aSTOP", reason("length", True)) == ("a", "stop")
+    assert StreamCut(stop_rule=lambda text: text.endswith("!")).step("a!", reason("length", True)) == ("a!", "rule")
+    assert asked == []  # a stop string or the stop rule comes first
 
 
 # --------------------------------------------------------------------------------------------- cancel

@@ -3,6 +3,7 @@ client's capabilities for them."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
@@ -27,7 +28,7 @@ def record(monkeypatch: pytest.MonkeyPatch, hook: str) -> list[tuple]:
 def test_lsp_shutdown_reaches_every_feature(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = record(monkeypatch, "on_shutdown")
     server = create_server()
-    server.protocol.fm.features[types.SHUTDOWN](None)
+    asyncio.run(server.protocol.fm.features[types.SHUTDOWN](None))  # async: the model closes off the loop
     assert sorted(calls) == [("CompletionFeature",), ("EditFeature",), ("SearchFeature",)]
 
 

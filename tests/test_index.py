@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import WalledWorkspace, write
 
 from lsp_server.search import store
 from lsp_server.search.chunk import WINDOW_LINES, chunk_file
@@ -35,16 +36,6 @@ def embedder():
 
 def names(path: str, source: str) -> list[tuple[str, str]]:
     return [(c.name, c.kind) for c in chunk_file(path, textwrap.dedent(source).encode())]
-
-
-def write(root: Path, rel: str, text: str | bytes) -> Path:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(text, bytes):
-        path.write_bytes(text)
-    else:
-        path.write_text(textwrap.dedent(text))
-    return path
 
 
 CONFIG_PY = '''
@@ -173,24 +164,11 @@ def test_chunk_invalid_utf8_and_deep_nesting_do_not_crash() -> None:
 # --- walking ---------------------------------------------------------------------------------------
 
 
-def test_walk_honours_ignores_and_skips_binary_generated_symlinks(tmp_path: Path) -> None:
-    ws = tmp_path / "ws"
-    write(ws, ".gitignore", "build/\n*.log\nsecret.py\n")
-    write(ws, "src/.gitignore", "local_*.py\n")
-    write(ws, "src/main.py", "def main(): pass\n")
-    write(ws, "src/local_dev.py", "x = 1\n")
-    write(ws, "src/secret.py", "x = 1\n")
-    write(ws, "build/out.py", "x = 1\n")
-    write(ws, "node_modules/lib/index.js", "x = 1\n")
-    write(ws, "app.log", "log\n")
-    write(ws, "image.png", b"\x89PNG\0\0")
-    write(ws, "bundle.min.js", "x=1")
-    write(ws, "README.md", "# readme\n")
-    outside = write(tmp_path, "outside.py", "def stolen(): pass\n")
-    os.symlink(outside, ws / "link.py")
-    os.symlink(tmp_path, ws / "loop")
+def test_walk_honours_ignores_and_skips_binary_generated_symlinks(walled_workspace: WalledWorkspace) -> None:
+    ws = walled_workspace.root
     found = sorted(p.relative_to(ws).as_posix() for p in walk(ws))
-    assert found == ["README.md", "src/main.py"]
+    assert found == sorted(walled_workspace.visible + walled_workspace.by_content)
+    assert all(read_source(ws / rel) is None for rel in walled_workspace.by_content)
     assert len(list(walk(ws, max_files=1))) == 1
 
 

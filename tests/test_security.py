@@ -7,6 +7,8 @@ tests/test_fim_quality.py.)
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import stat
 import subprocess
@@ -15,6 +17,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import WalledWorkspace, write
+from lsp_support import SERVER, wait_for_model
+from lsprotocol import types
+from pytest_lsp import client_capabilities, make_test_lsp_client
+from test_remote import FakeServer, _event, _stream_start
 
 from inference.cache import build_atomically, write_verified
 from lsp_server.search.store import Index
@@ -28,50 +35,25 @@ def mode(path: Path) -> int:
 
 # --- search never leaves the workspace ------------------------------------------------------------------
 
-def write(root: Path, rel: str, data: str | bytes) -> Path:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data if isinstance(data, bytes) else data.encode())
-    return path
-
-
-def test_search_never_indexes_or_returns_files_outside_the_workspace(tmp_path: Path) -> None:
-    """Every way out of the workspace or into what it hides, each holding a unique word that must never be
-    found: a symlinked file and a symlinked folder pointing out, a `..` path, `.git/`, `.gitignore` and
-    `.ignore` entries, a file over the size limit, a binary file — by a full pass, by single-file events
-    and by editor buffers."""
-    outside = tmp_path / "outside"
-    write(outside, "secret.py", "def leaked_by_symlink():\n    pass\n")
-    write(outside, "dir/inner.py", "def leaked_by_folder_link():\n    pass\n")
-    write(outside, "dotdot.py", "def leaked_by_dotdot():\n    pass\n")
-    ws = tmp_path / "ws"
-    write(ws, "main.py", "def visible_function():\n    pass\n")
-    write(ws, ".git/hooks/tool.py", "def leaked_from_git():\n    pass\n")
-    write(ws, ".gitignore", "private/\n")
-    write(ws, ".ignore", "notes.py\n")
-    write(ws, "private/keys.py", "def leaked_from_gitignore():\n    pass\n")
-    write(ws, "notes.py", "def leaked_from_ignore():\n    pass\n")
-    write(ws, "big.py", "def leaked_big_file():\n    pass\n" + "x = 1\n" * 300_000)  # 1.8 MB
-    write(ws, "blob.py", b"def leaked_binary():\n    pass\n\x00\x01\x02")
-    os.symlink(outside / "secret.py", ws / "link.py")
-    os.symlink(outside / "dir", ws / "linked_dir")
+def test_search_never_indexes_or_returns_files_outside_the_workspace(walled_workspace: WalledWorkspace,
+                                                                      tmp_path: Path) -> None:
+    """Every way out of the workspace or into what it hides (`walled_workspace`), each holding a unique word
+    that must never be found — by a full pass, by single-file events and by editor buffers."""
+    ws = walled_workspace.root
     index = Index(ws, tmp_path / "index.sqlite3")
     index.update_all()
     # single-file events and buffers, as the server receives them
-    for path in (ws / "link.py", ws / "linked_dir" / "inner.py", ws / ".." / "outside" / "dotdot.py",
-                 ws / ".git" / "hooks" / "tool.py", ws / "private" / "keys.py", ws / "notes.py", ws / "big.py",
-                 ws / "blob.py"):
+    for rel in walled_workspace.hidden:
+        path = ws / rel
         index.update_file(path)
         index.update_file(path, text=path.read_text(errors="replace") if path.exists() else "def leaked():\n  pass\n")
     index.update_file(ws / ".." / "outside" / "buffer.py", text="def leaked_buffer_outside():\n    pass\n")
     index.update_file(ws / "big_buffer.py", text="def leaked_big_buffer():\n    pass\n" + "y = 2\n" * 300_000)
 
-    paths = [row[0] for row in index._conn.execute("SELECT path FROM files")]
-    assert paths == [str(ws / "main.py")]
+    paths = sorted(row[0] for row in index._conn.execute("SELECT path FROM files"))
+    assert paths == [str(ws / rel) for rel in walled_workspace.visible]
     assert [h.name for h in index.search("visible function")] == ["visible_function"]
-    for word in ("leaked_by_symlink", "leaked_by_folder_link", "leaked_by_dotdot", "leaked_from_git",
-                 "leaked_from_gitignore", "leaked_from_ignore", "leaked_big_file", "leaked_binary",
-                 "leaked_buffer_outside", "leaked_big_buffer", "leaked"):
+    for word in {*walled_workspace.hidden.values(), "leaked_buffer_outside", "leaked_big_buffer", "leaked"}:
         assert index.search(word) == [], word
 
 
@@ -163,11 +145,14 @@ def test_chat_template_attribute_access_is_refused(qwen_engine, tmp_path: Path) 
 # --- no network by default --------------------------------------------------------------------------------
 
 # Loaded into every Python process of the run through PYTHONPATH (server, client, converters): refuses and
-# records any connection or name lookup that is not loopback or a local socket.
+# records any connection or name lookup that is not loopback or a local socket. With INFILL_NETGUARD_ONLY
+# set to "host:port", that address alone is allowed and every attempt is recorded, allowed or not.
+# (`socket.create_connection` and `urllib` go through `getaddrinfo` and `socket.connect`.)
 NETGUARD = textwrap.dedent('''
     import errno, ipaddress, os, socket
 
     _LOG = os.environ["INFILL_NETGUARD_LOG"]
+    _ONLY = os.environ.get("INFILL_NETGUARD_ONLY")
 
     def _local(host):
         if host in (None, "", "localhost"):
@@ -177,17 +162,20 @@ NETGUARD = textwrap.dedent('''
         except ValueError:
             return False
 
-    def _refuse(what, target):
-        with open(_LOG, "a") as fh:
-            fh.write(f"{os.getpid()} {what} {target!r}\\n")
-        raise OSError(errno.ENETUNREACH, f"network refused by the test: {what} {target!r}")
+    def _check(what, host, port):
+        allowed = f"{host}:{port}" == _ONLY if _ONLY else _local(host)
+        if _ONLY or not allowed:
+            with open(_LOG, "a") as fh:
+                fh.write(f"{os.getpid()} {'allowed' if allowed else 'refused'} {what} {host}:{port}\\n")
+        if not allowed:
+            raise OSError(errno.ENETUNREACH, f"network refused by the test: {what} {host}:{port}")
 
     def _guard(name):
         original = getattr(socket.socket, name)
 
         def guarded(self, address, *args):
-            if self.family in (socket.AF_INET, socket.AF_INET6) and not _local(address[0]):
-                _refuse(name, address)
+            if self.family in (socket.AF_INET, socket.AF_INET6):
+                _check(name, address[0], address[1])
             return original(self, address, *args)
         setattr(socket.socket, name, guarded)
 
@@ -197,16 +185,15 @@ NETGUARD = textwrap.dedent('''
 
     def _guarded_sendto(self, data, *args):
         address = args[-1]
-        if self.family in (socket.AF_INET, socket.AF_INET6) and not _local(address[0]):
-            _refuse("sendto", address)
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            _check("sendto", address[0], address[1])
         return _sendto(self, data, *args)
     socket.socket.sendto = _guarded_sendto
     _getaddrinfo = socket.getaddrinfo
 
-    def _guarded_getaddrinfo(host, *args, **kwargs):
-        if not _local(host):
-            _refuse("getaddrinfo", host)
-        return _getaddrinfo(host, *args, **kwargs)
+    def _guarded_getaddrinfo(host, port=None, *args, **kwargs):
+        _check("getaddrinfo", host, port)
+        return _getaddrinfo(host, port, *args, **kwargs)
     socket.getaddrinfo = _guarded_getaddrinfo
 ''')
 
@@ -232,6 +219,16 @@ def test_the_network_guard_catches_connections(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-c", probe], env=env, check=True, timeout=60)
     attempts = log.read_text().splitlines()
     assert len(attempts) == 2 and "example.com" in attempts[0] and "93.184.216.34" in attempts[1], attempts
+    # One address allowed: every attempt is recorded, and loopback elsewhere is refused too.
+    log.write_text("")
+    env["INFILL_NETGUARD_ONLY"] = "127.0.0.1:9"
+    probe = ("import socket\n"
+             "for port in (9, 10):\n"
+             "    try:\n        socket.create_connection(('127.0.0.1', port), timeout=2)\n"
+             "    except OSError:\n        pass\n")
+    subprocess.run([sys.executable, "-c", probe], env=env, check=True, timeout=60)
+    assert [line.split(" ", 1)[1] for line in log.read_text().splitlines()] == [
+        "allowed getaddrinfo 127.0.0.1:9", "allowed connect 127.0.0.1:9", "refused getaddrinfo 127.0.0.1:10"]
 
 
 @pytest.mark.slow
@@ -245,3 +242,68 @@ def test_demo_contacts_no_network(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert log.read_text() == "", f"network attempts: {log.read_text()}"
+
+
+# --- with a remote backend, only its host ---------------------------------------------------------------
+
+def _serving_engine(h) -> None:
+    """A serving engine's answers: a FIM completion on /v1/completions, a fenced rewrite on chat."""
+    _stream_start(h)
+    if h.path == "/v1/chat/completions":
+        for piece in ("def mean(xs):\n", "    return sum(xs) / len(xs)\n", "```\n"):
+            _event(h, raw=json.dumps({"choices": [{"delta": {"content": piece}, "finish_reason": None}]}))
+    else:
+        _event(h, "a + b")
+    _event(h, "", "stop")
+    _event(h, raw="[DONE]")
+
+
+@pytest.mark.e2e
+@pytest.mark.asyncio
+async def test_a_remote_backend_is_the_only_host_contacted(tmp_path: Path) -> None:
+    """`infill serve` with `backend.url` set: a completion and an edit come from the serving engine, and every
+    connection and name lookup the server process makes goes to exactly that host and port (no model hub,
+    no telemetry, no other local service)."""
+    fake = FakeServer(_serving_engine)
+    host, port = fake.httpd.server_address[:2]
+    env, log = guarded_env(tmp_path)
+    env.update(INFILL_NETGUARD_ONLY=f"{host}:{port}", INFILL_INDEX_DIR=str(tmp_path / "index"),
+               INFILL_CACHE_DIR=str(tmp_path / "cache"))
+    client = make_test_lsp_client()
+    client.feature(types.CLIENT_REGISTER_CAPABILITY)(lambda params: None)
+    applied: list[types.ApplyWorkspaceEditParams] = []
+    client.feature(types.WORKSPACE_APPLY_EDIT)(
+        lambda params: applied.append(params) or types.ApplyWorkspaceEditResult(applied=True))
+    await client.start_io(*SERVER, env=env)
+    try:
+        caps = client_capabilities("visual-studio-code")
+        caps.text_document.inline_completion = types.InlineCompletionClientCapabilities()
+        await client.initialize_session(types.InitializeParams(capabilities=caps, initialization_options={
+            "backend": {"url": fake.url, "kind": "openai"}, "indexEnable": False, "editPreview": False}))
+        await wait_for_model(client)
+        code = "def add(a, b):\n    return "
+        uri = (tmp_path / "add.py").as_uri()
+        client.text_document_did_open(types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=code)))
+        result = await asyncio.wait_for(client.protocol.send_request_async(
+            types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionParams(
+                text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line=1, character=11),
+                context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked))), 60)
+        items = result.items if isinstance(result, types.InlineCompletionList) else result or []
+        assert [item.insert_text for item in items] == ["a + b"]
+        doc = "def avg(xs):\n    return sum(xs) / len(xs)\n"
+        uri = (tmp_path / "avg.py").as_uri()
+        client.text_document_did_open(types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=doc)))
+        edit = await asyncio.wait_for(client.workspace_execute_command_async(types.ExecuteCommandParams(
+            command="infill.edit", arguments=[{"uri": uri, "version": 1, "instruction": "Rename avg to mean.",
+                                               "range": {"start": {"line": 0, "character": 0},
+                                                         "end": {"line": 2, "character": 0}}}])), 60)
+        assert edit["applied"] is True and applied
+    finally:
+        await client.shutdown_session()
+        fake.close()
+    assert "/v1/completions" in fake.paths and "/v1/chat/completions" in fake.paths
+    attempts = [line.split(" ", 1)[1] for line in log.read_text().splitlines()]
+    assert attempts and all(a.startswith("allowed ") for a in attempts), attempts
+    assert {a.rsplit(" ", 1)[1] for a in attempts} == {f"{host}:{port}"}

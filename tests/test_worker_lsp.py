@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
+import textwrap
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pytest
 import pytest_asyncio
-from lsp_support import SERVER, wait_for_model
+from lsp_support import ROOT, SERVER, wait_for_model
 from lsprotocol import types
 from pytest_lsp import LanguageClient, client_capabilities, make_test_lsp_client
 
@@ -26,10 +29,10 @@ CODE = "import os\n\n\ndef list_files(root):\n    names = []\n    for name in os
 NOTES = "shopping list\n"
 
 
-async def start_server(model_dir: Path, cache: Path) -> LanguageClient:
+async def start_server(model_dir: Path, cache: Path, command: list[str] = SERVER) -> LanguageClient:
     client = make_test_lsp_client()
     client.feature(types.CLIENT_REGISTER_CAPABILITY)(lambda params: None)
-    await client.start_io(*SERVER, env={**os.environ, "INFILL_CACHE_DIR": str(cache)})
+    await client.start_io(*command, env={**os.environ, "INFILL_CACHE_DIR": str(cache)})
     caps = client_capabilities("visual-studio-code")
     caps.text_document.inline_completion = types.InlineCompletionClientCapabilities()
     await client.initialize_session(types.InitializeParams(capabilities=caps, initialization_options={
@@ -160,3 +163,62 @@ async def test_shutdown_and_exit_do_not_wait_for_the_model(server: LanguageClien
     assert time.monotonic() - start < 5, "shutdown + exit should take about a second at most"
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     pending.cancel()
+
+
+# The server with the worker's stop (close: stdin closed, wait for the exit, kill after a grace period)
+# held until the test creates the file argv[3]; argv[2] is created when it is reached. A worker slow to
+# exit, without any test depending on how long anything takes.
+HELD_STOP = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[1])
+    import inference.worker as worker
+    stop = worker._stop
+
+    def held_stop(proc):
+        Path(sys.argv[2]).touch()
+        deadline = time.monotonic() + 60  # a bound, so a broken test cannot leave the server hanging
+        while not Path(sys.argv[3]).exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stop(proc)
+
+    worker._stop = held_stop
+    from lsp_server.cli import main
+    sys.exit(main(["serve"]))
+""")
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.asyncio
+async def test_the_event_loop_answers_while_shutdown_waits_for_the_worker(tiny_model, tiny_cache, qwen_engine,
+                                                                           tmp_path: Path) -> None:
+    """`shutdown` closes the model, which waits for the worker process to exit: that wait must not hold
+    the event loop. Proven by order, not by time: while the wait is held, a request is answered, and
+    `shutdown` is answered only after the wait ends, with the worker gone."""
+    reached, release = tmp_path / "stop-reached", tmp_path / "stop-release"
+    command = [sys.executable, "-c", HELD_STOP, str(ROOT), str(reached), str(release)]
+    client = await start_server(tiny_model("qwen2.5-coder", "qwen2"), tiny_cache, command)
+    try:
+        pid = worker_pid(client)
+        assert pid is not None
+        shutdown = asyncio.ensure_future(client.shutdown_async(None))
+        try:
+            await asyncio.wait_for(until(reached.exists), 60)
+            try:
+                await asyncio.wait_for(client.workspace_symbol_async(types.WorkspaceSymbolParams(query="x")), 10)
+            except asyncio.TimeoutError:
+                pytest.fail("no answer while shutdown waited for the worker: the wait holds the event loop")
+            assert not shutdown.done(), "shutdown answered before the worker had exited"
+        finally:
+            release.touch()
+        await asyncio.wait_for(shutdown, 30)
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        client.exit(None)
+        await asyncio.wait_for(client._server.wait(), 10)
+    finally:
+        if client._server.returncode is None:
+            client._server.kill()
