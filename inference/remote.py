@@ -407,7 +407,8 @@ class RemoteBackend:
         if kind == "llama.cpp" and isinstance(prompt, FimParts) and self._native_fim:
             body = {"input_prefix": prompt.prefix, "input_suffix": prompt.suffix,
                     "input_extra": [{"filename": path, "text": text} for path, text in prompt.files],
-                    "cache_prompt": True, "stream": True, "n_predict": max_new_tokens, "temperature": temperature}
+                    "cache_prompt": True, "stream": True, "n_predict": max_new_tokens, "temperature": temperature,
+                    "timings_per_token": True}  # how much of the prompt its cache held, before we hang up
             if stop:
                 body["stop"] = stop
             try:
@@ -464,12 +465,12 @@ class RemoteBackend:
             if data is _DONE:
                 break
             _raise_stream_error(data, self.url)
+            _llama_timings(data, stats)
             content = data.get("content")
             if isinstance(content, str) and content:
                 yield content
             if data.get("stop"):
                 stats.finish_reason = "eos" if data.get("stop_type") in ("eos", "word") else "length"
-                _llama_timings(data, stats)
                 ended = True
         _check_ended(ended, response, self.url)
 

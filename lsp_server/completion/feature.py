@@ -171,7 +171,7 @@ class CompletionFeature(Feature):
                      completion.accepted_tokens, completion.ttft_ms, completion.total_ms, completion.finish_reason,
                      "multi-line" if prompt.ctx.multiline else "single-line")
             self.stats["generated"] += 1
-            self.stats["reuse_hits"] += completion.reused_tokens >= completion.prompt_tokens // 2
+            self.stats["reuse_hits"] += 0 < completion.prompt_tokens <= 2 * completion.reused_tokens  # 0: unknown
             self.stats["reused_tokens"] += completion.reused_tokens
             self.stats["prompt_tokens"] += completion.prompt_tokens
             self.stats["generated_tokens"] += completion.generated_tokens
