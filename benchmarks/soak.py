@@ -8,8 +8,10 @@ cursor elsewhere (and asks there), sends a request and cancels it at once, switc
 it if needed), or asks `workspace/symbol`. Every request must be answered (a result or a JSON-RPC error)
 within --hang-seconds; the server must stay alive.
 
-Reported per window of --window requests: p50/p95/p99 latency of the answered requests, and the resident
-memory of the server and its child processes, sampled at the end of the window. The baseline is the run
+Reported per window of --window requests: p50/p95/p99 latency of the answered requests, the resident
+memory of the server and its child processes, sampled at the end of the window, and what the model did (from
+`infill/stats`: prompt tokens computed and tokens decoded per generation, prefill ms per computed token), so
+a latency trend can be told apart from a workload that changed. The baseline is the run
 itself: the last window against the second (the first one includes the model's warm-up), as ratios — a
 latency trend up or an RSS growth past ±10 % is a leak or a slowdown.
 
@@ -87,6 +89,7 @@ class Soak:
         self.errors = self.cancelled = self.hangs = 0
         self.windows: list[dict] = []
         self.workspace = workspace
+        self.counters: dict = {}
 
     # --- protocol -----------------------------------------------------------------------------------
     def start(self) -> float:
@@ -213,9 +216,27 @@ class Soak:
         lat = sorted(self.latencies[start:end])
         q = statistics.quantiles(lat, n=100, method="inclusive") if len(lat) > 1 else lat * 99
         self.windows.append({"requests": f"{start}-{end}", "p50_ms": round(q[49], 1), "p95_ms": round(q[94], 1),
-                             "p99_ms": round(q[98], 1), "rss_mb": round(rss_kb(self.raw.proc.pid) / 1024, 1)})
+                             "p99_ms": round(q[98], 1), "rss_mb": round(rss_kb(self.raw.proc.pid) / 1024, 1),
+                             **self.work_done()})
+        w = self.windows[-1]
         print(f"  window {start:>6}-{end:<6} p50 {q[49]:7.1f} ms  p95 {q[94]:7.1f} ms  p99 {q[98]:7.1f} ms  "
-              f"RSS {self.windows[-1]['rss_mb']:7.1f} MB", flush=True)
+              f"RSS {w['rss_mb']:7.1f} MB  generated {w['generated_share']:.2f}  "
+              f"computed {w['computed_tokens']:6.1f} tok at {w['ms_per_computed_token']:5.2f} ms  "
+              f"decoded {w['decoded_tokens']:5.1f} tok", flush=True)
+
+    def work_done(self) -> dict:
+        """What the model did in this window (the server's `infill/stats` counters, as differences): the share
+        of requests that generated, and per generation the prompt tokens computed (not reused from the cache)
+        and the tokens decoded — the workload — beside the prefill time per computed token — the engine's
+        speed. A latency trend with a flat ms/token is the workload moving, not the server slowing down."""
+        now = self.raw.call("infill/stats", None, timeout=self.args.hang_seconds).get("result") or {}
+        d = {k: now.get(k, 0) - self.counters.get(k, 0) for k in now}
+        self.counters = now
+        n, computed = d.get("generated", 0), d.get("prompt_tokens", 0) - d.get("reused_tokens", 0)
+        return {"generated_share": round(n / d["requests"], 3) if d.get("requests") else 0.0,
+                "computed_tokens": round(computed / n, 1) if n else 0.0,
+                "ms_per_computed_token": round(d.get("first_token_ms", 0) / computed, 2) if computed else 0.0,
+                "decoded_tokens": round(d.get("generated_tokens", 0) / n, 1) if n else 0.0}
 
 
 def main() -> None:
@@ -239,13 +260,16 @@ def main() -> None:
     if len(windows) >= 2:
         second, last = windows[1 if len(windows) > 2 else 0], windows[-1]
         result["last_vs_second"] = {k: round(last[k] / second[k], 3) if second[k] else None
-                                    for k in ("p50_ms", "p95_ms", "p99_ms", "rss_mb")}
+                                    for k in ("p50_ms", "p95_ms", "p99_ms", "rss_mb", "computed_tokens",
+                                              "ms_per_computed_token")}
     print()
-    print(f"{'window':>13} | {'p50 ms':>8} | {'p95 ms':>8} | {'p99 ms':>8} | {'RSS MB':>8}")
-    print("-" * 57)
+    print(f"{'window':>13} | {'p50 ms':>8} | {'p95 ms':>8} | {'p99 ms':>8} | {'RSS MB':>8} | {'gen':>5} | "
+          f"{'computed':>8} | {'ms/tok':>6} | {'decoded':>7}")
+    print("-" * 99)
     for w in windows:
         print(f"{w['requests']:>13} | {w['p50_ms']:8.1f} | {w['p95_ms']:8.1f} | {w['p99_ms']:8.1f} | "
-              f"{w['rss_mb']:8.1f}")
+              f"{w['rss_mb']:8.1f} | {w['generated_share']:5.2f} | {w['computed_tokens']:8.1f} | "
+              f"{w['ms_per_computed_token']:6.2f} | {w['decoded_tokens']:7.1f}")
     print(f"\nrequests {result['requests']} in {result['seconds']} s (model load {result['load_s']} s): crashes "
           f"{result['crashes']}, hangs {result['hangs']}, errors {result['errors']}, cancelled {result['cancelled']}, "
           f"stray stdout {result['garbage_on_stdout']}, exit code {result['exit_code']}")
