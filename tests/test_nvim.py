@@ -465,7 +465,7 @@ def test_add_docstring_code_action(workspace: Path) -> None:
             diff = _preview(nvim)
             assert any(line.startswith("+") and '"""' in line for line in diff.splitlines()), diff
             assert nvim.lua(f"return vim.api.nvim_buf_get_changedtick({buf})") == tick
-            nvim.input("a")  # accept
+            nvim.input("<M-y>")  # accept, from the buffer (the preview did not take the cursor)
             nvim.wait_for(f"return vim.api.nvim_buf_get_changedtick({buf}) ~= {tick}",
                           timeout=20, interval=0.2)
             assert nvim.lua("return vim.fn.bufnr()") == buf
@@ -554,14 +554,16 @@ def test_infill_edit_command_rewrites_only_the_selection(workspace: Path) -> Non
             # Rejected in the preview: nothing changes.
             nvim.input(command)
             _preview(nvim)
-            nvim.input("r")
+            nvim.input("<M-n>")  # from the buffer
             nvim.wait_for("return require('infill.preview').current == nil", timeout=10)
             assert any("edit discarded" in m["msg"] for m in nvim.messages())
             assert nvim.lua(f"return vim.api.nvim_buf_get_changedtick({buf})") == tick
-            # Accepted in the preview: the edit lands.
+            # Accepted in the preview window (<C-w>w goes into it): the edit lands.
             nvim.input(command)
             _preview(nvim)
-            _save_screen(nvim, "nvim-edit-preview.txt", "a / <CR> accept")
+            _save_screen(nvim, "nvim-edit-preview.txt", "<M-y> accept")
+            nvim.input("<C-w>w")
+            nvim.wait_for("return vim.api.nvim_get_current_win() == require('infill.preview').current.win", timeout=5)
             nvim.input("a")
             nvim.wait_for(f"return vim.api.nvim_buf_get_changedtick({buf}) ~= {tick}",
                           timeout=20, interval=0.2)
@@ -828,118 +830,208 @@ def test_unknown_setting_is_a_warning_naming_the_closest_key(workspace: Path) ->
         assert len(said) == 1, said
 
 
-def test_edit_preview_window_accepts_and_rejects(workspace: Path) -> None:
+# The plugin's default `edit_keys`: what accepts and rejects a preview from the edited buffer.
+EDIT_KEYS = "{ accept = '<M-y>', reject = '<M-n>' }"
+# Where the user is: window, buffer, cursor and mode (the preview must leave all four alone).
+WHERE = ("return { win = vim.api.nvim_get_current_win(), buf = vim.api.nvim_get_current_buf(),"
+         " cursor = vim.api.nvim_win_get_cursor(0), mode = vim.api.nvim_get_mode().mode }")
+PREVIEW_STATE = ("local p = require('infill.preview').current; return p and { win = p.win, streaming = p.streaming,"
+                 " lines = vim.api.nvim_buf_get_lines(p.buf, 0, -1, false), ft = vim.bo[p.buf].filetype,"
+                 " relative = vim.api.nvim_win_get_config(p.win).relative }")
+
+
+def _user_in_a_text_buffer(nvim: Nvim) -> dict:
+    """A plain-text buffer (no server starts for it) with the cursor on line 2, and a buffer-local <M-y> of
+    the user's own that a preview covers while it is open. Returns where the user is (`WHERE`)."""
+    nvim.cmd("edit notes.txt")
+    nvim.call("nvim_buf_set_lines", 0, 0, -1, True, ["one", "two", "three"])
+    nvim.call("nvim_win_set_cursor", 0, [2, 1])
+    nvim.lua("_G.__mine = 0; vim.keymap.set('n', '<M-y>', function() _G.__mine = _G.__mine + 1 end,"
+             " { buffer = 0, desc = 'mine' })")
+    return nvim.lua(WHERE)
+
+
+def test_edit_preview_opens_beside_the_cursor_and_its_keys_work_from_the_edited_buffer(workspace: Path) -> None:
+    """The diff opens without taking the cursor; the edit keys accept or reject it from the user's buffer,
+    and the preview's own keys from inside it (<C-w>w); the user's mapping a key covered comes back."""
     diff = "--- a/m.py\n+++ b/m.py\n@@ -1 +1,2 @@\n def f():\n+    \"\"\"Doc.\"\"\"\n"
     with Nvim.start(workspace, plugin=True, budget=60, ui=(100, 20)) as nvim:
-        for layout, key, accepted in (("float", "r", False), ("split", "a", True), ("float", "<Esc>", False)):
-            nvim.lua("_G.__done = nil; require('infill.preview').open(...,"
-                     " { title = 'infill: test', layout = select(2, ...) },"
+        user = _user_in_a_text_buffer(nvim)
+        # Keys typed in the user's buffer (also from visual mode, where a code action leaves them), then
+        # keys typed inside the preview.
+        cases = (("float", "<M-n>", False), ("split", "<M-y>", True), ("float", "V<M-y>", True),
+                 ("float", "<Esc>", False), ("split", "a", True))
+        for layout, key, accepted in cases:
+            nvim.lua("_G.__done = nil; require('infill.preview').open(..., { title = 'infill: test',"
+                     f" layout = select(2, ...), source = 0, source_keys = {EDIT_KEYS} }},"
                      " function(ok) _G.__done = { ok = ok } end)", diff, layout)
-            current = nvim.lua("local p = require('infill.preview').current; return {"
-                               " lines = vim.api.nvim_buf_get_lines(p.buf, 0, -1, false), ft = vim.bo[p.buf].filetype,"
-                               " relative = vim.api.nvim_win_get_config(p.win).relative,"
-                               " focused = vim.api.nvim_get_current_win() == p.win }")
-            assert current["lines"] == diff.rstrip("\n").split("\n") and current["ft"] == "diff"
-            assert (current["relative"] == "editor") == (layout == "float") and current["focused"]
+            shown = nvim.lua(PREVIEW_STATE)
+            assert shown["lines"] == diff.rstrip("\n").split("\n") and shown["ft"] == "diff"
+            assert (shown["relative"] == "editor") == (layout == "float")
+            assert nvim.lua(WHERE) == user, "the preview took the cursor"
+            title = nvim.lua("local p = require('infill.preview').current"
+                             " return vim.api.nvim_win_get_config(p.win).title or vim.wo[p.win].winbar")
+            assert "<M-y> accept · <M-n> reject" in str(title), title
+            if "<M-" not in key:  # the preview's own keys: the user goes into it first
+                nvim.input("<C-w>w")
+                nvim.wait_for("return vim.api.nvim_get_current_win() == ...", shown["win"], timeout=5)
             nvim.input(key)
             assert nvim.wait_for("return _G.__done", timeout=5)["ok"] is accepted
             assert nvim.lua("return require('infill.preview').current") is None
             assert nvim.lua("return #vim.api.nvim_list_wins()") == 1
+            assert nvim.lua(WHERE) == user
+        assert nvim.call("nvim_buf_get_lines", 0, 0, -1, True) == ["one", "two", "three"]
+        assert nvim.lua("return _G.__mine") == 0  # <M-y> was the preview's while it was open
+        nvim.input("<M-y>")
+        assert nvim.wait_for("return _G.__mine", timeout=5) == 1  # and is the user's again
+        assert nvim.lua("return vim.fn.maparg('<M-n>', 'n')") == ""
+        assert nvim.lua_error() is None
 
 
 def test_streaming_preview_grows_then_becomes_the_diff_or_says_why_it_failed(workspace: Path) -> None:
-    """The code written so far opens the preview and updates it in place; the edit's diff then takes the
-    same window with the accept keys; a stop key while streaming calls back; a failure is shown in it."""
+    """The code written so far opens the preview, without taking the cursor, and updates it in place; the
+    edit's diff then takes the same window with the accept keys; a stop key while streaming calls back; a
+    failure is shown in it."""
     diff = "--- a/m.py\n+++ b/m.py\n@@ -1 +1,2 @@\n def f():\n+    \"\"\"Doc.\"\"\"\n"
-    state = ("local p = require('infill.preview').current; return p and { win = p.win, streaming = p.streaming,"
-             " lines = vim.api.nvim_buf_get_lines(p.buf, 0, -1, false), ft = vim.bo[p.buf].filetype }")
     stream = ("require('infill.preview').stream(..., { id = select(2, ...), title = 'infill: t', layout = 'float',"
-              " filetype = 'python' }, function() _G.__stopped = (_G.__stopped or 0) + 1 end)")
+              f" filetype = 'python', source = 0, source_keys = {EDIT_KEYS} }},"
+              " function() _G.__stopped = (_G.__stopped or 0) + 1 end)")
+    diff_for = ("_G.__done = nil; require('infill.preview').open(..., { title = 'infill: t', layout = 'float',"
+                f" id = select(2, ...), source = 0, source_keys = {EDIT_KEYS} }},"
+                " function(ok) _G.__done = { ok = ok } end)")
     with Nvim.start(workspace, plugin=True, budget=60, ui=(100, 20)) as nvim:
+        user = _user_in_a_text_buffer(nvim)
         nvim.lua(stream, "def f():\n", 1)
-        first = nvim.lua(state)
+        first = nvim.lua(PREVIEW_STATE)
         assert first["streaming"] and first["lines"] == ["def f():"] and first["ft"] == "python"
+        assert nvim.lua(WHERE) == user, "the first streamed line took the cursor"
         nvim.lua(stream, "def f():\n    \"\"\"Doc.\"\"\"\n", 1)
-        second = nvim.lua(state)
+        second = nvim.lua(PREVIEW_STATE)
         assert second["win"] == first["win"] and second["lines"] == ["def f():", '    """Doc."""']
-        nvim.input("a")  # no accepting code that is still being written
-        assert nvim.lua(state)["streaming"] is True
-        nvim.lua("_G.__done = nil; require('infill.preview').open(..., { title = 'infill: t', layout = 'float',"
-                 " id = 1 }, function(ok) _G.__done = { ok = ok } end)", diff)
-        final = nvim.lua(state)
+        nvim.input("<M-y>")  # no accepting code that is still being written: it says so
+        nvim.wait_for("for _, m in ipairs(_G.__messages) do"
+                      " if m.msg:find('still being written', 1, true) then return true end end return false", timeout=5)
+        assert nvim.lua(PREVIEW_STATE)["streaming"] is True and nvim.lua("return _G.__mine") == 0
+        nvim.lua(diff_for, diff, 1)
+        final = nvim.lua(PREVIEW_STATE)
         assert final["win"] == first["win"] and not final["streaming"] and final["ft"] == "diff"
         assert final["lines"] == diff.rstrip("\n").split("\n")
-        nvim.input("a")
+        assert nvim.lua(WHERE) == user
+        nvim.input("<M-y>")
         assert nvim.wait_for("return _G.__done", timeout=5)["ok"] is True
         assert nvim.lua("return _G.__stopped") is None  # the streaming callback is not the diff's
 
         nvim.lua(stream, "x = 1\n", 2)
-        nvim.input("q")  # stopped while streaming
+        nvim.input("<M-n>")  # stopped while streaming, from the user's buffer
         assert nvim.wait_for("return _G.__stopped", timeout=5) == 1
         assert nvim.lua("return require('infill.preview').current") is None
 
         nvim.lua(stream, "x = 1\n", 3)
         assert nvim.lua("return require('infill.preview').fail(3, 'Edit refused: it would not parse.')") is True
-        failed = nvim.lua(state)
+        failed = nvim.lua(PREVIEW_STATE)
         assert not failed["streaming"] and "Edit refused: it would not parse." in failed["lines"]
-        nvim.input("q")
+        nvim.input("<M-n>")
         nvim.wait_for("return require('infill.preview').current == nil", timeout=5)
         assert nvim.lua("return _G.__stopped") == 1 and nvim.lua("return #vim.api.nvim_list_wins()") == 1
 
-        # The split layout: the same window too, below the code.
+        # The split layout: the same window too, below the code; its own keys once the user goes into it.
         nvim.lua(stream.replace("layout = 'float'", "layout = 'split'"), "def f():\n", 4)
-        split = nvim.lua(state)
-        nvim.lua("_G.__done = nil; require('infill.preview').open(..., { title = 'infill: t', layout = 'split',"
-                 " id = 4 }, function(ok) _G.__done = { ok = ok } end)", diff)
-        assert nvim.lua(state)["win"] == split["win"] and nvim.lua("return #vim.api.nvim_list_wins()") == 2
-        assert nvim.lua(f"return vim.api.nvim_win_get_config({split['win']}).relative") == ""
+        split = nvim.lua(PREVIEW_STATE)
+        nvim.lua(diff_for.replace("layout = 'float'", "layout = 'split'"), diff, 4)
+        assert nvim.lua(PREVIEW_STATE)["win"] == split["win"] and nvim.lua("return #vim.api.nvim_list_wins()") == 2
+        assert split["relative"] == "" and nvim.lua(WHERE) == user
+        nvim.input("<C-w>w")
+        nvim.wait_for("return vim.api.nvim_get_current_win() == ...", split["win"], timeout=5)
         nvim.input("r")
         assert nvim.wait_for("return _G.__done", timeout=5)["ok"] is False
         assert nvim.lua("return #vim.api.nvim_list_wins()") == 1 and nvim.lua("return _G.__stopped") == 1
+        assert nvim.lua(WHERE) == user
+        assert nvim.call("nvim_buf_get_lines", 0, 0, -1, True) == ["one", "two", "three"]
+        assert nvim.lua("return _G.__mine") == 0 and nvim.lua_error() is None
+
+
+# Each call of preview.stream (an `infill/editStream` from the server reaching the preview): the text, the
+# preview's state, and where the user was once it had been drawn.
+RECORD_DRAFTS = """
+local preview = require('infill.preview')
+local stream = preview.stream
+_G.__drafts = {}
+preview.stream = function(text, ...)
+  local win = stream(text, ...)
+  local p = preview.current
+  table.insert(_G.__drafts, { text = text, win = win, streaming = p.streaming, ft = vim.bo[p.buf].filetype,
+    lines = vim.api.nvim_buf_get_lines(p.buf, 0, -1, false),
+    at = { win = vim.api.nvim_get_current_win(), buf = vim.api.nvim_get_current_buf(),
+           cursor = vim.api.nvim_win_get_cursor(0), mode = vim.api.nvim_get_mode().mode } })
+  return win
+end
+"""
 
 
 @pytest.mark.slow
 @pytest.mark.e2e
-def test_edit_streams_into_the_preview_before_it_arrives_and_reject_leaves_the_file(workspace: Path) -> None:
-    """`:InfillEdit` with the real model: the preview opens on the first line the server writes and shows
-    the code (the request still running), the same window then shows the diff; rejecting changes nothing."""
+def test_streamed_edit_leaves_the_cursor_alone_and_is_accepted_or_stopped_from_the_buffer(workspace: Path) -> None:
+    """`:InfillEdit` with the real model while the user moves on: the preview opens on the first line the
+    server writes without taking the user's window, buffer, cursor or mode, and their keys still move them
+    in their buffer; the same window then shows the diff, and <M-y> typed in their buffer applies exactly the
+    edit that was streamed. A second edit stopped with <M-n> while it streams is cancelled at the server and
+    changes nothing."""
     path = _write(workspace, "shop.py", EDIT_SOURCE)
-    before = path.read_bytes()
-    record = """
-    local preview = require('infill.preview')
-    local stream = preview.stream
-    _G.__drafts = {}
-    preview.stream = function(...)
-      local win = stream(...)
-      local p = preview.current
-      table.insert(_G.__drafts, { win = win, streaming = p.streaming, ft = vim.bo[p.buf].filetype,
-        lines = vim.api.nvim_buf_get_lines(p.buf, 0, -1, false) })
-      return win
-    end
-    """
-    with Nvim.start(workspace, plugin=True, budget=MODEL_TIMEOUT + 240, extra_lua=record) as nvim:
+    before = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    with Nvim.start(workspace, plugin=True, budget=MODEL_TIMEOUT + 600, extra_lua=RECORD_DRAFTS,
+                    ui=(110, 30)) as nvim:
         _open(nvim, path)
         try:
             nvim.wait_model_ready(MODEL_TIMEOUT)
-            buf = nvim.lua("return vim.fn.bufnr()")
-            tick = nvim.lua("return vim.b.changedtick")
-            nvim.input("5GV9G:InfillEdit Rewrite this function to use sum() with a generator<CR>")
+            buf, win = nvim.lua("return vim.fn.bufnr()"), nvim.lua("return vim.api.nvim_get_current_win()")
+            # The user asks, then goes to line 2 while the model reads the code.
+            nvim.input("5GV9G:InfillEdit Rewrite this function to use sum() with a generator<CR>2G")
+            first = nvim.wait_for("return _G.__drafts[1]", timeout=240, interval=0.05)
+            # The first streamed line was drawn beside the user, who stayed on line 2 in normal mode.
+            assert first["at"] == {"win": win, "buf": buf, "cursor": [2, 0], "mode": "n"}, first["at"]
+            assert first["win"] != win
+            nvim.input("j")  # the keys still go to their buffer, the code streaming in or not
+            nvim.wait_for("return vim.api.nvim_win_get_cursor(0)[1] == 3", timeout=10)
             diff = _preview(nvim)
             drafts = nvim.lua("return _G.__drafts")
             final_win = nvim.lua("return require('infill.preview').current.win")
-            nvim.input("r")
-            nvim.wait_for("return require('infill.preview').current == nil", timeout=10)
-            assert any("edit discarded" in m["msg"] for m in nvim.messages())
-            assert nvim.lua(f"return vim.api.nvim_buf_get_changedtick({buf})") == tick
-            assert nvim.lua(f"return vim.bo[{buf}].modified") is False
+            assert nvim.lua(WHERE) == {"win": win, "buf": buf, "cursor": [3, 0], "mode": "n"}
+            tick = nvim.lua("return vim.b.changedtick")
+            nvim.input("<M-y>")
+            nvim.wait_for(f"return vim.api.nvim_buf_get_changedtick({buf}) ~= {tick}", timeout=20, interval=0.2)
+            assert nvim.lua("return require('infill.preview').current") is None
+            assert nvim.lua("return #vim.api.nvim_list_wins()") == 1 and nvim.lua(WHERE)["win"] == win
+            nvim.cmd("write")
+            accepted = path.read_text(encoding="utf-8")
+
+            # A longer edit, stopped from the buffer as soon as its first line shows.
+            nvim.lua("_G.__drafts = {}")
+            tick = nvim.lua("return vim.b.changedtick")
+            nvim.input("ggVG:InfillEdit Add a docstring and type hints to every function<CR>")
+            nvim.wait_for("local p = require('infill.preview').current return #_G.__drafts > 0 and p and p.streaming",
+                          timeout=240, interval=0.05)
+            nvim.input("<M-n>")
+            nvim.wait_for("for _, m in ipairs(_G.__messages) do"
+                          " if m.msg:find('edit cancelled', 1, true) then return true end end return false",
+                          timeout=10)
+            # The server stops generating: the edit's progress ends as cancelled, and no diff follows.
+            ended = nvim.wait_for("for _, p in ipairs(_G.__progress) do"
+                                  " if p.kind == 'end' and p.title == 'infill: edit'"
+                                  " and (p.message or ''):find('cancel') then return p.message end end return false",
+                                  timeout=120)
+            time.sleep(1)
+            assert nvim.lua("return require('infill.preview').current") is None
+            assert nvim.lua("return vim.b.changedtick") == tick
+            assert nvim.lua("return require('infill').cancel()") == 0  # nothing left running
         except NvimError as exc:
             pytest.fail(f"{exc}\nmessages: {nvim.messages()}\n{nvim.logs()}")
-    assert drafts, "no code was streamed into the preview"
     # Shown while the edit was being written, as code, in the window that then showed the diff.
     assert all(d["streaming"] and d["ft"] == "python" and d["win"] == final_win for d in drafts), drafts
     assert drafts[0]["lines"] != diff.split("\n") and any(line.strip() for line in drafts[0]["lines"])
     assert diff.startswith("--- a/shop.py")
-    assert path.read_bytes() == before
+    # What landed is the streamed edit's final text, in place of the selected lines only.
+    assert accepted == "".join(before[:4]) + drafts[-1]["text"] + "".join(before[9:]), (drafts[-1]["text"], accepted)
+    assert "cancel" in ended and path.read_text(encoding="utf-8") == accepted
 
 
 def test_search_picker_is_detected(workspace: Path) -> None:

@@ -42,6 +42,9 @@ M.defaults = {
   --- With a preview: open it as soon as the server writes the first line and show the code growing
   --- (`infill/editStream`); false waits for the whole edit.
   edit_stream = true,
+  --- Keys (normal and visual mode) that accept or reject the previewed edit from the edited buffer and in
+  --- the preview, mapped only while it is open: the preview never takes the cursor. false: unmapped.
+  edit_keys = { accept = '<M-y>', reject = '<M-n>' },
   --- Where :InfillSearch results go: 'auto' (Telescope, else fzf-lua, else vim.ui.select), 'telescope',
   --- 'fzf-lua', 'select' or 'quickfix'.
   search_picker = 'auto',
@@ -365,6 +368,7 @@ local function on_edit_stream(_, params, ctx)
   end
   preview.stream(params.text or '', {
     id = params.id, title = edit.title, layout = edit.layout, filetype = vim.bo[edit.bufnr].filetype,
+    source = edit.bufnr, source_keys = M.config.edit_keys or {},
   }, function()
     if cancel_edit(params.id) then
       notify('edit cancelled; nothing was changed')
@@ -401,7 +405,9 @@ local function run_edit(client, bufnr, args, on_done)
     elseif type(result) == 'table' and result.applied then
       notify('edit applied (u to undo)')
     elseif type(result) == 'table' and layout and result.edit then
-      preview.open(result.diff or '', { title = title, layout = layout, id = request_id }, function(accepted)
+      local opts = { title = title, layout = layout, id = request_id, source = bufnr,
+        source_keys = M.config.edit_keys or {} }
+      preview.open(result.diff or '', opts, function(accepted)
         if accepted then
           apply_edit(client, bufnr, result.edit, args.version)
         else
