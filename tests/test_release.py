@@ -25,7 +25,9 @@ def test_one_version_everywhere() -> None:
     assert re.fullmatch(r"\d+\.\d+\.\d+", __version__)
     assert package["version"] == __version__, "vscode-extension/package.json"
     assert re.search(r"^M\.version = '([^']+)'", plugin, re.M).group(1) == __version__, "editors/nvim (init.lua)"
-    assert re.search(r"^## (\S+)", changelog, re.M).group(1) == __version__, "the newest CHANGELOG.md entry"
+    # (Changes not yet released are listed under "## Unreleased", above the newest release.)
+    newest = re.search(r"^## (?!Unreleased$)(\S+)", changelog, re.M)
+    assert newest.group(1) == __version__, "the newest CHANGELOG.md release"
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     assert 'version = {attr = "lsp_server.__version__"}' in pyproject  # the wheel's version is this one too
 
