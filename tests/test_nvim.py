@@ -744,6 +744,9 @@ def test_keys_fall_through_to_the_mappings_they_replaced(workspace: Path) -> Non
         assert ghost["col"] == len(_line(nvim, 1))
         nvim.input("<C-j>")
         nvim.wait_for("return vim.api.nvim_get_current_line():find('%(2%)$') ~= nil", timeout=5)
+        # That line only: the suggestion's second line is still ghost text, not in the buffer.
+        assert nvim.call("nvim_buf_get_lines", 0, 0, -1, True) == ["x = 1EXPRPLUG + offset(2)"]
+        assert nvim.wait_for(GHOST, timeout=5)["text"] == "\n    return x"
         nvim.input("<Tab>")
         nvim.wait_for("return vim.api.nvim_buf_line_count(0) == 2", timeout=5)
         assert nvim.call("nvim_buf_get_lines", 0, 0, -1, True) == ["x = 1EXPRPLUG + offset(2)", "    return x"]
