@@ -1,14 +1,15 @@
 // Drives VS Code for the web (code-server) in headless Chromium for tests/test_vscode.py and prints one
 // JSON line with what it saw. One JSON argument:
-//   {scenario: "inline" | "missing" | "search" | "edit", url, file, typed, typedAfterRestart?, codeServerPid?,
+//   {scenario: "inline" | "missing" | "search" | "edit", url, file, path, typed, typedAfterRestart?, codeServerPid?,
 //    chromium, screenshot, acceptedScreenshot?, cycleScreenshot?, failureScreenshot?, readyTimeoutMs, ghostTimeoutMs}
 // With codeServerPid, `servers` in the result lists the command lines of the infill servers running under
 // code-server at the end.
 // "inline": wait for the infill status bar item to say the model is ready, type, trigger (Alt+\, the
 //   extension's infill.suggest) until ghost text shows, watching for the pending spinner; screenshot; cycle
 //   with Alt+] / Alt+[; accept a word (Ctrl+Right), then the rest (Tab), save; then, with codeServerPid,
-//   kill the infill server (a crash), wait until the extension has it running again, get ghost text once
-//   more, accept its line (Shift+Tab) and save.
+//   kill the infill server (a crash), wait until the extension has it running again, type the start of a
+//   function (a suggestion of several lines), save, get its ghost text, accept its first line (Shift+Tab)
+//   and save again: `beforeAcceptLine` and `ghostAfterRestart.lines` let the test check what was inserted.
 // "edit": the "Edit with instruction…" code action; the edit opens in VS Code's Refactor Preview; Apply.
 // "missing": the server executable does not exist: expect the status item and the notification's fix.
 import { chromium } from "playwright-core";
@@ -232,11 +233,21 @@ try {
     result.ok = true;
   } else {
     const ghost = page.locator(".monaco-editor .ghost-text-decoration, .monaco-editor .ghost-text-decoration-preview");
-    /** Type at the end of the file, then ask for inline suggestions until ghost text shows. */
-    const typeAndGetGhost = async (typed) => {
+    const nbsp = (t) => t.replace(/\u00a0/g, " ");
+    /** The suggestion on screen, line by line: the ghost text on the cursor's line, then the lines VS Code
+     * shows below it (a view zone holding .suggest-preview-text, one .view-line each). */
+    const ghostLines = async () => [
+      nbsp((await ghost.allTextContents()).join("")),
+      ...(await page.locator(".monaco-editor .suggest-preview-text .view-line").allTextContents()).map(nbsp),
+    ];
+    /** Type at the end of the file. */
+    const typeAtEnd = async (typed) => {
       await editor.click();
       await page.keyboard.press("Control+End");
       await page.keyboard.type(typed, { delay: 30 });
+    };
+    /** Ask for inline suggestions until ghost text shows. */
+    const getGhost = async () => {
       const by = Date.now() + opts.ghostTimeoutMs;
       let tries = 0;
       while (!(await ghost.first().isVisible().catch(() => false))) {
@@ -248,10 +259,14 @@ try {
         const wait = Math.min(5000 * tries, 30_000, Math.max(1000, by - Date.now()));
         await ghost.first().waitFor({ state: "visible", timeout: wait }).catch(() => {});
       }
-      const inline = (await ghost.allTextContents()).join("").replace(/\u00a0/g, " ");
-      const block = (await page.locator(".monaco-editor .ghost-text").allTextContents()).join("\n").replace(/\u00a0/g, " ");
-      log("ghost text:", JSON.stringify(inline), "after", tries, "triggers");
-      return { inline, block, triggers: tries };
+      await page.waitForTimeout(300); // the lines below the cursor's are drawn in a view zone just after
+      const lines = await ghostLines();
+      log("ghost text:", JSON.stringify(lines), "after", tries, "triggers");
+      return { inline: lines[0], lines, triggers: tries };
+    };
+    const typeAndGetGhost = async (typed) => {
+      await typeAtEnd(typed);
+      return getGhost();
     };
 
     // The pending spinner ($(loading~spin) in the status item) while the server writes a suggestion.
@@ -323,10 +338,17 @@ try {
       }
       result.restartedServer = { before: before[0], after: after[0] };
       await waitStatus(/^infill$/, opts.readyTimeoutMs, /not installed|stopped|error/);
-      result.ghostAfterRestart = await typeAndGetGhost(opts.typedAfterRestart);
-      // Accept the line (Shift+Tab, the extension's binding for acceptNextLine), then save.
+      // The start of a function: a suggestion of several lines. Saved first, so the test knows the file
+      // before Shift+Tab (the extension's binding for acceptNextLine) and can tell one line from all.
+      await typeAtEnd(opts.typedAfterRestart);
+      await page.keyboard.press("Control+S");
+      await page.waitForTimeout(1500);
+      result.beforeAcceptLine = readFileSync(opts.path, "utf8");
+      result.ghostAfterRestart = await getGhost();
       await page.keyboard.press("Shift+Tab");
       await page.waitForTimeout(500);
+      result.ghostAfterLine = await ghostLines(); // the rest of the suggestion, still offered
+      log("after accepting a line:", JSON.stringify(result.ghostAfterLine));
       await page.keyboard.press("Escape");
       await page.keyboard.press("Control+S");
       await page.waitForTimeout(1500);
