@@ -114,7 +114,7 @@ end
 
 --- A key of the edited buffer acts in normal mode, and in visual mode (a code action leaves the user with
 --- the selection it was asked for), which it ends first.
-local function from_any_mode(fn)
+local function ending_visual_mode(fn)
   return function()
     if api.nvim_get_mode().mode:match('^[vV\22]') then
       api.nvim_feedkeys(api.nvim_replace_termcodes('<Esc>', true, false, true), 'nx', false)
@@ -149,9 +149,9 @@ local function bind(p, state)
   for _, buf in ipairs(p.source and { p.buf, p.source } or { p.buf }) do
     for _, mode in ipairs({ 'n', 'x' }) do
       if on_accept then
-        map(p, buf, mode, p.source_keys.accept, from_any_mode(on_accept), 'infill: apply the previewed edit')
+        map(p, buf, mode, p.source_keys.accept, ending_visual_mode(on_accept), 'infill: apply the previewed edit')
       end
-      map(p, buf, mode, p.source_keys.reject, from_any_mode(reject), stop)
+      map(p, buf, mode, p.source_keys.reject, ending_visual_mode(reject), stop)
     end
   end
 end
