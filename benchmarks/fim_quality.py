@@ -136,6 +136,16 @@ def limit_tasks(tasks: Sequence[Task], limit: int | None, seed: int) -> list[Tas
     return [tasks[i] for i in keep]
 
 
+def select_tasks(tasks: Sequence[Task], wanted: Sequence[str]) -> list[Task]:
+    """The tasks named in `wanted`, in file order: a full id (`HumanEval/3/single/L5`) or a problem
+    (`HumanEval/3`, all its holes). A name that matches nothing is an error, not an empty run."""
+    picked = [t for t in tasks if any(t.task_id == w or t.task_id.startswith(w + "/") for w in wanted)]
+    unknown = [w for w in wanted if not any(t.task_id == w or t.task_id.startswith(w + "/") for t in tasks)]
+    if unknown:
+        raise ValueError(f"no such task: {', '.join(unknown)}")
+    return picked
+
+
 def exact_match(fill: str, hole: str) -> bool:
     """Same lines as the canonical hole, ignoring trailing whitespace and blank lines around it."""
     def norm(text: str) -> list[str]:
@@ -349,6 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="at most N tasks per set (sampled with --seed)")
     parser.add_argument("--multi-limit", type=int, default=None, help="at most N multi-line tasks (default: --limit)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tasks", default=None,
+                        help="comma-separated task ids (HumanEval/3/single/L5) or problems (HumanEval/3) "
+                             "to run instead of a sample")
     parser.add_argument("--multi-per-problem", type=int, default=1,
                         help="multi-line blocks drawn per problem (0 = all 5,815)")
     parser.add_argument("--raw-tokens", type=int, default=None,
@@ -375,6 +388,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         per = args.multi_per_problem or None
         multi_limit = args.multi_limit if args.multi_limit is not None else args.limit
         tasks += limit_tasks(multi_line_tasks(problems, args.seed, per), multi_limit, args.seed)
+    if args.tasks:
+        everything = (single_line_tasks(problems) if "single" in sets else []) + \
+            (multi_line_tasks(problems, args.seed, args.multi_per_problem or None) if "multi" in sets else [])
+        try:
+            tasks = select_tasks(everything, [w.strip() for w in args.tasks.split(",") if w.strip()])
+        except ValueError as exc:
+            parser.error(str(exc))
 
     started = time.perf_counter()
     engine = Engine.load(args.model)

@@ -185,3 +185,14 @@ def test_oracle_keeps_perfect_single_line_answers_exact(default_engine, problems
     assert found["single"]["tasks"] == len(tasks)
     assert found["single"]["misses"] == []
     assert found["single"]["exact"] == len(tasks)
+
+
+def test_tasks_are_picked_by_id_or_problem_in_file_order(problems) -> None:
+    tasks = fq.single_line_tasks(problems)
+    picked = fq.select_tasks(tasks, ["HumanEval/3/single/L5", "HumanEval/1"])
+    ids = [t.task_id for t in picked]
+    assert ids[-1] == "HumanEval/3/single/L5" and ids[0].startswith("HumanEval/1/single/")
+    assert len(ids) == 1 + sum(t.problem.task_id == "HumanEval/1" for t in tasks)
+    assert not any(i.startswith("HumanEval/10/") for i in ids)  # a problem is not a prefix of another's id
+    with pytest.raises(ValueError, match="HumanEval/3/single/L99"):
+        fq.select_tasks(tasks, ["HumanEval/3/single/L99"])
