@@ -9,6 +9,7 @@ post-processing both use it, so they always agree. `error_spans` reads a parse t
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tree_sitter import Node
@@ -120,6 +121,29 @@ def open_token_at_end(text: str, language: str | None) -> str | None:
     quote = token[:3] if token[:3] in ('"""', "'''") else token[0]
     open_ = len(token) == len(quote) or not token.endswith(quote) or token.endswith("\\" + quote)
     return "string" if open_ else None
+
+
+def inside_spans(text: str, language: str) -> Callable[[int], bool]:
+    """A test for 'this position is inside a bracket, string or comment of the text' (the opening
+    character itself is not inside): a line whose start is inside one continues an earlier line."""
+    pattern = token_pattern(language)
+    spans: list[tuple[int, int]] = []
+    depth, opened = 0, 0
+    for m in pattern.finditer(text):
+        token = m.group()
+        if token not in BRACKETS:
+            spans.append((m.start() + 1, m.end()))
+        elif token in OPENERS:
+            if depth == 0:
+                opened = m.start() + 1
+            depth += 1
+        elif depth > 0:
+            depth -= 1
+            if depth == 0:
+                spans.append((opened, m.start() + 1))
+    if depth > 0:
+        spans.append((opened, len(text) + 1))
+    return lambda pos: any(lo <= pos < hi for lo, hi in spans)
 
 
 def indent_width(line: str) -> int:

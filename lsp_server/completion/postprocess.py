@@ -18,14 +18,13 @@ from collections.abc import Callable
 from lsp_server import languages
 from lsp_server.completion.context import CompletionContext
 from lsp_server.syntax import (
-    BRACKETS,
     OPENERS,
     bracket_events,
     error_spans,
     indent_width,
+    inside_spans,
     open_token_at_end,
     scan_brackets,
-    token_pattern,
 )
 
 log = logging.getLogger(__name__)
@@ -144,7 +143,7 @@ def indent_end(text: str, ctx: CompletionContext, final: bool = False) -> int | 
             return 0  # column 0 between indented lines (prose, usage examples) would end the block early
     else:  # the code starts on a later line: only going left of the cursor ends it
         limit = indent_width(ctx.line_prefix)
-    skip = _inside_spans(text, ctx.language)
+    skip = inside_spans(text, ctx.language)
     kept = len(first)  # end of the last line that belongs to the block
     dedented_comment = False
     pos = text.find("\n")
@@ -179,7 +178,7 @@ def definition_end(text: str, ctx: CompletionContext, final: bool = False) -> in
             return None
         indented = False
         pos = 0
-        skip = _inside_spans(text, ctx.language)
+        skip = inside_spans(text, ctx.language)
         lines = text.split("\n")
         for line in lines if final else lines[:-1]:  # while streaming, `el` may still become `else:`
             if skip(pos) or not _is_code(line):
@@ -309,28 +308,6 @@ def _closes_all(text: str, ctx: CompletionContext) -> int | None:
             if closed == needed:
                 return pos + 1
     return None
-
-
-def _inside_spans(text: str, language: str) -> Callable[[int], bool]:
-    """A test for 'this position is inside a bracket, string or comment of the text'."""
-    pattern = token_pattern(language)
-    spans: list[tuple[int, int]] = []
-    depth, opened = 0, 0
-    for m in pattern.finditer(text):
-        token = m.group()
-        if token not in BRACKETS:
-            spans.append((m.start() + 1, m.end()))
-        elif token in OPENERS:
-            if depth == 0:
-                opened = m.start() + 1
-            depth += 1
-        elif depth > 0:
-            depth -= 1
-            if depth == 0:
-                spans.append((opened, m.start() + 1))
-    if depth > 0:
-        spans.append((opened, len(text) + 1))
-    return lambda pos: any(lo <= pos < hi for lo, hi in spans)
 
 
 # ---------------------------------------------------------------------------------------------------
