@@ -297,6 +297,41 @@ def test_indent_of_the_cursor_line() -> None:
     assert ctx.opens_block and ctx.indent == " " * 13 and ctx.block_indent == "    "
 
 
+# What the code before an empty Python line says about its indentation: (header, statement, unit)
+LINE_BEFORE = [
+    ("def f(x):\n    if x:\n█\n    return 1\n", ("    ", None, "    ")),
+    ("class A:\n    def f(self, a,\n          b):  # why\n█\n", ("    ", None, "    ")),  # header on two lines
+    ("def f(x):\n    y = g(1,\n          2)\n█\n", (None, "    ", "    ")),  # a call continued on a line
+    ('def f(x):\n    """Doc:\n    more\n    """\n█', (None, "    ", "    ")),  # a docstring ending in ":" inside
+    ("def f(x):\n    s = '#a:'\n█", (None, "    ", "    ")),  # a `#` and `:` in a string
+    ("def f(x):\n    if x:  # ok:\n        y = 1\n\n    # done:\n█", (None, "        ", "    ")),  # comments skipped
+    ("def f():\n\tif x:\n\t\ty = 1\n\t\tif z:\n█", ("\t\t", None, "\t")),
+    ("def f(x):\n  if x:\n    for y in x:\n█", ("    ", None, "  ")),  # two-space code
+    # the unit is the step most blocks use, not the nearest one (HumanEval/107's odd 8-space body)
+    ("def f(x):\n    for i in x:\n        if i:\n                y = 1\n        elif i:\n█",
+     ("        ", None, "    ")),
+    ("x = 1 + \\\n█", (None, None, "    ")),  # a backslash continuation: the new line goes on with it
+]
+
+
+@pytest.mark.parametrize("doc,expected", LINE_BEFORE)
+def test_what_the_line_before_says_about_indentation(doc: str, expected: tuple) -> None:
+    ctx = ctx_at(doc, "python")
+    assert (ctx.header_indent, ctx.statement_indent, ctx.indent_unit) == expected
+
+
+@pytest.mark.parametrize("language,doc", [
+    ("python", "def f(x):\n    if x:\n        y = █\n"),  # code before the cursor on its line
+    ("python", "def f(x):\n    if x:\n        █\n"),  # indentation typed: the editor's decides
+    ("python", "def f(x):\n    y = g(1,\n█\n"),  # inside brackets
+    ("python", 'def f(x):\n    """Doc.\n█\n    """\n'),  # inside a docstring
+    ("javascript", "function f(x) {\n  if (x) {\n█\n  }\n}\n"),  # indentation carries no meaning
+])
+def test_no_indentation_facts_where_they_do_not_apply(language: str, doc: str) -> None:
+    ctx = ctx_at(doc, language)
+    assert ctx.header_indent is None and ctx.statement_indent is None
+
+
 # --- other documents and recent snippets ------------------------------------------------------------------
 
 

@@ -132,6 +132,31 @@ GOLDEN = [
     Golden("py-column0-comment-then-code", "a comment at column 0 followed by indented code is kept",
            "python", "def f(v):\n    v = v.strip()\n█\n    if v:\n        return 1\n",
            "# strip zeros\n    v = v.rstrip('0')\nprint(v)", "# strip zeros\n    v = v.rstrip('0')"),
+    # the first line's depth, where Python decides it (found by benchmarks/fim_quality.py: HumanEval infilling)
+    Golden("py-depth-header-body-too-shallow", "after `if x:` the body is a level deeper than `if` (HumanEval/3 L5)",
+           "python", "def f(xs):\n    for x in xs:\n        if x < 0:\n█\n\n    return False\n",
+           "        return True\n\n    return", "            return True"),
+    Golden("py-depth-else-body-too-shallow", "after `else:` the body goes one level deeper (HumanEval/25 L8)",
+           "python", "def f(n, i):\n    while n > 1:\n        if n % i == 0:\n            n //= i\n        else:\n█\n\n"
+           "    return n\n", "        i += 1\n    return", "            i += 1"),
+    Golden("py-depth-header-above-body-too-deep", "a header above an existing body moves up, its copy of the body goes "
+           "(HumanEval/24 L1)", "python", "def f(n):\n    for i in reversed(range(n)):\n█\n            return i\n",
+           "                if n % i == 0:\n                    return i\n    return", "        if n % i == 0:"),
+    Golden("py-depth-body-line-joins-body", "a plain line after a header goes to the depth of the body that follows it",
+           "python", "def f(s):\n    if s:\n█\n        return s\n    return ''\n", "    s = s.strip()",
+           "        s = s.strip()"),
+    Golden("py-depth-after-statement-too-deep", "after a plain statement the next one may not go deeper",
+           "python", "def f(x):\n    y = x\n█\n    return y\n", "        y += 1", "    y += 1"),
+    Golden("py-depth-odd-but-valid-kept", "a depth Python accepts is left alone, even an unusual one",
+           "python", "def f(s):\n    if len(s) < 3:\n█\n    return True\n", "      return False", "      return False"),
+    Golden("py-depth-dedent-kept", "leaving the block after a statement is a choice, not an error",
+           "python", "def f(xs):\n    for x in xs:\n        y = x\n█\n", "    return y", "    return y"),
+    Golden("py-depth-tabs", "tab-indented code gets a tab more",
+           "python", "def f(x):\n\tif x:\n█\n\treturn 0\n", "\treturn 1", "\t\treturn 1"),
+    Golden("py-depth-typed-indent-trusted", "indentation the user typed decides the depth (the rule is for column 0)",
+           "python", "def f(x):\n    if x:\n    █\n    return 0\n", "    return 1", "return 1"),
+    Golden("js-depth-not-judged", "in a braces language indentation is style: the depth is left alone",
+           "javascript", "function f(x) {\n  if (x) {\n█\n  }\n}\n", "return 1;", "return 1;"),
     # single line
     Golden("py-single-line-after-assign", "after `y = ` the suggestion is one line",
            "python", "def f(x):\n    y = █\n    return y\n", "x + 1\n    z = 2", "x + 1"),
@@ -477,3 +502,4 @@ def test_a_dropped_suggestion_is_logged_with_the_rule_that_dropped_it(caplog: py
     assert len(dropped) == 2, dropped
     assert dropped[0].startswith("suggestion dropped by drop_blank:")
     assert dropped[1].startswith("suggestion dropped by check_parse:") and "'y = ('" in dropped[1]
+

@@ -17,7 +17,7 @@ import functools
 import itertools
 import re
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -26,7 +26,7 @@ from urllib.parse import unquote, urlparse
 from tree_sitter import Node, Tree
 
 from lsp_server import languages
-from lsp_server.syntax import bracket_state, error_spans, indent_width, open_token_at_end
+from lsp_server.syntax import bracket_state, error_spans, indent_width, inside_spans, open_token_at_end
 
 PREFIX_SHARE = 0.75  # of the budget, when both sides have more text than fits
 STICKY_LINES = 16  # a cut prefix starts on a multiple of this many lines, so KV caches stay reusable
@@ -40,6 +40,7 @@ STRING_TYPES = ("string", "comment", "char_literal", "template_string", "raw_str
 _PY_BLOCK = re.compile(
     r"\s*(?:async\s+)?(?:def|class|if|elif|else|for|while|try|except|finally|with|match|case)\b")
 _INDENT = re.compile(r"[ \t]*")
+_TRAILING_COMMENT = re.compile(r"[ \t]*#[^'\"]*$")  # a comment at the end of a line (no quote in it)
 _SPACES = re.compile(r"\s+")
 _TOP_LEVEL_LINE = re.compile(r"\n(?=[^\s)\]}])")  # a line starting in column 0 with code, not a closer
 # A line with code that neither starts with a closer nor continues a statement (`else:`, `case 1:`).
@@ -68,6 +69,11 @@ class CompletionContext:
     prefix_cut: bool = False  # the prefix does not start at the start of the document
     prefix_start: int = 0  # where the kept text of the prefix starts in the document (after any header)
     suffix_cut: bool = False  # the suffix does not end at the end of the document
+    # Python, the cursor at the start of an empty line: what the code before says about its indentation
+    # (once the user has typed some, the editor's indentation decides).
+    header_indent: str | None = None  # the line follows a block header (`if x:`) indented so
+    statement_indent: str | None = None  # the line follows another statement indented so
+    indent_unit: str = "    "  # one level of indentation as the file uses it
     # The parsed window around the cursor, for the post-processing parse check.
     window: str = field(default="", repr=False)
     window_offset: int = 0  # the cursor's offset inside `window`
@@ -134,6 +140,10 @@ def build_context(text: str, offset: int, language_id: str | None, *, count_toke
     brackets = bracket_state(window[:cursor], window[cursor:], language)
     in_string = open_token_at_end(line_prefix, language) is not None or (
         _in_string(tree, window_bytes, cursor_b) if tree is not None else False)
+    header_indent = statement_indent = None
+    unit = "    "
+    if language == "python" and not line_prefix and not line_suffix.strip() and not in_string and not brackets.open:
+        header_indent, statement_indent, unit = _python_line_before(window[:cursor - len(line_prefix)])
     return CompletionContext(
         prefix=prefix, suffix=suffix, language=language,
         # Prose (comments, docstrings) gets one line: cheap to type, slow to generate, rarely right at length.
@@ -145,7 +155,8 @@ def build_context(text: str, offset: int, language_id: str | None, *, count_toke
         opens_block=opens_block, block_indent=block_indent, open_brackets=brackets.open,
         suffix_closers=brackets.suffix_closers, closable=brackets.closable,
         in_string=in_string,
-        prefix_cut=prefix_cut, prefix_start=fitter.start, suffix_cut=suffix_cut, window=window,
+        prefix_cut=prefix_cut, prefix_start=fitter.start, suffix_cut=suffix_cut,
+        header_indent=header_indent, statement_indent=statement_indent, indent_unit=unit, window=window,
         window_offset=cursor, tree=tree,
         scope_range=_check_range(tree, scope_node, cursor_b) if tree is not None else (0, 0),
     )
@@ -555,6 +566,63 @@ def _opens_block(line_prefix: str, language: str | None) -> bool:
     if language == "python" or language is None:
         return code.endswith(":") and (language is None or bool(_PY_BLOCK.match(code)))
     return False
+
+
+def _python_line_before(before: str) -> tuple[str | None, str | None, str]:
+    """What the code before an empty line says about that line's indentation: (the indentation of the
+    block header it follows, or None; that of the other statement it follows, or None; one level).
+
+    A header spread over several lines (`def f(a,\n      b):`) and a statement ending in a bracket or
+    docstring continuation count from the line they start on. After a line ending in a backslash the
+    new line continues it: both None.
+    """
+    skip = inside_spans(before, "python")
+    lines = _lines_with_starts(before)
+    code = [i for i, (start, line) in enumerate(lines) if _is_code_line(line, skip(start))]
+    unit = _indent_unit(lines, [i for i in code if not skip(lines[i][0])])
+    if not code:
+        return None, None, unit
+    start, last = lines[code[-1]]
+    body = _TRAILING_COMMENT.sub("", last).rstrip()
+    if body.endswith("\\"):
+        return None, None, unit
+    first = code[-1]
+    while first > 0 and skip(lines[first][0]):  # back to the line the statement starts on
+        first -= 1
+    indent = _INDENT.match(lines[first][1]).group()  # type: ignore[union-attr]  # always matches
+    if body.endswith(":") and not skip(start + len(body) - 1):
+        return indent, None, unit
+    return None, indent, unit
+
+
+def _lines_with_starts(text: str) -> list[tuple[int, str]]:
+    """(offset, line) for each line of text."""
+    out, pos = [], 0
+    for line in text.split("\n"):
+        out.append((pos, line))
+        pos += len(line) + 1
+    return out
+
+
+def _is_code_line(line: str, continues: bool) -> bool:
+    """Not blank and not a comment (a line continuing a string or bracket is code whatever it starts with)."""
+    code = line.strip()
+    return bool(code) and (continues or not code.startswith("#"))
+
+
+def _indent_unit(lines: list[tuple[int, str]], starts: list[int]) -> str:
+    """One level of indentation as the code uses it: what a block header's body most often adds to the
+    header's indentation (four spaces when there is no block; a tab in tab-indented code)."""
+    steps: Counter[str] = Counter()
+    for a, b in zip(starts, starts[1:]):
+        outer = _INDENT.match(lines[a][1]).group()  # type: ignore[union-attr]  # always matches
+        inner = _INDENT.match(lines[b][1]).group()  # type: ignore[union-attr]
+        if _TRAILING_COMMENT.sub("", lines[a][1]).rstrip().endswith(":") and \
+                inner.startswith(outer) and len(inner) > len(outer):
+            steps[inner[len(outer):]] += 1
+    if steps:
+        return steps.most_common(1)[0][0]
+    return "\t" if any(line.startswith("\t") for _, line in lines) else "    "
 
 
 def _block_is_empty(text: str, line_end: int, indent: str, language: str | None) -> bool:

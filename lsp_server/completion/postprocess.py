@@ -6,7 +6,9 @@ spirit of tabby-agent's postprocess filters): `CUTTING_RULES` and `PIPELINE`, at
 left the block (saving tokens); `postprocess` runs the pipeline on the final text: cut, trim, validate.
 
 A cutting rule returns where the suggestion should end (an index into it) or None. Rules that need a
-complete line (`final=False` while streaming) wait for its newline before deciding.
+complete line (`final=False` while streaming) wait for its newline before deciding. One step rewrites
+rather than cuts: `first_line_depth` moves a Python suggestion to a depth its place allows, before any
+cutting rule reads it (while streaming too), since they judge blocks by indentation.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ _TRAILING_COMMENT = re.compile(r"[ \t]*#[^'\"]*$")  # a comment at the end of a 
 def stop_rule(ctx: CompletionContext) -> Callable[[str], bool]:
     """A predicate for streaming: True once the text so far has gone past where the suggestion ends."""
     def rule(text: str) -> bool:
-        return cut_point(text, ctx, final=False) is not None
+        return cut_point(reindented(text, ctx), ctx, final=False) is not None
     return rule
 
 
@@ -392,6 +394,64 @@ def misses_block_opener(text: str, ctx: CompletionContext) -> bool:
     return not _TRAILING_COMMENT.sub("", last).rstrip().endswith((":", "\\"))
 
 
+def reindented(text: str, ctx: CompletionContext) -> str:
+    """Python, at the start of an empty line: the suggestion moved to a depth the code around it allows.
+
+    Small models get the code right and the depth wrong (the new line has no indentation to copy, and
+    token healing cut the line break), which Python rejects. Only a depth that cannot be right is
+    changed (`first_line_depth_for`): then the first code line moves, and with it the lines that share
+    its indentation, so the block keeps its shape. A comment first is left alone.
+    """
+    if ctx.header_indent is None and ctx.statement_indent is None:
+        return text
+    lines = text.split("\n")
+    first = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if first is None or not _is_code(lines[first]):
+        return text
+    old = lines[first][:len(lines[first]) - len(lines[first].lstrip(" \t"))]
+    new = first_line_depth_for(lines[first], ctx)
+    if new is None or new == old:
+        return text
+    skip = inside_spans(text, ctx.language or "python")
+    out = lines[:first]
+    start = sum(len(line) + 1 for line in out)
+    for i, line in enumerate(lines[first:], first):
+        moves = i == first or (line.strip() and line.startswith(old) and not skip(start))
+        out.append(new + line[len(old):] if moves else line)
+        start += len(line) + 1
+    return "\n".join(out)
+
+
+def first_line_depth_for(line: str, ctx: CompletionContext) -> str | None:
+    """The indentation a suggestion's first code line must have instead of its own, or None when its
+    own can be right.
+
+    After a block header the line opens the header's body: deeper than the header, and at the depth of
+    the body's next line when the file already has one (unless the line is a header itself, above that
+    body: then one level deeper than the outer header). After any other statement it may not go deeper
+    than that statement.
+    """
+    width = indent_width(line)
+    if ctx.header_indent is None:
+        limit = ctx.statement_indent
+        return limit if limit is not None and width > indent_width(limit) else None
+    header = indent_width(ctx.header_indent)
+    level = ctx.header_indent + ctx.indent_unit
+    body = _next_code_line(ctx)
+    if body is None or indent_width(body) <= header:  # the body is still to be written
+        return None if width > header else level
+    body_indent = body[:len(body) - len(body.lstrip(" \t"))]
+    if _TRAILING_COMMENT.sub("", line).rstrip().endswith(":"):  # a header above the body
+        ok = header < width < indent_width(body)
+        return None if ok or indent_width(level) >= indent_width(body) else level
+    return None if width == indent_width(body) else body_indent
+
+
+def _next_code_line(ctx: CompletionContext) -> str | None:
+    """The first code line after the cursor's line, if the suffix has one."""
+    return next((line for line in ctx.suffix.split("\n")[1:] if _is_code(line)), None)
+
+
 def breaks_parse(text: str, ctx: CompletionContext) -> bool:
     """Whether inserting text at the cursor puts a parse error in the cursor's scope, or anywhere more of them."""
     if ctx.tree is None or ctx.language is None:
@@ -433,6 +493,14 @@ def drop_blank(text: str, ctx: CompletionContext) -> str | None:
     return text if text.strip() else None
 
 
+def first_line_depth(text: str, ctx: CompletionContext) -> str:
+    """Python: the suggestion at the depth its first line must have (`reindented`); logged when moved."""
+    moved = reindented(text, ctx)
+    if moved != text:
+        log.info("suggestion re-indented by first_line_depth: %r -> %r", text[:120], moved[:120])
+    return moved
+
+
 def drop_missing_block_opener(text: str, ctx: CompletionContext) -> str | None:
     """Show nothing where the next line needs a block opener the suggestion does not end with."""
     return None if misses_block_opener(text, ctx) else text
@@ -443,4 +511,5 @@ CUTTING_RULES: tuple[CuttingRule, ...] = (
     single_line_end, bracket_end, indent_end, definition_end, suffix_repeat, repetition_end)
 Step = Callable[[str, CompletionContext], "str | None"]
 PIPELINE: tuple[Step, ...] = (
-    normalize_newlines, cut, drop_suffix_overlap, trim_whitespace, drop_blank, drop_missing_block_opener, check_parse)
+    normalize_newlines, first_line_depth, cut, drop_suffix_overlap, trim_whitespace, drop_blank,
+    drop_missing_block_opener, check_parse)
