@@ -157,6 +157,19 @@ GOLDEN = [
            "python", "def f(x):\n    if x:\n    █\n    return 0\n", "    return 1", "return 1"),
     Golden("js-depth-not-judged", "in a braces language indentation is style: the depth is left alone",
            "javascript", "function f(x) {\n  if (x) {\n█\n  }\n}\n", "return 1;", "return 1;"),
+    # above a deeper block the suggestion must open it: it ends at its first header that can
+    Golden("py-opener-then-own-body-copy", "the header stays, the model's copy of the body below goes (HumanEval/3 L2)",
+           "python", "def f(ops):\n    total = 0\n\n█\n        total += op\n        if total < 0:\n"
+           "            return True\n\n    return False\n",
+           "    for op in ops:\n        total -= op\n        if total < 0:\n            return True\n\n"
+           "    return False", "    for op in ops:"),
+    Golden("py-opener-first-of-two", "the first header that the next line can be the body of ends it (HumanEval/55 L0)",
+           "python", 'def fib(n):\n    """Doc."""\n█\n        return 0\n    return fib(n - 1)\n',
+           '    if n < 0:\n        raise ValueError("n")\n    if n == 0 or n == 1:\n        return n\n    return n',
+           "    if n < 0:"),
+    Golden("py-opener-none-not-shown", "no header in the suggestion: nothing to show above a deeper block",
+           "python", "def f(xs):\n    total = 0\n█\n        total += x\n    return total\n",
+           "    total = sum(xs)\n    return total", None),
     # single line
     Golden("py-single-line-after-assign", "after `y = ` the suggestion is one line",
            "python", "def f(x):\n    y = █\n    return y\n", "x + 1\n    z = 2", "x + 1"),
@@ -503,3 +516,16 @@ def test_a_dropped_suggestion_is_logged_with_the_rule_that_dropped_it(caplog: py
     assert dropped[0].startswith("suggestion dropped by drop_blank:")
     assert dropped[1].startswith("suggestion dropped by check_parse:") and "'y = ('" in dropped[1]
 
+
+def test_a_moved_or_shortened_suggestion_is_logged_with_its_rule(caplog: pytest.LogCaptureFixture) -> None:
+    """`-v` says when a rule changed what the model wrote, not only when it dropped it."""
+    after_if = ctx_at("def f(x):\n    if x:\n█\n    return 0\n", "python")
+    above_body = ctx_at("def f(xs):\n█\n        print(x)\n", "python")
+    with caplog.at_level("INFO", logger="lsp_server.completion.postprocess"):
+        assert postprocess("    return 1", after_if) == "        return 1"
+        assert postprocess("    for x in xs:\n        print(x + 1)\n    return xs", above_body) == "    for x in xs:"
+        assert postprocess("        return 1", after_if) == "        return 1"  # already right: nothing to say
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2, said
+    assert said[0].startswith("suggestion re-indented by first_line_depth:")
+    assert said[1].startswith("suggestion cut by end_at_block_opener:")

@@ -394,6 +394,27 @@ def misses_block_opener(text: str, ctx: CompletionContext) -> bool:
     return not _TRAILING_COMMENT.sub("", last).rstrip().endswith((":", "\\"))
 
 
+def block_opener_end(text: str, ctx: CompletionContext) -> int | None:
+    """Python: the end of the suggestion's first line that opens a block the next line of the file can
+    be the body of (a header indented less than that line), or None."""
+    follows = _next_code_indent(ctx)
+    after = _closes_all(text, ctx)
+    if ctx.language is None or follows is None or after is None:
+        return None
+    skip = inside_spans(text, ctx.language)
+    start = 0
+    for i, line in enumerate(text.split("\n")):
+        end = start + len(line)
+        absolute = ctx.line_prefix + line if i == 0 else line
+        body = _TRAILING_COMMENT.sub("", absolute).rstrip()
+        colon = end - (len(absolute) - len(body)) - 1  # where the `:` is in text
+        if end >= after and (i == 0 or not skip(start)) and _is_code(absolute) and body.endswith(":") \
+                and colon >= 0 and not skip(colon) and indent_width(absolute) < follows:
+            return end
+        start = end + 1
+    return None
+
+
 def reindented(text: str, ctx: CompletionContext) -> str:
     """Python, at the start of an empty line: the suggestion moved to a depth the code around it allows.
 
@@ -501,9 +522,17 @@ def first_line_depth(text: str, ctx: CompletionContext) -> str:
     return moved
 
 
-def drop_missing_block_opener(text: str, ctx: CompletionContext) -> str | None:
-    """Show nothing where the next line needs a block opener the suggestion does not end with."""
-    return None if misses_block_opener(text, ctx) else text
+def end_at_block_opener(text: str, ctx: CompletionContext) -> str | None:
+    """Where the next line needs a block opener the suggestion does not end with: the suggestion up to
+    its first line that opens that block (the model wrote the header, then its own copy of the body
+    that follows); nothing when it has no such line."""
+    if not misses_block_opener(text, ctx):
+        return text
+    end = block_opener_end(text, ctx)
+    if end is None or not text[:end].strip():
+        return None
+    log.info("suggestion cut by end_at_block_opener: %r -> %r", text[:120], text[:end][:120])
+    return text[:end]
 
 
 CuttingRule = Callable[[str, CompletionContext, bool], "int | None"]
@@ -511,5 +540,5 @@ CUTTING_RULES: tuple[CuttingRule, ...] = (
     single_line_end, bracket_end, indent_end, definition_end, suffix_repeat, repetition_end)
 Step = Callable[[str, CompletionContext], "str | None"]
 PIPELINE: tuple[Step, ...] = (
-    normalize_newlines, first_line_depth, cut, drop_suffix_overlap, trim_whitespace, drop_blank,
-    drop_missing_block_opener, check_parse)
+    normalize_newlines, first_line_depth, cut, drop_suffix_overlap, trim_whitespace, drop_blank, end_at_block_opener,
+    check_parse)
