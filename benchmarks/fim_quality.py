@@ -292,6 +292,43 @@ def summarize(records: Sequence[Record]) -> dict[str, dict[str, float]]:
     return out
 
 
+def first_line(fill: str) -> str:
+    """The raw answer up to its first line break: what a client that keeps the model's first generated
+    line would show (issue 11's baseline for the pipeline)."""
+    return fill.split("\n", 1)[0]
+
+
+def first_line_summary(records: Sequence[Record], tasks: dict[str, Task], judge: Judge) -> dict[str, dict[str, int]]:
+    """Per set: the raw answer's first line judged in the sandbox, crossed with the pipeline's verdict
+    (passes / shows a wrong answer / shows nothing), so a loss can be told from a shared failure."""
+    out: dict[str, dict[str, int]] = {}
+    for r in records:
+        stats = out.setdefault(r.set, {"tasks": 0, "first_pass": 0, "pipeline_pass": 0})
+        passed, _ = judge(tasks[r.task_id], first_line(r.raw.fill))
+        pipe = "pass" if r.pipeline.passed else "wrong" if r.pipeline.fill.strip() else "nothing"
+        cell = f"{'first_pass' if passed else 'first_fail'}_{pipe}"
+        stats["tasks"] += 1
+        stats["first_pass"] += passed
+        stats["pipeline_pass"] += r.pipeline.passed
+        stats[cell] = stats.get(cell, 0) + 1
+    return out
+
+
+def first_line_table(found: dict[str, dict[str, int]]) -> str:
+    lines = []
+    for set_name, st in found.items():
+        n = max(1, st["tasks"])
+        first, pipe = st["first_pass"] / n * 100, st["pipeline_pass"] / n * 100
+        lines.append(f"{set_name}: raw first line {st['first_pass']}/{st['tasks']} = {first:.1f}%, pipeline "
+                     f"{st['pipeline_pass']}/{st['tasks']} = {pipe:.1f}%, {pipe - first:+.1f} points")
+        lines.append(f"  {'':<18} {'pipeline passes':>16} {'shows wrong':>12} {'shows nothing':>14}")
+        for row in ("pass", "fail"):
+            cells = [st.get(f"first_{row}_{c}", 0) for c in ("pass", "wrong", "nothing")]
+            lines.append(f"  first line {row + 'es' if row == 'pass' else row + 's':<7} {cells[0]:>16} {cells[1]:>12}"
+                         f" {cells[2]:>14}")
+    return "\n".join(lines)
+
+
 def table(summary: dict[str, dict[str, float]]) -> str:
     lines = [f"{'set':<8} {'mode':<9} {'tasks':>6} {'pass@1':>8} {'exact':>8} {'latency ms':>11} {'shown':>7}"
              f" {'pass if shown':>14}"]
@@ -369,6 +406,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--oracle", action="store_true",
                         help="no generation: feed the true continuation through the pipeline's rules")
     parser.add_argument("--records", type=Path, default=None, help="write every task's answers here (JSONL)")
+    parser.add_argument("--first-line", action="store_true",
+                        help="also judge the raw answer's first line (a client keeping one line) against the pipeline")
     parser.add_argument("--resume", action="store_true",
                         help="keep the tasks already in --records, append the rest (a stopped run goes on)")
     args = parser.parse_args(argv)
@@ -418,7 +457,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.resume and not args.records:
         parser.error("--resume needs --records")
-    done = read_records(args.records, {t.task_id for t in tasks}) if args.resume else []
+    by_id = {t.task_id: t for t in tasks}
+    done = read_records(args.records, set(by_id)) if args.resume else []
     if done:
         skip = {r.task_id for r in done}
         tasks = [t for t in tasks if t.task_id not in skip]
@@ -433,14 +473,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             elapsed = time.perf_counter() - started
             print(f"  {n}/{total} tasks, {elapsed:.0f}s, eta {elapsed / n * (total - n):.0f}s", file=sys.stderr)
 
-    records = done + run(engine, tasks, raw_tokens, settings, Judge(Limits()), progress=progress)
+    judge = Judge(Limits())
+    records = done + run(engine, tasks, raw_tokens, settings, judge, progress=progress)
     if records_file:
         records_file.close()
     seconds = time.perf_counter() - started
     summary = {k: v for k, v in summarize(records).items() if k in sets}
     print(f"HumanEval infilling: {engine.info.name}, raw max tokens {raw_tokens}, {seconds:.0f}s")
     print(table(summary))
-    print(json.dumps(result_line(engine, summary, args, seconds)))
+    line = result_line(engine, summary, args, seconds)
+    if args.first_line:
+        found = first_line_summary(records, by_id, judge)
+        print(first_line_table(found))
+        keys = {"single": "single_line", "multi": "multi_line"}
+        for set_name, st in found.items():
+            line[f"{keys[set_name]}_pass1_raw_first_line"] = round(st["first_pass"] / max(1, st["tasks"]), 4)
+    print(json.dumps(line))
     return 0
 
 

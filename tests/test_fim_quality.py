@@ -196,3 +196,17 @@ def test_tasks_are_picked_by_id_or_problem_in_file_order(problems) -> None:
     assert not any(i.startswith("HumanEval/10/") for i in ids)  # a problem is not a prefix of another's id
     with pytest.raises(ValueError, match="HumanEval/3/single/L99"):
         fq.select_tasks(tasks, ["HumanEval/3/single/L99"])
+
+
+def test_first_line_summary_judges_the_raw_first_line_against_the_pipeline(problems) -> None:
+    """The raw answer cut at its first line break is judged like any fill and crossed with the pipeline."""
+    task = fq.single_line_tasks(problems[:1])[-1]  # HumanEval/0's last line: `    return False`
+    def answer(fill: str, passed: bool) -> fq.Answer:
+        return fq.Answer(fill, passed, False, 1.0, "", "")
+    right_then_junk = task.hole + "\n\n# Example usage\nprint(has_close_elements([1.0], 0.5)"
+    records = [fq.Record(task.task_id, "single", task.hole, answer(right_then_junk, False), answer("", False)),
+               fq.Record(task.task_id, "single", task.hole, answer("    return True", False), answer(task.hole, True))]
+    found = fq.first_line_summary(records, {task.task_id: task}, fq.Judge(QUICK))["single"]
+    assert (found["tasks"], found["first_pass"], found["pipeline_pass"]) == (2, 1, 1)
+    assert found["first_pass_nothing"] == 1 and found["first_fail_pass"] == 1
+    assert "raw first line 1/2 = 50.0%, pipeline 1/2 = 50.0%, +0.0 points" in fq.first_line_table({"single": found})
