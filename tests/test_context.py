@@ -369,6 +369,34 @@ def test_recent_snippets_ring_buffer() -> None:
     assert all("4.py" not in p for p in ring.pick(count_tokens, 10_000))
 
 
+def test_a_similar_document_does_not_show_the_model_the_unfinished_line() -> None:
+    """A copy of this file was edited a moment ago at the same line, left unfinished: its chunk keeps its
+    other lines but not that one, which would teach the model the line ends there (a blank answer)."""
+    head = "def total(items):\n    result = 0\n    for item in items:\n"
+    unfinished = "        result += item.price * "
+    tail = "\n    return result\n"
+    copy = head + unfinished + tail
+    ring = RecentSnippets()
+    ring.add("file:///w/total_copy.py", copy, len(head + unfinished))
+    doc = head + unfinished + "█" + tail
+    ctx = ctx_at(doc, "python", snippets=ring.pick(count_tokens, 128, exclude_uri="file:///w/total.py"))
+    assert len(ctx.extra) == 1
+    assert ctx.extra[0].startswith("# total_copy.py\ndef total(items):\n")
+    assert "    return result" in ctx.extra[0]
+    assert unfinished.strip() not in ctx.extra[0]
+    only_that_line = ctx_at(doc, "python", snippets=["# other.py\n" + unfinished + "\n"])
+    assert only_that_line.extra == []  # nothing else to show: no snippet
+
+
+def test_the_document_being_completed_is_never_its_own_snippet() -> None:
+    ring = RecentSnippets()
+    ring.add("file:///w/my%20file.py", "x = 1\ny = \n", 10)  # didChange spelled the URI quoted
+    assert ring.pick(count_tokens, 100, exclude_uri="file:///w/my file.py") == []
+    assert ring.pick(count_tokens, 100, exclude_uri="file:///w/other.py") == ["# my file.py\nx = 1\ny = \n"]
+    ring.forget("file:///w/my file.py")
+    assert ring.pick(count_tokens, 100) == []
+
+
 def test_recent_snippets_ignore_blank_places() -> None:
     ring = RecentSnippets()
     ring.add("file:///a.py", "\n\n\n", 1)

@@ -151,7 +151,7 @@ def build_context(text: str, offset: int, language_id: str | None, *, count_toke
             not line_prefix.strip() or (opens_block and _block_is_empty(text, line_end, block_indent, language))),
         indent=indent, scope=_describe(scope_node), line_prefix=line_prefix,
         line_suffix=line_suffix,
-        extra=_extra(snippets, other_documents, count_tokens, other_budget_tokens, language),
+        extra=_extra(snippets, other_documents, count_tokens, other_budget_tokens, language, line_prefix + line_suffix),
         opens_block=opens_block, block_indent=block_indent, open_brackets=brackets.open,
         suffix_closers=brackets.suffix_closers, closable=brackets.closable,
         in_string=in_string,
@@ -643,12 +643,13 @@ def _block_is_empty(text: str, line_end: int, indent: str, language: str | None)
 
 
 def _extra(snippets: Sequence[str], documents: Sequence[tuple[str, str]],
-           count_tokens: Callable[[str], int], budget: int, language: str | None) -> list[str]:
-    """Recent snippets first, then other documents' signatures, as long as they fit the budget."""
+           count_tokens: Callable[[str], int], budget: int, language: str | None, cursor_line: str = "") -> list[str]:
+    """Recent snippets first (without copies of the cursor's line), then other documents' signatures, as
+    long as they fit the budget."""
     out: list[str] = []
     used = 0
     comment = languages.comment_prefix(language)
-    candidates = list(snippets)
+    candidates = [kept for kept in (_without_line(s, cursor_line) for s in snippets) if kept]
     for uri, text in documents:
         sigs = _signatures(uri_path(uri), text[:200_000])
         if sigs:
@@ -663,6 +664,21 @@ def _extra(snippets: Sequence[str], documents: Sequence[tuple[str, str]],
         out.append(item)
         used += cost
     return out
+
+
+def _without_line(snippet: str, line: str) -> str:
+    """A labelled snippet without its copies of `line` (compared without indentation), or "" when no
+    code is left.
+
+    The line being completed is unfinished; in a similar document edited a moment ago (a copy, the
+    same file under another name) the same unfinished line ends where the user stopped typing, and a
+    small model shown it copies it: it answers a line break. The prompt has the line already.
+    """
+    if not line.strip():
+        return snippet
+    label, _, code = snippet.partition("\n")
+    kept = [row for row in code.split("\n") if row.strip() != line.strip()]
+    return f"{label}\n" + "\n".join(kept) if any(row.strip() for row in kept) else ""
 
 
 def _cut_lines_to(item: str, budget: int, count_tokens: Callable[[str], int]) -> str:
@@ -726,6 +742,8 @@ class RecentSnippets:
 
     Like llama.vim's ring buffer: the code you just touched in another file is the best hint for the
     file you are in. A new chunk replaces an older one from the same document that overlaps it.
+    Documents are told apart by their unquoted URI (pygls keys them so, and a client may spell
+    `my%20file.py` either way): the document being completed is never its own snippet.
     """
 
     def __init__(self, capacity: int = 16, lines: int = 16) -> None:
@@ -749,6 +767,7 @@ class RecentSnippets:
         chunk = text[start:end].strip("\n")
         if not chunk.strip():
             return
+        uri = unquote(uri)
         with self._lock:
             for old in list(self._chunks):
                 if old.uri == uri and abs(old.first_line - first) < self.lines // 2 + 1:
@@ -759,6 +778,7 @@ class RecentSnippets:
 
     def forget(self, uri: str) -> None:
         """Drop a document's chunks (it was closed or deleted)."""
+        uri = unquote(uri)
         with self._lock:
             self._chunks = deque(c for c in self._chunks if c.uri != uri)
 
@@ -769,8 +789,9 @@ class RecentSnippets:
             chunks = list(reversed(self._chunks))
         out: list[str] = []
         used = 0
+        exclude = unquote(exclude_uri) if exclude_uri is not None else None
         for chunk in chunks:
-            if chunk.uri == exclude_uri:
+            if chunk.uri == exclude:
                 continue
             item = f"{comment} {PurePosixPath(uri_path(chunk.uri)).name}\n{chunk.text}"
             cost = count_tokens(item)
