@@ -23,7 +23,13 @@ compares the filled lines with the canonical ones (trailing whitespace ignored).
 `--oracle` runs no model: it feeds the true rest of the file through the pipeline's stop rule and
 post-processing, to show where the rules would cut a perfect answer (seconds for the full sets).
 
+`--first-line` also judges the raw answer up to its first line break (a client that keeps the model's
+first line: issue 11's baseline) and crosses it with the pipeline's verdict; `--compare BEFORE AFTER`
+lists the tasks two `--records` files disagree on (no model).
+
     python benchmarks/fim_quality.py [--model PATH] [--sets single,multi] [--limit N] [--seed S] [--oracle]
+                                     [--tasks HumanEval/3/single/L5,...] [--records F [--resume]] [--first-line]
+    python benchmarks/fim_quality.py --compare BEFORE.jsonl AFTER.jsonl
 """
 
 from __future__ import annotations
@@ -375,8 +381,9 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {system}, Python {platform.python_version()}"
 
 
-def read_records(path: Path, wanted: set[str]) -> list[Record]:
-    """The records of an earlier run that belong to this run's tasks (a missing file is an empty run)."""
+def read_records(path: Path, wanted: set[str] | None) -> list[Record]:
+    """The records of an earlier run that belong to this run's tasks (None: all of them; a missing file is
+    an empty run)."""
     if not path.exists():
         return []
     out = []
@@ -384,9 +391,23 @@ def read_records(path: Path, wanted: set[str]) -> list[Record]:
         if not line.strip():
             continue
         row = json.loads(line)
-        if row["task_id"] in wanted:
+        if wanted is None or row["task_id"] in wanted:
             out.append(Record(row["task_id"], row["set"], row["hole"], Answer(**row["raw"]), Answer(**row["pipeline"])))
     return out
+
+
+def compare(before: Sequence[Record], after: Sequence[Record]) -> str:
+    """The pipeline's verdicts of two runs on the tasks both have: counts, then the tasks that changed."""
+    old = {r.task_id: r for r in before}
+    common = [r for r in after if r.task_id in old]
+    gained = [r.task_id for r in common if r.pipeline.passed and not old[r.task_id].pipeline.passed]
+    lost = [r.task_id for r in common if old[r.task_id].pipeline.passed and not r.pipeline.passed]
+    passed = (sum(old[r.task_id].pipeline.passed for r in common), sum(r.pipeline.passed for r in common))
+    n = max(1, len(common))
+    lines = [f"{len(common)} tasks in both: pipeline {passed[0]} -> {passed[1]} pass "
+             f"({passed[0] / n * 100:.1f}% -> {passed[1] / n * 100:.1f}%); {len(gained)} gained, {len(lost)} lost",
+             "gained: " + " ".join(gained), "lost: " + " ".join(lost)]
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -408,9 +429,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--records", type=Path, default=None, help="write every task's answers here (JSONL)")
     parser.add_argument("--first-line", action="store_true",
                         help="also judge the raw answer's first line (a client keeping one line) against the pipeline")
+    parser.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"), default=None,
+                        help="no run: compare the pipeline's verdicts in two --records files, task by task")
     parser.add_argument("--resume", action="store_true",
                         help="keep the tasks already in --records, append the rest (a stopped run goes on)")
     args = parser.parse_args(argv)
+    if args.compare:
+        runs = [read_records(path, None) for path in args.compare]
+        print(compare(*runs))
+        return 0
     sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     unknown = [s for s in sets if s not in SETS]
     if unknown or not sets:

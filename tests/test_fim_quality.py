@@ -210,3 +210,16 @@ def test_first_line_summary_judges_the_raw_first_line_against_the_pipeline(probl
     assert (found["tasks"], found["first_pass"], found["pipeline_pass"]) == (2, 1, 1)
     assert found["first_pass_nothing"] == 1 and found["first_fail_pass"] == 1
     assert "raw first line 1/2 = 50.0%, pipeline 1/2 = 50.0%, +0.0 points" in fq.first_line_table({"single": found})
+
+
+def test_compare_names_the_tasks_two_runs_disagree_on(tmp_path: Path) -> None:
+    def record(task_id: str, passed: bool) -> str:
+        answer = {"fill": "x", "passed": passed, "exact": False, "latency_ms": 1.0, "reason": "", "finish": ""}
+        return json.dumps({"task_id": task_id, "set": "single", "hole": "h", "raw": answer, "pipeline": answer})
+    before, after = tmp_path / "before.jsonl", tmp_path / "after.jsonl"
+    before.write_text("\n".join([record("a", True), record("b", False), record("c", True), record("only", True)]))
+    after.write_text("\n".join([record("a", True), record("b", True), record("c", False)]))
+    assert fq.main(["--compare", str(before), str(after)]) == 0
+    out = fq.compare(fq.read_records(before, None), fq.read_records(after, None))
+    assert out.splitlines() == ["3 tasks in both: pipeline 2 -> 2 pass (66.7% -> 66.7%); 1 gained, 1 lost",
+                                "gained: b", "lost: c"]
