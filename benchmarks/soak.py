@@ -15,7 +15,9 @@ a latency trend can be told apart from a workload that changed. The baseline is 
 itself: the last window against the second (the first one includes the model's warm-up), as ratios — a
 latency trend up or an RSS growth past ±10 % is a leak or a slowdown.
 
-    flock /tmp/infill-cpu.lock python benchmarks/soak.py [--requests 10000] [--window 1000] [--seed 0]
+    flock /tmp/infill-cpu.lock python benchmarks/soak.py [--requests 10000] [--window 1000] [--seed 0] [--minutes M]
+
+Ctrl-C (or --minutes) stops it early and still prints what it saw, marked `stopped_early`.
 
 Prints a table and one JSON line.
 """
@@ -194,35 +196,42 @@ class Soak:
         self.switch(self.docs[0])
         crashed = False
         t0 = time.perf_counter()
-        mark = 0
-        while len(self.latencies) + self.hangs < self.args.requests:
-            if self.raw.proc.poll() is not None:
-                crashed = True
-                break
-            self.step()
-            done = len(self.latencies) + self.hangs
-            if done - mark >= self.args.window:
-                self.window(mark, done)
-                mark = done
+        mark, stopped = 0, None
+        deadline = t0 + self.args.minutes * 60 if self.args.minutes else None
+        try:
+            while len(self.latencies) + self.hangs < self.args.requests:
+                if self.raw.proc.poll() is not None:
+                    crashed = True
+                    break
+                self.step()
+                done = len(self.latencies) + self.hangs
+                if done - mark >= self.args.window:
+                    self.window(mark, done)
+                    mark = done
+                    if deadline is not None and time.perf_counter() > deadline:
+                        stopped = f"--minutes {self.args.minutes:g} reached"
+                        break
+        except KeyboardInterrupt:  # a long soak stopped by hand still reports what it saw
+            stopped = "interrupted"
         if self.raw.proc.poll() is not None:
             crashed = True
         code = self.raw.close() if not crashed else self.raw.proc.returncode
         return {"load_s": round(load_s, 1), "seconds": round(time.perf_counter() - t0, 1), "crashes": int(crashed),
                 "hangs": self.hangs, "errors": self.errors, "cancelled": self.cancelled,
                 "requests": len(self.latencies) + self.hangs, "by_method": self.kinds, "exit_code": code,
-                "garbage_on_stdout": len(self.raw.garbage), "windows": self.windows}
+                "garbage_on_stdout": len(self.raw.garbage), "stopped_early": stopped, "windows": self.windows}
 
     def window(self, start: int, end: int) -> None:
         lat = sorted(self.latencies[start:end])
         q = statistics.quantiles(lat, n=100, method="inclusive") if len(lat) > 1 else lat * 99
         self.windows.append({"requests": f"{start}-{end}", "p50_ms": round(q[49], 1), "p95_ms": round(q[94], 1),
                              "p99_ms": round(q[98], 1), "rss_mb": round(rss_kb(self.raw.proc.pid) / 1024, 1),
-                             **self.work_done()})
+                             "hangs_so_far": self.hangs, "errors_so_far": self.errors, **self.work_done()})
         w = self.windows[-1]
         print(f"  window {start:>6}-{end:<6} p50 {q[49]:7.1f} ms  p95 {q[94]:7.1f} ms  p99 {q[98]:7.1f} ms  "
               f"RSS {w['rss_mb']:7.1f} MB  generated {w['generated_share']:.2f}  "
               f"computed {w['computed_tokens']:6.1f} tok at {w['ms_per_computed_token']:5.2f} ms  "
-              f"decoded {w['decoded_tokens']:5.1f} tok", flush=True)
+              f"decoded {w['decoded_tokens']:5.1f} tok  hangs {self.hangs} errors {self.errors}", flush=True)
 
     def work_done(self) -> dict:
         """What the model did in this window (the server's `infill/stats` counters, as differences): the share
@@ -246,6 +255,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--debounce-ms", type=float, default=0.0, help="pause before each completion request")
     parser.add_argument("--hang-seconds", type=float, default=30.0)
+    parser.add_argument("--minutes", type=float, default=0.0,
+                        help="stop after the first window that ends past this time (0: run all --requests)")
     args = parser.parse_args()
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     with tempfile.TemporaryDirectory(prefix="infill-soak-") as tmp:
@@ -272,7 +283,8 @@ def main() -> None:
               f"{w['ms_per_computed_token']:6.2f} | {w['decoded_tokens']:7.1f}")
     print(f"\nrequests {result['requests']} in {result['seconds']} s (model load {result['load_s']} s): crashes "
           f"{result['crashes']}, hangs {result['hangs']}, errors {result['errors']}, cancelled {result['cancelled']}, "
-          f"stray stdout {result['garbage_on_stdout']}, exit code {result['exit_code']}")
+          f"stray stdout {result['garbage_on_stdout']}, exit code {result['exit_code']}"
+          + (f" (stopped early: {result['stopped_early']})" if result["stopped_early"] else ""))
     if "last_vs_second" in result:
         print(f"last window / second window: {result['last_vs_second']}")
     print(json.dumps({"benchmark": "soak", "commit": commit, "seed": args.seed, **result}))
