@@ -26,7 +26,7 @@ from inference.errors import InferenceError
 from inference.lookup import DraftLength, draft
 from inference.registry import FimParts
 from inference.sources import PreparedModel, prepare
-from inference.tokenizer import load_tokenizer, read_chat_template, render_chat
+from inference.tokenizer import load_decoder, read_chat_template, render_chat
 
 TokenRule = Callable[[int, np.ndarray], bool]
 PREFILL_CHUNK = 64  # tokens per forward pass while prefilling, so a cancel or a preemption lands quickly
@@ -74,7 +74,7 @@ class Engine:
         try:
             self._model = og.Model(config)
             self._tokenizer = og.Tokenizer(self._model)
-            self._decoder = load_tokenizer(prepared.onnx_dir)
+            self._decoder = load_decoder(prepared.onnx_dir)
         except Exception as exc:
             raise InferenceError(f"cannot load the ONNX model in {prepared.onnx_dir}: {exc}; "
                                  "delete that folder to rebuild it") from None
@@ -389,7 +389,7 @@ class Engine:
         if len(encoded) != 1:
             return False
         if self._decoder is not None:
-            return self._decoder.token_to_id(token) == encoded[0]
+            return self._decoder.id_to_token(encoded[0]) == token
         return self._tokenizer.decode(np.asarray(encoded, dtype=np.int32)) == token
 
 
