@@ -21,6 +21,7 @@ from functools import partial
 import numpy as np
 import onnxruntime_genai as og
 
+from inference import heap
 from inference.backend import Cancel, Completion, GenerationStats, ModelInfo, Prompt, StopRule, StreamCut, over_budget
 from inference.errors import InferenceError
 from inference.lookup import DraftLength, draft
@@ -30,6 +31,9 @@ from inference.tokenizer import load_decoder, read_chat_template, render_chat
 
 TokenRule = Callable[[int, np.ndarray], bool]
 PREFILL_CHUNK = 64  # tokens per forward pass while prefilling, so a cancel or a preemption lands quickly
+# ONNX Runtime session options laid over the model folder's genai_config.json when the engine loads it (the
+# cached export is never rewritten); chosen by RSS in benchmarks/results/memory-2026-12-02.md.
+SESSION_OPTIONS: dict[str, object] = {}
 
 
 @dataclass
@@ -63,7 +67,8 @@ class Engine:
     """A loaded model: tokenizer, prompt conventions, and a thread-safe generate with prefix reuse."""
 
     def __init__(self, prepared: PreparedModel, *, device: str = "auto", max_length: int = 2048,
-                 cache_slots: int = 3, slot_tokens: int = 1024) -> None:
+                 cache_slots: int = 3, slot_tokens: int = 1024, session_options: dict | None = None) -> None:
+        """`session_options` replaces `SESSION_OPTIONS` (for measuring others)."""
         self.prepared = prepared
         self.family = prepared.family
         self.device, reason = choose_device(device)
@@ -71,13 +76,20 @@ class Engine:
         config.clear_providers()
         if self.device == "cuda":
             config.append_provider("cuda")
+        options = SESSION_OPTIONS if session_options is None else session_options
+        if options:
+            config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
+        # Smallest peak first: what each load frees is given back before the next one (`heap.trim`).
+        self._decoder = load_decoder(prepared.onnx_dir)
+        heap.trim()
         try:
             self._model = og.Model(config)
+            heap.trim()
             self._tokenizer = og.Tokenizer(self._model)
-            self._decoder = load_decoder(prepared.onnx_dir)
         except Exception as exc:
             raise InferenceError(f"cannot load the ONNX model in {prepared.onnx_dir}: {exc}; "
                                  "delete that folder to rebuild it") from None
+        heap.trim()
         genai = json.loads((prepared.onnx_dir / "genai_config.json").read_text())["model"]
         self.context_length = int(genai.get("context_length", max_length))
         self.max_length = min(max_length, self.context_length)
