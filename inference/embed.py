@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from inference import heap
 from inference.cache import build_atomically, cache_root, is_complete, make_private_dir, write_private
 from inference.errors import InferenceError
 
@@ -132,9 +133,12 @@ class Embedder:
         options.log_severity_level = 3
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads sleep: an
         # editor's background indexer must not burn the cores the user (and the code model) need
+        options.enable_mem_pattern = False  # a planned block per input shape, each batch width another one: the
+        # arena kept 96 MB after four batches, 62 MB without them (same vectors; memory-2026-12-02.md)
         self._session = ort.InferenceSession(str(model_dir / "model.onnx"), options,
                                              providers=["CPUExecutionProvider"])
         self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        heap.trim()  # loading frees ~25 MB more than it keeps
         self._tokenizer.enable_truncation(MAX_TOKENS)
         self._tokenizer.no_padding()
         self._lock = threading.Lock()

@@ -11,6 +11,7 @@ import ctypes
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from inference import heap
@@ -42,3 +43,21 @@ def test_trim_gives_the_pages_of_freed_heap_chunks_back() -> None:
     assert heap.trim()
     assert before - _rss_mb() > 100
     libc.free(pin)
+
+
+def test_the_embedder_gives_the_vectors_onnx_runtimes_defaults_give() -> None:
+    """Its memory options (no memory pattern) must not change a search vector, bit for bit."""
+    import onnxruntime as ort
+
+    from inference.embed import Embedder, _mean_pool
+
+    embedder = Embedder.load()
+    model = Path(embedder._session._model_path)
+    plain = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    texts = ["parse the config file", "def parse_config(path):\n    return json.load(open(path))",
+             "class Mailer:\n    def send_email(self, to, body): ...", "x" * 300]
+    for text in texts:  # one at a time: a batch pads, and padding alone moves the last bits
+        ids = np.array([embedder._tokenizer.encode(text).ids], dtype=np.int64)
+        mask = np.ones_like(ids)
+        hidden = plain.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        assert np.array_equal(_mean_pool(hidden, mask)[0], embedder.embed([text])[0]), text
