@@ -11,9 +11,9 @@ each component alone, and the real server with its worker.
   the generated text, so two builds can be shown to answer the same.
 - components: each part the processes load, alone in a fresh process after the imports, as retained
   RSS (after `malloc_trim`, i.e. what stays) and transient peak (what loading it costs at its worst).
-- server: `infill serve` with its model worker (benchmarks/loop_latency.py's client and settings: 1,800
-  context tokens), the same kind of requests over LSP; settled RSS and peak of each process (VmHWM, so
-  no sampling gap) and the sum sampled every 0.1 s.
+- server: `infill serve` with its model worker (benchmarks/loop_latency.py's client and settings, 1,800
+  context tokens unless --context-tokens), the same kind of requests over LSP; RSS and peak of each
+  process (VmHWM, so no sampling gap) and the sum sampled every 0.1 s.
 
 RSS is valid on a busy machine (speed is not: this script reports none). Prints tables, then one JSON line.
 """
@@ -228,8 +228,10 @@ async def server_part(args: argparse.Namespace) -> dict:
 
     import psutil
 
+    from benchmarks import loop_latency
     from benchmarks.loop_latency import STDLIB, WORKSPACE_FILES, Server, long_document
 
+    loop_latency.SETTINGS = {**loop_latency.SETTINGS, "contextTokens": args.context_tokens}  # read by Server.start
     workspace = Path(tempfile.mkdtemp(prefix="infill-mem-ws-"))
     for name in WORKSPACE_FILES:
         shutil.copy(STDLIB / f"{name}.py", workspace / f"{name}.py")
@@ -330,6 +332,8 @@ def main() -> int:
     parser.add_argument("--parts", default="engine,components,server")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--requests", type=int, default=3, help="cold requests to the server (at most 5)")
+    parser.add_argument("--context-tokens", type=int, default=1800,
+                        help="the server's prompt budget (1,800 as in loop_latency.py; the default setting is 768)")
     parser.add_argument("--session-options", help="JSON object overlaid on genai_config's session_options")
     parser.add_argument("--tracemalloc", action="store_true", help="also count Python objects (costs RSS itself)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -338,7 +342,8 @@ def main() -> int:
         result = engine_child(args) if args.child == "engine" else component_child(args)
         print(json.dumps(result))
         return 0
-    report: dict = {"load_average_1m": round(os.getloadavg()[0], 2), "started": time.strftime("%Y-%m-%d %H:%M")}
+    report: dict = {"load_average_1m": round(os.getloadavg()[0], 2), "started": time.strftime("%Y-%m-%d %H:%M"),
+                    "context_tokens": args.context_tokens}
     parts = args.parts.split(",")
     if "components" in parts:
         report["components"] = {name: run_child(f"component:{name}", args)
