@@ -193,8 +193,21 @@ def _components(session_options: str | None) -> dict[str, tuple[Loader | None, L
         parts["byte-level decode table"] = (None, lambda d, _: decoder.from_file(d))
     parts["search embedder (all-MiniLM-L6-v2)"] = (
         None, lambda d, _: importlib.import_module("inference.embed").Embedder.load())
+    parts["search embedder, after embedding 256 chunks"] = (None, lambda d, _: _embed_chunks(256))
     parts["server modules (lsp_server.server)"] = (None, lambda d, _: importlib.import_module("lsp_server.server"))
     return parts
+
+
+def _embed_chunks(count: int) -> object:
+    """The search embedder after indexing `count` chunks of real code (8 lines each, in batches of 32)."""
+    import sysconfig
+
+    from inference.embed import Embedder
+
+    lines = (Path(sysconfig.get_paths()["stdlib"]) / "argparse.py").read_text(encoding="utf-8").splitlines()
+    embedder = Embedder.load()
+    embedder.embed(["\n".join(lines[i * 8:i * 8 + 8]) for i in range(count)])
+    return embedder
 
 
 def component_child(args: argparse.Namespace) -> dict:
