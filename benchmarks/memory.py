@@ -11,9 +11,9 @@ each component alone, and the real server with its worker.
   the generated text, so two builds can be shown to answer the same.
 - components: each part the processes load, alone in a fresh process after the imports, as retained
   RSS (after `malloc_trim`, i.e. what stays) and transient peak (what loading it costs at its worst).
-- server: `infill serve` with its model worker (benchmarks/loop_latency.py's client and settings, 1,800
-  context tokens unless --context-tokens), the same kind of requests over LSP; RSS and peak of each
-  process (VmHWM, so no sampling gap) and the sum sampled every 0.1 s.
+- server: `infill serve` with its model worker (or `--mode inprocess`; benchmarks/loop_latency.py's client
+  and settings, 1,800 context tokens unless --context-tokens), the same kind of requests over LSP; RSS and
+  peak of each process (VmHWM, so no sampling gap) and the sum sampled every 0.1 s.
 
 RSS is valid on a busy machine (speed is not: this script reports none). Prints tables, then one JSON line.
 """
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import hashlib
 import json
 import os
@@ -35,6 +34,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from inference.memory import trim_heap  # noqa: E402
 
 MB = 2**20
 CODE_MODULES = ("argparse", "difflib", "tarfile", "inspect", "calendar")  # a cold prompt each
@@ -85,14 +86,6 @@ def grouped(pid: int | str = "self") -> dict[str, float]:
     return {k: round(v, 1) for k, v in groups.items()}
 
 
-def trim() -> bool:
-    """Give the malloc heap's free pages back to the kernel (glibc only), so RSS shows what is held."""
-    try:
-        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
-    except (OSError, AttributeError):
-        return False
-
-
 def reset_peak() -> None:
     """Start VmHWM afresh from the current RSS (Linux: clear_refs 5), to see one step's own peak."""
     Path("/proc/self/clear_refs").write_text("5")
@@ -123,7 +116,8 @@ def engine_child(args: argparse.Namespace) -> dict:
     from inference.registry import FimParts
 
     stages = [snapshot("imports")]
-    engine = Engine.load(**({"session_options": json.loads(args.session_options)} if args.session_options else {}))
+    options = {"session_options": json.loads(args.session_options)} if args.session_options else {}
+    engine = Engine.load(args.model, **options)
     stages.append(snapshot("Engine.load"))
     prompts = [long_fim(module) for module in CODE_MODULES[:4]]
     texts: list[str] = []
@@ -155,10 +149,10 @@ def engine_child(args: argparse.Namespace) -> dict:
 
 
 # ------------------------------------------------------------------------------- component children
-def _model_dir() -> Path:
+def _model_dir(model: str | None) -> Path:
     from inference.sources import prepare
 
-    return prepare(None, device="cpu").onnx_dir
+    return prepare(model, device="cpu").onnx_dir
 
 
 def _og_model(model_dir: Path, session_options: str | None):
@@ -169,6 +163,15 @@ def _og_model(model_dir: Path, session_options: str | None):
     if session_options:
         config.overlay(json.dumps({"model": {"decoder": {"session_options": json.loads(session_options)}}}))
     return og.Model(config)
+
+
+def _engine_session(model_dir: Path) -> object:
+    """The session with the engine's options, its weight-file pages paged out as the engine does."""
+    from inference import engine, memory
+
+    model = _og_model(model_dir, json.dumps(engine.memory_options(model_dir)))
+    memory.page_out(model_dir)
+    return model
 
 
 Loader = Callable[[Path, object], object]  # (model folder, what the setup loaded) -> the component
@@ -184,6 +187,7 @@ def _components(session_options: str | None) -> dict[str, tuple[Loader | None, L
 
     parts: dict[str, tuple[Loader | None, Loader]] = {
         "onnx session (og.Model)": (None, lambda d, _: _og_model(d, session_options)),
+        "onnx session as the engine opens it": (None, lambda d, _: _engine_session(d)),
         "og.Tokenizer (over the session)": (lambda d, _: _og_model(d, session_options),
                                             lambda d, model: og.Tokenizer(model)),
         "tokenizers.Tokenizer": (None, lambda d, _: tokenizer.load_tokenizer(d)),
@@ -216,15 +220,15 @@ def component_child(args: argparse.Namespace) -> dict:
     import onnxruntime_genai  # noqa: F401
     import tokenizers  # noqa: F401
 
-    model_dir = _model_dir()
+    model_dir = _model_dir(args.model)
     setup, load = _components(args.session_options)[args.child.split(":", 1)[1]]
     context = setup(model_dir, None) if setup else None
-    trim()
+    trim_heap()
     reset_peak()
     before = status()
     held = load(model_dir, context)
     after_load = status()
-    trim()
+    trim_heap()
     after = status()
     assert held is not None or context is not None
     return {"retained_mb": round(after["rss"] - before["rss"], 1),
@@ -244,11 +248,12 @@ async def server_part(args: argparse.Namespace) -> dict:
     from benchmarks import loop_latency
     from benchmarks.loop_latency import STDLIB, WORKSPACE_FILES, Server, long_document
 
-    loop_latency.SETTINGS = {**loop_latency.SETTINGS, "contextTokens": args.context_tokens}  # read by Server.start
+    loop_latency.SETTINGS = {**loop_latency.SETTINGS, "contextTokens": args.context_tokens,  # read by Server.start
+                             **({"model": args.model} if args.model else {})}
     workspace = Path(tempfile.mkdtemp(prefix="infill-mem-ws-"))
     for name in WORKSPACE_FILES:
         shutil.copy(STDLIB / f"{name}.py", workspace / f"{name}.py")
-    server = Server("worker", workspace)
+    server = Server(args.mode, workspace)
     peak_sum = 0.0
     sampling = True
 
@@ -267,10 +272,12 @@ async def server_part(args: argparse.Namespace) -> dict:
     stages = []
     try:
         await server.start()
-        worker = psutil.Process(server.pid).children()[0].pid
+        children = psutil.Process(server.pid).children()
+        worker = children[0].pid if args.mode == "worker" and children else None
+        nothing = {"rss": 0.0, "peak": 0.0, "anon": 0.0, "file": 0.0}
 
         def both(stage: str) -> dict:
-            return {"stage": stage, "server": status(server.pid), "worker": status(worker)}
+            return {"stage": stage, "server": status(server.pid), "worker": status(worker) if worker else nothing}
 
         stages.append(both("ready, workspace indexed"))
         for n, module in enumerate(CODE_MODULES[:args.requests]):
@@ -285,7 +292,7 @@ async def server_part(args: argparse.Namespace) -> dict:
         stages.append(both(f"typing ({len(TYPED)} warm)"))
         await asyncio.sleep(1.0)
         stages.append(both("settled"))
-        detail = {"server": grouped(server.pid), "worker": grouped(worker)}
+        detail = {"server": grouped(server.pid), **({"worker": grouped(worker)} if worker else {})}
     finally:
         sampling = False
         await sampler
@@ -297,6 +304,8 @@ async def server_part(args: argparse.Namespace) -> dict:
 # ------------------------------------------------------------------------------------------ driver
 def run_child(child: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--child", child, "--new-tokens", str(args.new_tokens)]
+    if args.model:
+        cmd += ["--model", args.model]
     if args.session_options:
         cmd += ["--session-options", args.session_options]
     if args.tracemalloc:
@@ -345,9 +354,13 @@ def main() -> int:
     parser.add_argument("--parts", default="engine,components,server")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--requests", type=int, default=3, help="cold requests to the server (at most 5)")
+    parser.add_argument("--mode", choices=("worker", "inprocess"), default="worker",
+                        help="the server's model in its worker process (the default) or in the server itself")
     parser.add_argument("--context-tokens", type=int, default=1800,
                         help="the server's prompt budget (1,800 as in loop_latency.py; the default setting is 768)")
     parser.add_argument("--session-options", help="JSON object overlaid on genai_config's session_options")
+    parser.add_argument("--model", help="a model setting (default: the catalogue's); a copy of the ONNX folder "
+                        "measures page-out where another process maps the cached one (the kernel keeps shared pages)")
     parser.add_argument("--tracemalloc", action="store_true", help="also count Python objects (costs RSS itself)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -356,7 +369,7 @@ def main() -> int:
         print(json.dumps(result))
         return 0
     report: dict = {"load_average_1m": round(os.getloadavg()[0], 2), "started": time.strftime("%Y-%m-%d %H:%M"),
-                    "context_tokens": args.context_tokens}
+                    "context_tokens": args.context_tokens, "model": args.model, "mode": args.mode}
     parts = args.parts.split(",")
     if "components" in parts:
         report["components"] = {name: run_child(f"component:{name}", args)

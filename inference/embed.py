@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inference import heap
+from inference import memory
 from inference.cache import build_atomically, cache_root, is_complete, make_private_dir, write_private
 from inference.errors import InferenceError
 
@@ -138,7 +138,7 @@ class Embedder:
         self._session = ort.InferenceSession(str(model_dir / "model.onnx"), options,
                                              providers=["CPUExecutionProvider"])
         self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-        heap.trim()  # loading frees ~25 MB more than it keeps
+        memory.trim_heap()  # loading frees ~25 MB more than it keeps
         self._tokenizer.enable_truncation(MAX_TOKENS)
         self._tokenizer.no_padding()
         self._lock = threading.Lock()

@@ -17,11 +17,12 @@ import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import onnxruntime_genai as og
 
-from inference import heap
+from inference import memory
 from inference.backend import Cancel, Completion, GenerationStats, ModelInfo, Prompt, StopRule, StreamCut, over_budget
 from inference.errors import InferenceError
 from inference.lookup import DraftLength, draft
@@ -31,10 +32,14 @@ from inference.tokenizer import load_decoder, read_chat_template, render_chat
 
 TokenRule = Callable[[int, np.ndarray], bool]
 PREFILL_CHUNK = 64  # tokens per forward pass while prefilling, so a cancel or a preemption lands quickly
-# ONNX Runtime session options laid over the model folder's genai_config.json when the engine loads it (the
-# cached export is never rewritten); chosen by RSS in benchmarks/results/memory-2026-12-02.md.
-SESSION_OPTIONS: dict[str, object] = {}
-
+# ONNX Runtime session options for a graph that gathers its input embeddings from the 4-bit output table
+# it shares with the output projection (GatherBlockQuantized: what the export of a tied model makes). Constant
+# folding copied that table (a Reshape of the shared weight, 65 MB for Qwen2.5-Coder-0.5B) into memory of its
+# own; unfolded, the Reshape is a view of the mapped weight file, whose untouched rows `memory.page_out` leaves
+# on disk. Laid over genai_config.json when the engine loads (the cached export is never rewritten); measured
+# in benchmarks/results/memory-2026-12-02.md.
+TIED_TABLE_OPTIONS: dict[str, object] = {"optimization.constant_folding_max_output_size_in_bytes": str(16 * 2**20)}
+GRAPH_SCAN_LIMIT = 64 * 2**20  # a graph file bigger than this holds its weights: not read just to look at it
 
 @dataclass
 class _Slot:
@@ -68,7 +73,7 @@ class Engine:
 
     def __init__(self, prepared: PreparedModel, *, device: str = "auto", max_length: int = 2048,
                  cache_slots: int = 3, slot_tokens: int = 1024, session_options: dict | None = None) -> None:
-        """`session_options` replaces `SESSION_OPTIONS` (for measuring others)."""
+        """`session_options` replaces the ones chosen for this export (`memory_options`), to measure others."""
         self.prepared = prepared
         self.family = prepared.family
         self.device, reason = choose_device(device)
@@ -76,20 +81,10 @@ class Engine:
         config.clear_providers()
         if self.device == "cuda":
             config.append_provider("cuda")
-        options = SESSION_OPTIONS if session_options is None else session_options
+        options = memory_options(prepared.onnx_dir) if session_options is None else session_options
         if options:
             config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
-        # Smallest peak first: what each load frees is given back before the next one (`heap.trim`).
-        self._decoder = load_decoder(prepared.onnx_dir)
-        heap.trim()
-        try:
-            self._model = og.Model(config)
-            heap.trim()
-            self._tokenizer = og.Tokenizer(self._model)
-        except Exception as exc:
-            raise InferenceError(f"cannot load the ONNX model in {prepared.onnx_dir}: {exc}; "
-                                 "delete that folder to rebuild it") from None
-        heap.trim()
+        self._open(prepared.onnx_dir, config)
         genai = json.loads((prepared.onnx_dir / "genai_config.json").read_text())["model"]
         self.context_length = int(genai.get("context_length", max_length))
         self.max_length = min(max_length, self.context_length)
@@ -112,6 +107,21 @@ class Engine:
             size_mb=round(sum(p.stat().st_size for p in prepared.onnx_dir.iterdir() if p.is_file()) / 2**20, 1),
             context_length=self.context_length,
         )
+
+    def _open(self, onnx_dir: Path, config: og.Config) -> None:
+        """Decoder, session and tokenizer, the smallest load peak first; what each load frees is given back
+        before the next one starts, so their peaks do not stack (benchmarks/results/memory-2026-12-02.md)."""
+        self._decoder = load_decoder(onnx_dir)
+        memory.trim_heap()
+        try:
+            self._model = og.Model(config)
+            memory.trim_heap()
+            memory.page_out(onnx_dir)  # weight-file pages read while loading, most of them never again
+            self._tokenizer = og.Tokenizer(self._model)
+        except Exception as exc:
+            raise InferenceError(f"cannot load the ONNX model in {onnx_dir}: {exc}; "
+                                 "delete that folder to rebuild it") from None
+        memory.trim_heap()
 
     @classmethod
     def load(cls, model: str | None = None, *, family: str | None = None, device: str = "auto",
@@ -403,6 +413,19 @@ class Engine:
         if self._decoder is not None:
             return self._decoder.id_to_token(encoded[0]) == token
         return self._tokenizer.decode(np.asarray(encoded, dtype=np.int32)) == token
+
+
+def memory_options(onnx_dir: Path) -> dict[str, object]:
+    """The session options an export gets: `TIED_TABLE_OPTIONS` when its graph gathers from a shared 4-bit
+    table, none otherwise (a cap on constant folding could cost another graph a per-pass recomputation)."""
+    try:
+        decoder = json.loads((onnx_dir / "genai_config.json").read_text())["model"]["decoder"]
+        graph = onnx_dir / decoder.get("filename", "model.onnx")
+        if graph.stat().st_size > GRAPH_SCAN_LIMIT:
+            return {}
+        return dict(TIED_TABLE_OPTIONS) if b"GatherBlockQuantized" in graph.read_bytes() else {}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def _token_reason(rule: TokenRule | None, token: int, logits: np.ndarray) -> str | None:

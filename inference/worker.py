@@ -39,7 +39,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
-from inference import heap
+from inference import memory
 from inference.backend import Cancel, Completion, GenerationStats, ModelInfo, Prompt, StopRule, StreamCut
 from inference.errors import InferenceError
 from inference.registry import FimParts
@@ -316,7 +316,7 @@ class WorkerBackend:
         model_dir = Path(ready["model_dir"])
         self._chat_template = read_chat_template(model_dir)
         self._tokenizer, self._special = self._parent_tokenizer(model_dir, ready["probe_counts"])
-        heap.trim()  # the tokenizer's load frees 55 MB more than it keeps (benchmarks/results/memory-2026-12-02.md)
+        memory.trim_heap()  # loading it frees 55 MB more than it keeps (benchmarks/results/memory-2026-12-02.md)
         with self._lock:
             if self._closed:
                 _stop(proc)
