@@ -1,13 +1,15 @@
 """Where the memory goes (issue 11: peak RSS of the server <= 700 MB): the engine's process stage by stage,
 each component alone, and the real server with its worker.
 
-    python benchmarks/memory.py [--parts engine,components,server] [--new-tokens 64] [--requests 3]
+    python benchmarks/memory.py [--parts engine,components,server] [--model DIR] [--new-tokens 64]
+                                [--requests 3] [--context-tokens 1800] [--mode worker|inprocess]
+                                [--session-options JSON] [--tracemalloc]
 
 - engine: a fresh process loads `Engine.load()` (the default model, as the worker does) and serves the
   worker's workload: cold FIM prompts of ~1,900 tokens on different stdlib modules (each takes a KV slot
   of 2,048 tokens; the fourth evicts one), typing on the last (warm, the tail only), a warm-up prefill.
   After each stage: RSS, its anonymous and file-backed parts, the malloc heap, and the peak (VmHWM).
-  At the end: resident memory by mapping (smaps), Python-side objects (tracemalloc), and a digest of
+  At the end: resident memory by mapping (smaps), Python-side objects (--tracemalloc), and a digest of
   the generated text, so two builds can be shown to answer the same.
 - components: each part the processes load, alone in a fresh process after the imports, as retained
   RSS (after `malloc_trim`, i.e. what stays) and transient peak (what loading it costs at its worst).
@@ -15,7 +17,8 @@ each component alone, and the real server with its worker.
   and settings, 1,800 context tokens unless --context-tokens), the same kind of requests over LSP; RSS and
   peak of each process (VmHWM, so no sampling gap) and the sum sampled every 0.1 s.
 
-RSS is valid on a busy machine (speed is not: this script reports none). Prints tables, then one JSON line.
+RSS is valid on a busy machine; the engine stages' wall times (ms: the first request after loading pays for
+weight pages read back from the file) only on a quiet one. Prints tables, then one JSON line.
 """
 
 from __future__ import annotations
@@ -91,8 +94,10 @@ def reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-def snapshot(stage: str) -> dict:
-    return {"stage": stage, **status(), **grouped()}
+def snapshot(stage: str, since: float | None = None) -> dict:
+    """Memory now; with `since` (a perf_counter), also the stage's wall time (meaningful on a quiet machine)."""
+    took = {} if since is None else {"ms": round((time.perf_counter() - since) * 1000)}
+    return {"stage": stage, **status(), **grouped(), **took}
 
 
 # ----------------------------------------------------------------------------------- engine child
@@ -117,25 +122,29 @@ def engine_child(args: argparse.Namespace) -> dict:
 
     stages = [snapshot("imports")]
     options = {"session_options": json.loads(args.session_options)} if args.session_options else {}
+    start = time.perf_counter()
     engine = Engine.load(args.model, **options)
-    stages.append(snapshot("Engine.load"))
+    stages.append(snapshot("Engine.load", start))
     prompts = [long_fim(module) for module in CODE_MODULES[:4]]
     texts: list[str] = []
     tokens: list[int] = []
     for i, prompt in enumerate(prompts):
+        start = time.perf_counter()
         result = engine.complete(prompt, max_new_tokens=args.new_tokens)
         texts.append(result.text)
         tokens.append(result.prompt_tokens)
-        stages.append(snapshot(f"cold {i + 1} ({result.prompt_tokens} tok, slots {engine.slot_capacities()})"))
+        stages.append(snapshot(f"cold {i + 1} ({result.prompt_tokens} tok, slots {engine.slot_capacities()})", start))
     last = prompts[-1]
     prefix = last.prefix
+    start = time.perf_counter()
     for piece in TYPED:
         prefix += piece
         texts.append(engine.complete(FimParts(prefix, last.suffix, path=last.path),
                                      max_new_tokens=args.new_tokens).text)
-    stages.append(snapshot(f"typing ({len(TYPED)} warm)"))
+    stages.append(snapshot(f"typing ({len(TYPED)} warm)", start))
+    start = time.perf_counter()
     computed = engine.prefill(long_fim(CODE_MODULES[4]), max_new_tokens=args.new_tokens)
-    stages.append(snapshot(f"warm-up prefill ({computed} tok)"))
+    stages.append(snapshot(f"warm-up prefill ({computed} tok)", start))
     report: dict[str, object] = {"stages": stages, "mappings": dict(list(mappings().items())[:12]),
                                  "prompt_tokens": tokens,
                                  "digest": hashlib.sha256(json.dumps(texts).encode()).hexdigest()[:16]}
@@ -318,10 +327,10 @@ def run_child(child: str, args: argparse.Namespace) -> dict:
 
 def print_engine(r: dict) -> None:
     print(f"{'engine process, stage':<52}{'RSS':>8}{'peak':>8}{'anon':>8}{'file':>8}{'heap':>8}{'mmap':>8}"
-          f"{'model':>8}")
+          f"{'model':>8}{'ms':>9}")
     for s in r["stages"]:
         print(f"{s['stage']:<52}{s['rss']:>8.0f}{s['peak']:>8.0f}{s['anon']:>8.0f}{s['file']:>8.0f}"
-              f"{s['heap']:>8.0f}{s['anon_mmap']:>8.0f}{s['model_files']:>8.0f}")
+              f"{s['heap']:>8.0f}{s['anon_mmap']:>8.0f}{s['model_files']:>8.0f}{s.get('ms', ''):>9}")
     print("resident by mapping (MB):")
     for name, mb in r["mappings"].items():
         print(f"  {mb:8.1f}  {name}")
