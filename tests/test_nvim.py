@@ -953,6 +953,31 @@ def test_streaming_preview_grows_then_becomes_the_diff_or_says_why_it_failed(wor
         assert nvim.lua("return _G.__mine") == 0 and nvim.lua_error() is None
 
 
+def test_infill_cancel_discards_the_preview_of_the_current_buffer(workspace: Path) -> None:
+    """`:InfillCancel` with no edit running but its diff still previewed for this buffer rejects it (and
+    leaves alone a preview of another buffer)."""
+    diff = "--- a/m.py\n+++ b/m.py\n@@ -1 +1,2 @@\n def f():\n+    \"\"\"Doc.\"\"\"\n"
+    open_for = ("_G.__done = nil; require('infill.preview').open(..., { title = 'infill: t', layout = 'float',"
+                f" id = 1, source = select(2, ...), source_keys = {EDIT_KEYS} }},"
+                " function(ok) _G.__done = { ok = ok } end)")
+    with Nvim.start(workspace, plugin=True, budget=60, ui=(100, 20)) as nvim:
+        user = _user_in_a_text_buffer(nvim)
+        nvim.lua(open_for, diff, user["buf"])
+        nvim.cmd("InfillCancel")
+        assert nvim.wait_for("return _G.__done", timeout=5)["ok"] is False
+        assert nvim.lua("return require('infill.preview').current") is None
+        assert nvim.lua("return #vim.api.nvim_list_wins()") == 1 and nvim.lua(WHERE) == user
+        assert not any("no edit is running" in m["msg"] for m in nvim.messages())
+
+        other = nvim.lua("return vim.api.nvim_create_buf(true, false)")
+        nvim.lua(open_for, diff, other)
+        nvim.cmd("InfillCancel")
+        assert nvim.lua("return _G.__done") is None and nvim.lua("return require('infill.preview').current ~= nil")
+        assert any("no edit is running" in m["msg"] for m in nvim.messages())
+        assert nvim.call("nvim_buf_get_lines", 0, 0, -1, True) == ["one", "two", "three"]
+        assert nvim.lua_error() is None
+
+
 # Each call of preview.stream (an `infill/editStream` from the server reaching the preview): the text, the
 # preview's state, and where the user was once it had been drawn.
 RECORD_DRAFTS = """

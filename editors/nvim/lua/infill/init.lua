@@ -464,8 +464,9 @@ local function preset_edit(command, ctx)
 end
 
 --- Cancel every edit this plugin started that is still running (`$/cancelRequest`); the server
---- stops generating and applies nothing.
----@return integer how many were cancelled
+--- stops generating and applies nothing. An edit's preview still open for the current buffer (its diff
+--- already shown) is rejected too.
+---@return integer how many were cancelled or rejected
 function M.cancel()
   local n = 0
   for id in pairs(state.edits) do
@@ -473,7 +474,14 @@ function M.cancel()
       n = n + 1
     end
   end
-  notify(n == 0 and 'no edit is running' or 'edit cancelled; nothing was changed')
+  if n > 0 then
+    notify('edit cancelled; nothing was changed')
+  end
+  if preview.reject(api.nvim_get_current_buf()) then -- says 'edit discarded' itself
+    n = n + 1
+  elseif n == 0 then
+    notify('no edit is running')
+  end
   return n
 end
 
@@ -705,7 +713,7 @@ local function create_commands()
   api.nvim_create_user_command('InfillRestart', M.restart, { desc = 'infill: restart the server' })
   api.nvim_create_user_command('InfillCancel', function()
     M.cancel()
-  end, { desc = 'infill: stop the running edit' })
+  end, { desc = 'infill: stop the running edit, or discard the previewed one' })
 end
 
 --- Register and enable the server, and add the commands. Call once from your config.

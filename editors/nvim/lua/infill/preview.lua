@@ -257,6 +257,19 @@ function M.fail(id, message)
   return true
 end
 
+--- Reject the preview on screen if it is of buffer `bufnr` (the edited buffer, or the preview's own), as
+--- its reject key does: a streaming one stops its edit, a diff is discarded.
+---@param bufnr integer
+---@return boolean closed false when no preview of `bufnr` is open
+function M.reject(bufnr)
+  local p = M.current
+  if not p or p.done or (p.source ~= bufnr and p.buf ~= bufnr) then
+    return false
+  end
+  p.close(false)
+  return true
+end
+
 --- Close edit `id`'s preview without calling back (the edit was cancelled elsewhere).
 ---@param id any
 function M.dismiss(id)
