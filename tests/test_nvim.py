@@ -978,6 +978,43 @@ def test_infill_cancel_discards_the_preview_of_the_current_buffer(workspace: Pat
         assert nvim.lua_error() is None
 
 
+def test_streaming_preview_follows_the_end_until_the_user_moves_then_shows_the_diff_from_the_top(
+        workspace: Path) -> None:
+    """An edit taller than the preview: while it streams the window shows its newest lines, unless the user
+    moved the cursor inside the preview; the diff then shows from its first line."""
+    stream = ("require('infill.preview').stream(..., { id = 1, title = 'infill: t', layout = 'float',"
+              f" filetype = 'python', source = 0, source_keys = {EDIT_KEYS} }}, function() end)")
+    view = ("local p = require('infill.preview').current; return vim.api.nvim_win_call(p.win, function()"
+            " return { top = vim.fn.line('w0'), bottom = vim.fn.line('w$'), last = vim.fn.line('$') } end)")
+
+    def code(n: int) -> str:
+        return "".join(f"x{i} = {i}\n" for i in range(1, n + 1))
+
+    diff = "--- a/m.py\n+++ b/m.py\n@@ -1 +1,40 @@\n" + "".join(f"+x{i} = {i}\n" for i in range(1, 41))
+    with Nvim.start(workspace, plugin=True, budget=60, ui=(100, 20)) as nvim:
+        user = _user_in_a_text_buffer(nvim)
+        for n in (3, 30, 40):
+            nvim.lua(stream, code(n))
+            shown = nvim.lua(view)
+            assert shown["last"] == n and shown["bottom"] == n, (n, shown)  # the newest line is in view
+        assert shown["top"] > 1 and nvim.lua(WHERE) == user
+        nvim.input("<C-w>wgg<C-w>p")  # the user scrolls back to the top of the preview, and returns
+        nvim.wait_for("return vim.api.nvim_get_current_win() == ...", user["win"], timeout=5)
+        nvim.lua(stream, code(50))
+        assert nvim.lua(view)["top"] == 1  # left where the user put it
+        nvim.lua("require('infill.preview').open(..., { title = 'infill: t', layout = 'float', id = 1, source = 0,"
+                 f" source_keys = {EDIT_KEYS} }}, function() end)", diff)
+        done = nvim.lua(view)
+        assert done["top"] == 1 and done["last"] == len(diff.rstrip("\n").split("\n"))
+
+        nvim.lua(stream.replace("id = 1", "id = 2"), code(40))  # a new edit follows its end again
+        assert nvim.lua(view)["bottom"] == 40
+        nvim.lua("require('infill.preview').open(..., { title = 'infill: t', layout = 'float', id = 2, source = 0,"
+                 f" source_keys = {EDIT_KEYS} }}, function() end)", diff)
+        assert nvim.lua(view)["top"] == 1 and nvim.lua(WHERE) == user
+        assert nvim.lua_error() is None
+
+
 # Each call of preview.stream (an `infill/editStream` from the server reaching the preview): the text, the
 # preview's state, and where the user was once it had been drawn.
 RECORD_DRAFTS = """

@@ -13,7 +13,8 @@ local api = vim.api
 
 --- The preview on screen, if any (one at a time: a new edit replaces it, rejecting the old one).
 --- `id` is the edit's request id (nil for a preview opened without one); `streaming` is true while the
---- code is still being written.
+--- code is still being written; `follow` is the line the streaming preview's cursor was put on (false
+--- once the user moved it).
 ---@type {buf: integer, win: integer, id: any, streaming: boolean, close: fun(accepted: boolean)}?
 M.current = nil
 
@@ -72,8 +73,14 @@ local function help(p, state)
   return ('%s accept · %s reject'):format(accept, reject)
 end
 
---- Show `lines` (as `filetype`) in the preview's window, titled with the keys of `state`.
+--- Show `lines` (as `filetype`) in the preview's window, titled with the keys of `state`. While the code
+--- streams in the window follows its end (its cursor on the last line), until the user moves that cursor;
+--- a diff or a failure shows from the top.
 local function show(p, lines, filetype, state, grow_only)
+  local follow = state == 'stream' and p.follow ~= false
+  if follow and p.follow and api.nvim_win_get_cursor(p.win)[1] ~= p.follow then
+    follow = false -- the user moved in the preview since the last chunk: leave them there
+  end
   vim.bo[p.buf].modifiable = true
   api.nvim_buf_set_lines(p.buf, 0, -1, false, lines)
   vim.bo[p.buf].modifiable = false
@@ -81,6 +88,15 @@ local function show(p, lines, filetype, state, grow_only)
     vim.bo[p.buf].filetype = filetype
   end
   fit(p, lines, (' %s — %s '):format(p.title, help(p, state)), grow_only)
+  if state ~= 'stream' then
+    p.follow = nil
+    api.nvim_win_set_cursor(p.win, { 1, 0 })
+  elseif follow then
+    p.follow = #lines
+    api.nvim_win_set_cursor(p.win, { #lines, 0 })
+  else
+    p.follow = false
+  end
 end
 
 --- Map `lhs` of `buf` in `mode` to `fn` for preview `p`, keeping a buffer-local mapping of the user's that
