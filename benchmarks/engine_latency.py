@@ -139,7 +139,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--prompt-tokens", type=int, default=500)
     parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--model", help="local model directory (default: the embedded SmolLM2)")
+    parser.add_argument("--model", help="a catalogue name or a model path (default: what the server picks)")
     parser.add_argument("--gflops", type=float, default=100.0, help="the CPU's sustained GFLOP/s (compute floor)")
     parser.add_argument("--skip-torch", action="store_true")
     parser.add_argument("--llama", action="store_true", help="measure llama.cpp's server on the same GGUF too")
