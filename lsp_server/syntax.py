@@ -146,9 +146,15 @@ def inside_spans(text: str, language: str) -> Callable[[int], bool]:
     return lambda pos: any(lo <= pos < hi for lo, hi in spans)
 
 
+def leading_whitespace(line: str) -> str:
+    """The spaces and tabs a line starts with (its indentation, as written)."""
+    return line[:len(line) - len(line.lstrip(" \t"))]
+
+
 def indent_width(line: str) -> int:
     """Columns of leading whitespace (a tab counts as 4)."""
-    return len(line) - len(line.lstrip(" \t")) + 3 * line[:len(line) - len(line.lstrip(" \t"))].count("\t")
+    lead = leading_whitespace(line)
+    return len(lead) + 3 * lead.count("\t")
 
 
 def error_spans(root: Node, lo: int, hi: int) -> list[tuple[int, int]]:

@@ -26,7 +26,14 @@ from urllib.parse import unquote, urlparse
 from tree_sitter import Node, Tree
 
 from lsp_server import languages
-from lsp_server.syntax import bracket_state, error_spans, indent_width, inside_spans, open_token_at_end
+from lsp_server.syntax import (
+    bracket_state,
+    error_spans,
+    indent_width,
+    inside_spans,
+    leading_whitespace,
+    open_token_at_end,
+)
 
 PREFIX_SHARE = 0.75  # of the budget, when both sides have more text than fits
 STICKY_LINES = 16  # a cut prefix starts on a multiple of this many lines, so KV caches stay reusable
@@ -589,7 +596,7 @@ def _python_line_before(before: str) -> tuple[str | None, str | None, str]:
     first = code[-1]
     while first > 0 and skip(lines[first][0]):  # back to the line the statement starts on
         first -= 1
-    indent = _INDENT.match(lines[first][1]).group()  # type: ignore[union-attr]  # always matches
+    indent = leading_whitespace(lines[first][1])
     if body.endswith(":") and not skip(start + len(body) - 1):
         return indent, None, unit
     return None, indent, unit
@@ -615,8 +622,7 @@ def _indent_unit(lines: list[tuple[int, str]], starts: list[int]) -> str:
     header's indentation (four spaces when there is no block; a tab in tab-indented code)."""
     steps: Counter[str] = Counter()
     for a, b in zip(starts, starts[1:]):
-        outer = _INDENT.match(lines[a][1]).group()  # type: ignore[union-attr]  # always matches
-        inner = _INDENT.match(lines[b][1]).group()  # type: ignore[union-attr]
+        outer, inner = leading_whitespace(lines[a][1]), leading_whitespace(lines[b][1])
         if _TRAILING_COMMENT.sub("", lines[a][1]).rstrip().endswith(":") and \
                 inner.startswith(outer) and len(inner) > len(outer):
             steps[inner[len(outer):]] += 1

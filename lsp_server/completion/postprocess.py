@@ -25,6 +25,7 @@ from lsp_server.syntax import (
     error_spans,
     indent_width,
     inside_spans,
+    leading_whitespace,
     open_token_at_end,
     scan_brackets,
 )
@@ -429,7 +430,7 @@ def reindented(text: str, ctx: CompletionContext) -> str:
     first = next((i for i, line in enumerate(lines) if line.strip()), None)
     if first is None or not _is_code(lines[first]):
         return text
-    old = lines[first][:len(lines[first]) - len(lines[first].lstrip(" \t"))]
+    old = leading_whitespace(lines[first])
     new = first_line_depth_for(lines[first], ctx)
     if new is None or new == old:
         return text
@@ -461,7 +462,7 @@ def first_line_depth_for(line: str, ctx: CompletionContext) -> str | None:
     body = _next_code_line(ctx)
     if body is None or indent_width(body) <= header:  # the body is still to be written
         return None if width > header else level
-    body_indent = body[:len(body) - len(body.lstrip(" \t"))]
+    body_indent = leading_whitespace(body)
     if _TRAILING_COMMENT.sub("", line).rstrip().endswith(":"):  # a header above the body
         ok = header < width < indent_width(body)
         return None if ok or indent_width(level) >= indent_width(body) else level

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lsp_server import languages
+from lsp_server.syntax import leading_whitespace
 
 MAX_INSTRUCTION_CHARS = 2000
 DOCSTRING = "docstring"  # the structured "Add docstring" preset
@@ -68,10 +69,10 @@ class EditTask:
         line_end = self.text.find("\n", self.line_start)
         line = self.text[self.line_start: len(self.text) if line_end < 0 else line_end]
         if line.strip() or self.selection.strip():
-            return _leading_ws(line)
+            return leading_whitespace(line)
         for above in reversed(self.text[:self.line_start].splitlines()):
             if above.strip():
-                return _leading_ws(above)
+                return leading_whitespace(above)
         return ""
 
     @property
@@ -111,10 +112,6 @@ def unified_diff(old: str, new: str, path: str = "file") -> str:
     """A unified diff between two versions of a document (what a client previews)."""
     return "".join(difflib.unified_diff(
         old.splitlines(keepends=True), new.splitlines(keepends=True), f"a/{path}", f"b/{path}"))
-
-
-def _leading_ws(line: str) -> str:
-    return line[: len(line) - len(line.lstrip(" \t"))]
 
 
 def scope_types(language: str | None) -> tuple[str, ...]:
