@@ -3,13 +3,12 @@ small stdlib HTTP server that misbehaves on purpose. Everything on 127.0.0.1."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
+from fake_server import FakeServer, Handler, event, send, stream_start
 
 from inference import FimParts, InferenceError
 from inference.remote import RemoteBackend, RemoteConfig, detect_remote_family
@@ -105,82 +104,24 @@ def _wait_idle(server, timeout: float = 5.0) -> None:
     assert server.busy_slots() == 0
 
 
-# ------------------------------------------------------------------------ protocol corner cases
-Handler = Callable[[http.server.BaseHTTPRequestHandler], None]
-
-
-class FakeServer:
-    """A stdlib HTTP server on 127.0.0.1 whose `/v1/completions` answer a test chooses."""
-
-    def __init__(self, answer: Handler, models: tuple[str, ...] = ("qwen2.5-coder-1.5b",), port: int = 0) -> None:
-        owner = self
-
-        class H(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                listing = {"models": [{"name": m} for m in models]} if self.path == "/api/tags" else \
-                    {"data": [{"id": m} for m in models]}
-                _send(self, 200, json.dumps(listing).encode(), "application/json")
-
-            def do_POST(self) -> None:
-                owner.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                owner.paths.append(self.path)
-                answer(self)
-
-        self.bodies: list[dict] = []
-        self.paths: list[str] = []
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), H)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def _send(h, status: int, body: bytes, ctype: str) -> None:
-    h.send_response(status)
-    h.send_header("Content-Type", ctype)
-    h.send_header("Content-Length", str(len(body)))
-    h.end_headers()
-    h.wfile.write(body)
-
-
-def _stream_start(h) -> None:
-    h.send_response(200)
-    h.send_header("Content-Type", "text/event-stream")
-    h.send_header("Connection", "close")
-    h.end_headers()
-
-
-def _event(h, text: str | None = None, finish: str | None = None, raw: str | None = None) -> None:
-    payload = raw if raw is not None else json.dumps({"choices": [{"text": text or "", "finish_reason": finish}]})
-    h.wfile.write(f"data: {payload}\n\n".encode())
-    h.wfile.flush()
-
-
+# ------------------------------------------------------------------------ protocol corner cases (fake_server)
 def _good(h) -> None:
-    _stream_start(h)
+    stream_start(h)
     for piece in (" a", " +", " b"):
-        _event(h, piece)
-    _event(h, "", "stop")
-    _event(h, raw="[DONE]")
+        event(h, piece)
+    event(h, "", "stop")
+    event(h, raw="[DONE]")
 
 
 def _server_error_mid_stream(h) -> None:
-    _stream_start(h)
-    _event(h, " a")
-    _event(h, raw=json.dumps({"error": {"code": 500, "message": "CUDA out of memory"}}))
+    stream_start(h)
+    event(h, " a")
+    event(h, raw=json.dumps({"error": {"code": 500, "message": "CUDA out of memory"}}))
 
 
 def _cut(h) -> None:
-    _stream_start(h)
-    _event(h, " a")  # and the connection closes: no finish_reason, no [DONE]
+    stream_start(h)
+    event(h, " a")  # and the connection closes: no finish_reason, no [DONE]
 
 
 def _slow_first_byte(h) -> None:
@@ -189,15 +130,15 @@ def _slow_first_byte(h) -> None:
 
 
 def _html(h) -> None:
-    _send(h, 200, b"<!DOCTYPE html><html><body>Sign in</body></html>", "text/html")
+    send(h, 200, b"<!DOCTYPE html><html><body>Sign in</body></html>", "text/html")
 
 
 def _html_502(h) -> None:
-    _send(h, 502, b"<html><body>Bad Gateway</body></html>", "text/html")
+    send(h, 502, b"<html><body>Bad Gateway</body></html>", "text/html")
 
 
 def _huge(h) -> None:
-    _stream_start(h)
+    stream_start(h)
     chunk = ("data: " + json.dumps({"choices": [{"text": "x" * 1000, "finish_reason": None}]}) + "\n\n").encode()
     try:
         for _ in range(10_000):  # about 10 MB
@@ -207,7 +148,7 @@ def _huge(h) -> None:
 
 
 def _huge_line(h) -> None:
-    _stream_start(h)
+    stream_start(h)
     try:
         h.wfile.write(b"data: " + b"x" * 10 * 2**20 + b"\n\n")  # 10 MB without a newline
     except OSError:
@@ -215,7 +156,7 @@ def _huge_line(h) -> None:
 
 
 def _unauthorized(h) -> None:
-    _send(h, 401, json.dumps({"error": {"message": "Invalid API Key"}}).encode(), "application/json")
+    send(h, 401, json.dumps({"error": {"message": "Invalid API Key"}}).encode(), "application/json")
 
 
 def _remote(url: str, **kwargs) -> tuple[RemoteBackend, list[str | None]]:
@@ -237,7 +178,7 @@ def test_openai_request_shape_and_answer() -> None:
 
 
 def _ollama(h) -> None:
-    _stream_start(h)
+    stream_start(h)
     field = (lambda t: {"message": {"role": "assistant", "content": t}}) if h.path == "/api/chat" else \
         (lambda t: {"response": t})
     for piece in (" a", " +", " b"):
@@ -266,11 +207,11 @@ def test_ollama_generate_raw_and_chat() -> None:
 
 
 def _chat(h) -> None:
-    _stream_start(h)
+    stream_start(h)
     for piece in (" a", " +", " b"):
-        _event(h, raw=json.dumps({"choices": [{"delta": {"content": piece}, "finish_reason": None}]}))
-    _event(h, raw=json.dumps({"choices": [{"delta": {}, "finish_reason": "stop"}]}))
-    _event(h, raw="[DONE]")
+        event(h, raw=json.dumps({"choices": [{"delta": {"content": piece}, "finish_reason": None}]}))
+    event(h, raw=json.dumps({"choices": [{"delta": {}, "finish_reason": "stop"}]}))
+    event(h, raw="[DONE]")
 
 
 def test_openai_edit_goes_to_chat_completions_with_the_seed_continued() -> None:

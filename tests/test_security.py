@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 from conftest import WalledWorkspace, write
+from fake_server import FakeServer, event, stream_start
 from lsp_support import SERVER, wait_for_model
 from lsprotocol import types
 from pytest_lsp import client_capabilities, make_test_lsp_client
-from test_remote import FakeServer, _event, _stream_start
 
 from inference.cache import build_atomically, write_verified
 from lsp_server.search.store import Index
@@ -248,14 +248,14 @@ def test_demo_contacts_no_network(tmp_path: Path) -> None:
 
 def _serving_engine(h) -> None:
     """A serving engine's answers: a FIM completion on /v1/completions, a fenced rewrite on chat."""
-    _stream_start(h)
+    stream_start(h)
     if h.path == "/v1/chat/completions":
         for piece in ("def mean(xs):\n", "    return sum(xs) / len(xs)\n", "```\n"):
-            _event(h, raw=json.dumps({"choices": [{"delta": {"content": piece}, "finish_reason": None}]}))
+            event(h, raw=json.dumps({"choices": [{"delta": {"content": piece}, "finish_reason": None}]}))
     else:
-        _event(h, "a + b")
-    _event(h, "", "stop")
-    _event(h, raw="[DONE]")
+        event(h, "a + b")
+    event(h, "", "stop")
+    event(h, raw="[DONE]")
 
 
 @pytest.mark.e2e
