@@ -182,7 +182,9 @@ class StreamCut:
         return self._emit(text[:safe]) if safe > len(self.emitted) else ""
 
     def rest(self, text: str) -> str:
-        """What is left to stream of a finished answer."""
+        """What is left to stream of a finished answer, without half a character at its end (an answer
+        cut by length or the latency budget inside a multi-byte character would end in U+FFFD)."""
+        text = text.rstrip("\ufffd")
         return self._emit(text) if len(text) > len(self.emitted) else ""
 
     def _emit(self, text: str) -> str:

@@ -210,8 +210,8 @@ def test_stop_rule_sees_the_text_so_far(qwen_engine) -> None:
 
     result = qwen_engine.complete(CODE[0], max_new_tokens=32, stop_rule=rule)
     assert result.finish_reason == "rule"
-    # A trailing U+FFFD is half a character that the next token may complete: only that may change.
-    assert result.text == seen[-1] and full.startswith(result.text.rstrip("\ufffd")) and len(result.text) >= 8
+    # A trailing U+FFFD is half a character that the next token may complete: the answer drops it.
+    assert result.text == seen[-1].rstrip("\ufffd") and full.startswith(result.text) and len(seen[-1]) >= 8
     assert all(seen[i + 1].startswith(seen[i].rstrip("\ufffd")) for i in range(len(seen) - 1))
 
 
@@ -305,6 +305,13 @@ def test_step_holds_back_half_a_utf8_character() -> None:
     deltas, reason = stream(cut, ["pi = ", "pi = \ufffd", "pi = \u03c0"])
     assert reason is None
     assert deltas == ["pi = ", "", "\u03c0"]  # U+FFFD is half of "π" until the next token completes it
+
+
+def test_an_answer_cut_inside_a_character_drops_the_half() -> None:
+    cut = StreamCut()
+    assert cut.step("pi = ") == ("pi = ", None)
+    assert cut.step("pi = \ufffd", lambda: "length") == ("", "length")  # never completed: not shown
+    assert StreamCut().finish("x = 1 \ufffd") == "x = 1 "  # the model's own end, inside a character
 
 
 def test_an_extra_reason_ends_the_answer_and_streams_what_was_held_back() -> None:
