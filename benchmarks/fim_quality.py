@@ -356,7 +356,7 @@ def result_line(engine: Engine, summary: dict[str, dict[str, float]], args: argp
     line: dict = {"benchmark": "fim_quality", "model": engine.info.name, "family": engine.info.family,
                   "fim": engine.supports_fim, "device": engine.info.device, "limit": args.limit,
                   "multi_limit": args.multi_limit, "seed": args.seed,
-                  "multi_per_problem": args.multi_per_problem,
+                  "multi_per_problem": args.multi_per_problem, "settings": args.settings,
                   "seconds": round(seconds, 1)}
     for set_name, s in summary.items():
         key = names[set_name]
@@ -431,6 +431,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also judge the raw answer's first line (a client keeping one line) against the pipeline")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"), default=None,
                         help="no run: compare the pipeline's verdicts in two --records files, task by task")
+    parser.add_argument("--settings", type=json.loads, default={}, metavar="JSON",
+                        help='server settings to run the pipeline with, e.g. \'{"suffixTokens": 16}\'')
     parser.add_argument("--resume", action="store_true",
                         help="keep the tasks already in --records, append the rest (a stopped run goes on)")
     args = parser.parse_args(argv)
@@ -444,6 +446,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--sets takes {', '.join(SETS)}; got {args.sets!r}")
 
     settings = Settings()
+    ignored = settings.update(args.settings)
+    if ignored:
+        parser.error(f"--settings: unknown key or wrong type: {', '.join(ignored)}")
     raw_tokens = {"single": args.raw_tokens or settings.max_tokens_single_line,
                   "multi": args.raw_tokens or settings.max_tokens_multi_line}
     problems = load_problems()

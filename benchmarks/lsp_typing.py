@@ -18,11 +18,13 @@ request at the same position.
     python benchmarks/lsp_typing.py [--module textwrap] [--chars 1500] [--start 0.4]
     python benchmarks/lsp_typing.py --backend http://gpu-box:8080 --kind llama.cpp   # remote beside local
     python benchmarks/lsp_typing.py --backend start    # a llama.cpp server (xllamacpp) started here
+    python benchmarks/lsp_typing.py --against '{"suffixTokens": 16}'   # a setting's cost, same run
 
 With `--backend`, the same typing is replayed twice in one run, through the in-process engine and through
 the serving engine (`backend` setting), and the table shows both with their ratio; `prefix_reuse_rate`
 is then how often the server's prompt cache held at least half the prompt (llama.cpp reports it as
-`timings.cache_n`, OpenAI-compatible servers as `usage.prompt_tokens_details.cached_tokens`).
+`timings.cache_n`, OpenAI-compatible servers as `usage.prompt_tokens_details.cached_tokens`). With
+`--against`, the second replay is the same server with other settings (`--settings` apply to both).
 
 1,500 characters make about 200 requests: a p95 over fewer is decided by three or four of them (a cold
 prefill after the context cut moved, one long suggestion) and swings by hundreds of ms between runs.
@@ -172,6 +174,8 @@ async def replay(args: argparse.Namespace, init_options: dict) -> dict:
         "p50_ms": round(statistics.median(p), 1) if p else None,
         "p95_ms": round(p[min(len(p) - 1, int(0.95 * len(p)))], 1) if p else None,
         "mean_ms": round(statistics.fmean(p), 1) if p else None,
+        "max_ms": round(p[-1], 1) if p else None,
+        "over_1500_ms": sum(x > 1500 for x in p),
         "prefix_reuse_rate": round((after["reuse_hits"] - before["reuse_hits"]) / generated, 3) if generated else 0.0,
         "reused_token_share": round((after["reused_tokens"] - before["reused_tokens"])
                                     / max(1, after["prompt_tokens"] - before["prompt_tokens"]), 3),
@@ -202,8 +206,8 @@ def cost_split(before: dict, after: dict) -> dict[str, float]:
             "decode_ms": round((delta["generation_ms"] - delta["first_token_ms"]) / n, 1)}
 
 
-METRICS = ("requests", "p50_ms", "p95_ms", "mean_ms", "computed_prompt_tokens", "first_token_ms", "decoded_tokens",
-           "decode_ms", "prefix_reuse_rate", "reused_token_share",
+METRICS = ("requests", "p50_ms", "p95_ms", "mean_ms", "max_ms", "over_1500_ms", "computed_prompt_tokens",
+           "first_token_ms", "decoded_tokens", "decode_ms", "prefix_reuse_rate", "reused_token_share",
            "typed_through_rate", "cold_p50_ms", "p50_vs_cold", "invoked_p50_ms", "invoked_items_mean",
            "invoked_vs_typing")
 
@@ -220,14 +224,27 @@ def main() -> None:
                                           "llama.cpp server (xllamacpp) on the default model, started here")
     parser.add_argument("--kind", default="llama.cpp", choices=["openai", "llama.cpp", "ollama"])
     parser.add_argument("--api-key-env", default="")
+    parser.add_argument("--settings", type=json.loads, default={}, metavar="JSON",
+                        help="server settings (initializationOptions) for every replay, e.g. '{\"suffixTokens\": 16}'")
+    parser.add_argument("--against", type=json.loads, default=None, metavar="JSON",
+                        help="replay a second time with these settings on top, in the same run, and show the ratio")
     args = parser.parse_args()
-    if not args.backend:
-        result = asyncio.run(replay(args, {}))
+    if args.backend and args.against is not None:
+        parser.error("--backend and --against each make the second replay: use one")
+    if not args.backend and args.against is None:
+        result = asyncio.run(replay(args, args.settings))
         print(f"{'metric':<22}{'value':>12}")
         for key in METRICS:
             print(f"{key:<22}{str(result.get(key)):>12}")
-        print("targets (issue 11, 2 cores): p50 <= 200 ms, p95 <= 1,200 ms")
-        print(json.dumps(result))
+        print(TARGETS)
+        print(json.dumps({**result, "settings": args.settings}))
+        return
+    if args.against is not None:
+        first = asyncio.run(replay(args, args.settings))
+        second = asyncio.run(replay(args, {**args.settings, **args.against}))
+        print_pair("settings", "against", first, second)
+        print(json.dumps({"settings": args.settings, "against": args.against, "first": first, "second": second,
+                          **ratios(first, second)}))
         return
     server = None
     url = args.backend
@@ -239,22 +256,33 @@ def main() -> None:
         server.start()
         url = server.url
     try:
-        local = asyncio.run(replay(args, {}))
-        remote = asyncio.run(replay(args, {"backend": {"url": url, "kind": args.kind,
-                                                       "apiKeyEnv": args.api_key_env}}))
+        local = asyncio.run(replay(args, args.settings))
+        remote = asyncio.run(replay(args, {**args.settings, "backend": {"url": url, "kind": args.kind,
+                                                                         "apiKeyEnv": args.api_key_env}}))
     finally:
         if server is not None:
             server.kill()
-    print(f"{'metric':<22}{'in-process':>12}{'remote':>12}{'remote/local':>14}")
-    for key in METRICS:
-        a, b = local.get(key), remote.get(key)
-        ratio = round(b / a, 2) if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a else ""
-        print(f"{key:<22}{str(a):>12}{str(b):>12}{str(ratio):>14}")
+    print_pair("in-process", "remote", local, remote)
     print(json.dumps({"backend": url if server is None else "xllamacpp (started here)", "kind": args.kind,
-                      "in_process": local, "remote": remote,
-                      "p50_ratio": round(remote["p50_ms"] / local["p50_ms"], 3) if local["p50_ms"] else None,
-                      "p95_ratio": round(remote["p95_ms"] / local["p95_ms"], 3) if local["p95_ms"] else None}))
+                      "in_process": local, "remote": remote, **ratios(local, remote)}))
 
+
+TARGETS = "targets (issue 11, 2 cores): p50 <= 200 ms, p95 <= 1,200 ms, no request > 1,500 ms once warm"
+
+
+def print_pair(first_name: str, second_name: str, first: dict, second: dict) -> None:
+    """Two replays side by side, with the second's ratio to the first."""
+    print(f"{'metric':<22}{first_name:>12}{second_name:>12}{'ratio':>10}")
+    for key in METRICS:
+        a, b = first.get(key), second.get(key)
+        ratio = round(b / a, 2) if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a else ""
+        print(f"{key:<22}{str(a):>12}{str(b):>12}{str(ratio):>10}")
+    print(TARGETS)
+
+
+def ratios(first: dict, second: dict) -> dict[str, float | None]:
+    return {f"{key}_ratio": round(second[key] / first[key], 3) if first.get(key) and second.get(key) else None
+            for key in ("p50_ms", "p95_ms", "max_ms", "first_token_ms")}
 
 if __name__ == "__main__":
     main()
