@@ -4,11 +4,15 @@ answer is read back) and the prompts warmed before the user asks."""
 from __future__ import annotations
 
 import argparse
+import queue
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from inference import FimParts
+from lsp_server.completion.feature import latest_after_pause
 from lsp_server.completion.prompt import (
     build_prompt,
     heal_answer,
@@ -120,3 +124,20 @@ def test_warming_a_short_file_is_one_prompt(qwen_engine) -> None:
     text = "import os\n\ndef f():\n    return os.getcwd()\n"
     prompts = warm_prompts(qwen_engine, Settings(), "file:///x/short.py", "python", text, text.index("os.getcwd"))
     assert [p.ctx.prefix_cut for p in prompts] == [False]
+
+
+def test_warming_waits_for_a_burst_of_keystrokes_to_end() -> None:
+    """Keystrokes 20 ms apart: the warm-up gets the last position, not one the user typed past mid-burst
+    (a prefill chunk for a stale position would make the next request wait)."""
+    changes: queue.Queue = queue.Queue()
+
+    def type_a_word() -> None:
+        for offset in range(10):
+            changes.put(("file:///x/a.py", offset))
+            time.sleep(0.02)
+
+    typist = threading.Thread(target=type_a_word)
+    typist.start()
+    got = latest_after_pause(changes, 0.5)
+    typist.join()
+    assert got == ("file:///x/a.py", 9) and changes.empty()

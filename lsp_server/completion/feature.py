@@ -40,6 +40,10 @@ PENDING_NOTIFICATION = "infill/pending"  # {"pending": n}: suggestions being wri
 PENDING_CAPABILITY = "infillPending"
 REFRESH_NOTIFICATION = "infill/refreshInlineCompletion"  # {"uris": [...]}: ask again, a model is ready
 REFRESH_CAPABILITY = "infillRefresh"
+# Warm the cache once the keystrokes pause this long: longer than the pause after which the editor asks
+# itself (the VS Code extension's `debounceMs`, 75), so warming never starts mid-burst for a position the
+# user is already past. A prefill chunk cannot be interrupted: the request would wait for stale work.
+WARM_PAUSE_S = 0.1
 
 
 @dataclass
@@ -332,10 +336,7 @@ class CompletionFeature(Feature):
     def _warm_loop(self) -> None:
         """Prefill the KV cache where the user is typing, at low priority (latest position wins)."""
         while True:
-            uri, offset = self._warm_queue.get()
-            time.sleep(0.1)  # debounce: a burst of keystrokes warms once, at its end
-            while not self._warm_queue.empty():
-                uri, offset = self._warm_queue.get_nowait()
+            uri, offset = latest_after_pause(self._warm_queue, WARM_PAUSE_S)
             engine = self.server.model.ready()
             doc = self._document(uri)
             if engine is None or doc is None or self._inflight:
@@ -356,6 +357,17 @@ class CompletionFeature(Feature):
                     engine.prefill(prompt.prompt, max_new_tokens=prompt.max_tokens, cancel=self._warm_cancel)
             except Exception:  # warming is best effort; a real request reports real errors
                 log.debug("warming failed", exc_info=True)
+
+
+def latest_after_pause(items: queue.Queue, pause: float):
+    """The newest item once none has arrived for `pause` seconds (blocks until there is one): a burst of
+    keystrokes yields its last position, and only after the burst ends."""
+    item = items.get()
+    while True:
+        try:
+            item = items.get(timeout=pause)
+        except queue.Empty:
+            return item
 
 
 def _snippet_literal(text: str) -> str:
