@@ -9,6 +9,11 @@ Fill in the Middle"), built deterministically from OpenAI's HumanEval as shipped
 The hole is the line(s) without the final newline, so the cursor sits on an empty line, as in an editor:
 prefix = prompt + solution before the hole, suffix = the rest of the solution (no tests).
 
+A third set, `code`, is real code nobody here wrote and no test can run: one-line statements inside the
+functions of the running interpreter's standard library (`Lib/*.py`, sampled with `--seed`), each masked
+with the whole file around it, judged by exact match (pass@1 = exact there). Real files are long, so its
+raw answer sees the pipeline's own window of the file (not healed, not post-processed) instead of the file.
+
 Each task is answered twice:
 - raw: the model's greedy output for `FimParts(prefix, suffix)` (prefix only for a model without FIM),
   cut only at its stop tokens / EOS, at most `--raw-tokens` tokens (default: the pipeline's own budgets);
@@ -35,15 +40,17 @@ lists the tasks two `--records` files disagree on (no model).
 from __future__ import annotations
 
 import argparse
+import ast
 import gzip
 import importlib.resources
 import json
 import platform
 import random
 import sys
+import sysconfig
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -54,8 +61,10 @@ from lsp_server.completion.postprocess import postprocess, stop_rule  # noqa: E4
 from lsp_server.completion.prompt import build_prompt, heal_answer, run_completion  # noqa: E402
 from lsp_server.config import Settings  # noqa: E402
 
-SETS = ("single", "multi")
+SETS = ("single", "multi", "code")
+SET_KEYS = {"single": "single_line", "multi": "multi_line", "code": "code_line"}  # in the JSON line
 URI = "file:///humaneval/solution.py"
+MAX_CODE_FILE_CHARS = 200_000
 
 
 # --------------------------------------------------------------------------------------------- tasks
@@ -76,13 +85,15 @@ class Task:
 
     task_id: str  # e.g. "HumanEval/12/single/L3" (line numbers count solution lines from 0)
     set: str
-    problem: Problem = field(repr=False)
+    problem: Problem | None = field(repr=False)  # None: real code, judged by exact match
     prefix: str = field(repr=False)
     hole: str = field(repr=False)
     suffix: str = field(repr=False)
+    uri: str = URI
 
     def program(self, fill: str) -> str:
         """The file with the hole filled, followed by the problem's tests."""
+        assert self.problem is not None
         return (f"{self.prefix}{fill}{self.suffix}\n\n{self.problem.test}\n\n"
                 f"check({self.problem.entry_point})\n")
 
@@ -134,6 +145,53 @@ def multi_line_tasks(problems: Iterable[Problem], seed: int, per_problem: int | 
     return tasks
 
 
+def code_line_tasks(root: Path | None = None) -> list[Task]:
+    """Every one-line statement inside a function of the standard library's top-level modules (not a
+    docstring), masked with its whole file around it, files in name order and lines in file order."""
+    root = root or Path(sysconfig.get_paths()["stdlib"])
+    tasks: list[Task] = []
+    for path in sorted(root.glob("*.py")):
+        try:
+            text = path.read_text(encoding="utf-8")
+            tree = ast.parse(text)
+        except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
+            continue
+        if len(text) > MAX_CODE_FILE_CHARS:
+            continue
+        lines = text.split("\n")
+        starts = [0]
+        for line in lines:
+            starts.append(starts[-1] + len(line) + 1)
+        rows = sorted({n.lineno for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+                       for n in _statements(n.body) if n.lineno == n.end_lineno})
+        for row in rows:
+            i = row - 1
+            if not lines[i].strip() or ";" in lines[i] or "#" in lines[i]:  # one statement, no comment to guess
+                continue
+            hole = lines[i]
+            suffix = "\n" + "\n".join(lines[i + 1:]) if i + 1 < len(lines) else ""
+            tasks.append(Task(f"stdlib/{path.name}/L{row}", "code", None, text[:starts[i]], hole, suffix,
+                              f"file:///stdlib/{path.name}"))
+    return tasks
+
+
+def _statements(body: list[ast.stmt]) -> Iterable[ast.stmt]:
+    """The statements of a function body at every depth, without docstrings and nested definitions."""
+    for n, node in enumerate(body):
+        if n == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) \
+                and isinstance(node.value.value, str):
+            continue
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        yield node
+        for name in ("body", "orelse", "finalbody"):
+            yield from _statements(getattr(node, name, []) or [])
+        for handler in getattr(node, "handlers", []) or []:
+            yield from _statements(handler.body)
+        for case in getattr(node, "cases", []) or []:
+            yield from _statements(case.body)
+
+
 def limit_tasks(tasks: Sequence[Task], limit: int | None, seed: int) -> list[Task]:
     """A reproducible sample of `limit` tasks, kept in file order (so the KV cache is reused)."""
     if limit is None or limit >= len(tasks):
@@ -177,15 +235,22 @@ class Answer:
     finish: str  # engine finish reason ("" when no generation ran)
 
 
-def raw_prompt(engine: Engine, task: Task) -> str | FimParts:
+def raw_prompt(engine: Engine, settings: Settings, task: Task) -> str | FimParts:
+    """The whole file around the hole; for real code (too long to prompt whole) the window of it that the
+    pipeline's prompt carries, before token healing."""
+    if task.problem is None:
+        prompt = build_prompt(engine, settings, task.uri, "python", task.prefix + task.suffix, len(task.prefix))
+        if prompt is not None and isinstance(prompt.prompt, FimParts):
+            return replace(prompt.prompt, prefix=prompt.prompt.prefix + prompt.lead)
+        return task.prefix[-4000:]
     parts = FimParts(task.prefix, task.suffix)
     return parts if engine.supports_fim else task.prefix
 
 
-def answer_raw(engine: Engine, task: Task, max_tokens: int) -> Answer:
+def answer_raw(engine: Engine, settings: Settings, task: Task, max_tokens: int) -> Answer:
     """The model's own greedy answer, cut only at its stop tokens / EOS (not yet judged)."""
     start = time.perf_counter()
-    completion = engine.complete(raw_prompt(engine, task), max_new_tokens=max_tokens)
+    completion = engine.complete(raw_prompt(engine, settings, task), max_new_tokens=max_tokens)
     return Answer(completion.text, False, False, (time.perf_counter() - start) * 1000, "", completion.finish_reason)
 
 
@@ -193,7 +258,7 @@ def answer_pipeline(engine: Engine, settings: Settings, task: Task) -> Answer:
     """The LSP inline completion's answer at the hole, the cursor on the hole's empty line (not yet judged)."""
     text, offset = task.prefix + task.suffix, len(task.prefix)
     start = time.perf_counter()
-    prompt = build_prompt(engine, settings, URI, "python", text, offset)
+    prompt = build_prompt(engine, settings, task.uri, "python", text, offset)
     suggestion, completion = run_completion(engine, prompt) if prompt is not None else (None, None)
     return Answer(suggestion or "", False, False, (time.perf_counter() - start) * 1000, "",
                   completion.finish_reason if completion is not None else "")
@@ -207,6 +272,9 @@ class Judge:
         self._seen: dict[str, tuple[bool, str]] = {}
 
     def __call__(self, task: Task, fill: str) -> tuple[bool, str]:
+        if task.problem is None:  # real code: nothing to run
+            same = exact_match(fill, task.hole)
+            return same, "exact" if same else "differs"
         program = task.program(fill)
         if program not in self._seen:
             outcome = run_python(program, self.limits)
@@ -218,7 +286,7 @@ def answer_oracle(engine: Engine, settings: Settings, task: Task) -> str:
     """What the pipeline's rules make of a model that writes the true rest of the file: the stop rule
     checked at every whitespace (where token boundaries fall), then the post-processing. A perfect
     answer should come back as exactly the hole."""
-    prompt = build_prompt(engine, settings, URI, "python", task.prefix + task.suffix, len(task.prefix))
+    prompt = build_prompt(engine, settings, task.uri, "python", task.prefix + task.suffix, len(task.prefix))
     if prompt is None:
         return ""
     stream = prompt.lead + task.hole + task.suffix
@@ -263,7 +331,7 @@ def run(engine: Engine, tasks: Sequence[Task], raw_tokens: dict[str, int], setti
     """Answer every task both ways (raw first, then the pipeline) and judge both answers."""
     records = []
     for n, task in enumerate(tasks, 1):
-        raw = answer_raw(engine, task, raw_tokens[task.set])
+        raw = answer_raw(engine, settings, task, raw_tokens[task.set])
         pipe = answer_pipeline(engine, settings, task)
         for answer in (raw, pipe):
             answer.passed, answer.reason = judge(task, answer.fill)
@@ -352,7 +420,7 @@ def table(summary: dict[str, dict[str, float]]) -> str:
 
 def result_line(engine: Engine, summary: dict[str, dict[str, float]], args: argparse.Namespace,
                 seconds: float) -> dict:
-    names = {"single": "single_line", "multi": "multi_line"}
+    names = SET_KEYS
     line: dict = {"benchmark": "fim_quality", "model": engine.info.name, "family": engine.info.family,
                   "fim": engine.supports_fim, "device": engine.info.device, "limit": args.limit,
                   "multi_limit": args.multi_limit, "seed": args.seed,
@@ -413,7 +481,7 @@ def compare(before: Sequence[Record], after: Sequence[Record]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="local HF or ONNX model directory (default: embedded)")
-    parser.add_argument("--sets", default="single,multi", help="comma-separated: single, multi")
+    parser.add_argument("--sets", default="single,multi", help="comma-separated: single, multi, code")
     parser.add_argument("--limit", type=int, default=None, help="at most N tasks per set (sampled with --seed)")
     parser.add_argument("--multi-limit", type=int, default=None, help="at most N multi-line tasks (default: --limit)")
     parser.add_argument("--seed", type=int, default=0)
@@ -450,7 +518,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ignored:
         parser.error(f"--settings: unknown key or wrong type: {', '.join(ignored)}")
     raw_tokens = {"single": args.raw_tokens or settings.max_tokens_single_line,
-                  "multi": args.raw_tokens or settings.max_tokens_multi_line}
+                  "multi": args.raw_tokens or settings.max_tokens_multi_line,
+                  "code": args.raw_tokens or settings.max_tokens_single_line}
     problems = load_problems()
     tasks: list[Task] = []
     if "single" in sets:
@@ -459,9 +528,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         per = args.multi_per_problem or None
         multi_limit = args.multi_limit if args.multi_limit is not None else args.limit
         tasks += limit_tasks(multi_line_tasks(problems, args.seed, per), multi_limit, args.seed)
+    if "code" in sets:
+        tasks += limit_tasks(code_line_tasks(), args.limit, args.seed)
     if args.tasks:
         everything = (single_line_tasks(problems) if "single" in sets else []) + \
-            (multi_line_tasks(problems, args.seed, args.multi_per_problem or None) if "multi" in sets else [])
+            (multi_line_tasks(problems, args.seed, args.multi_per_problem or None) if "multi" in sets else []) + \
+            (code_line_tasks() if "code" in sets else [])
         try:
             tasks = select_tasks(everything, [w.strip() for w in args.tasks.split(",") if w.strip()])
         except ValueError as exc:
@@ -473,7 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{time.perf_counter() - started:.1f}s; {len(tasks)} tasks", file=sys.stderr)
     started = time.perf_counter()
     if args.oracle:
-        names = {"single": "single_line", "multi": "multi_line"}
+        names = SET_KEYS
         found = run_oracle(engine, tasks, settings, Judge(Limits()))
         line: dict = {"benchmark": "fim_quality_oracle", "model": engine.info.name, "limit": args.limit,
                       "seed": args.seed, "multi_per_problem": args.multi_per_problem}
@@ -517,7 +589,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.first_line:
         found = first_line_summary(records, by_id, judge)
         print(first_line_table(found))
-        keys = {"single": "single_line", "multi": "multi_line"}
+        keys = SET_KEYS
         for set_name, st in found.items():
             line[f"{keys[set_name]}_pass1_raw_first_line"] = round(st["first_pass"] / max(1, st["tasks"]), 4)
     print(json.dumps(line))
