@@ -9,10 +9,11 @@ Fill in the Middle"), built deterministically from OpenAI's HumanEval as shipped
 The hole is the line(s) without the final newline, so the cursor sits on an empty line, as in an editor:
 prefix = prompt + solution before the hole, suffix = the rest of the solution (no tests).
 
-A third set, `code`, is real code nobody here wrote and no test can run: one-line statements inside the
-functions of the running interpreter's standard library (`Lib/*.py`, sampled with `--seed`), each masked
-with the whole file around it, judged by exact match (pass@1 = exact there). Real files are long, so its
-raw answer sees the pipeline's own window of the file (not healed, not post-processed) instead of the file.
+A third set, `code`, is real code nobody here wrote and no test can run: one-line statements and block
+headers inside the functions of the running interpreter's standard library (`Lib/*.py`, sampled with
+`--seed`), each masked with the whole file around it, judged by exact match (pass@1 = exact there). Real
+files are long, so its raw answer sees the pipeline's own window of the file (not healed, not
+post-processed) instead of the whole file.
 
 Each task is answered twice:
 - raw: the model's greedy output for `FimParts(prefix, suffix)` (prefix only for a model without FIM),
@@ -146,8 +147,8 @@ def multi_line_tasks(problems: Iterable[Problem], seed: int, per_problem: int | 
 
 
 def code_line_tasks(root: Path | None = None) -> list[Task]:
-    """Every one-line statement inside a function of the standard library's top-level modules (not a
-    docstring), masked with its whole file around it, files in name order and lines in file order."""
+    """Every one-line statement or block header inside a function of the standard library's top-level
+    modules (not a docstring), masked with its whole file around it, files in name order, lines in order."""
     root = root or Path(sysconfig.get_paths()["stdlib"])
     tasks: list[Task] = []
     for path in sorted(root.glob("*.py")):
@@ -162,8 +163,8 @@ def code_line_tasks(root: Path | None = None) -> list[Task]:
         starts = [0]
         for line in lines:
             starts.append(starts[-1] + len(line) + 1)
-        rows = sorted({n.lineno for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
-                       for n in _statements(n.body) if n.lineno == n.end_lineno})
+        functions = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        rows = sorted({n.lineno for f in functions for n in _statements(f.body) if _one_line(n, lines)})
         for row in rows:
             i = row - 1
             if not lines[i].strip() or ";" in lines[i] or "#" in lines[i]:  # one statement, no comment to guess
@@ -173,6 +174,14 @@ def code_line_tasks(root: Path | None = None) -> list[Task]:
             tasks.append(Task(f"stdlib/{path.name}/L{row}", "code", None, text[:starts[i]], hole, suffix,
                               f"file:///stdlib/{path.name}"))
     return tasks
+
+
+def _one_line(node: ast.stmt, lines: list[str]) -> bool:
+    """A statement on one line, or the one-line header of a block (`for x in y:`, `if a:`)."""
+    if node.lineno == node.end_lineno:
+        return True
+    body = getattr(node, "body", None)
+    return bool(body) and body[0].lineno > node.lineno and lines[node.lineno - 1].rstrip().endswith(":")
 
 
 def _statements(body: list[ast.stmt]) -> Iterable[ast.stmt]:

@@ -64,6 +64,43 @@ def test_limit_is_reproducible_and_keeps_file_order(problems) -> None:
     assert [order[t.task_id] for t in picked] == sorted(order[t.task_id] for t in picked)
 
 
+MODULE = '''"""A module."""
+import os
+
+
+def walk(top, skip=()):
+    """Docstrings are not holes."""
+    found = []  # nor lines with a comment
+    for name in os.listdir(top):
+        if name in skip:
+            continue
+        found.append(name)
+    x = 1; y = 2
+    return sorted(found,
+                  key=len)
+
+
+class Box:
+    size = 3
+
+    def grow(self):
+        self.size += 1
+'''
+
+
+def test_code_set_masks_one_line_statements_inside_functions(tmp_path: Path) -> None:
+    (tmp_path / "walk.py").write_text(MODULE)
+    (tmp_path / "broken.py").write_text("def f(:\n")  # not Python: skipped, not an error
+    tasks = fq.code_line_tasks(tmp_path)
+    assert [t.hole for t in tasks] == ["    for name in os.listdir(top):", "        if name in skip:",
+                                       "            continue", "        found.append(name)", "        self.size += 1"]
+    assert all(t.prefix + t.hole + t.suffix == MODULE and t.problem is None and t.set == "code" for t in tasks)
+    assert tasks[0].task_id == "stdlib/walk.py/L8" and tasks[0].uri == "file:///stdlib/walk.py"
+    judge = fq.Judge(QUICK)
+    assert judge(tasks[1], "        if name in skip:  ") == (True, "exact")  # exact match, nothing run
+    assert judge(tasks[1], "        if name not in skip:") == (False, "differs")
+
+
 def test_exact_match_ignores_trailing_whitespace_only() -> None:
     assert fq.exact_match("    return x  \n", "    return x")
     assert not fq.exact_match("return x", "    return x")
