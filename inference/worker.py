@@ -396,6 +396,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def main() -> int:
     """The worker process: load the engine, then serve requests, each on a thread of its own (the engine
     serialises them and lets a warm-up yield to a real request), until stdin closes."""
+    memory.limit_arenas()  # a thread per request: without the cap each new thread's arena keeps its own free memory
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # stray prints (conversion libraries) go to stderr, never into the frames
     sys.stdout = sys.stderr

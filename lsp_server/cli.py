@@ -154,8 +154,10 @@ def _progress(message: str, fraction: float | None = None) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from inference.memory import limit_arenas
     from lsp_server.server import create_server
 
+    limit_arenas()  # requests run on a thread pool: memory one freed is reused, not kept in an arena per thread
     server = create_server()
     code: int | str | None = 0
     try:

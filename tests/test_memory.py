@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import subprocess
 import sys
 from pathlib import Path
 
@@ -52,6 +53,53 @@ def _mapped_elsewhere(path: Path) -> bool:
         except OSError:
             continue
     return False
+
+
+ARENA_PROBE = """
+import ctypes, re, sys, tempfile, threading
+from inference import memory
+if sys.argv[1] == "capped":
+    assert memory.limit_arenas(2)
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+libc.fopen.restype, libc.fopen.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_char_p]
+libc.malloc_info.argtypes, libc.fclose.argtypes = [ctypes.c_int, ctypes.c_void_p], [ctypes.c_void_p]
+together = threading.Barrier(8)
+
+def request():  # what a request's thread does: allocate, work, free, end
+    together.wait()
+    chunks = [libc.malloc(16 * 1024) for _ in range(500)]
+    for chunk in chunks:
+        ctypes.memset(chunk, 1, 16 * 1024)
+    together.wait()
+    for chunk in chunks:
+        libc.free(chunk)
+
+threads = [threading.Thread(target=request) for _ in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+with tempfile.NamedTemporaryFile("r") as out:
+    f = libc.fopen(out.name.encode(), b"w")
+    libc.malloc_info(0, f)
+    libc.fclose(f)
+    print(len(re.findall(r'<heap nr=', out.read())))
+"""
+
+
+@glibc_only
+def test_arenas_are_capped_so_a_thread_per_request_does_not_keep_memory_of_its_own() -> None:
+    """Eight request threads allocating at once: glibc gives each an arena (which keeps its freed memory)
+    unless `limit_arenas` capped them; capped, they share two."""
+    def heaps(mode: str) -> int:
+        run = subprocess.run([sys.executable, "-c", ARENA_PROBE, mode], capture_output=True, text=True, timeout=60,
+                             cwd=Path(__file__).resolve().parents[1])
+        assert run.returncode == 0, run.stderr
+        return int(run.stdout.split()[-1])
+
+    assert heaps("capped") <= 2 < heaps("default")
 
 
 @glibc_only
