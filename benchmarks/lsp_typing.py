@@ -176,6 +176,7 @@ async def replay(args: argparse.Namespace, init_options: dict) -> dict:
         "mean_ms": round(statistics.fmean(p), 1) if p else None,
         "max_ms": round(p[-1], 1) if p else None,
         "over_1500_ms": sum(x > 1500 for x in p),
+        "slowest_at": latencies.index(p[-1]) if p else None,  # which request (0: the first after opening)
         "prefix_reuse_rate": round((after["reuse_hits"] - before["reuse_hits"]) / generated, 3) if generated else 0.0,
         "reused_token_share": round((after["reused_tokens"] - before["reused_tokens"])
                                     / max(1, after["prompt_tokens"] - before["prompt_tokens"]), 3),
@@ -206,7 +207,7 @@ def cost_split(before: dict, after: dict) -> dict[str, float]:
             "decode_ms": round((delta["generation_ms"] - delta["first_token_ms"]) / n, 1)}
 
 
-METRICS = ("requests", "p50_ms", "p95_ms", "mean_ms", "max_ms", "over_1500_ms", "computed_prompt_tokens",
+METRICS = ("requests", "p50_ms", "p95_ms", "mean_ms", "max_ms", "over_1500_ms", "slowest_at", "computed_prompt_tokens",
            "first_token_ms", "decoded_tokens", "decode_ms", "prefix_reuse_rate", "reused_token_share",
            "typed_through_rate", "cold_p50_ms", "p50_vs_cold", "invoked_p50_ms", "invoked_items_mean",
            "invoked_vs_typing")
