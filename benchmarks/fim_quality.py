@@ -181,7 +181,9 @@ def _one_line(node: ast.stmt, lines: list[str]) -> bool:
     if node.lineno == node.end_lineno:
         return True
     body = getattr(node, "body", None)
-    return bool(body) and body[0].lineno > node.lineno and lines[node.lineno - 1].rstrip().endswith(":")
+    if not isinstance(body, list) or not body:
+        return False
+    return body[0].lineno > node.lineno and lines[node.lineno - 1].rstrip().endswith(":")
 
 
 def _statements(body: list[ast.stmt]) -> Iterable[ast.stmt]:
