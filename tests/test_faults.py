@@ -24,6 +24,7 @@ import pytest
 from lsp_support import SERVER, RawServer
 
 from inference.cache import MANIFEST, is_complete
+from inference.sources import _content_key
 
 ROOT = Path(__file__).resolve().parents[1]
 BOUND = 60.0
@@ -198,13 +199,16 @@ def test_conversion_killed_half_way_is_rebuilt_never_loaded(tiny_model, tmp_path
 def test_truncated_cached_file_is_rebuilt_not_loaded(tiny_model, tiny_cache: Path, qwen_engine, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     shutil.copytree(tiny_cache / "models", cache / "models", symlinks=True)
-    export = next(d for d in built_dirs(cache) if (d / MANIFEST).exists() and any(d.glob("*.onnx*")))
+    model = tiny_model("qwen2.5-coder", "qwen2")
+    root = cache / "models" / f"{model.name}-{_content_key(model)[:16]}"  # this model's exports, not another's
+    export = next(d for d in built_dirs(cache) if d.is_relative_to(root) and d.name.startswith("onnx-fp32")
+                  and (d / MANIFEST).exists() and any(d.glob("*.onnx*")))
     sizes = json.loads((export / MANIFEST).read_text())["files"]
     name, size = max(sizes.items(), key=lambda kv: kv[1])
     with open(export / name, "r+b") as fh:
         fh.truncate(size // 2)
     assert not is_complete(export)
-    code, err = finished(prepare(tiny_model("qwen2.5-coder", "qwen2"), cache))
+    code, err = finished(prepare(model, cache))
     assert code == 0, err[-3000:]
     assert (export / name).stat().st_size == size and is_complete(export)
 
