@@ -87,10 +87,22 @@ class Task:
     task_id: str  # e.g. "HumanEval/12/single/L3" (line numbers count solution lines from 0)
     set: str
     problem: Problem | None = field(repr=False)  # None: real code, judged by exact match
-    prefix: str = field(repr=False)
-    hole: str = field(repr=False)
-    suffix: str = field(repr=False)
+    source: str = field(repr=False)  # the whole file, shared by its tasks (a slice each would copy it)
+    start: int  # the hole is source[start:end]
+    end: int
     uri: str = URI
+
+    @property
+    def prefix(self) -> str:
+        return self.source[:self.start]
+
+    @property
+    def hole(self) -> str:
+        return self.source[self.start:self.end]
+
+    @property
+    def suffix(self) -> str:
+        return self.source[self.end:]
 
     def program(self, fill: str) -> str:
         """The file with the hole filled, followed by the problem's tests."""
@@ -113,9 +125,10 @@ def _hole(problem: Problem, set_name: str, first: int, last: int) -> Task:
     prefix = problem.prompt + before
     hole = "\n".join(lines[first:last + 1])
     suffix = "\n" + "\n".join(lines[last + 1:]) if last + 1 < len(lines) else ""
-    assert prefix + hole + suffix == problem.prompt + problem.solution
+    source = problem.prompt + problem.solution
+    assert prefix + hole + suffix == source
     span = f"L{first}" if first == last else f"L{first}-L{last}"
-    return Task(f"{problem.task_id}/{set_name}/{span}", set_name, problem, prefix, hole, suffix)
+    return Task(f"{problem.task_id}/{set_name}/{span}", set_name, problem, source, len(prefix), len(prefix) + len(hole))
 
 
 def single_line_tasks(problems: Iterable[Problem]) -> list[Task]:
@@ -169,9 +182,7 @@ def code_line_tasks(root: Path | None = None) -> list[Task]:
             i = row - 1
             if not lines[i].strip() or ";" in lines[i] or "#" in lines[i]:  # one statement, no comment to guess
                 continue
-            hole = lines[i]
-            suffix = "\n" + "\n".join(lines[i + 1:]) if i + 1 < len(lines) else ""
-            tasks.append(Task(f"stdlib/{path.name}/L{row}", "code", None, text[:starts[i]], hole, suffix,
+            tasks.append(Task(f"stdlib/{path.name}/L{row}", "code", None, text, starts[i], starts[i] + len(lines[i]),
                               f"file:///stdlib/{path.name}"))
     return tasks
 
@@ -431,14 +442,13 @@ def table(summary: dict[str, dict[str, float]]) -> str:
 
 def result_line(engine: Engine, summary: dict[str, dict[str, float]], args: argparse.Namespace,
                 seconds: float) -> dict:
-    names = SET_KEYS
     line: dict = {"benchmark": "fim_quality", "model": engine.info.name, "family": engine.info.family,
                   "fim": engine.supports_fim, "device": engine.info.device, "limit": args.limit,
                   "multi_limit": args.multi_limit, "seed": args.seed,
                   "multi_per_problem": args.multi_per_problem, "settings": args.settings,
                   "seconds": round(seconds, 1)}
     for set_name, s in summary.items():
-        key = names[set_name]
+        key = SET_KEYS[set_name]
         line[f"{key}_tasks"] = int(s["tasks"])
         for metric in ("pass1", "exact", "latency_ms", "shown", "pass_when_shown"):
             for mode in ("raw", "pipeline"):
@@ -532,23 +542,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "multi": args.raw_tokens or settings.max_tokens_multi_line,
                   "code": args.raw_tokens or settings.max_tokens_single_line}
     problems = load_problems()
-    tasks: list[Task] = []
+    every: dict[str, list[Task]] = {}  # each set's tasks, in set order
     if "single" in sets:
-        tasks += limit_tasks(single_line_tasks(problems), args.limit, args.seed)
+        every["single"] = single_line_tasks(problems)
     if "multi" in sets:
-        per = args.multi_per_problem or None
-        multi_limit = args.multi_limit if args.multi_limit is not None else args.limit
-        tasks += limit_tasks(multi_line_tasks(problems, args.seed, per), multi_limit, args.seed)
+        every["multi"] = multi_line_tasks(problems, args.seed, args.multi_per_problem or None)
     if "code" in sets:
-        tasks += limit_tasks(code_line_tasks(), args.limit, args.seed)
+        every["code"] = code_line_tasks()
     if args.tasks:
-        everything = (single_line_tasks(problems) if "single" in sets else []) + \
-            (multi_line_tasks(problems, args.seed, args.multi_per_problem or None) if "multi" in sets else []) + \
-            (code_line_tasks() if "code" in sets else [])
         try:
-            tasks = select_tasks(everything, [w.strip() for w in args.tasks.split(",") if w.strip()])
+            tasks = select_tasks([t for pool in every.values() for t in pool],
+                                 [w.strip() for w in args.tasks.split(",") if w.strip()])
         except ValueError as exc:
             parser.error(str(exc))
+    else:
+        limits = {"multi": args.multi_limit if args.multi_limit is not None else args.limit}
+        tasks = [t for name, pool in every.items() for t in limit_tasks(pool, limits.get(name, args.limit), args.seed)]
 
     started = time.perf_counter()
     engine = Engine.load(args.model)
@@ -556,7 +565,6 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{time.perf_counter() - started:.1f}s; {len(tasks)} tasks", file=sys.stderr)
     started = time.perf_counter()
     if args.oracle:
-        names = SET_KEYS
         found = run_oracle(engine, tasks, settings, Judge(Limits()))
         line: dict = {"benchmark": "fim_quality_oracle", "model": engine.info.name, "limit": args.limit,
                       "seed": args.seed, "multi_per_problem": args.multi_per_problem}
@@ -565,9 +573,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             n = max(1, st["tasks"])
             print(f"{set_name:<8} {st['tasks']:>6} {st['exact'] / n * 100:>10.1f}% {st['pass'] / n * 100:>7.1f}%  "
                   f"{' '.join(st['misses'][:6])}")
-            line.update({f"{names[set_name]}_tasks": st["tasks"],
-                         f"{names[set_name]}_oracle_exact": round(st["exact"] / n, 4),
-                         f"{names[set_name]}_oracle_pass1": round(st["pass"] / n, 4)})
+            line.update({f"{SET_KEYS[set_name]}_tasks": st["tasks"],
+                         f"{SET_KEYS[set_name]}_oracle_exact": round(st["exact"] / n, 4),
+                         f"{SET_KEYS[set_name]}_oracle_pass1": round(st["pass"] / n, 4)})
         print(json.dumps(line))
         return 0
     if args.resume and not args.records:
@@ -600,9 +608,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.first_line:
         found = first_line_summary(records, by_id, judge)
         print(first_line_table(found))
-        keys = SET_KEYS
         for set_name, st in found.items():
-            line[f"{keys[set_name]}_pass1_raw_first_line"] = round(st["first_pass"] / max(1, st["tasks"]), 4)
+            line[f"{SET_KEYS[set_name]}_pass1_raw_first_line"] = round(st["first_pass"] / max(1, st["tasks"]), 4)
     print(json.dumps(line))
     return 0
 
