@@ -282,8 +282,10 @@ def print_pair(first_name: str, second_name: str, first: dict, second: dict) -> 
 
 
 def ratios(first: dict, second: dict) -> dict[str, float | None]:
+    """The second replay's headline figures over the first's, for the JSON line."""
     return {f"{key}_ratio": round(second[key] / first[key], 3) if first.get(key) and second.get(key) else None
             for key in ("p50_ms", "p95_ms", "max_ms", "first_token_ms")}
+
 
 if __name__ == "__main__":
     main()
