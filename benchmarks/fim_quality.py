@@ -167,10 +167,10 @@ def code_line_tasks(root: Path | None = None) -> list[Task]:
     for path in sorted(root.glob("*.py")):
         try:
             text = path.read_text(encoding="utf-8")
+            if len(text) > MAX_CODE_FILE_CHARS:
+                continue
             tree = ast.parse(text)
         except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
-            continue
-        if len(text) > MAX_CODE_FILE_CHARS:
             continue
         lines = text.split("\n")
         starts = [0]
