@@ -629,7 +629,8 @@ def _children(pid: int) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_infill_cancel_stops_an_edit(workspace: Path) -> None:
-    """`:InfillCancel` right after `:InfillEdit`: the request is cancelled and the buffer never changes."""
+    """`:InfillCancel` in another buffer leaves an edit running; `:InfillCancel!` (every buffer's edits) right
+    after it cancels the request, and the edited buffer never changes."""
     path = _write(workspace, "shop.py", EDIT_SOURCE)
     with Nvim.start(workspace, plugin=True, budget=MODEL_TIMEOUT + 120) as nvim:
         _open(nvim, path)
@@ -637,8 +638,13 @@ def test_infill_cancel_stops_an_edit(workspace: Path) -> None:
             pytest.skip("the server does not offer infill.edit yet (edit feature not registered)")
         try:
             nvim.wait_model_ready(MODEL_TIMEOUT)
-            tick = nvim.lua("return vim.b.changedtick")
-            nvim.input("5GV9G:InfillEdit Rewrite this function to use sum() with a generator<CR>:InfillCancel<CR>")
+            buf = nvim.lua("return vim.api.nvim_get_current_buf()")
+            tick = nvim.lua(f"return vim.api.nvim_buf_get_changedtick({buf})")
+            nvim.input("5GV9G:InfillEdit Rewrite this function to use sum() with a generator<CR>"
+                       ":enew<CR>:InfillCancel<CR>:InfillCancel!<CR>")
+            nvim.wait_for("for _, m in ipairs(_G.__messages) do"
+                          " if m.msg:find('no edit is running in this buffer (1 in others', 1, true) then"
+                          " return m.msg end end return false", timeout=20)
             nvim.wait_for("for _, m in ipairs(_G.__messages) do"
                           " if m.msg:find('edit cancelled', 1, true) then return m.msg end end return false",
                           timeout=20)
@@ -647,8 +653,8 @@ def test_infill_cancel_stops_an_edit(workspace: Path) -> None:
                           " if p.kind == 'end' and p.title == 'infill: edit' then return true end end return false",
                           timeout=120)
             time.sleep(1)
-            assert nvim.lua("return vim.b.changedtick") == tick
-            assert nvim.lua("return require('infill').cancel()") == 0  # nothing left running
+            assert nvim.lua(f"return vim.api.nvim_buf_get_changedtick({buf})") == tick
+            assert nvim.lua("return require('infill').cancel(true)") == 0  # nothing left running
         except NvimError as exc:
             pytest.fail(f"{exc}\nmessages: {nvim.messages()}\n{nvim.logs()}")
     assert path.read_text(encoding="utf-8") == textwrap.dedent(EDIT_SOURCE).lstrip("\n")

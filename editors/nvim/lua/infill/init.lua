@@ -463,24 +463,29 @@ local function preset_edit(command, ctx)
   run_edit(client, bufnr, args)
 end
 
---- Cancel every edit this plugin started that is still running (`$/cancelRequest`); the server
---- stops generating and applies nothing. An edit's preview still open for the current buffer (its diff
---- already shown) is rejected too.
+--- Cancel the edits this plugin started for the current buffer that are still running
+--- (`$/cancelRequest`), or with `all` those of every buffer; the server stops generating and applies
+--- nothing. An edit's preview still open for the current buffer (its diff already shown) is rejected too.
+---@param all boolean? every buffer's edits, not only the current one's
 ---@return integer how many were cancelled or rejected
-function M.cancel()
-  local n = 0
-  for id in pairs(state.edits) do
-    if cancel_edit(id) then
+function M.cancel(all)
+  local bufnr = api.nvim_get_current_buf()
+  local n, elsewhere = 0, 0
+  for id, edit in pairs(state.edits) do
+    if not all and edit.bufnr ~= bufnr then
+      elsewhere = elsewhere + 1
+    elseif cancel_edit(id) then
       n = n + 1
     end
   end
   if n > 0 then
     notify('edit cancelled; nothing was changed')
   end
-  if preview.reject(api.nvim_get_current_buf()) then -- says 'edit discarded' itself
+  if preview.reject(bufnr) then -- says 'edit discarded' itself
     n = n + 1
   elseif n == 0 then
-    notify('no edit is running')
+    local others = ('no edit is running in this buffer (%d in others: :InfillCancel! stops them)'):format(elsewhere)
+    notify(elsewhere > 0 and others or 'no edit is running')
   end
   return n
 end
@@ -711,9 +716,9 @@ local function create_commands()
   api.nvim_create_user_command('InfillStatus', show_status, { desc = 'infill: server, model and progress state' })
   api.nvim_create_user_command('InfillToggle', toggle, { desc = 'infill: turn inline completion on or off' })
   api.nvim_create_user_command('InfillRestart', M.restart, { desc = 'infill: restart the server' })
-  api.nvim_create_user_command('InfillCancel', function()
-    M.cancel()
-  end, { desc = 'infill: stop the running edit, or discard the previewed one' })
+  api.nvim_create_user_command('InfillCancel', function(opts)
+    M.cancel(opts.bang)
+  end, { bang = true, desc = "infill: stop this buffer's running edit (! every buffer's), or discard the previewed one" })
 end
 
 --- Register and enable the server, and add the commands. Call once from your config.
