@@ -156,6 +156,27 @@ async def test_typing_the_suggestion_is_answered_from_it(client: LanguageClient)
 
 
 @pytest.mark.asyncio(loop_scope="module")
+async def test_an_opened_document_is_warmed_before_it_is_asked(client: LanguageClient) -> None:
+    """didOpen prefills the document's prompt in the background and counts it (`warmed`, what the typing
+    benchmark waits for); the first request then finds most of its prompt in the cache."""
+    text = "# stock-keeping helpers, warmed on open\n" + INVENTORY  # a first line no other test's prompt has
+    before = await stats(client)
+    uri = open_doc(client, "warmed.py", text)
+    for _ in range(600):
+        warm = await stats(client)
+        if warm["warmed"] > before["warmed"]:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        pytest.fail("the opened document was not warmed within 30 s")
+    await inline(client, uri, position(text, text.index("item.)") + len("item.")))
+    after = await stats(client)
+    assert after["generated"] == warm["generated"] + 1
+    assert after["reuse_hits"] == warm["reuse_hits"] + 1, "the request did not reuse the warmed prompt"
+    close_doc(client, uri)
+
+
+@pytest.mark.asyncio(loop_scope="module")
 async def test_change_then_complete_sees_new_text(client: LanguageClient) -> None:
     uri = open_doc(client, "changed.py", "x = 1\n")
     text = INVENTORY.replace("most_expensive", "priciest")

@@ -72,7 +72,7 @@ class CompletionFeature(Feature):
         self._missed: set[str] = set()  # documents answered empty because no model was ready
         self.stats = {"requests": 0, "typed_through": 0, "generated": 0, "reuse_hits": 0, "reused_tokens": 0,
                       "prompt_tokens": 0, "generated_tokens": 0, "alternatives": 0, "first_token_ms": 0.0,
-                      "generation_ms": 0.0}
+                      "generation_ms": 0.0, "warmed": 0}  # warmed: positions whose prompts were all prefilled
         threading.Thread(target=self._warm_loop, name="infill-warm", daemon=True).start()
         server.model.on_ready(lambda _engine: self._on_model_ready())
 
@@ -355,6 +355,8 @@ class CompletionFeature(Feature):
                     if self._warm_cancel.is_set():
                         break
                     engine.prefill(prompt.prompt, max_new_tokens=prompt.max_tokens, cancel=self._warm_cancel)
+                else:
+                    self.stats["warmed"] += 1
             except Exception:  # warming is best effort; a real request reports real errors
                 log.debug("warming failed", exc_info=True)
 
