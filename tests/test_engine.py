@@ -922,7 +922,7 @@ def test_text_held_back_for_a_stop_string_is_kept_when_the_model_ends(qwen_engin
     assert len(ids) == 12
     engine._eos_ids = {ids[8]}  # the model now ends where it wrote ids[8] (its first occurrence)
     end = ids.index(ids[8])
-    expected = engine.decode(ids[:end])
+    expected = engine.decode(ids[:end]).rstrip("\ufffd")  # an answer never ends in half a character
     assert len(expected) >= 4
     answer = engine.complete(prompt, max_new_tokens=12, stop=("\x00never-written",))
     assert answer.finish_reason == "eos"
