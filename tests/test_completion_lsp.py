@@ -67,6 +67,17 @@ async def stats(client: LanguageClient) -> dict:
     return result if isinstance(result, dict) else result._asdict()
 
 
+async def warmed_after(client: LanguageClient, count: int, what: str) -> dict:
+    """The counters once the server has finished a warm-up beyond `count` (`warmed`: what the typing
+    benchmark waits for)."""
+    for _ in range(600):
+        now = await stats(client)
+        if now["warmed"] > count:
+            return now
+        await asyncio.sleep(0.05)
+    pytest.fail(f"{what} was not warmed within 30 s")
+
+
 def position(text: str, offset: int) -> types.Position:
     line, character = to_position(text, offset)
     return types.Position(line=line, character=character)
@@ -162,17 +173,43 @@ async def test_an_opened_document_is_warmed_before_it_is_asked(client: LanguageC
     text = "# stock-keeping helpers, warmed on open\n" + INVENTORY  # a first line no other test's prompt has
     before = await stats(client)
     uri = open_doc(client, "warmed.py", text)
-    for _ in range(600):
-        warm = await stats(client)
-        if warm["warmed"] > before["warmed"]:
-            break
-        await asyncio.sleep(0.05)
-    else:
-        pytest.fail("the opened document was not warmed within 30 s")
+    warm = await warmed_after(client, before["warmed"], "the opened document")
     await inline(client, uri, position(text, text.index("item.)") + len("item.")))
     after = await stats(client)
     assert after["generated"] == warm["generated"] + 1
     assert after["reuse_hits"] == warm["reuse_hits"] + 1, "the request did not reuse the warmed prompt"
+    close_doc(client, uri)
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_the_cursor_notification_warms_where_the_cursor_rests(client: LanguageClient) -> None:
+    """`infill/didMoveCursor` prefills the prompt where the cursor came to rest. In a file longer than the
+    context, the open's warm-up (at the end) does not cover a place near the top; after the notification the
+    first request there finds its prompt cached. Malformed notifications are ignored, not answered."""
+    helpers = "".join(f"\n\ndef price_{i}(items):\n    return sum(item.price * {i} for item in items)\n"
+                      for i in range(120))
+    text = "# many small helpers, warmed where the cursor rests\n" + INVENTORY + helpers
+    cursor = text.index("item.)") + len("item.")
+    before = await stats(client)
+    uri = open_doc(client, "cursor.py", text)
+    opened = await warmed_after(client, before["warmed"], "the opened document")
+    at = position(text, cursor)
+    unopened = (DOCS / "never_opened.py").as_uri()
+    malformed: list[object] = [
+        None, [], {"textDocument": {"uri": uri}}, {"position": {"line": 0, "character": 0}},
+        {"textDocument": {"uri": uri}, "position": {"line": -1, "character": 0}},
+        {"textDocument": {"uri": uri}, "position": {"line": "3", "character": True}},
+        {"textDocument": {"uri": uri}, "position": {"line": 10**6, "character": 0}},
+        {"textDocument": {"uri": unopened}, "position": {"line": 0, "character": 0}}]
+    for bad in malformed:
+        client.protocol.notify("infill/didMoveCursor", bad)
+    client.protocol.notify("infill/didMoveCursor", {"textDocument": {"uri": uri},
+                                                    "position": {"line": at.line, "character": at.character}})
+    warm = await warmed_after(client, opened["warmed"], "the cursor's position")
+    await inline(client, uri, at)
+    after = await stats(client)
+    assert after["generated"] == warm["generated"] + 1
+    assert after["reuse_hits"] == warm["reuse_hits"] + 1, "the request did not reuse the prompt warmed at the cursor"
     close_doc(client, uri)
 
 

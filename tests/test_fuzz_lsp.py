@@ -284,6 +284,12 @@ class LspFuzz(RuleBasedStateMachine):
             if rng is not None and inline:
                 assert rng["start"] == pos, (rng, pos)
 
+    @rule(data=st.data(), pos=positions, malformed=st.none() | json_values)
+    def cursor_rests(self, data, pos: dict, malformed) -> None:
+        """`infill/didMoveCursor` anywhere (or malformed): a warm-up at most, never an answer or a crash."""
+        params = {"textDocument": {"uri": self.some_uri(data)}, "position": pos} if malformed is None else malformed
+        self.h.raw.notify("infill/didMoveCursor", params)
+
     @rule(data=st.data(), rng=ranges, only=st.none() | st.lists(st.sampled_from(["refactor", "quickfix", "", "x"])))
     def code_action(self, data, rng: dict, only) -> None:
         context: dict = {"diagnostics": []}
