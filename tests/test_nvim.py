@@ -533,6 +533,54 @@ def test_code_actions_include_edit_with_instruction(workspace: Path) -> None:
         assert nvim.lua("return vim.b.changedtick") == tick
 
 
+CURSOR_RECORDER = """
+local client = require('infill').client(0)
+_G.__cursor = {}
+local notify = client.notify
+client.notify = function(self, method, params)
+  if method == 'infill/didMoveCursor' then table.insert(_G.__cursor, params) end
+  return notify(self, method, params)
+end
+"""
+
+
+def test_the_resting_cursor_is_told_to_the_server(workspace: Path) -> None:
+    """Where the cursor comes to rest goes to the server (`infill/didMoveCursor`, so it warms its cache
+    there): once per rest, not per move, in UTF-16 units, and not while inline completion is toggled off."""
+    path = _write(workspace, "label.py", """
+        def label(name):
+            prefix = "é😀 "
+            return prefix + name.title()
+
+
+        def shout(name):
+            return name.upper()
+        """)
+    with Nvim.start(workspace, plugin=True, budget=120) as nvim:
+        _open(nvim, path)
+        nvim.lua(CURSOR_RECORDER)
+        time.sleep(0.5)  # the rest after opening
+        nvim.lua("_G.__cursor = {}")
+        for keys in ("6G", "2G", "3G", "f+"):  # moves 50 ms apart: one rest at the end
+            nvim.input(keys)
+            time.sleep(0.05)
+        sent = nvim.wait_for("return #_G.__cursor > 0 and _G.__cursor", timeout=10)
+        time.sleep(0.5)
+        sent = nvim.lua("return _G.__cursor")
+        assert len(sent) == 1, sent
+        line = "    return prefix + name.title()"
+        assert sent[0]["position"] == {"line": 2, "character": line.index("+")}
+        assert sent[0]["textDocument"]["uri"] == path.as_uri()
+        nvim.input("2G$")  # on the closing quote, after an emoji of two UTF-16 units
+        sent = nvim.wait_for("return #_G.__cursor > 1 and _G.__cursor", timeout=10)
+        assert sent[1]["position"] == {"line": 1, "character": len('    prefix = "é😀 '.encode("utf-16-le")) // 2}
+        nvim.cmd("InfillToggle")
+        nvim.lua("_G.__cursor = {}")
+        nvim.input("6G")
+        time.sleep(0.6)
+        assert nvim.lua("return _G.__cursor") == [], "sent while inline completion was off"
+
+
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_infill_edit_command_rewrites_only_the_selection(workspace: Path) -> None:

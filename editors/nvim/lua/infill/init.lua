@@ -149,10 +149,48 @@ local function language_disabled(bufnr)
   return settings.enable == false or vim.list_contains(disabled, vim.bo[bufnr].filetype)
 end
 
+--- The cursor rests once it has not moved for this long: longer than the gap between two keystrokes.
+local CURSOR_REST_MS = 250
+local cursor_timers = {} ---@type table<integer, uv.uv_timer_t>
+
+--- Tell the server where the cursor came to rest in `bufnr` (`infill/didMoveCursor`, editors/README.md), so
+--- it warms its cache there before the first keystroke: LSP says where the user types, never where they look.
+---@param bufnr integer
+local function watch_cursor(bufnr)
+  local timer = cursor_timers[bufnr] or (vim.uv or vim.loop).new_timer()
+  cursor_timers[bufnr] = timer
+  local function send()
+    local client = M.client(bufnr)
+    local completing = state.inline_enabled or not M.config.inline -- :InfillToggle turned ghost text off
+    if client and completing and api.nvim_get_current_buf() == bufnr then
+      client:notify('infill/didMoveCursor', vim.lsp.util.make_position_params(0, client.offset_encoding))
+    end
+  end
+  local function restart()
+    timer:stop()
+    timer:start(CURSOR_REST_MS, 0, vim.schedule_wrap(send))
+  end
+  local group = api.nvim_create_augroup('infill.cursor.' .. bufnr, { clear = true })
+  api.nvim_create_autocmd({ 'CursorMoved', 'CursorMovedI', 'BufEnter' }, { group = group, buffer = bufnr, callback = restart })
+  api.nvim_create_autocmd('BufUnload', {
+    group = group,
+    buffer = bufnr,
+    once = true,
+    callback = function()
+      cursor_timers[bufnr] = nil
+      timer:stop()
+      timer:close()
+      pcall(api.nvim_del_augroup_by_id, group)
+    end,
+  })
+  restart() -- where the cursor is when the buffer opens
+end
+
 local function on_attach(client, bufnr)
   if language_disabled(bufnr) then
     return -- edits and search still work; no completion requests at all
   end
+  watch_cursor(bufnr)
   if M.config.inline and M.has_inline() then
     -- A buffer marker: Neovim starts the capability for this buffer right after LspAttach.
     vim.lsp.inline_completion.enable(state.inline_enabled, { bufnr = bufnr })
