@@ -20,7 +20,7 @@ import {
 import { editArguments, editOutcome, parseEditResult, streamProgress, validateInstruction } from "./edit";
 import { INSTALL_COMMAND, missingServerMessage, resolveExecutable } from "./executable";
 import { PickItem, parseSearchResults, toPickItem } from "./search";
-import { completionEnabled, debounceDelay, serverSettings } from "./settings";
+import { completionEnabled, cursorParams, debounceDelay, serverSettings } from "./settings";
 import { StatusModel } from "./status";
 
 /**
@@ -44,6 +44,14 @@ const editProgress = new Map<string, vscode.Progress<{ message?: string }>>();
 // Per document: ends the "editing…" notification once the model has written the edit (its stream's last
 // message), though the request itself answers only after the user applied or discarded the preview.
 const editWritten = new Map<string, () => void>();
+/**
+ * Where the cursor came to rest, so the server warms its cache there before the first keystroke: LSP says
+ * where the user types, never where they look (editors/README.md, "Protocol notes").
+ */
+const CURSOR_NOTIFICATION = "infill/didMoveCursor";
+/** The cursor rests once it has not moved for this long: longer than the gap between two keystrokes. */
+const CURSOR_REST_MS = 250;
+let cursorTimer: NodeJS.Timeout | undefined;
 /** A suggestion written faster than this shows no spinner (no flicker while typing). */
 const SPINNER_DELAY_MS = 250;
 
@@ -89,7 +97,11 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
 
   context.subscriptions.push(
     vscode.workspace.onDidChangeConfiguration(onConfigurationChanged),
-    vscode.window.onDidChangeActiveTextEditor(() => render()),
+    vscode.window.onDidChangeActiveTextEditor((editor) => {
+      render();
+      onCursorMoved(editor);
+    }),
+    vscode.window.onDidChangeTextEditorSelection((e) => onCursorMoved(e.textEditor)),
   );
 
   status.enabled = config().get<boolean>("enable", true);
@@ -177,6 +189,7 @@ async function startClient(): Promise<void> {
   render();
   try {
     await client.start();
+    onCursorMoved(vscode.window.activeTextEditor);
   } catch (err) {
     status.setServer("stopped");
     render();
@@ -251,6 +264,23 @@ function pause(ms: number, token: vscode.CancellationToken): Promise<boolean> {
       resolve(false);
     });
   });
+}
+
+/** Tell the server where the cursor is once it has rested (a click, a jump, another editor focused). */
+function onCursorMoved(editor: vscode.TextEditor | undefined): void {
+  if (cursorTimer) clearTimeout(cursorTimer);
+  cursorTimer = undefined;
+  if (!editor) return;
+  cursorTimer = setTimeout(() => {
+    cursorTimer = undefined;
+    const running = client?.state === State.Running ? client : undefined;
+    if (!running || vscode.window.activeTextEditor !== editor) return;
+    const { uri, languageId } = editor.document;
+    const { line, character } = editor.selection.active;
+    const at = { uri: running.code2ProtocolConverter.asUri(uri), scheme: uri.scheme, languageId, line, character };
+    const params = cursorParams(currentSettings(), at);
+    if (params) void running.sendNotification(CURSOR_NOTIFICATION, params);
+  }, CURSOR_REST_MS);
 }
 
 /** A model became ready: ask again in the active editor if its document got nothing while it loaded. */

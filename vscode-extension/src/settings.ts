@@ -59,3 +59,23 @@ export function completionEnabled(settings: ServerSettings, languageId: string):
 export function debounceDelay(value: unknown): number {
   return typeof value === "number" && Number.isFinite(value) && value > 0 ? Math.min(value, 5000) : 0;
 }
+
+/** Where a cursor rests: the document (URI as the server knows it, its scheme, its language) and the position. */
+export interface CursorAt {
+  uri: string;
+  scheme: string;
+  languageId: string;
+  line: number;
+  character: number;
+}
+
+/**
+ * The `infill/didMoveCursor` notification's params for a resting cursor (the server warms its cache there),
+ * or undefined where no completion will be asked: another scheme (output panes, diffs, settings) or a
+ * language or global switch that turns completion off.
+ */
+export function cursorParams(settings: ServerSettings, at: CursorAt): object | undefined {
+  if (at.scheme !== "file" && at.scheme !== "untitled") return undefined;
+  if (!completionEnabled(settings, at.languageId)) return undefined;
+  return { textDocument: { uri: at.uri }, position: { line: at.line, character: at.character } };
+}

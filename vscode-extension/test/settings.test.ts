@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { SERVER_KEYS, completionEnabled, debounceDelay, serverSettings } from "../src/settings";
+import { SERVER_KEYS, completionEnabled, cursorParams, debounceDelay, serverSettings } from "../src/settings";
 
 const pkg = JSON.parse(readFileSync(join(__dirname, "..", "package.json"), "utf8"));
 const props = pkg.contributes.configuration.properties as Record<string, { default: unknown }>;
@@ -38,4 +38,14 @@ test("completion is off when disabled globally or for the language", () => {
   assert.equal(completionEnabled({ disabledLanguages: ["markdown"] }, "markdown"), false);
   assert.equal(completionEnabled({ disabledLanguages: ["markdown"] }, "python"), true);
   assert.equal(completionEnabled({ disabledLanguages: "markdown" }, "markdown"), true); // malformed: ignored
+});
+
+test("a resting cursor is told to the server only where completion will be asked", () => {
+  const at = { uri: "file:///w/a.py", scheme: "file", languageId: "python", line: 3, character: 7 };
+  assert.deepEqual(cursorParams({}, at), { textDocument: { uri: "file:///w/a.py" }, position: { line: 3, character: 7 } });
+  assert.ok(cursorParams({}, { ...at, scheme: "untitled", uri: "untitled:Untitled-1" }));
+  assert.equal(cursorParams({}, { ...at, scheme: "output" }), undefined); // the output pane, a diff, settings
+  assert.equal(cursorParams({}, { ...at, scheme: "git" }), undefined);
+  assert.equal(cursorParams({ enable: false }, at), undefined);
+  assert.equal(cursorParams({ disabledLanguages: ["python"] }, at), undefined);
 });
