@@ -32,6 +32,10 @@ from inference.tokenizer import load_decoder, read_chat_template, render_chat
 
 TokenRule = Callable[[int, np.ndarray], bool]
 PREFILL_CHUNK = 64  # tokens per forward pass while prefilling, so a cancel or a preemption lands quickly
+# A warm-up's last pass computes this many tokens (0: no split). onnxruntime-genai keeps the last pass's logits,
+# padded to one row per token fed (64 x 151,936 x 4 B = 39 MB for a full chunk of the default model), until
+# the slot's next pass; three warmed slots kept up to ~115 MB. A request replaces them at its first decode step.
+WARM_LAST_PASS = 1
 # ONNX Runtime session options for a graph that gathers its input embeddings from the 4-bit output table
 # it shares with the output projection (GatherBlockQuantized: what the export of a tied model makes). Constant
 # folding copied that table (a Reshape of the shared weight, 65 MB for Qwen2.5-Coder-0.5B) into memory of its
@@ -390,10 +394,13 @@ class Engine:
         elif common < len(slot.tokens):
             slot.generator.rewind_to(common)
         del slot.tokens[common:]
-        for start in range(common, len(ids), PREFILL_CHUNK):
+        bounds = [*range(common, len(ids), PREFILL_CHUNK), len(ids)]
+        if preemptible and WARM_LAST_PASS and len(ids) - bounds[-2] > WARM_LAST_PASS:
+            bounds.insert(-1, len(ids) - WARM_LAST_PASS)  # a warm-up keeps small logits (WARM_LAST_PASS)
+        for start, end in zip(bounds, bounds[1:]):
             if (cancel is not None and cancel.is_set()) or (preemptible and self._preempt.is_set()):
                 return -1
-            chunk = ids[start:start + PREFILL_CHUNK]
+            chunk = ids[start:end]
             slot.generator.append_tokens(np.asarray(chunk, dtype=np.int32))
             slot.tokens.extend(chunk)
         return common

@@ -20,6 +20,7 @@ from benchmarks.precision_probe import agreement, gate_prompts
 from inference import Engine, FimParts, InferenceError
 from inference.backend import Reason, StreamCut
 from inference.cache import MANIFEST, is_complete
+from inference.engine import WARM_LAST_PASS
 from inference.reference import TorchReference
 
 CODE = [
@@ -143,6 +144,19 @@ def test_prefill_warms_the_cache(qwen_engine) -> None:
     result = engine.complete(DOC_B + "        self.", max_new_tokens=6)
     assert result.reused_tokens >= computed - 2
     assert engine.prefill("") == 0  # bad input to a warm-up is ignored, not raised
+
+
+def test_a_warm_up_keeps_the_logits_of_one_token(qwen_engine) -> None:
+    """onnxruntime-genai keeps a slot's last pass's logits, one (padded) row per token fed, until its next pass:
+    a warm-up ends with a pass of WARM_LAST_PASS tokens, so a warmed slot does not hold a chunk's worth (39 MB
+    for the default model; ~100 MB less over three warmed slots, benchmarks/results/memory-2026-12-02.md). A
+    request's own prefill is not split: its first decode step replaces those logits anyway."""
+    engine = fresh(qwen_engine)
+    computed = engine.prefill(DOC_B)
+    assert computed == len(engine.encode(DOC_B)) > WARM_LAST_PASS + 1
+    assert engine._slots[0].generator.get_output("logits").shape[1] == WARM_LAST_PASS
+    result = engine.complete(DOC_B + "        self.", max_new_tokens=6)
+    assert result.reused_tokens >= computed - 2
 
 
 def test_each_slot_holds_what_its_request_needs(qwen_engine) -> None:
