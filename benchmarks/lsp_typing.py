@@ -3,9 +3,10 @@
 A module of the running interpreter's standard library (written by no one here) is opened with its
 first part already present; the next characters are then typed one by one as incremental didChange
 notifications, and at every word boundary the editor waits a 75 ms debounce and asks for an inline
-completion, like VS Code or Neovim would. Reports request latency (p50/p95), how often the prompt
-reused the KV cache of an earlier one, and how often the answer came from the previous suggestion
-because the user typed what it predicted.
+completion, like VS Code or Neovim would; before the first key the cursor rests at the typing position,
+and the replay says so as those clients do (`infill/didMoveCursor`; `--no-cursor` leaves it out). Reports
+request latency (p50/p95), how often the prompt reused the KV cache of an earlier one, and how often the
+answer came from the previous suggestion because the user typed what it predicted.
 
 Baseline in the same run: the same server answering the same positions with a *cold* document each
 time (a fresh URI, nothing cached), so the ratio shows what caching and warming buy on this machine.
@@ -136,8 +137,15 @@ async def replay(args: argparse.Namespace, init_options: dict) -> dict:
     client.text_document_did_open(types.DidOpenTextDocumentParams(
         types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)))
     await warmed(client, opened)  # as in an editor, where opening a file and typing are seconds apart
-    before = await stats(client)
+    if args.cursor:  # the cursor rests where typing starts: VS Code and Neovim say so (`infill/didMoveCursor`)
+        line, character = to_position(text, start)
+        rested = await stats(client)
+        client.protocol.notify("infill/didMoveCursor", {"textDocument": {"uri": uri},
+                                                        "position": {"line": line, "character": character}})
+        await warmed(client, rested)
+    before = last = await stats(client)
     latencies: list[float] = []
+    computed: list[int] = []  # prompt tokens each request computed (0: typed through, or all reused)
     positions: list[int] = []
     version = 1
     for i in range(start, typed_end):
@@ -155,6 +163,9 @@ async def replay(args: argparse.Namespace, init_options: dict) -> dict:
             elapsed, _ = await request(client, uri, text, offset + 1)
             latencies.append(elapsed)
             positions.append(offset + 1)
+            now = await stats(client)  # what this request computed: explains a slow one
+            computed.append(now["prompt_tokens"] - now["reused_tokens"] - last["prompt_tokens"] + last["reused_tokens"])
+            last = now
         else:
             await asyncio.sleep(KEYSTROKE_S)
     after = await stats(client)
@@ -185,6 +196,7 @@ async def replay(args: argparse.Namespace, init_options: dict) -> dict:
     p = sorted(latencies)
     return {
         "module": args.module,
+        "cursor": args.cursor,  # whether the replay said where the cursor rests before typing
         "requests": requests,
         "p50_ms": round(statistics.median(p), 1) if p else None,
         "p95_ms": round(p[min(len(p) - 1, int(0.95 * len(p)))], 1) if p else None,
@@ -192,8 +204,11 @@ async def replay(args: argparse.Namespace, init_options: dict) -> dict:
         "max_ms": round(p[-1], 1) if p else None,
         "over_1500_ms": sum(x > 1500 for x in p),
         "slowest_at": latencies.index(p[-1]) if p else None,  # which request (0: the first after opening)
-        # The first request at the typing position computes the prompt there: the open's warm-up covers the
-        # end of the file (LSP does not say where the cursor is). Every later one is "once warm" (issue 11).
+        "first_ms": round(latencies[0], 1) if latencies else None,  # the first at the typing position
+        "slowest_computed_tokens": computed[latencies.index(p[-1])] if p else None,
+        # Without `infill/didMoveCursor` (`--no-cursor`: a plain LSP client) the first request at the typing
+        # position computes the prompt there, as the open's warm-up covers the end of the file: every later
+        # one is "once warm" (issue 11).
         "max_once_warm_ms": round(max(latencies[1:]), 1) if len(latencies) > 1 else None,
         "over_1500_once_warm": sum(x > 1500 for x in latencies[1:]),
         "prefix_reuse_rate": round((after["reuse_hits"] - before["reuse_hits"]) / generated, 3) if generated else 0.0,
@@ -226,11 +241,11 @@ def cost_split(before: dict, after: dict) -> dict[str, float]:
             "decode_ms": round((delta["generation_ms"] - delta["first_token_ms"]) / n, 1)}
 
 
-METRICS = ("requests", "p50_ms", "p95_ms", "mean_ms", "max_ms", "over_1500_ms", "slowest_at", "max_once_warm_ms",
-           "over_1500_once_warm", "computed_prompt_tokens",
-           "first_token_ms", "decoded_tokens", "decode_ms", "prefix_reuse_rate", "reused_token_share",
-           "typed_through_rate", "cold_p50_ms", "p50_vs_cold", "invoked_p50_ms", "invoked_items_mean",
-           "invoked_vs_typing")
+METRICS = ("requests", "p50_ms", "p95_ms", "mean_ms", "max_ms", "over_1500_ms", "slowest_at",
+           "slowest_computed_tokens", "first_ms", "max_once_warm_ms", "over_1500_once_warm",
+           "computed_prompt_tokens", "first_token_ms", "decoded_tokens", "decode_ms", "prefix_reuse_rate",
+           "reused_token_share", "typed_through_rate", "cold_p50_ms", "p50_vs_cold", "invoked_p50_ms",
+           "invoked_items_mean", "invoked_vs_typing")
 
 
 def main() -> None:
@@ -239,6 +254,8 @@ def main() -> None:
     parser.add_argument("--chars", type=int, default=1500, help="characters to type")
     parser.add_argument("--start", type=float, default=0.4, help="share of the file present when it opens")
     parser.add_argument("--cold-samples", type=int, default=8)
+    parser.add_argument("--no-cursor", dest="cursor", action="store_false",
+                        help="do not say where the cursor rests before typing (a client without infill/didMoveCursor)")
     parser.add_argument("--no-invoked", dest="invoked", action="store_false",
                         help="skip the explicit (invoked) requests after the cold ones")
     parser.add_argument("--backend", help="a serving engine's URL to replay through as well, or `start` for a "
