@@ -160,9 +160,12 @@ local function watch_cursor(bufnr)
   local timer = cursor_timers[bufnr] or (vim.uv or vim.loop).new_timer()
   cursor_timers[bufnr] = timer
   local function send()
+    if api.nvim_get_current_buf() ~= bufnr then
+      return -- another buffer has the cursor now (and a timer of its own)
+    end
     local client = M.client(bufnr)
     local completing = state.inline_enabled or not M.config.inline -- :InfillToggle turned ghost text off
-    if client and completing and api.nvim_get_current_buf() == bufnr then
+    if client and completing then
       client:notify('infill/didMoveCursor', vim.lsp.util.make_position_params(0, client.offset_encoding))
     end
   end
@@ -171,7 +174,11 @@ local function watch_cursor(bufnr)
     timer:start(CURSOR_REST_MS, 0, vim.schedule_wrap(send))
   end
   local group = api.nvim_create_augroup('infill.cursor.' .. bufnr, { clear = true })
-  api.nvim_create_autocmd({ 'CursorMoved', 'CursorMovedI', 'BufEnter' }, { group = group, buffer = bufnr, callback = restart })
+  api.nvim_create_autocmd({ 'CursorMoved', 'CursorMovedI', 'BufEnter' }, {
+    group = group,
+    buffer = bufnr,
+    callback = restart,
+  })
   api.nvim_create_autocmd('BufUnload', {
     group = group,
     buffer = bufnr,
