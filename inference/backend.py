@@ -99,6 +99,12 @@ class Backend(Protocol):
     def supports_repo_context(self) -> bool: ...
 
     @property
+    def heals_middle(self) -> bool:
+        """Whether a FIM prompt's typed middle (`FimParts.middle`) is answered as well as a prompt laid out
+        afresh: its last token taken back when it ends mid-word (the engine's token healing)."""
+        ...
+
+    @property
     def is_instruct(self) -> bool: ...
 
     def count_tokens(self, text: str) -> int:

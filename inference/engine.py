@@ -31,6 +31,8 @@ from inference.sources import PreparedModel, prepare
 from inference.tokenizer import load_decoder, read_chat_template, render_chat
 
 TokenRule = Callable[[int, np.ndarray], bool]
+TYPING_ROOM = 96  # tokens a cache slot keeps spare for what is typed after its prompt (~400 characters)
+HEAL_CANDIDATES = 64  # the likeliest tokens searched for one that agrees with a middle's taken-back last token
 PREFILL_CHUNK = 64  # tokens per forward pass while prefilling, so a cancel or a preemption lands quickly
 # A warm-up's last pass computes this many tokens (0: no split). onnxruntime-genai keeps the last pass's logits,
 # padded to one row per token fed (64 x 151,936 x 4 B = 39 MB for a full chunk of the default model), until
@@ -145,6 +147,10 @@ class Engine:
         return self.family.supports_fim
 
     @property
+    def heals_middle(self) -> bool:
+        return self.family.supports_fim
+
+    @property
     def supports_repo_context(self) -> bool:
         """Whether FIM prompts can carry other files in the family's repository format: the family has
         one and this tokenizer spells its markers as single special tokens (checked, not assumed)."""
@@ -226,7 +232,7 @@ class Engine:
         token the rank-th likeliest one that is not an end of text (0 is the likeliest): alternatives to the
         greedy answer that reuse its cached prompt and cost only their own decoding."""
         stats = stats if stats is not None else GenerationStats()
-        ids = self.render(prompt, max_new_tokens)
+        ids, heal = self._heal_middle(prompt, self.render(prompt, max_new_tokens))
         rng = np.random.default_rng(seed)
         cut = StreamCut(stop, stop_rule)
         start = time.perf_counter()
@@ -256,11 +262,14 @@ class Engine:
                     stats.finish_reason = "cancel"
                     break
                 fed = bool(pending)  # an agreed draft token is in the KV cache already
+                healing = bool(heal) and len(self.decode(generated)) < len(heal)
                 if fed:
                     token, logits = pending.pop(0)
                 else:
                     logits = next_logits
-                    if first_token_rank > 0 and not generated:
+                    if healing:
+                        token = self._agreeing(logits, generated, heal, 0 if generated else first_token_rank)
+                    elif first_token_rank > 0 and not generated:
                         token = _ranked(logits, first_token_rank, self._eos_ids)
                     else:
                         token = _pick(logits, temperature, rng)
@@ -270,7 +279,13 @@ class Engine:
                         yield delta
                     break
                 generated.append(token)
-                text = self.decode(generated)
+                if healing and len(self.decode(generated)) < len(heal):  # the taken-back text is not written yet
+                    if at_length():
+                        stats.finish_reason = "length"
+                        break
+                    pending, next_logits = self._advance(slot, token, None, 0, stats)
+                    continue
+                text = self.decode(generated)[len(heal):]
                 delta, reason = cut.step(text, partial(_token_reason, token_rule, token, logits), at_length, budget)
                 if reason is not None:
                     stats.finish_reason = reason
@@ -283,6 +298,39 @@ class Engine:
                     pending, next_logits = self._advance(slot, token, drafts, room, stats)
             stats.generated_tokens = len(generated)
             stats.total_ms = (time.perf_counter() - start) * 1000
+
+    def _heal_middle(self, prompt: Prompt, ids: list[int]) -> tuple[list[int], str]:
+        """Token healing for a prompt whose middle ends mid-word (`FimParts.middle`: typed text). Its last
+        token is how the tokenizer split the *prompt*, not how the model writes: `e` where the model would
+        write `enumerate` is a token it never saw followed by `numerate`. That token goes back, and the answer
+        must begin with its text (`_agreeing`), which is not shown again. (A prefix ending mid-word needs
+        none of this: FIM training cuts prefixes at any character.)"""
+        if not isinstance(prompt, FimParts) or not prompt.middle or prompt.middle[-1].isspace() or len(ids) < 2:
+            return ids, ""
+        text = self.decode(ids[-1:])
+        if not text or not prompt.middle.endswith(text):  # a cut prompt, or a token that is not the middle's
+            return ids, ""
+        return ids[:-1], text
+
+    def _agreeing(self, logits: np.ndarray, generated: list[int], heal: str, rank: int = 0) -> int:
+        """The likeliest token (the rank-th, for alternatives) that keeps the answer in agreement with `heal`:
+        the text so far and the token either start with it or are a start of it. Among the likeliest
+        `HEAL_CANDIDATES`; failing those, the tokenizer's own next token of it."""
+        written = self.decode(generated)
+        k = min(HEAL_CANDIDATES, len(logits) - 1)
+        order = np.argpartition(-logits, k)[:k]
+        found = []
+        for token in order[np.argsort(-logits[order], kind="stable")]:
+            if int(token) in self._eos_ids:
+                continue
+            text = self.decode([*generated, int(token)])
+            if len(text) > len(written) and (text.startswith(heal) or heal.startswith(text)):
+                found.append(int(token))
+                if len(found) > rank:
+                    return found[rank]
+        if found:
+            return found[-1]
+        return self.encode(heal[len(written):])[0]
 
     def _advance(self, slot: _Slot, token: int, drafts: DraftLength | None, room: int,
                  stats: GenerationStats) -> tuple[list[tuple[int, np.ndarray]], np.ndarray]:
@@ -370,8 +418,10 @@ class Engine:
         return best
 
     def _capacity(self, need: int) -> int:
-        """The smallest multiple of slot_tokens holding `need` tokens, at most max_length."""
-        return min(self.max_length, -(-max(1, need) // self._slot_tokens) * self._slot_tokens)
+        """The smallest multiple of slot_tokens holding `need` tokens and `TYPING_ROOM` more, at most
+        max_length: a prompt typed on (`FimParts.middle`) grows past its first need, and a buffer too small
+        for it would be recomputed from the start."""
+        return min(self.max_length, -(-max(1, need + TYPING_ROOM) // self._slot_tokens) * self._slot_tokens)
 
     def _new_generator(self, capacity: int) -> og.Generator:
         params = og.GeneratorParams(self._model)

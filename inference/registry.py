@@ -22,6 +22,9 @@ class FimParts:
     suffix: str = ""
     files: tuple[tuple[str, str], ...] = ()  # (path, text) of other files, least likely to change first
     path: str = ""  # this file's path, as the repository format names it
+    # The start of the middle, already written: text typed since prefix and suffix were cut. The prompt then
+    # extends one already computed (its keys and values cached) instead of recomputing the suffix.
+    middle: str = ""
 
 
 @dataclass(frozen=True)
@@ -44,8 +47,8 @@ class Family:
         """The prompt for a FIM request; prefix-only for families without FIM. Other files go first, in the
         family's repository format (they change least, so a server's prompt cache keeps them)."""
         if self.fim_template is None:
-            return parts.prefix
-        body = self.fim_template.format(prefix=parts.prefix, suffix=parts.suffix)
+            return parts.prefix + parts.middle
+        body = self.fim_template.format(prefix=parts.prefix, suffix=parts.suffix) + parts.middle
         if not parts.files or self.repo_tokens is None:
             return body
         repo, sep = self.repo_tokens

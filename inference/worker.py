@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
 FORWARDED = ("seed", "lookup", "first_token_rank")  # generate() keyword arguments that cross the pipe as they are
+FEATURES = ("supports_fim", "supports_repo_context", "heals_middle", "is_instruct")  # the engine's, told once
 POLL_S = 0.02  # how often a waiting request looks at its caller's cancel
 EXIT_GRACE_S = 0.5  # a closing worker that has not exited by then is killed
 # The worker yields the CPU to the server: on a machine whose cores the model keeps busy, the event loop
@@ -71,14 +72,15 @@ def write_frame(stream: IO[bytes], lock: threading.Lock, message: dict) -> None:
 def prompt_to_json(prompt: Prompt) -> dict:
     if isinstance(prompt, FimParts):
         return {"fim": {"prefix": prompt.prefix, "suffix": prompt.suffix, "files": [list(f) for f in prompt.files],
-                        "path": prompt.path}}
+                        "path": prompt.path, "middle": prompt.middle}}
     return {"text": prompt}
 
 
 def prompt_from_json(data: dict) -> Prompt:
     if "fim" in data:
         fim = data["fim"]
-        return FimParts(fim["prefix"], fim["suffix"], tuple((p, t) for p, t in fim["files"]), fim["path"])
+        return FimParts(fim["prefix"], fim["suffix"], tuple((p, t) for p, t in fim["files"]), fim["path"],
+                        fim.get("middle", ""))
     return str(data["text"])
 
 
@@ -135,6 +137,10 @@ class WorkerBackend:
     @property
     def supports_repo_context(self) -> bool:
         return self._features["supports_repo_context"]
+
+    @property
+    def heals_middle(self) -> bool:
+        return self._features["heals_middle"]
 
     @property
     def is_instruct(self) -> bool:
@@ -312,7 +318,7 @@ class WorkerBackend:
         """Take a loaded worker into service."""
         self.info = ModelInfo(**ready["info"])
         self.max_length = int(ready["max_length"])
-        self._features = {k: bool(ready[k]) for k in ("supports_fim", "supports_repo_context", "is_instruct")}
+        self._features = {k: bool(ready.get(k)) for k in FEATURES}
         model_dir = Path(ready["model_dir"])
         self._chat_template = read_chat_template(model_dir)
         self._tokenizer, self._special = self._parent_tokenizer(model_dir, ready["probe_counts"])
@@ -431,8 +437,7 @@ def main() -> int:
         send({"error": f"model load failed: {exc}"})
         return 1
     send({"ready": {"info": engine.info.as_dict(), "max_length": engine.max_length,
-                    "supports_fim": engine.supports_fim, "supports_repo_context": engine.supports_repo_context,
-                    "is_instruct": engine.is_instruct, "model_dir": str(engine.prepared.onnx_dir),
+                    **{k: getattr(engine, k) for k in FEATURES}, "model_dir": str(engine.prepared.onnx_dir),
                     "probe_counts": [engine.count_tokens(t) for t in COUNT_PROBES]}})
     cancels: dict[int, threading.Event] = {}
     for line in stdin:

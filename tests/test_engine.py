@@ -7,9 +7,11 @@ a cold engine, an unconstrained generation) of the same deterministic model.
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,7 @@ from benchmarks.precision_probe import agreement, gate_prompts
 from inference import Engine, FimParts, InferenceError
 from inference.backend import Reason, StreamCut
 from inference.cache import MANIFEST, is_complete
-from inference.engine import WARM_LAST_PASS
+from inference.engine import TYPING_ROOM, WARM_LAST_PASS
 from inference.reference import TorchReference
 
 CODE = [
@@ -162,13 +164,20 @@ def test_a_warm_up_keeps_the_logits_of_one_token(qwen_engine) -> None:
 def test_each_slot_holds_what_its_request_needs(qwen_engine) -> None:
     """KV buffers are allocated whole, so a slot is sized to its request in steps of slot_tokens: a short
     prompt does not reserve the whole context, and a slot that grows still gives the same answer."""
-    engine = only_config_eos(Engine(qwen_engine.prepared, slot_tokens=128, cache_slots=1))
+    engine = only_config_eos(Engine(qwen_engine.prepared, slot_tokens=64, cache_slots=1))
+
+    def sized(need: int) -> int:  # steps of slot_tokens, with room for typing on (TYPING_ROOM)
+        return -(-(need + TYPING_ROOM) // 64) * 64
+
     short = engine.complete(DOC_A, max_new_tokens=8)
-    assert engine.slot_capacities() == [128]
-    long = DOC_A + "".join(f"    step_{i} = load(path, {i})\n" for i in range(8))
-    need = len(engine.encode(long)) + 16 + 1
-    bigger = -(-need // 128) * 128
-    assert 128 < bigger < engine.max_length
+    assert engine.slot_capacities() == [sized(len(engine.encode(DOC_A)) + 8 + 1)] and sized(0) < engine.max_length
+    lines = itertools.count()
+    while True:  # the shortest continuation of DOC_A that outgrows the slot
+        long = DOC_A + "".join(f"    step_{i} = load(path, {i})\n" for i in range(next(lines)))
+        if len(engine.encode(long)) + 16 + 1 > engine.slot_capacities()[0]:
+            break
+    bigger = sized(len(engine.encode(long)) + 16 + 1)
+    assert bigger < engine.max_length
     grown = engine.complete(long, max_new_tokens=16)
     assert engine.slot_capacities() == [bigger] and grown.reused_tokens == 0  # outgrown: rebuilt bigger
     assert grown.text == fresh(qwen_engine).complete(long, max_new_tokens=16).text
@@ -941,3 +950,39 @@ def test_text_held_back_for_a_stop_string_is_kept_when_the_model_ends(qwen_engin
     answer = engine.complete(prompt, max_new_tokens=12, stop=("\x00never-written",))
     assert answer.finish_reason == "eos"
     assert answer.text == expected
+
+
+def test_a_middle_ending_mid_word_gives_its_last_token_back(qwen_engine) -> None:
+    """Token healing for typed text in the middle: the prompt's last token (`.ba`, the tokenizer's split of
+    a word the user is still typing) goes back, and the answer starts with its text, not shown again."""
+    engine = fresh(qwen_engine)
+    parts = FimParts("def save(path, data):\n    with open(path, 'w') as fh:\n", "\n\n", middle="        json.du")
+    ids = engine.render(parts, 8)
+    healed, heal = engine._heal_middle(parts, ids)
+    assert healed == ids[:-1] and heal and parts.middle.endswith(heal)
+    assert engine._heal_middle(replace(parts, middle="        json.dump(data, "), ids) == (ids, "")  # a blank
+    assert engine._heal_middle(replace(parts, middle=""), ids) == (ids, "")  # nothing typed
+    result = engine.complete(parts, max_new_tokens=6)
+    assert result.prompt_tokens == len(ids) - 1  # the last token was not computed as the prompt's
+    slot = next(s for s in engine._slots if s.tokens[:len(healed)] == healed)
+    assert engine.decode(slot.tokens[len(healed):]).startswith(heal)  # the answer's first tokens write it
+
+
+def test_the_healing_token_is_the_likeliest_that_agrees(qwen_engine) -> None:
+    engine = qwen_engine
+    size = 300
+    texts = {i: engine.decode([i]) for i in range(size)}
+    right, longer = next((a, b) for a in texts for b in texts  # a token, and a longer one that starts with it
+                         if a != b and len(texts[a]) >= 2 and texts[b].startswith(texts[a]))
+    heal = texts[right]
+
+    def agrees(text: str) -> bool:
+        return bool(text) and (text.startswith(heal) or heal.startswith(text))
+
+    wrong = next(i for i, t in texts.items() if t and not agrees(t))
+    logits = np.zeros(size, dtype=np.float32)
+    logits[[wrong, right, longer]] = [9.0, 5.0, 4.0]
+    assert engine._agreeing(logits, [], heal) == right  # `wrong` is likelier but does not agree
+    assert engine._agreeing(logits, [], heal, rank=1) == longer  # an alternative: the next that agrees
+    logits = np.array([-50.0 if agrees(texts[i]) else 0.0 for i in range(size)], dtype=np.float32)
+    assert engine._agreeing(logits, [], heal) == engine.encode(heal)[0]  # none of the likeliest: its own split

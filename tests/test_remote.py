@@ -38,6 +38,15 @@ def test_infill_and_templated_prompt_agree(llama_server) -> None:
     assert native.text and native.text == templated.text
 
 
+def test_a_typed_middle_goes_after_the_middle_token_on_both_paths(llama_server) -> None:
+    """`FimParts.middle` is llama.cpp's `/infill` `prompt` (after its FIM middle token) and the end of the
+    templated prompt: the same parts give the same greedy answer both ways."""
+    typed = FimParts("def add(a, b):\n", "\n", middle="    return a +")
+    native = RemoteBackend(RemoteConfig(llama_server.url, "llama.cpp")).complete(typed, max_new_tokens=8)
+    templated = RemoteBackend(RemoteConfig(llama_server.url, "openai")).complete(typed, max_new_tokens=8)
+    assert native.text and native.text == templated.text
+
+
 def test_stop_rule_closes_the_stream_and_frees_the_slot(llama_server) -> None:
     backend = RemoteBackend(RemoteConfig(llama_server.url, "llama.cpp"))
     before = llama_server.metrics()["tokens_predicted_total"]

@@ -77,8 +77,8 @@ def test_worker_streams_the_same_text_as_the_engine(worker, engine, prompt) -> N
 def test_worker_describes_its_model_like_the_engine(worker, engine) -> None:
     assert worker.info.as_dict() == engine.info.as_dict()
     assert worker.max_length == engine.max_length
-    assert (worker.supports_fim, worker.supports_repo_context, worker.is_instruct) == \
-        (engine.supports_fim, engine.supports_repo_context, engine.is_instruct)
+    assert (worker.supports_fim, worker.supports_repo_context, worker.heals_middle, worker.is_instruct) == \
+        (engine.supports_fim, engine.supports_repo_context, engine.heals_middle, engine.is_instruct)
 
 
 def test_tokens_are_counted_in_the_server_exactly_as_the_engine_counts(worker, engine) -> None:
