@@ -213,6 +213,49 @@ async def test_the_cursor_notification_warms_where_the_cursor_rests(client: Lang
     close_doc(client, uri)
 
 
+def insert(client: LanguageClient, uri: str, text: str, offset: int, typed: str, version: int) -> str:
+    """Type `typed` at `offset` (an incremental change, as editors send keystrokes); the new text."""
+    at = position(text, offset)
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+        content_changes=[types.TextDocumentContentChangePartial(range=types.Range(start=at, end=at), text=typed)]))
+    return text[:offset] + typed + text[offset:]
+
+
+def computed(before: dict, after: dict) -> int:
+    """Prompt tokens the requests between two counter readings computed (not found in the KV cache)."""
+    return (after["prompt_tokens"] - before["prompt_tokens"]) - (after["reused_tokens"] - before["reused_tokens"])
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_typing_where_the_prompt_was_warmed_computes_only_what_was_typed(client: LanguageClient) -> None:
+    """Keystrokes at a warmed position extend the warmed prompt (what was typed starts the FIM middle)
+    instead of recomputing the code after the cursor, which a FIM prompt puts after the prefix. An edit
+    elsewhere ends that: the next request lays its prompt out afresh and recomputes the suffix."""
+    head = "import json\n\n\ndef total_value(items):\n    total = 0.0\n    "
+    tail = "\n    return total\n" + "".join(
+        f"\n\ndef tax_{i}(items, rate={i}):\n    return total_value(items) * rate / 100\n" for i in range(6))
+    text, cursor = head + tail, len(head)
+    before = await stats(client)
+    uri = open_doc(client, "anchored.py", text)
+    opened = await warmed_after(client, before["warmed"], "the opened document")
+    at = position(text, cursor)
+    client.protocol.notify("infill/didMoveCursor", {"textDocument": {"uri": uri},
+                                                    "position": {"line": at.line, "character": at.character}})
+    warm = await warmed_after(client, opened["warmed"], "the cursor's position")
+    text = insert(client, uri, text, cursor, "for", 2)
+    await inline(client, uri, position(text, cursor + 3))
+    typed = await stats(client)
+    assert typed["generated"] == warm["generated"] + 1 and typed["anchored"] == warm["anchored"] + 1
+    assert 0 < computed(warm, typed) <= 6, "the keystroke recomputed more than what it typed"
+    text = insert(client, uri, text, 0, "# totals\n", 3)  # an edit above: the anchor's text is gone
+    await inline(client, uri, position(text, cursor + 3 + len("# totals\n")))
+    moved = await stats(client)
+    assert moved["generated"] == typed["generated"] + 1 and moved["anchored"] == typed["anchored"]
+    assert computed(typed, moved) > 30, "the suffix after an edit above should have been recomputed"
+    close_doc(client, uri)
+
+
 @pytest.mark.asyncio(loop_scope="module")
 async def test_change_then_complete_sees_new_text(client: LanguageClient) -> None:
     uri = open_doc(client, "changed.py", "x = 1\n")

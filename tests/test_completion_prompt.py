@@ -14,6 +14,8 @@ import pytest
 from inference import FimParts
 from lsp_server.completion.feature import latest_after_pause
 from lsp_server.completion.prompt import (
+    Anchor,
+    Prompt,
     build_prompt,
     heal_answer,
     heal_prompt,
@@ -106,6 +108,51 @@ def test_a_keystroke_recomputes_only_the_short_suffix(qwen_engine) -> None:
 ])
 def test_answer_loses_the_lead_the_user_already_typed(answer: str, lead: str, expected: str) -> None:
     assert heal_answer(answer, lead) == expected
+
+
+ANCHORED = "def area(w, h):\n    \n\n\ndef volume(w, h, d):\n    return area(w, h) * d\n"
+AT = ANCHORED.index("\n    \n") + 5  # the empty line of area's body
+
+
+@pytest.mark.parametrize("text,offset,typed", [
+    (ANCHORED, AT, ""),
+    (ANCHORED[:AT] + "return w" + ANCHORED[AT:], AT + 8, "return w"),  # typed at the anchor
+    (ANCHORED[:AT] + "return w" + ANCHORED[AT:], AT + 6, None),  # the cursor left what was typed
+    (ANCHORED[:AT - 1] + ANCHORED[AT:], AT - 1, None),  # deleted before the anchor
+    (ANCHORED[:AT] + "r" + ANCHORED[AT:].replace("* d", "* 2"), AT + 1, None),  # the code after it changed
+    ("# note\n" + ANCHORED[:AT] + "r" + ANCHORED[AT:], AT + 8, None),  # an edit above
+], ids=["nothing-yet", "typed", "cursor-moved", "deleted-before", "suffix-changed", "edited-above"])
+def test_an_anchor_sees_only_typing_at_its_position(text: str, offset: int, typed: str | None) -> None:
+    anchor = Anchor(ANCHORED[:AT], ANCHORED[AT:], Prompt(None, FimParts("x", "y"), "", 8))  # type: ignore[arg-type]
+    assert anchor.typed(text, offset) == typed
+
+
+@pytest.mark.parametrize("typed,middle,lead", [
+    ("", "", "\n    "),  # nothing typed: the anchor's own prompt
+    ("return", "\n    return", ""),
+    ("return ", "\n    return", " "),  # a typed space is healed in the middle as in a prefix
+    ("x = 1\n    ", "\n    x = 1", "\n    "),  # a finished line: the new line's break and blanks heal
+])
+def test_typing_at_an_anchor_extends_its_prompt(qwen_engine, typed: str, middle: str, lead: str) -> None:
+    """What was typed since the anchor starts the FIM middle, healed like a prefix, and the anchor's tokens
+    stay a prefix of the new prompt's (checked with the model's tokenizer: that is what the cache reuses)."""
+    settings = Settings()
+    base = build_prompt(qwen_engine, settings, "file:///x/area.py", "python", ANCHORED, AT)
+    assert base is not None and base.lead == "\n    "
+    anchor = Anchor(ANCHORED[:AT], ANCHORED[AT:], base)
+    text = ANCHORED[:AT] + typed + ANCHORED[AT:]
+    here = build_prompt(qwen_engine, settings, "file:///x/area.py", "python", text, AT + len(typed))
+    extended = anchor.extend(anchor.typed(text, AT + len(typed)) or "", here)
+    assert extended is not None and isinstance(extended.prompt, FimParts)
+    assert (extended.prompt.middle, extended.lead) == (middle, lead)
+    assert extended.ctx is here.ctx and extended.prompt.suffix == base.prompt.suffix  # type: ignore[union-attr]
+    anchor_ids, ids = qwen_engine.render(base.prompt, 8), qwen_engine.render(extended.prompt, 8)
+    assert ids[:len(anchor_ids)] == anchor_ids and len(ids) - len(anchor_ids) <= len(typed) + 2
+
+
+def test_an_anchor_without_fim_is_not_extended() -> None:
+    anchor = Anchor("a", "", Prompt(None, "a", "", 8))  # type: ignore[arg-type]
+    assert anchor.extend("b") is None
 
 
 def test_warming_covers_the_next_cut_of_a_long_file(qwen_engine) -> None:

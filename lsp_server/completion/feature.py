@@ -2,7 +2,8 @@
 
 What makes it feel fast on a CPU: a newer request for a document cancels the one in flight, text the
 user types that the last suggestion predicted is answered from that suggestion (trimmed, not
-regenerated), and the engine's KV cache is warmed where the user is typing before they ask.
+regenerated), the engine's KV cache is warmed where the user is typing before they ask, and keystrokes
+extend the prompt computed where typing began (`Anchor`) instead of recomputing the code after the cursor.
 
 While typing the answer is one suggestion; an explicit request (InlineCompletionTriggerKind.Invoked:
 a trigger key, or cycling with Alt+]) gets up to `suggestions` different ones, the greedy one first, and
@@ -27,7 +28,7 @@ from lsprotocol import types
 
 from inference import Backend
 from lsp_server.completion.context import RecentSnippets, uri_path
-from lsp_server.completion.prompt import Prompt, build_prompt, run_completion, warm_prompts
+from lsp_server.completion.prompt import Anchor, Prompt, build_prompt, run_completion, warm_prompts
 from lsp_server.feature import Feature
 from lsp_server.languages import comment_prefix
 from lsp_server.positions import encodable, to_offset, to_position
@@ -49,6 +50,9 @@ CURSOR_NOTIFICATION = "infill/didMoveCursor"
 # itself (the VS Code extension's `debounceMs`, 75), so warming never starts mid-burst for a position the
 # user is already past. A prefill chunk cannot be interrupted: the request would wait for stale work.
 WARM_PAUSE_S = 0.1
+# A request extends the prompt computed where typing began (`Anchor`) while at most this much was typed since
+# (~60 tokens, within the engine's TYPING_ROOM); a warm-up takes a new one once a line is finished.
+MIDDLE_MAX_CHARS = 256
 
 
 @dataclass
@@ -70,6 +74,7 @@ class CompletionFeature(Feature):
         self._inflight: dict[str, threading.Event] = {}
         self._typed: OrderedDict[tuple[str, str], Suggestion] = OrderedDict()
         self._cuts: dict[str, tuple[int, int]] = {}  # uri -> (offset, line) where its last cut prefix started
+        self._anchors: dict[str, Anchor] = {}  # uri -> the prompt computed where typing began
         self._recent = RecentSnippets()
         self._warm_queue: queue.Queue[tuple[str, int]] = queue.Queue()
         self._warm_cancel = threading.Event()
@@ -77,7 +82,8 @@ class CompletionFeature(Feature):
         self._missed: set[str] = set()  # documents answered empty because no model was ready
         self.stats = {"requests": 0, "typed_through": 0, "generated": 0, "reuse_hits": 0, "reused_tokens": 0,
                       "prompt_tokens": 0, "generated_tokens": 0, "alternatives": 0, "first_token_ms": 0.0,
-                      "generation_ms": 0.0, "warmed": 0}  # warmed: positions whose prompts were all prefilled
+                      "generation_ms": 0.0, "warmed": 0, "anchored": 0}
+        # warmed: positions whose prompts were all prefilled; anchored: generations that extended an Anchor
         threading.Thread(target=self._warm_loop, name="infill-warm", daemon=True).start()
         server.model.on_ready(lambda _engine: self._on_model_ready())
 
@@ -174,7 +180,12 @@ class CompletionFeature(Feature):
                               self._snippets(engine, uri, language_id), keep_start=self._kept_cut(uri))
         if prompt is None:
             return []
-        self._remember_cut(uri, text, prompt)
+        anchored = self._anchored(engine, uri, text, offset, prompt)
+        if anchored is not None:
+            prompt = anchored
+            self.stats["anchored"] += 1
+        else:
+            self._anchor(uri, text, offset, prompt)
         context_ms = (time.perf_counter() - start) * 1000
         settings = self.server.settings
         suggestion, completion = run_completion(engine, prompt, settings.temperature, cancel,
@@ -271,6 +282,45 @@ class CompletionFeature(Feature):
         while len(self._typed) > TYPED_THROUGH_ENTRIES:
             self._typed.popitem(last=False)
 
+    # ------------------------------------------------------------------------------------ anchors
+    def _typed_at_anchor(self, engine: Backend, uri: str, text: str, offset: int,
+                         within_line: bool = False) -> tuple[Anchor, str] | None:
+        """The document's anchor and what was typed at it since, when its prompt can be extended that far:
+        typing there is the only change, not too much of it (for a warm-up, not past a line: a finished line
+        is worth a prompt laid out afresh), and the backend heals a middle that ends mid-word or it ends
+        in a blank."""
+        anchor = self._anchors.get(uri)
+        typed = anchor.typed(text, offset) if anchor is not None else None
+        if anchor is None or typed is None or len(typed) > MIDDLE_MAX_CHARS or (within_line and "\n" in typed):
+            return None
+        if typed and not typed[-1].isspace() and not engine.heals_middle:
+            return None
+        return anchor, typed
+
+    def _anchored(self, engine: Backend, uri: str, text: str, offset: int, here: Prompt) -> Prompt | None:
+        """`here` as an extension of the document's anchor (None: lay it out afresh)."""
+        found = self._typed_at_anchor(engine, uri, text, offset)
+        return found[0].extend(found[1], here) if found is not None else None
+
+    def _anchor(self, uri: str, text: str, offset: int, prompt: Prompt) -> None:
+        """`prompt` (laid out for the cursor) is what the engine computes next: typing here extends it."""
+        self._remember_cut(uri, text, prompt)
+        self._anchors[uri] = Anchor(text[:offset], text[offset:], prompt)
+
+    def _warm_prompts(self, engine: Backend, uri: str, language_id: str | None, text: str,
+                      offset: int) -> list[Prompt]:
+        """What to prefill for a position: the anchor extended by what was typed on its line, or else the
+        prompts laid out afresh for the position (the first becomes the anchor)."""
+        found = self._typed_at_anchor(engine, uri, text, offset, within_line=True)
+        extended = found[0].extend(found[1]) if found is not None else None
+        if extended is not None:
+            return [extended]
+        prompts = warm_prompts(engine, self.server.settings, uri, language_id, text, offset,
+                               self._snippets(engine, uri, language_id), keep_start=self._kept_cut(uri))
+        if prompts:
+            self._anchor(uri, text, offset, prompts[0])
+        return prompts
+
     # ------------------------------------------------------------------------------ sticky cuts
     def _kept_cut(self, uri: str) -> int | None:
         cut = self._cuts.get(uri)
@@ -332,6 +382,7 @@ class CompletionFeature(Feature):
     def on_close(self, uri: str) -> None:
         self._recent.forget(uri)
         self._cuts.pop(uri, None)
+        self._anchors.pop(uri, None)
         for key in [k for k in self._typed if k[0] == uri]:
             del self._typed[key]
         event = self._inflight.pop(uri, None)
@@ -340,6 +391,7 @@ class CompletionFeature(Feature):
 
     def on_settings(self) -> None:
         self._typed.clear()
+        self._anchors.clear()  # the prompts may be laid out otherwise now
 
     # ------------------------------------------------------------------------ client notifications
     def _set_pending(self, delta: int) -> None:
@@ -350,6 +402,7 @@ class CompletionFeature(Feature):
 
     def _on_model_ready(self) -> None:
         """A model serves: warm the open documents, and have the client ask again where it got nothing."""
+        self._anchors.clear()  # computed by another model, perhaps in another prompt format
         self._warm_open_documents()
         missed, self._missed = sorted(self._missed), set()
         if missed and self.client.experimental(REFRESH_CAPABILITY):
@@ -368,11 +421,7 @@ class CompletionFeature(Feature):
                 continue
             self._warm_cancel.clear()
             try:
-                prompts = warm_prompts(engine, self.server.settings, uri, doc.language_id, text,
-                                       min(offset, len(text)), self._snippets(engine, uri, doc.language_id),
-                                       keep_start=self._kept_cut(uri))
-                if prompts:
-                    self._remember_cut(uri, text, prompts[0])
+                prompts = self._warm_prompts(engine, uri, doc.language_id, text, min(offset, len(text)))
                 for prompt in prompts:
                     if self._warm_cancel.is_set():
                         break

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 
 from inference import Backend, Completion, FimParts, InferenceError
@@ -107,6 +107,40 @@ def warm_prompts(engine: Backend, settings: Settings, uri: str, language_id: str
     ahead = build_prompt(engine, settings, uri, language_id, text, offset, snippets,
                          ahead_of=prompt.ctx.prefix_start)
     return [prompt] if ahead is None or ahead.prompt == prompt.prompt else [prompt, ahead]
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A prompt the engine has computed at a position (warmed or asked for), and the document around it.
+
+    Typing at that position changes only the text before the cursor, yet a FIM prompt that takes the new
+    text into its prefix recomputes everything after it: the suffix window, ~70 tokens, most of a
+    keystroke's cost on a CPU. `extend` instead writes what was typed since as the start of the middle
+    (`<|fim_middle|>` + typed): the same document, the hole at the same place, and the anchor's prompt
+    stays a cached prefix of the new one, so a keystroke computes only the tokens it typed. A FIM-trained
+    model reads a middle it did not write as one it did; one that ends mid-word needs its last token healed
+    (`Backend.heals_middle`). Measured in benchmarks/results/fim_quality-2026-12-03.md (`--typed --anchored`).
+    """
+
+    before: str  # document text before the anchor's position
+    after: str  # document text after it
+    prompt: Prompt
+
+    def typed(self, text: str, offset: int) -> str | None:
+        """What was typed at the anchor since, when that is the only change to `text` (None otherwise)."""
+        if offset < len(self.before) or text[offset:] != self.after or not text.startswith(self.before):
+            return None
+        return text[len(self.before):offset]
+
+    def extend(self, typed: str, here: Prompt | None = None) -> Prompt | None:
+        """The anchor's engine prompt with `typed` as the start of its middle, healed like a prefix; read back
+        with `here`'s context (the prompt built at the cursor). None when the anchor's prompt is not FIM."""
+        parts = self.prompt.prompt
+        if not isinstance(parts, FimParts):
+            return None
+        middle, lead = heal_prompt(self.prompt.lead + typed)
+        base = here or self.prompt
+        return Prompt(base.ctx, replace(parts, middle=middle), lead, base.max_tokens)
 
 
 def run_completion(engine: Backend, prompt: Prompt, temperature: float = 0.0,
