@@ -33,8 +33,14 @@ post-processing, to show where the rules would cut a perfect answer (seconds for
 first line: issue 11's baseline) and crosses it with the pipeline's verdict; `--compare BEFORE AFTER`
 lists the tasks two `--records` files disagree on (no model).
 
+`--typed word|half` asks mid-line instead: the start of each hole's first line (its first word, or half
+of it) is typed already. With `--anchored` the pipeline answers as the server does between keystrokes: the
+prompt computed at the hole's start before the typing, extended by what was typed (`Anchor`); without it,
+as laid out afresh at the cursor. The same tasks both ways show what the cheaper prompt costs in quality.
+
     python benchmarks/fim_quality.py [--model PATH] [--sets single,multi] [--limit N] [--seed S] [--oracle]
                                      [--tasks HumanEval/3/single/L5,...] [--records F [--resume]] [--first-line]
+                                     [--typed word|half [--anchored]]
     python benchmarks/fim_quality.py --compare BEFORE.jsonl AFTER.jsonl
 """
 
@@ -47,6 +53,7 @@ import importlib.resources
 import json
 import platform
 import random
+import re
 import sys
 import sysconfig
 import time
@@ -59,7 +66,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.sandbox import Limits, run_python  # noqa: E402
 from inference import Engine, FimParts  # noqa: E402
 from lsp_server.completion.postprocess import postprocess, stop_rule  # noqa: E402
-from lsp_server.completion.prompt import build_prompt, heal_answer, run_completion  # noqa: E402
+from lsp_server.completion.prompt import Anchor, Prompt, build_prompt, heal_answer, run_completion  # noqa: E402
 from lsp_server.config import Settings  # noqa: E402
 
 SETS = ("single", "multi", "code")
@@ -91,6 +98,7 @@ class Task:
     start: int  # the hole is source[start:end]
     end: int
     uri: str = URI
+    typed_from: int | None = None  # the hole began here; source[typed_from:start] is typed already (`--typed`)
 
     @property
     def prefix(self) -> str:
@@ -214,6 +222,25 @@ def _statements(body: list[ast.stmt]) -> Iterable[ast.stmt]:
             yield from _statements(case.body)
 
 
+def typed_tasks(tasks: Sequence[Task], how: str) -> list[Task]:
+    """The same holes with the start of their first line typed already, the cursor mid-line as between two
+    keystrokes: `word` its indentation and first word, `half` half of its code (mid-word as often as not).
+    A hole with nothing left to type on its first line is dropped."""
+    out = []
+    for task in tasks:
+        line = task.hole.split("\n", 1)[0]
+        code = len(line) - len(line.lstrip())
+        if how == "word":
+            word = re.match(r"[ \t]*\w+", line)
+            typed = word.end() if word else 0
+        else:
+            typed = code + (len(line) - code) // 2
+        if code < typed < len(line.rstrip()):
+            out.append(replace(task, task_id=f"{task.task_id}/typed-{how}", start=task.start + typed,
+                               typed_from=task.start))
+    return out
+
+
 def limit_tasks(tasks: Sequence[Task], limit: int | None, seed: int) -> list[Task]:
     """A reproducible sample of `limit` tasks, kept in file order (so the KV cache is reused)."""
     if limit is None or limit >= len(tasks):
@@ -276,14 +303,30 @@ def answer_raw(engine: Engine, settings: Settings, task: Task, max_tokens: int) 
     return Answer(completion.text, False, False, (time.perf_counter() - start) * 1000, "", completion.finish_reason)
 
 
-def answer_pipeline(engine: Engine, settings: Settings, task: Task) -> Answer:
-    """The LSP inline completion's answer at the hole, the cursor on the hole's empty line (not yet judged)."""
+def answer_pipeline(engine: Engine, settings: Settings, task: Task, anchored: bool = False) -> Answer:
+    """The LSP inline completion's answer at the hole, the cursor on the hole's empty line or after what
+    was typed of it (not yet judged). `anchored`: what was typed extends the prompt warmed where the hole
+    began, as the server answers keystrokes after a warm-up (`Anchor`)."""
     text, offset = task.prefix + task.suffix, len(task.prefix)
     start = time.perf_counter()
     prompt = build_prompt(engine, settings, task.uri, "python", text, offset)
+    if anchored and prompt is not None and task.typed_from is not None:
+        prompt = anchored_prompt(engine, settings, task, prompt) or prompt
     suggestion, completion = run_completion(engine, prompt) if prompt is not None else (None, None)
     return Answer(suggestion or "", False, False, (time.perf_counter() - start) * 1000, "",
                   completion.finish_reason if completion is not None else "")
+
+
+def anchored_prompt(engine: Engine, settings: Settings, task: Task, here: Prompt) -> Prompt | None:
+    """`here` built the server's way after a warm-up at the start of the hole, before the typing."""
+    assert task.typed_from is not None
+    warmed = task.source[:task.typed_from] + task.source[task.end:]
+    base = build_prompt(engine, settings, task.uri, "python", warmed, task.typed_from)
+    if base is None:
+        return None
+    anchor = Anchor(warmed[:task.typed_from], warmed[task.typed_from:], base)
+    typed = anchor.typed(task.prefix + task.suffix, task.start)
+    return anchor.extend(typed, here) if typed is not None else None
 
 
 class Judge:
@@ -349,12 +392,12 @@ class Record:
 
 
 def run(engine: Engine, tasks: Sequence[Task], raw_tokens: dict[str, int], settings: Settings, judge: Judge,
-        progress: Callable[[int, int, Record], None] | None = None) -> list[Record]:
+        progress: Callable[[int, int, Record], None] | None = None, anchored: bool = False) -> list[Record]:
     """Answer every task both ways (raw first, then the pipeline) and judge both answers."""
     records = []
     for n, task in enumerate(tasks, 1):
         raw = answer_raw(engine, settings, task, raw_tokens[task.set])
-        pipe = answer_pipeline(engine, settings, task)
+        pipe = answer_pipeline(engine, settings, task, anchored)
         for answer in (raw, pipe):
             answer.passed, answer.reason = judge(task, answer.fill)
             answer.exact = exact_match(answer.fill, task.hole)
@@ -446,7 +489,7 @@ def result_line(engine: Engine, summary: dict[str, dict[str, float]], args: argp
                   "fim": engine.supports_fim, "device": engine.info.device, "limit": args.limit,
                   "multi_limit": args.multi_limit, "seed": args.seed,
                   "multi_per_problem": args.multi_per_problem, "settings": args.settings,
-                  "seconds": round(seconds, 1)}
+                  "typed": args.typed, "anchored": args.anchored, "seconds": round(seconds, 1)}
     for set_name, s in summary.items():
         key = SET_KEYS[set_name]
         line[f"{key}_tasks"] = int(s["tasks"])
@@ -520,6 +563,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also judge the raw answer's first line (a client keeping one line) against the pipeline")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"), default=None,
                         help="no run: compare the pipeline's verdicts in two --records files, task by task")
+    parser.add_argument("--typed", choices=("word", "half"), default=None,
+                        help="the hole's first line partly typed, the cursor mid-line (single and code sets)")
+    parser.add_argument("--anchored", action="store_true",
+                        help="with --typed: the pipeline extends the prompt warmed at the hole's start, as the "
+                             "server does between keystrokes, instead of laying the prompt out afresh")
     parser.add_argument("--settings", type=json.loads, default={}, metavar="JSON",
                         help='server settings to run the pipeline with, e.g. \'{"suffixTokens": 16}\'')
     parser.add_argument("--resume", action="store_true",
@@ -558,6 +606,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         limits = {"multi": args.multi_limit if args.multi_limit is not None else args.limit}
         tasks = [t for name, pool in every.items() for t in limit_tasks(pool, limits.get(name, args.limit), args.seed)]
+    if args.typed:
+        tasks = typed_tasks(tasks, args.typed)
+    elif args.anchored:
+        parser.error("--anchored needs --typed (without typing there is nothing to extend)")
 
     started = time.perf_counter()
     engine = Engine.load(args.model)
@@ -597,7 +649,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {n}/{total} tasks, {elapsed:.0f}s, eta {elapsed / n * (total - n):.0f}s", file=sys.stderr)
 
     judge = Judge(Limits())
-    records = done + run(engine, tasks, raw_tokens, settings, judge, progress=progress)
+    records = done + run(engine, tasks, raw_tokens, settings, judge, progress=progress, anchored=args.anchored)
     if records_file:
         records_file.close()
     seconds = time.perf_counter() - started

@@ -215,6 +215,9 @@ async def replay(args: argparse.Namespace, init_options: dict) -> dict:
         "reused_token_share": round((after["reused_tokens"] - before["reused_tokens"])
                                     / max(1, after["prompt_tokens"] - before["prompt_tokens"]), 3),
         **cost_split(before, after),
+        # generations that extended the prompt computed where typing began (`Anchor`; 0 on older servers)
+        "anchored_rate": round((after.get("anchored", 0) - before.get("anchored", 0)) / generated, 3)
+        if generated else 0.0,
         "typed_through_rate":
             round((after["typed_through"] - before["typed_through"]) / requests, 3) if requests else 0.0,
         "cold_p50_ms": round(statistics.median(cold), 1) if cold else None,
@@ -244,7 +247,7 @@ def cost_split(before: dict, after: dict) -> dict[str, float]:
 METRICS = ("requests", "p50_ms", "p95_ms", "mean_ms", "max_ms", "over_1500_ms", "slowest_at",
            "slowest_computed_tokens", "first_ms", "max_once_warm_ms", "over_1500_once_warm",
            "computed_prompt_tokens", "first_token_ms", "decoded_tokens", "decode_ms", "prefix_reuse_rate",
-           "reused_token_share", "typed_through_rate", "cold_p50_ms", "p50_vs_cold", "invoked_p50_ms",
+           "reused_token_share", "anchored_rate", "typed_through_rate", "cold_p50_ms", "p50_vs_cold", "invoked_p50_ms",
            "invoked_items_mean", "invoked_vs_typing")
 
 

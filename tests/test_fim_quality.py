@@ -260,3 +260,37 @@ def test_compare_names_the_tasks_two_runs_disagree_on(tmp_path: Path) -> None:
     out = fq.compare(fq.read_records(before, None), fq.read_records(after, None))
     assert out.splitlines() == ["3 tasks in both: pipeline 2 -> 2 pass (66.7% -> 66.7%); 1 gained, 1 lost",
                                 "gained: b", "lost: c"]
+
+
+@pytest.mark.parametrize("how", ["word", "half"])
+def test_typed_tasks_put_the_cursor_mid_line(problems, how: str) -> None:
+    """The typed part is the start of the hole's first line, past its indentation and short of its end;
+    the judged hole is the rest, so the canonical rest still passes."""
+    tasks = fq.single_line_tasks(problems[:2])
+    typed = fq.typed_tasks(tasks, how)
+    assert 0 < len(typed) <= len(tasks)
+    whole = {t.task_id: t for t in tasks}
+    for task in typed:
+        original = whole[task.task_id.removesuffix(f"/typed-{how}")]
+        assert task.typed_from == original.start < task.start < original.start + len(original.hole.rstrip())
+        assert task.source[task.typed_from:task.start].strip()
+        assert task.prefix + task.hole == original.prefix + original.hole
+    assert fq.Judge(QUICK)(typed[0], typed[0].hole) == (True, "pass")
+    one_word = fq.Task("one", "code", None, "def f():\n    pass\n", 9, 17)
+    assert one_word.hole == "    pass" and fq.typed_tasks([one_word], "word") == []  # nothing left to type
+
+
+def test_an_anchored_prompt_extends_the_one_warmed_at_the_hole(qwen_engine, problems) -> None:
+    """`--anchored` answers from the prompt laid out at the hole's start, with the typed text as the start
+    of its middle, while post-processing reads the context at the cursor."""
+    task = fq.typed_tasks(fq.single_line_tasks(problems[:1]), "half")[0]
+    here = build_prompt(qwen_engine, Settings(), task.uri, "python", task.prefix + task.suffix, task.start)
+    assert here is not None
+    prompt = fq.anchored_prompt(qwen_engine, Settings(), task, here)
+    assert prompt is not None and prompt.ctx is here.ctx
+    typed = task.source[task.typed_from:task.start]
+    assert prompt.prompt.middle.endswith(typed.rstrip(" "))  # type: ignore[union-attr]
+    anchored, fresh = prompt.prompt, here.prompt
+    assert isinstance(anchored, fq.FimParts) and isinstance(fresh, fq.FimParts)
+    assert anchored.prefix + anchored.middle + prompt.lead == fresh.prefix + here.lead  # the same text before
+    assert len(anchored.prefix) < len(fresh.prefix) and anchored.suffix == fresh.suffix
