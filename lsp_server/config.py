@@ -71,8 +71,8 @@ class Settings:
     temperature: float = 0.0
     context_tokens: int = 768  # prompt budget for the prefix + suffix (+ other documents); CPU-sized
     other_documents_tokens: int = 128  # part of the budget spent on snippets from other open documents
-    # Code after the cursor in a FIM prompt: each keystroke recomputes it (it follows the cursor), so it
-    # is kept short on a CPU (benchmarks/results/latency-2026-12-02.md).
+    # Code after the cursor in a FIM prompt: computed again wherever the prompt is laid out afresh (a jump, a
+    # finished line; keystrokes extend it: `Anchor`), so it is kept short on a CPU (latency-2026-12-02.md).
     suffix_tokens: int = 64
     # Inline suggestions offered when the user asks for them (an invoked request, or cycling with Alt+]):
     # the greedy one, then alternatives that start with the next likeliest first tokens. Typing gets one.

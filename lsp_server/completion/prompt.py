@@ -63,9 +63,9 @@ def build_prompt(engine: Backend, settings: Settings, uri: str, language_id: str
 
 def prompt_suffix(suffix: str, count_tokens, cap: int) -> str:
     """The part of the code after the cursor that the prompt carries: the rest of the cursor's line, then
-    whole lines while they fit `cap` tokens. In a FIM prompt the suffix comes after the prefix, so every
-    keystroke recomputes its KV cache: its length is what a keystroke costs (the post-processing rules
-    still see the whole suffix)."""
+    whole lines while they fit `cap` tokens. In a FIM prompt the suffix comes after the prefix, so a prompt
+    laid out afresh recomputes its KV cache (keystrokes extend one instead: `Anchor`): its length is what a
+    fresh layout costs (the post-processing rules still see the whole suffix)."""
     end = suffix.find("\n")
     if end < 0:
         return suffix
