@@ -231,7 +231,8 @@ def computed(before: dict, after: dict) -> int:
 async def test_typing_where_the_prompt_was_warmed_computes_only_what_was_typed(client: LanguageClient) -> None:
     """Keystrokes at a warmed position extend the warmed prompt (what was typed starts the FIM middle)
     instead of recomputing the code after the cursor, which a FIM prompt puts after the prefix. An edit
-    elsewhere ends that: the next request lays its prompt out afresh and recomputes the suffix."""
+    elsewhere ends that: the next request lays its prompt out afresh and recomputes the suffix, and typing
+    on extends that one."""
     head = "import json\n\n\ndef total_value(items):\n    total = 0.0\n    "
     tail = "\n    return total\n" + "".join(
         f"\n\ndef tax_{i}(items, rate={i}):\n    return total_value(items) * rate / 100\n" for i in range(6))
@@ -253,6 +254,11 @@ async def test_typing_where_the_prompt_was_warmed_computes_only_what_was_typed(c
     moved = await stats(client)
     assert moved["generated"] == typed["generated"] + 1 and moved["anchored"] == typed["anchored"]
     assert computed(typed, moved) > 30, "the suffix after an edit above should have been recomputed"
+    cursor += 3 + len("# totals\n")
+    text = insert(client, uri, text, cursor, " x", 4)  # that fresh prompt is the anchor now
+    await inline(client, uri, position(text, cursor + 2))
+    again = await stats(client)
+    assert again["anchored"] == moved["anchored"] + 1 and 0 < computed(moved, again) <= 6
     close_doc(client, uri)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from inference import FimParts
-from lsp_server.completion.feature import latest_after_pause
+from lsp_server.completion.feature import MIDDLE_MAX_CHARS, latest_after_pause, line_anchor
 from lsp_server.completion.prompt import (
     Anchor,
     Prompt,
@@ -148,6 +148,17 @@ def test_typing_at_an_anchor_extends_its_prompt(qwen_engine, typed: str, middle:
     assert extended.ctx is here.ctx and extended.prompt.suffix == base.prompt.suffix  # type: ignore[union-attr]
     anchor_ids, ids = qwen_engine.render(base.prompt, 8), qwen_engine.render(extended.prompt, 8)
     assert ids[:len(anchor_ids)] == anchor_ids and len(ids) - len(anchor_ids) <= len(typed) + 2
+
+
+@pytest.mark.parametrize("text,offset,heals,at", [
+    ("x = 1\nif rea", 12, True, 6),  # mid-line: from the line's start, the typed part healed
+    ("x = 1\nif rea", 12, False, 12),  # a backend that cannot heal a middle ending mid-word: at the cursor
+    ("x = 1\nif ", 9, False, 6),  # ... unless it ends in a blank
+    ("x = 1\n", 6, True, 6),  # at a line's start already
+    ("a" * (MIDDLE_MAX_CHARS + 1), MIDDLE_MAX_CHARS + 1, True, MIDDLE_MAX_CHARS + 1),  # the line's start too far
+], ids=["mid-line", "no-healing", "after-a-blank", "line-start", "long-line"])
+def test_a_fresh_prompt_is_anchored_at_the_line_start(text: str, offset: int, heals: bool, at: int) -> None:
+    assert line_anchor(text, offset, heals) == at
 
 
 def test_an_anchor_without_fim_is_not_extended() -> None:

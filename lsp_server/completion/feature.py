@@ -176,16 +176,23 @@ class CompletionFeature(Feature):
     def _generate(self, engine: Backend, uri: str, language_id: str | None, text: str, offset: int, count: int,
                   cancel: threading.Event) -> list[str]:
         start = time.perf_counter()
-        prompt = build_prompt(engine, self.server.settings, uri, language_id, text, offset,
-                              self._snippets(engine, uri, language_id), keep_start=self._kept_cut(uri))
+        snippets = self._snippets(engine, uri, language_id)
+        prompt = build_prompt(engine, self.server.settings, uri, language_id, text, offset, snippets,
+                              keep_start=self._kept_cut(uri))
         if prompt is None:
             return []
         anchored = self._anchored(engine, uri, text, offset, prompt)
         if anchored is not None:
             prompt = anchored
             self.stats["anchored"] += 1
-        else:
-            self._anchor(uri, text, offset, prompt)
+        else:  # laid out afresh, from the start of the line
+            at = line_anchor(text, offset, engine.heals_middle)
+            base = prompt if at == offset else build_prompt(
+                engine, self.server.settings, uri, language_id, text[:at] + text[offset:], at, snippets,
+                keep_start=self._kept_cut(uri))
+            if base is not None:
+                anchor = self._anchor(uri, text[:at] + text[offset:], at, base)
+                prompt = anchor.extend(text[at:offset], prompt) or prompt
         context_ms = (time.perf_counter() - start) * 1000
         settings = self.server.settings
         suggestion, completion = run_completion(engine, prompt, settings.temperature, cancel,
@@ -302,24 +309,29 @@ class CompletionFeature(Feature):
         found = self._typed_at_anchor(engine, uri, text, offset)
         return found[0].extend(found[1], here) if found is not None else None
 
-    def _anchor(self, uri: str, text: str, offset: int, prompt: Prompt) -> None:
-        """`prompt` (laid out for the cursor) is what the engine computes next: typing here extends it."""
+    def _anchor(self, uri: str, text: str, offset: int, prompt: Prompt) -> Anchor:
+        """`prompt`, laid out for `offset` in `text`, is what the engine computes next: typing there extends it."""
         self._remember_cut(uri, text, prompt)
-        self._anchors[uri] = Anchor(text[:offset], text[offset:], prompt)
+        anchor = self._anchors[uri] = Anchor(text[:offset], text[offset:], prompt)
+        return anchor
+
 
     def _warm_prompts(self, engine: Backend, uri: str, language_id: str | None, text: str,
                       offset: int) -> list[Prompt]:
         """What to prefill for a position: the anchor extended by what was typed on its line, or else the
-        prompts laid out afresh for the position (the first becomes the anchor)."""
+        prompts laid out afresh from the start of the line (the first becomes the anchor), extended to it."""
         found = self._typed_at_anchor(engine, uri, text, offset, within_line=True)
         extended = found[0].extend(found[1]) if found is not None else None
         if extended is not None:
             return [extended]
-        prompts = warm_prompts(engine, self.server.settings, uri, language_id, text, offset,
+        at = line_anchor(text, offset, engine.heals_middle)
+        base_text = text[:at] + text[offset:]
+        prompts = warm_prompts(engine, self.server.settings, uri, language_id, base_text, at,
                                self._snippets(engine, uri, language_id), keep_start=self._kept_cut(uri))
-        if prompts:
-            self._anchor(uri, text, offset, prompts[0])
-        return prompts
+        if not prompts:
+            return []
+        anchor = self._anchor(uri, base_text, at, prompts[0])
+        return [anchor.extend(text[at:offset]) or prompts[0], *prompts[1:]]
 
     # ------------------------------------------------------------------------------ sticky cuts
     def _kept_cut(self, uri: str) -> int | None:
@@ -440,6 +452,18 @@ def cursor_target(params: object) -> tuple[str, int, int] | None:
     if not isinstance(uri, str) or type(line) is not int or type(character) is not int or min(line, character) < 0:
         return None  # `type(...) is int`: JSON's true/false arrive as bools, which are ints to isinstance
     return uri, line, character
+
+
+def line_anchor(text: str, offset: int, heals: bool) -> int:
+    """Where a prompt laid out afresh for `offset` is anchored: the start of the cursor's line, so that what
+    the line holds before the cursor starts the middle, healed where it ends mid-word (lines typed in part
+    pass more often this way than with a prefix that ends mid-line: fim_quality `--typed`); the cursor itself
+    when the line's start is too far back, or the backend cannot heal (`heals`) a middle ending mid-word."""
+    start = text.rfind("\n", 0, offset) + 1
+    typed = text[start:offset]
+    if not typed or len(typed) > MIDDLE_MAX_CHARS or (not typed[-1].isspace() and not heals):
+        return offset
+    return start
 
 
 def latest_after_pause(items: queue.Queue, pause: float):
