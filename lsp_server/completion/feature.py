@@ -186,7 +186,7 @@ class CompletionFeature(Feature):
             prompt = anchored
             self.stats["anchored"] += 1
         else:  # laid out afresh, from the start of the line
-            at = line_anchor(text, offset, engine.heals_middle)
+            at = line_anchor(text, offset, engine.heals_middle) if engine.supports_fim else offset
             base = prompt if at == offset else build_prompt(
                 engine, self.server.settings, uri, language_id, text[:at] + text[offset:], at, snippets,
                 keep_start=self._kept_cut(uri))
@@ -324,7 +324,7 @@ class CompletionFeature(Feature):
         extended = found[0].extend(found[1]) if found is not None else None
         if extended is not None:
             return [extended]
-        at = line_anchor(text, offset, engine.heals_middle)
+        at = line_anchor(text, offset, engine.heals_middle) if engine.supports_fim else offset
         base_text = text[:at] + text[offset:]
         prompts = warm_prompts(engine, self.server.settings, uri, language_id, base_text, at,
                                self._snippets(engine, uri, language_id), keep_start=self._kept_cut(uri))
