@@ -123,7 +123,7 @@ AT = ANCHORED.index("\n    \n") + 5  # the empty line of area's body
     ("# note\n" + ANCHORED[:AT] + "r" + ANCHORED[AT:], AT + 8, None),  # an edit above
 ], ids=["nothing-yet", "typed", "cursor-moved", "deleted-before", "suffix-changed", "edited-above"])
 def test_an_anchor_sees_only_typing_at_its_position(text: str, offset: int, typed: str | None) -> None:
-    anchor = Anchor(ANCHORED[:AT], ANCHORED[AT:], Prompt(None, FimParts("x", "y"), "", 8))  # type: ignore[arg-type]
+    anchor = Anchor(ANCHORED[:AT], ANCHORED[AT:], Prompt(None, FimParts("x", "y"), "", 8))
     assert anchor.typed(text, offset) == typed
 
 
@@ -145,7 +145,7 @@ def test_typing_at_an_anchor_extends_its_prompt(qwen_engine, typed: str, middle:
     extended = anchor.extend(anchor.typed(text, AT + len(typed)) or "", here)
     assert extended is not None and isinstance(extended.prompt, FimParts)
     assert (extended.prompt.middle, extended.lead) == (middle, lead)
-    assert extended.ctx is here.ctx and extended.prompt.suffix == base.prompt.suffix  # type: ignore[union-attr]
+    assert extended.ctx is here.ctx and extended.prompt.suffix == base.prompt.suffix
     anchor_ids, ids = qwen_engine.render(base.prompt, 8), qwen_engine.render(extended.prompt, 8)
     assert ids[:len(anchor_ids)] == anchor_ids and len(ids) - len(anchor_ids) <= len(typed) + 2
 
@@ -162,7 +162,7 @@ def test_a_fresh_prompt_is_anchored_at_the_line_start(text: str, offset: int, he
 
 
 def test_an_anchor_without_fim_is_not_extended() -> None:
-    anchor = Anchor("a", "", Prompt(None, "a", "", 8))  # type: ignore[arg-type]
+    anchor = Anchor("a", "", Prompt(None, "a", "", 8))
     assert anchor.extend("b") is None
 
 

@@ -289,7 +289,7 @@ def test_an_anchored_prompt_extends_the_one_warmed_at_the_hole(qwen_engine, prob
     prompt = fq.anchored_prompt(qwen_engine, Settings(), task, here)
     assert prompt is not None and prompt.ctx is here.ctx
     typed = task.source[task.typed_from:task.start]
-    assert prompt.prompt.middle.endswith(typed.rstrip(" "))  # type: ignore[union-attr]
+    assert prompt.prompt.middle.endswith(typed.rstrip(" "))
     anchored, fresh = prompt.prompt, here.prompt
     assert isinstance(anchored, fq.FimParts) and isinstance(fresh, fq.FimParts)
     assert anchored.prefix + anchored.middle + prompt.lead == fresh.prefix + here.lead  # the same text before
