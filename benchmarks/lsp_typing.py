@@ -21,6 +21,10 @@ request at the same position.
     python benchmarks/lsp_typing.py --backend start    # a llama.cpp server (xllamacpp) started here
     python benchmarks/lsp_typing.py --against '{"suffixTokens": 16}'   # a setting's cost, same run
 
+`--auto-close` types as VS Code does by default: an opening bracket or quote also inserts its closer after the
+cursor (where the source closes it on the same line), which is typed over later; the text after the cursor
+changes, so that keystroke's prompt is laid out afresh.
+
 With `--backend`, the same typing is replayed twice in one run, through the in-process engine and through
 the serving engine (`backend` setting), and the table shows both with their ratio; `prefix_reuse_rate`
 is then how often the server's prompt cache held at least half the prompt (llama.cpp reports it as
@@ -57,6 +61,32 @@ KEYSTROKE_S = 0.02  # a fast typist: 50 characters per second between completion
 def word_boundary(prev: str, ch: str) -> bool:
     """Editors ask after a word ends or after punctuation that starts something new."""
     return (prev.isalnum() or prev == "_") and not (ch.isalnum() or ch == "_") or ch in ".(\n"
+
+
+PAIRS = {"(": ")", "[": "]", "{": "}", '"': '"', "'": "'"}
+
+
+def auto_closer(source: str, i: int) -> str:
+    """The closer an editor with auto-closing brackets (VS Code's default) inserts when `source[i]` is typed:
+    only where the source closes it later on the same line, so typing over it keeps the replay's text equal
+    to the source's (a closer pushed onto another line by Enter would not be)."""
+    opener = source[i]
+    closer = PAIRS.get(opener, "")
+    if not closer:
+        return ""
+    end = source.find("\n", i)
+    depth = 0
+    for ch in source[i + 1:end if end >= 0 else len(source)]:
+        if opener in "\"'":
+            if ch == opener:
+                return closer
+        elif ch == opener:
+            depth += 1
+        elif ch == closer:
+            if depth == 0:
+                return closer
+            depth -= 1
+    return ""
 
 
 async def start_client(init_options: dict) -> tuple[LanguageClient, asyncio.Event]:
@@ -148,16 +178,23 @@ async def replay(args: argparse.Namespace, init_options: dict) -> dict:
     computed: list[int] = []  # prompt tokens each request computed (0: typed through, or all reused)
     positions: list[int] = []
     version = 1
+    closers = ""  # `--auto-close`: closing characters the editor inserted, waiting right after the cursor
     for i in range(start, typed_end):
         ch = source[i]
-        offset = i - 0  # where the character goes in the current text
-        line, character = to_position(text, offset)
-        text = text[:offset] + ch + text[offset:]
-        version += 1
-        client.text_document_did_change(types.DidChangeTextDocumentParams(
-            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
-            content_changes=[types.TextDocumentContentChangePartial(
-                range=types.Range(types.Position(line, character), types.Position(line, character)), text=ch)]))
+        offset = i  # where the character goes: the text is source[:i] + closers + tail
+        if closers and ch == closers[0]:  # the editor types over its own closer: no change
+            closers = closers[1:]
+        else:
+            insert = ch + (closer := auto_closer(source, i) if args.auto_close else "")
+            closers = closer + closers
+            line, character = to_position(text, offset)
+            text = text[:offset] + insert + text[offset:]
+            version += 1
+            client.text_document_did_change(types.DidChangeTextDocumentParams(
+                text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+                content_changes=[types.TextDocumentContentChangePartial(
+                    range=types.Range(types.Position(line, character), types.Position(line, character)),
+                    text=insert)]))
         if i > start and word_boundary(source[i - 1], ch):
             await asyncio.sleep(DEBOUNCE_S)
             elapsed, _ = await request(client, uri, text, offset + 1)
@@ -168,6 +205,7 @@ async def replay(args: argparse.Namespace, init_options: dict) -> dict:
             last = now
         else:
             await asyncio.sleep(KEYSTROKE_S)
+    assert text == source[:typed_end] + closers + tail, "the replay's text left the source's"
     after = await stats(client)
 
     cold: list[float] = []  # baseline: the same positions, each in a fresh document (nothing cached)
@@ -197,6 +235,7 @@ async def replay(args: argparse.Namespace, init_options: dict) -> dict:
     return {
         "module": args.module,
         "cursor": args.cursor,  # whether the replay said where the cursor rests before typing
+        "auto_close": args.auto_close,
         "requests": requests,
         "p50_ms": round(statistics.median(p), 1) if p else None,
         "p95_ms": round(p[min(len(p) - 1, int(0.95 * len(p)))], 1) if p else None,
@@ -259,6 +298,8 @@ def main() -> None:
     parser.add_argument("--cold-samples", type=int, default=8)
     parser.add_argument("--no-cursor", dest="cursor", action="store_false",
                         help="do not say where the cursor rests before typing (a client without infill/didMoveCursor)")
+    parser.add_argument("--auto-close", action="store_true",
+                        help="type as an editor with auto-closing brackets and quotes does (VS Code's default)")
     parser.add_argument("--no-invoked", dest="invoked", action="store_false",
                         help="skip the explicit (invoked) requests after the cold ones")
     parser.add_argument("--backend", help="a serving engine's URL to replay through as well, or `start` for a "
