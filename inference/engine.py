@@ -303,8 +303,8 @@ class Engine:
         """Token healing for a prompt whose middle ends mid-word (`FimParts.middle`: typed text). Its last
         token is how the tokenizer split the *prompt*, not how the model writes: `e` where the model would
         write `enumerate` is a token it never saw followed by `numerate`. That token goes back, and the answer
-        must begin with its text (`_agreeing`), which is not shown again. (A prefix ending mid-word needs
-        none of this: FIM training cuts prefixes at any character.)"""
+        must begin with its text (`_agreeing`), which is not shown again. (A prefix that ends mid-word has
+        the same problem and no cure here: the server puts the cursor line's text in the middle instead.)"""
         if not isinstance(prompt, FimParts) or not prompt.middle or prompt.middle[-1].isspace() or len(ids) < 2:
             return ids, ""
         text = self.decode(ids[-1:])
