@@ -212,14 +212,15 @@ def test_stop_string_cuts_before_it(qwen_engine) -> None:
     stop = full.text[6:9]
     cut = qwen_engine.complete(CODE[1], max_new_tokens=32, stop=(stop,))
     assert cut.finish_reason == "stop"
-    assert cut.text == full.text[:full.text.index(stop)]
+    # ... and an answer never ends in half a character (StreamCut.rest): a random model's bytes may not be UTF-8
+    assert cut.text == full.text[:full.text.index(stop)].rstrip("\ufffd")
 
 
 def test_streamed_deltas_add_up_and_never_leak_a_stop_string(qwen_engine) -> None:
     full = qwen_engine.complete(CODE[1], max_new_tokens=32).text
     stop = full[8:12]
     deltas = list(qwen_engine.generate(CODE[1], max_new_tokens=32, stop=(stop,)))
-    assert "".join(deltas) == full[:full.index(stop)]
+    assert "".join(deltas) == full[:full.index(stop)].rstrip("\ufffd")
     assert all(stop not in "".join(deltas[:i + 1]) for i in range(len(deltas)))
 
 
