@@ -252,6 +252,7 @@ class Engine:
             next_logits = slot.generator.get_logits()[0, -1]  # the model's logits for the next new token
             generated: list[int] = []
             text = ""
+            healing = bool(heal)  # the answer has not written the taken-back text yet
             budget = over_budget(max_decode_ms, start, stats)
 
             def at_length() -> str | None:
@@ -262,7 +263,6 @@ class Engine:
                     stats.finish_reason = "cancel"
                     break
                 fed = bool(pending)  # an agreed draft token is in the KV cache already
-                healing = bool(heal) and len(self.decode(generated)) < len(heal)
                 if fed:
                     token, logits = pending.pop(0)
                 else:
@@ -279,12 +279,14 @@ class Engine:
                         yield delta
                     break
                 generated.append(token)
-                if healing and len(self.decode(generated)) < len(heal):  # the taken-back text is not written yet
-                    if at_length():
-                        stats.finish_reason = "length"
-                        break
-                    pending, next_logits = self._advance(slot, token, None, 0, stats)
-                    continue
+                if healing:
+                    if len(self.decode(generated)) < len(heal):  # not written yet: nothing to show
+                        if at_length():
+                            stats.finish_reason = "length"
+                            break
+                        pending, next_logits = self._advance(slot, token, None, 0, stats)
+                        continue
+                    healing = False
                 text = self.decode(generated)[len(heal):]
                 delta, reason = cut.step(text, partial(_token_reason, token_rule, token, logits), at_length, budget)
                 if reason is not None:

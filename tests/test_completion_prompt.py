@@ -8,6 +8,7 @@ import queue
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -158,7 +159,9 @@ def test_typing_at_an_anchor_extends_its_prompt(qwen_engine, typed: str, middle:
     ("a" * (MIDDLE_MAX_CHARS + 1), MIDDLE_MAX_CHARS + 1, True, MIDDLE_MAX_CHARS + 1),  # the line's start too far
 ], ids=["mid-line", "no-healing", "after-a-blank", "line-start", "long-line"])
 def test_a_fresh_prompt_is_anchored_at_the_line_start(text: str, offset: int, heals: bool, at: int) -> None:
-    assert line_anchor(text, offset, heals) == at
+    backend = SimpleNamespace(supports_fim=True, heals_middle=heals)
+    assert line_anchor(text, offset, backend) == at
+    assert line_anchor(text, offset, SimpleNamespace(supports_fim=False, heals_middle=False)) == offset  # no FIM
 
 
 def test_an_anchor_without_fim_is_not_extended() -> None:

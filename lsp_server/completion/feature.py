@@ -186,12 +186,13 @@ class CompletionFeature(Feature):
             prompt = anchored
             self.stats["anchored"] += 1
         else:  # laid out afresh, from the start of the line
-            at = line_anchor(text, offset, engine.heals_middle) if engine.supports_fim else offset
+            at = line_anchor(text, offset, engine)
+            base_text = text[:at] + text[offset:]
             base = prompt if at == offset else build_prompt(
-                engine, self.server.settings, uri, language_id, text[:at] + text[offset:], at, snippets,
+                engine, self.server.settings, uri, language_id, base_text, at, snippets,
                 keep_start=self._kept_cut(uri))
             if base is not None:
-                anchor = self._anchor(uri, text[:at] + text[offset:], at, base)
+                anchor = self._anchor(uri, base_text, at, base)
                 prompt = anchor.extend(text[at:offset], prompt) or prompt
         context_ms = (time.perf_counter() - start) * 1000
         settings = self.server.settings
@@ -298,9 +299,7 @@ class CompletionFeature(Feature):
         in a blank."""
         anchor = self._anchors.get(uri)
         typed = anchor.typed(text, offset) if anchor is not None else None
-        if anchor is None or typed is None or len(typed) > MIDDLE_MAX_CHARS or (within_line and "\n" in typed):
-            return None
-        if typed and not typed[-1].isspace() and not engine.heals_middle:
+        if anchor is None or typed is None or not extendable(typed, engine) or (within_line and "\n" in typed):
             return None
         return anchor, typed
 
@@ -324,7 +323,7 @@ class CompletionFeature(Feature):
         extended = found[0].extend(found[1]) if found is not None else None
         if extended is not None:
             return [extended]
-        at = line_anchor(text, offset, engine.heals_middle) if engine.supports_fim else offset
+        at = line_anchor(text, offset, engine)
         base_text = text[:at] + text[offset:]
         prompts = warm_prompts(engine, self.server.settings, uri, language_id, base_text, at,
                                self._snippets(engine, uri, language_id), keep_start=self._kept_cut(uri))
@@ -454,16 +453,21 @@ def cursor_target(params: object) -> tuple[str, int, int] | None:
     return uri, line, character
 
 
-def line_anchor(text: str, offset: int, heals: bool) -> int:
+def extendable(typed: str, engine: Backend) -> bool:
+    """Whether a prompt can take `typed` as the start of its middle: not too much of it, and either the
+    backend heals a middle that ends mid-word or it ends in a blank."""
+    return len(typed) <= MIDDLE_MAX_CHARS and (not typed or typed[-1].isspace() or engine.heals_middle)
+
+
+def line_anchor(text: str, offset: int, engine: Backend) -> int:
     """Where a prompt laid out afresh for `offset` is anchored: the start of the cursor's line, so that what
     the line holds before the cursor starts the middle, healed where it ends mid-word (lines typed in part
     pass more often this way than with a prefix that ends mid-line: fim_quality `--typed`); the cursor itself
-    when the line's start is too far back, or the backend cannot heal (`heals`) a middle ending mid-word."""
+    when the line's start is too far back, its text cannot be extended (`extendable`), or the model has no
+    FIM (its prompt is the text before the cursor: no middle)."""
     start = text.rfind("\n", 0, offset) + 1
     typed = text[start:offset]
-    if not typed or len(typed) > MIDDLE_MAX_CHARS or (not typed[-1].isspace() and not heals):
-        return offset
-    return start
+    return start if typed and engine.supports_fim and extendable(typed, engine) else offset
 
 
 def latest_after_pause(items: queue.Queue, pause: float):
