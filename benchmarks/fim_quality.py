@@ -37,10 +37,13 @@ lists the tasks two `--records` files disagree on (no model).
 of it) is typed already. With `--anchored` the pipeline answers as the server does between keystrokes: the
 prompt computed at the hole's start before the typing, extended by what was typed (`Anchor`); without it,
 as laid out afresh at the cursor. The same tasks both ways show what the cheaper prompt costs in quality.
+`--typed opener` types up to the line's first bracket or quote. `--auto-close` types as VS Code does by
+default: the closers of the brackets and quotes typed wait after the cursor (only holes whose line ends with
+them are kept; the answer is judged up to them).
 
     python benchmarks/fim_quality.py [--model PATH] [--sets single,multi] [--limit N] [--seed S] [--oracle]
                                      [--tasks HumanEval/3/single/L5,...] [--records F [--resume]] [--first-line]
-                                     [--typed word|half [--anchored]]
+                                     [--typed word|half|opener [--anchored] [--auto-close]]
     python benchmarks/fim_quality.py --compare BEFORE.jsonl AFTER.jsonl
 """
 
@@ -65,8 +68,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.sandbox import Limits, run_python  # noqa: E402
 from inference import Engine, FimParts  # noqa: E402
+from lsp_server.completion.feature import line_anchor  # noqa: E402
 from lsp_server.completion.postprocess import postprocess, stop_rule  # noqa: E402
-from lsp_server.completion.prompt import Anchor, Prompt, build_prompt, heal_answer, run_completion  # noqa: E402
+from lsp_server.completion.prompt import (  # noqa: E402
+    Anchor,
+    Prompt,
+    auto_closers,
+    build_prompt,
+    heal_answer,
+    run_completion,
+)
 from lsp_server.config import Settings  # noqa: E402
 
 SETS = ("single", "multi", "code")
@@ -99,6 +110,7 @@ class Task:
     end: int
     uri: str = URI
     typed_from: int | None = None  # the hole began here; source[typed_from:start] is typed already (`--typed`)
+    closers: str = ""  # source[end:] starts with closers an editor inserted as their openers were typed
 
     @property
     def prefix(self) -> str:
@@ -222,10 +234,14 @@ def _statements(body: list[ast.stmt]) -> Iterable[ast.stmt]:
             yield from _statements(case.body)
 
 
-def typed_tasks(tasks: Sequence[Task], how: str) -> list[Task]:
+def typed_tasks(tasks: Sequence[Task], how: str, auto_close: bool = False) -> list[Task]:
     """The same holes with the start of their first line typed already, the cursor mid-line as between two
-    keystrokes: `word` its indentation and first word, `half` half of its code (mid-word as often as not).
-    A hole with nothing left to type on its first line is dropped."""
+    keystrokes: `word` its indentation and first word, `half` half of its code (mid-word as often as not),
+    `opener` up to its first bracket or quote. A hole with nothing left to type on its first line is dropped.
+
+    `auto_close`: the editor inserted the closers of the brackets and quotes typed (`auto_closers`), so the
+    text after the cursor starts with them and the hole ends where they begin; only one-line holes whose line
+    ends with exactly those closers, still open until then, are kept (typing over them gives the line back)."""
     out = []
     for task in tasks:
         line = task.hole.split("\n", 1)[0]
@@ -233,11 +249,23 @@ def typed_tasks(tasks: Sequence[Task], how: str) -> list[Task]:
         if how == "word":
             word = re.match(r"[ \t]*\w+", line)
             typed = word.end() if word else 0
+        elif how == "opener":
+            opener = re.search(r"[(\[{\"'`]", line[code:])
+            typed = code + opener.end() if opener else 0
         else:
             typed = code + (len(line) - code) // 2
-        if code < typed < len(line.rstrip()):
-            out.append(replace(task, task_id=f"{task.task_id}/typed-{how}", start=task.start + typed,
-                               typed_from=task.start))
+        rest = line[typed:].rstrip()
+        if not code < typed < len(line.rstrip()):
+            continue
+        closers = auto_closers(line[:typed]) if auto_close else ""
+        hole = rest[:len(rest) - len(closers)]
+        if auto_close and (not closers or "\n" in task.hole.rstrip("\n") or not rest.endswith(closers) or not hole
+                           or not all(auto_closers(line[:typed + i]).endswith(closers) for i in range(len(hole)))):
+            continue  # no closer waits, or the rest of the line closes one before its end (`f(` of `f(a)(b)`)
+        suffix_id = f"/typed-{how}" + ("-closed" if auto_close else "")
+        end = task.start + typed + len(hole) if auto_close else task.end
+        out.append(replace(task, task_id=task.task_id + suffix_id, start=task.start + typed, end=end,
+                           typed_from=task.start, closers=closers))
     return out
 
 
@@ -318,15 +346,23 @@ def answer_pipeline(engine: Engine, settings: Settings, task: Task, anchored: bo
 
 
 def anchored_prompt(engine: Engine, settings: Settings, task: Task, here: Prompt) -> Prompt | None:
-    """`here` built the server's way after a warm-up at the start of the hole, before the typing."""
+    """`here` built the server's way after a warm-up at the start of the hole, before the typing: that prompt
+    extended by the typed text when the server can (`Anchor.typed`), else one laid out afresh from the start
+    of the line (`line_anchor`) and extended to the cursor."""
     assert task.typed_from is not None
-    warmed = task.source[:task.typed_from] + task.source[task.end:]
+    text = task.prefix + task.suffix
+    warmed = task.source[:task.typed_from] + task.source[task.end + len(task.closers):]
     base = build_prompt(engine, settings, task.uri, "python", warmed, task.typed_from)
-    if base is None:
-        return None
-    anchor = Anchor(warmed[:task.typed_from], warmed[task.typed_from:], base)
-    typed = anchor.typed(task.prefix + task.suffix, task.start)
-    return anchor.extend(typed, here) if typed is not None else None
+    anchor = Anchor(warmed[:task.typed_from], warmed[task.typed_from:], base) if base is not None else None
+    typed = anchor.typed(text, task.start) if anchor is not None else None
+    if anchor is None or typed is None:
+        at = line_anchor(text, task.start, engine)
+        relaid = text[:at] + text[task.start:]
+        base = build_prompt(engine, settings, task.uri, "python", relaid, at)
+        if base is None:
+            return None
+        anchor, typed = Anchor(relaid[:at], relaid[at:], base), text[at:task.start]
+    return anchor.extend(typed, here)
 
 
 class Judge:
@@ -489,7 +525,8 @@ def result_line(engine: Engine, summary: dict[str, dict[str, float]], args: argp
                   "fim": engine.supports_fim, "device": engine.info.device, "limit": args.limit,
                   "multi_limit": args.multi_limit, "seed": args.seed,
                   "multi_per_problem": args.multi_per_problem, "settings": args.settings,
-                  "typed": args.typed, "anchored": args.anchored, "seconds": round(seconds, 1)}
+                  "typed": args.typed, "anchored": args.anchored,
+                  "auto_close": args.auto_close, "seconds": round(seconds, 1)}
     for set_name, s in summary.items():
         key = SET_KEYS[set_name]
         line[f"{key}_tasks"] = int(s["tasks"])
@@ -563,11 +600,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also judge the raw answer's first line (a client keeping one line) against the pipeline")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"), default=None,
                         help="no run: compare the pipeline's verdicts in two --records files, task by task")
-    parser.add_argument("--typed", choices=("word", "half"), default=None,
+    parser.add_argument("--typed", choices=("word", "half", "opener"), default=None,
                         help="the hole's first line partly typed, the cursor mid-line (single and code sets)")
     parser.add_argument("--anchored", action="store_true",
                         help="with --typed: the pipeline extends the prompt warmed at the hole's start, as the "
                              "server does between keystrokes, instead of laying the prompt out afresh")
+    parser.add_argument("--auto-close", action="store_true",
+                        help="with --typed: the editor inserted the closers of the brackets and quotes typed "
+                             "(VS Code's default); only holes whose line ends with them")
     parser.add_argument("--settings", type=json.loads, default={}, metavar="JSON",
                         help='server settings to run the pipeline with, e.g. \'{"suffixTokens": 16}\'')
     parser.add_argument("--resume", action="store_true",
@@ -607,9 +647,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         limits = {"multi": args.multi_limit if args.multi_limit is not None else args.limit}
         tasks = [t for name, pool in every.items() for t in limit_tasks(pool, limits.get(name, args.limit), args.seed)]
     if args.typed:
-        tasks = typed_tasks(tasks, args.typed)
-    elif args.anchored:
-        parser.error("--anchored needs --typed (without typing there is nothing to extend)")
+        tasks = typed_tasks(tasks, args.typed, args.auto_close)
+    elif args.anchored or args.auto_close:
+        parser.error("--anchored and --auto-close need --typed (without typing there is nothing to extend)")
 
     started = time.perf_counter()
     engine = Engine.load(args.model)

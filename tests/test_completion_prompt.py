@@ -17,6 +17,7 @@ from lsp_server.completion.feature import MIDDLE_MAX_CHARS, latest_after_pause, 
 from lsp_server.completion.prompt import (
     Anchor,
     Prompt,
+    auto_closers,
     build_prompt,
     heal_answer,
     heal_prompt,
@@ -126,6 +127,20 @@ AT = ANCHORED.index("\n    \n") + 5  # the empty line of area's body
 def test_an_anchor_sees_only_typing_at_its_position(text: str, offset: int, typed: str | None) -> None:
     anchor = Anchor(ANCHORED[:AT], ANCHORED[AT:], Prompt(None, FimParts("x", "y"), "", 8))
     assert anchor.typed(text, offset) == typed
+
+
+@pytest.mark.parametrize("typed,closers", [
+    ("return area(", ")"),
+    ("print(\"x", "\")"),  # innermost first
+    ("x = foo(bar(1), [2", "])"),  # closed pairs leave nothing behind
+    ("s = 'it\\'s", "'"),  # an escaped quote does not close
+    ("s = \"a(b\"", ""),  # brackets inside a string do not count (nor an f-string's braces: a miss, not an error)
+    ("f(\"a\nb", ")"),  # a quote does not span lines...
+    ("`a\nb", "`"),  # ... except a template literal
+    ("x = 1", ""),
+], ids=["call", "nested", "closed-pairs", "escaped-quote", "bracket-in-string", "line-break", "backtick", "none"])
+def test_auto_closers_are_those_an_editor_inserted(typed: str, closers: str) -> None:
+    assert auto_closers(typed) == closers
 
 
 @pytest.mark.parametrize("typed,middle,lead", [

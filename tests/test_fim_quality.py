@@ -280,6 +280,22 @@ def test_typed_tasks_put_the_cursor_mid_line(problems, how: str) -> None:
     assert one_word.hole == "    pass" and fq.typed_tasks([one_word], "word") == []  # nothing left to type
 
 
+def test_auto_closed_tasks_end_where_the_editors_closers_begin(problems) -> None:
+    """`--auto-close`: the closers of the typed openers wait after the cursor, the judged hole ends before them,
+    and the canonical rest still passes; a line that does not end with them is not a task."""
+    tasks = fq.single_line_tasks(problems[:8])
+    closed = fq.typed_tasks(tasks, "opener", auto_close=True)
+    assert 0 < len(closed) < len(fq.typed_tasks(tasks, "opener"))
+    whole = {t.task_id: t for t in tasks}
+    for task in closed:
+        original = whole[task.task_id.removesuffix("/typed-opener-closed")]
+        assert task.closers and task.suffix.startswith(task.closers)
+        assert task.prefix + task.hole + task.suffix == original.source
+        assert task.source[task.typed_from:task.start][-1] in "([{\"'`" and task.hole.strip()
+        assert fq.Judge(QUICK)(task, task.hole) == (True, "pass")
+    assert fq.typed_tasks([fq.Task("t", "code", None, "x = f(a)(b)\n", 0, 11)], "opener", auto_close=True) == []
+
+
 def test_an_anchored_prompt_extends_the_one_warmed_at_the_hole(qwen_engine, problems) -> None:
     """`--anchored` answers from the prompt laid out at the hole's start, with the typed text as the start
     of its middle, while post-processing reads the context at the cursor."""

@@ -143,6 +143,37 @@ class Anchor:
         return Prompt(base.ctx, replace(parts, middle=middle), lead, base.max_tokens)
 
 
+QUOTES = "\"'`"
+_CLOSER = {"(": ")", "[": "]", "{": "}"}
+
+
+def auto_closers(typed: str) -> str:
+    """The closers an editor that auto-closes brackets and quotes (VS Code's default) holds after the cursor
+    once `typed` was typed: those of the brackets and quotes `typed` leaves open, innermost first.
+
+    A rough scan without a language (a quote in a comment counts, `\"\"\"` opens one quote, strings end at
+    a line break): callers only compare what it finds with the document, so a miss costs a prompt laid out
+    afresh, never a wrong one.
+    """
+    stack: list[str] = []
+    escaped = False
+    for ch in typed:
+        if stack and stack[-1] in QUOTES:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == stack[-1]:
+                stack.pop()
+            elif ch == "\n" and stack[-1] != "`":
+                stack.pop()
+        elif ch in _CLOSER or ch in QUOTES:
+            stack.append(ch)
+        elif stack and _CLOSER.get(stack[-1]) == ch:
+            stack.pop()
+    return "".join(_CLOSER.get(ch, ch) for ch in reversed(stack))
+
+
 def run_completion(engine: Backend, prompt: Prompt, temperature: float = 0.0,
                    cancel: threading.Event | None = None, budget_ms: float | None = None,
                    first_token_rank: int = 0) -> tuple[str | None, Completion | None]:
