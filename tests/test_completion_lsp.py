@@ -20,6 +20,7 @@ from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from lsp_server.positions import to_offset, to_position
+from lsp_server.syntax import scan_brackets
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "tests" / "_completion_docs"  # never created: the documents live only in the client
@@ -259,6 +260,34 @@ async def test_typing_where_the_prompt_was_warmed_computes_only_what_was_typed(c
     await inline(client, uri, position(text, cursor + 2))
     again = await stats(client)
     assert again["anchored"] == moved["anchored"] + 1 and 0 < computed(moved, again) <= 6
+    close_doc(client, uri)
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_closer_the_editor_inserted_keeps_the_prompt_and_is_not_suggested_again(
+        client: LanguageClient) -> None:
+    """VS Code types `(` as `()`. The closer it put after the cursor is not a change to the code after the
+    anchor: the keystroke still computes only what was typed, and the suggestion ends before that closer
+    (the line then has no closer too many)."""
+    head = "import json\n\n\ndef total_value(items):\n    total = 0.0\n    for item in items:\n        total += "
+    tail = "\n    return total\n" + "".join(
+        f"\n\ndef tax_{i}(items, rate={i}):\n    return total_value(items) * rate / 100\n" for i in range(6))
+    text, cursor = head + tail, len(head)
+    before = await stats(client)
+    uri = open_doc(client, "closed.py", text)
+    opened = await warmed_after(client, before["warmed"], "the opened document")
+    at = position(text, cursor)
+    client.protocol.notify("infill/didMoveCursor", {"textDocument": {"uri": uri},
+                                                    "position": {"line": at.line, "character": at.character}})
+    warm = await warmed_after(client, opened["warmed"], "the cursor's position")
+    text = insert(client, uri, text, cursor, "round()", 2)
+    items = await inline(client, uri, position(text, cursor + len("round(")))
+    typed = await stats(client)
+    assert typed["generated"] == warm["generated"] + 1 and typed["anchored"] == warm["anchored"] + 1
+    assert 0 < computed(warm, typed) <= 8, "the editor's closer made the keystroke recompute the suffix"
+    if items:
+        line = head.rsplit("\n", 1)[1] + "round(" + items[0].insert_text + ")"
+        assert "\n" in items[0].insert_text or scan_brackets(line, "python") == ("", ""), line
     close_doc(client, uri)
 
 

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from inference import FimParts
-from lsp_server.completion.feature import MIDDLE_MAX_CHARS, latest_after_pause, line_anchor
+from lsp_server.completion.feature import MIDDLE_MAX_CHARS, latest_after_pause, line_anchor, remaining
 from lsp_server.completion.prompt import (
     Anchor,
     Prompt,
@@ -23,6 +23,7 @@ from lsp_server.completion.prompt import (
     heal_prompt,
     other_files,
     prompt_suffix,
+    typed_since,
     warm_prompts,
     whole_lines,
 )
@@ -129,6 +130,23 @@ def test_an_anchor_sees_only_typing_at_its_position(text: str, offset: int, type
     assert anchor.typed(text, offset) == typed
 
 
+@pytest.mark.parametrize("typed,closers,found", [
+    ("return area(", ")", ("return area(", ")")),  # VS Code typed `(` as `()`
+    ("return area(w, f(", "))", ("return area(w, f(", "))")),
+    ("return area(w, f(", ")", ("return area(w, f(", ")")),  # one of them not closed by the editor
+    ("print(\"", "\")", ("print(\"", "\")")),
+    ("return area(", "]", None),  # not the closer of what was typed
+    ("return area(", "))", None),  # more closers than openers
+    ("return area()", ")", None),  # the typed bracket is closed: that `)` came from elsewhere
+    ("return w", "x", None),  # any other text after the cursor
+], ids=["call", "nested", "partly-closed", "quote", "wrong-kind", "too-many", "closed", "other-text"])
+def test_closers_an_editor_inserted_are_not_a_change(typed: str, closers: str, found) -> None:
+    text = ANCHORED[:AT] + typed + closers + ANCHORED[AT:]
+    assert typed_since(ANCHORED[:AT], ANCHORED[AT:], text, AT + len(typed)) == found
+    anchor = Anchor(ANCHORED[:AT], ANCHORED[AT:], Prompt(None, FimParts("x", "y"), "", 8))
+    assert anchor.typed(text, AT + len(typed)) == (found[0] if found else None)
+
+
 @pytest.mark.parametrize("typed,closers", [
     ("return area(", ")"),
     ("print(\"x", "\")"),  # innermost first
@@ -177,6 +195,17 @@ def test_a_fresh_prompt_is_anchored_at_the_line_start(text: str, offset: int, he
     backend = SimpleNamespace(supports_fim=True, heals_middle=heals)
     assert line_anchor(text, offset, backend) == at
     assert line_anchor(text, offset, SimpleNamespace(supports_fim=False, heals_middle=False)) == offset  # no FIM
+
+
+@pytest.mark.parametrize("typed,closers,rest", [
+    ("ret", "", ["urn area(w, h)", "urn w"]),
+    ("return area(", ")", ["w, h"]),  # the editor's `)` is the suggestion's own: shown once, not twice
+    ("return area(w, h", ")", []),  # all that is left is the closer the document has
+    ("return area(", "]", []),  # a closer the suggestion does not end with
+    ("return  ", "", []),  # typed something else
+], ids=["typed", "auto-closed", "used-up", "other-closer", "diverged"])
+def test_typing_through_a_suggestion_leaves_the_rest(typed: str, closers: str, rest: list[str]) -> None:
+    assert remaining(["return area(w, h)", "return w"], typed, closers) == rest
 
 
 def test_an_anchor_without_fim_is_not_extended() -> None:

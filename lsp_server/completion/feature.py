@@ -28,7 +28,7 @@ from lsprotocol import types
 
 from inference import Backend
 from lsp_server.completion.context import RecentSnippets, uri_path
-from lsp_server.completion.prompt import Anchor, Prompt, build_prompt, run_completion, warm_prompts
+from lsp_server.completion.prompt import Anchor, Prompt, build_prompt, run_completion, typed_since, warm_prompts
 from lsp_server.feature import Feature
 from lsp_server.languages import comment_prefix
 from lsp_server.positions import encodable, to_offset, to_position
@@ -270,15 +270,13 @@ class CompletionFeature(Feature):
     # ------------------------------------------------------------------------ typed-through cache
     def _typed_through(self, uri: str, text: str, offset: int, count: int = 1) -> list[str]:
         """If the user typed the start of the last suggestions here, the rest of those that match (empty when
-        none does, or when more are wanted than that answer was asked for)."""
+        none does, or when more are wanted than that answer was asked for). Closers the editor inserted as
+        the user typed are in the document already: the rest ends before them."""
         for suggestion in reversed(self._typed.values()):
-            if suggestion.uri != uri or text[offset:] != suggestion.after:
+            found = typed_since(suggestion.before, suggestion.after, text, offset) if suggestion.uri == uri else None
+            if found is None:
                 continue
-            before = text[:offset]
-            if not before.startswith(suggestion.before):
-                continue
-            typed = before[len(suggestion.before):]
-            rest = [t[len(typed):] for t in suggestion.texts if t.startswith(typed) and len(typed) < len(t)]
+            rest = remaining(suggestion.texts, *found)
             if rest and (count <= 1 or suggestion.asked >= count):
                 return rest
         return []
@@ -451,6 +449,14 @@ def cursor_target(params: object) -> tuple[str, int, int] | None:
     if not isinstance(uri, str) or type(line) is not int or type(character) is not int or min(line, character) < 0:
         return None  # `type(...) is int`: JSON's true/false arrive as bools, which are ints to isinstance
     return uri, line, character
+
+
+def remaining(texts: list[str], typed: str, closers: str) -> list[str]:
+    """What is left to show of suggestions once the user typed `typed` of them and the editor inserted
+    `closers` after the cursor: each that starts with `typed` and ends with `closers` (accepting the rest then
+    gives the text the whole suggestion would have), without them; none that is used up."""
+    rest = (t[len(typed):] for t in texts if t.startswith(typed))
+    return [r[:len(r) - len(closers)] for r in rest if r.endswith(closers) and len(r) > len(closers)]
 
 
 def extendable(typed: str, engine: Backend) -> bool:

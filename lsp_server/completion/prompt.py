@@ -127,10 +127,11 @@ class Anchor:
     prompt: Prompt
 
     def typed(self, text: str, offset: int) -> str | None:
-        """What was typed at the anchor since, when that is the only change to `text` (None otherwise)."""
-        if offset < len(self.before) or text[offset:] != self.after or not text.startswith(self.before):
-            return None
-        return text[len(self.before):offset]
+        """What was typed at the anchor since, when that is the only change to `text` (None otherwise). The
+        closers an editor inserted for it (`typed_since`) stay out of the prompt: the model writes them and
+        post-processing, which reads the document, cuts them (fim_quality `--auto-close`)."""
+        found = typed_since(self.before, self.after, text, offset)
+        return found[0] if found is not None else None
 
     def extend(self, typed: str, here: Prompt | None = None) -> Prompt | None:
         """The anchor's engine prompt with `typed` as the start of its middle, healed like a prefix; read back
@@ -172,6 +173,22 @@ def auto_closers(typed: str) -> str:
         elif stack and _CLOSER.get(stack[-1]) == ch:
             stack.pop()
     return "".join(_CLOSER.get(ch, ch) for ch in reversed(stack))
+
+
+def typed_since(before: str, after: str, text: str, offset: int) -> tuple[str, str] | None:
+    """(typed, closers) when `text`, with the cursor at `offset`, is `before` + typed + closers + `after`: only
+    typing at that position changed the document, and the closers are ones an auto-closing editor inserted for
+    brackets and quotes typed there (`auto_closers`; possibly fewer, where it did not close one). None when
+    anything else changed."""
+    end = len(text) - len(after)
+    if not len(before) <= offset <= end or not text.startswith(before) or not text.endswith(after):
+        return None
+    typed, closers = text[len(before):offset], text[offset:end]
+    if closers:
+        opened = iter(auto_closers(typed))
+        if not all(ch in opened for ch in closers):  # in order, each one typed and still open
+            return None
+    return typed, closers
 
 
 def run_completion(engine: Backend, prompt: Prompt, temperature: float = 0.0,
