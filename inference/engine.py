@@ -34,6 +34,7 @@ TokenRule = Callable[[int, np.ndarray], bool]
 TYPING_ROOM = 96  # tokens a cache slot keeps spare for what is typed after its prompt (~400 characters)
 HEAL_CANDIDATES = 64  # the likeliest tokens searched for one that agrees with a middle's taken-back last token
 PREFILL_CHUNK = 64  # tokens per forward pass while prefilling, so a cancel or a preemption lands quickly
+WARM_CHUNK = 32  # a warm-up's passes are shorter: a request that preempts one waits for the pass running (~90 ms)
 # A warm-up's last pass computes this many tokens (0: no split). onnxruntime-genai keeps the last pass's logits,
 # padded to one row per token fed (64 x 151,936 x 4 B = 39 MB for a full chunk of the default model), until
 # the slot's next pass; three warmed slots kept up to ~115 MB. A request replaces them at its first decode step.
@@ -404,17 +405,19 @@ class Engine:
 
     # ------------------------------------------------------------------------------------ KV cache
     def _slot_for(self, ids: list[int], need: int) -> _Slot:
-        """The slot sharing the longest prefix with `ids`; a fresh or evicted one if none shares much."""
+        """The slot sharing the longest prefix with `ids`; a fresh or evicted one if none shares much. A slot
+        holding only a start of `ids` (a warm-up a request preempted) is continued, however short."""
         best, best_common = None, -1
         for slot in self._slots:
             common = _common_prefix(slot.tokens, ids)
             if common > best_common:
                 best, best_common = slot, common
-        if best is None or (best_common < len(ids) // 2 and len(self._slots) < self._cache_slots):
+        shares = best is not None and (best_common >= len(ids) // 2 or 0 < best_common == len(best.tokens))
+        if best is None or (not shares and len(self._slots) < self._cache_slots):
             capacity = self._capacity(need)
             best = _Slot(self._new_generator(capacity), capacity)
             self._slots.append(best)
-        elif best_common < len(ids) // 2:  # nothing shares much: recycle the least recently used
+        elif not shares:  # nothing shares much: recycle the least recently used
             best = min(self._slots, key=lambda s: s.last_used)
         best.last_used = time.monotonic()
         return best
@@ -446,7 +449,7 @@ class Engine:
         elif common < len(slot.tokens):
             slot.generator.rewind_to(common)
         del slot.tokens[common:]
-        bounds = [*range(common, len(ids), PREFILL_CHUNK), len(ids)]
+        bounds = [*range(common, len(ids), WARM_CHUNK if preemptible else PREFILL_CHUNK), len(ids)]
         if preemptible and WARM_LAST_PASS and len(ids) - bounds[-2] > WARM_LAST_PASS:
             bounds.insert(-1, len(ids) - WARM_LAST_PASS)  # a warm-up keeps small logits (WARM_LAST_PASS)
         for start, end in zip(bounds, bounds[1:]):

@@ -22,7 +22,7 @@ from benchmarks.precision_probe import agreement, gate_prompts
 from inference import Engine, FimParts, InferenceError
 from inference.backend import Reason, StreamCut
 from inference.cache import MANIFEST, is_complete
-from inference.engine import TYPING_ROOM, WARM_LAST_PASS
+from inference.engine import TYPING_ROOM, WARM_CHUNK, WARM_LAST_PASS
 from inference.reference import TorchReference
 
 CODE = [
@@ -146,6 +146,29 @@ def test_prefill_warms_the_cache(qwen_engine) -> None:
     result = engine.complete(DOC_B + "        self.", max_new_tokens=6)
     assert result.reused_tokens >= computed - 2
     assert engine.prefill("") == 0  # bad input to a warm-up is ignored, not raised
+
+
+class _AfterChecks:
+    """A cancel flag that is set from its `n`+1-th check on (a request arriving mid-prefill)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def is_set(self) -> bool:
+        self.n -= 1
+        return self.n < 0
+
+
+def test_a_preempted_warm_up_is_continued_not_restarted(qwen_engine) -> None:
+    """A warm-up stopped after its first chunk leaves that chunk cached; the next warm-up of the same prompt
+    computes only the rest, in the same slot, though the part done is far less than half the prompt."""
+    engine = only_config_eos(Engine(qwen_engine.prepared, cache_slots=2))
+    long = DOC_A + "".join(f"    step_{i} = load(path, {i})\n" for i in range(40))
+    total = len(engine.render(long, 64))  # as fitted to the context
+    assert total > 4 * WARM_CHUNK
+    assert engine.prefill(long, cancel=_AfterChecks(1)) == 0 and engine.cached_prefixes() == [WARM_CHUNK]
+    assert engine.prefill(long) == total - WARM_CHUNK
+    assert engine.cached_prefixes() == [total]
 
 
 def test_a_warm_up_keeps_the_logits_of_one_token(qwen_engine) -> None:
