@@ -11,9 +11,17 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from pygls.workspace import TextDocument
 
 from inference import FimParts
-from lsp_server.completion.feature import MIDDLE_MAX_CHARS, latest_after_pause, line_anchor, remaining
+from lsp_server.completion.feature import (
+    MIDDLE_MAX_CHARS,
+    WARM_PAUSE_S,
+    CompletionFeature,
+    latest_after_pause,
+    line_anchor,
+    remaining,
+)
 from lsp_server.completion.prompt import (
     Anchor,
     Prompt,
@@ -28,6 +36,7 @@ from lsp_server.completion.prompt import (
     whole_lines,
 )
 from lsp_server.config import Settings
+from lsp_server.server import create_server
 
 
 @pytest.mark.parametrize("prefix,prompt,lead", [
@@ -223,6 +232,45 @@ def test_warming_covers_the_next_cut_of_a_long_file(qwen_engine) -> None:
     assert now.prompt == build_prompt(qwen_engine, settings, "file:///x/argparse.py", "python", source, offset).prompt
     assert isinstance(ahead.prompt, FimParts) and ahead.prompt.suffix == now.prompt.suffix
     assert len(ahead.prompt.prefix) < len(now.prompt.prefix) and ahead.ctx.prefix_cut
+
+
+def test_after_a_request_the_warm_up_computes_what_is_ahead_of_the_cut(qwen_engine, monkeypatch) -> None:
+    """A fast typist leaves no pause without a request in flight: the warm-up for a keystroke finds its request
+    running. Once that ends, the anchor's prompt as it will start after its cut moves is prefilled (without it
+    the request at that step computes the whole prompt), and the position does not count as warmed."""
+    prefilled: list = []
+
+    class Recording:  # the real (tiny) engine, its warm-ups recorded
+        def __getattr__(self, name: str):
+            return getattr(qwen_engine, name)
+
+        def prefill(self, prompt, **kwargs) -> int:
+            prefilled.append(prompt)
+            return qwen_engine.prefill(prompt, **kwargs)
+
+    server = create_server()
+    server.settings.context_tokens = 400
+    engine = Recording()
+    monkeypatch.setattr(server.model, "ready", lambda: engine)
+    feature = CompletionFeature(server)
+    uri, source = "file:///x/argparse.py", Path(argparse.__file__).read_text()
+    offset = source.index("\n", source.index("def format_help(self):")) + 1
+    document = TextDocument(uri, source, language_id="python")
+    monkeypatch.setattr(feature, "_document", lambda _uri: document)  # as if opened (no client here)
+    feature._generate(engine, uri, "python", source, offset, 1, threading.Event())  # the request: it anchors
+    anchor = feature._anchors[uri]
+    ahead = warm_prompts(engine, server.settings, uri, "python", anchor.before + anchor.after, len(anchor.before))
+    assert len(ahead) == 2 and ahead[1].ctx.prefix_cut
+    feature._inflight[uri] = threading.Event()  # the keystroke's request is running...
+    feature._warm_queue.put((uri, offset))
+    time.sleep(3 * WARM_PAUSE_S)
+    assert prefilled == []  # ... so nothing is warmed beside it
+    del feature._inflight[uri]
+    for _ in range(200):
+        if prefilled:
+            break
+        time.sleep(0.05)
+    assert prefilled == [ahead[1].prompt] and feature.stats["warmed"] == 0
 
 
 def test_warming_a_short_file_is_one_prompt(qwen_engine) -> None:
