@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
     _add_search_commands(sub)
 
+    _verbose_after_commands(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -76,6 +77,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _verbose_after_commands(parser: argparse.ArgumentParser) -> None:
+    """Take `-v` after a command too (`infill serve -v`, as the README and editor settings write it); given
+    there or before it, it means the same."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                                     help="log to stderr")
+                _verbose_after_commands(command)
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:

@@ -61,6 +61,14 @@ def test_bad_model_path_is_a_one_line_error(tmp_path: Path) -> None:
     assert_one_line_error(infill("model", "info", "--model", str(tmp_path)), "not a model directory")
 
 
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_verbose_goes_before_or_after_the_command(tmp_path: Path, where: str) -> None:
+    """`infill serve -v` is how the README and editor settings write it; `infill -v serve` works too."""
+    args = ["model", "info", "--model", str(tmp_path / "missing-model")]
+    result = infill(*(["-v", *args] if where == "before" else [*args, "-v"]))
+    assert_one_line_error(result, "does not exist")
+
+
 def test_doctor_names_the_device_and_why() -> None:
     result = infill("doctor")
     assert result.returncode == 0, result.stderr
