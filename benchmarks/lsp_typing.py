@@ -22,8 +22,11 @@ request at the same position.
     python benchmarks/lsp_typing.py --against '{"suffixTokens": 16}'   # a setting's cost, same run
 
 `--auto-close` types as VS Code does by default: an opening bracket or quote also inserts its closer after the
-cursor (where the source closes it on the same line), which is typed over later; the text after the cursor
-changes, so that keystroke's prompt is laid out afresh.
+cursor (where the source closes it on the same line), which is typed over later; the server takes those closers
+for what they are (`typed_since`) rather than as a change to the code after the cursor.
+
+`--keystroke-ms` sets the pace inside a word: 20 by default (a fast typist, who leaves no pause for the
+server's pause-based warm-ups), 150 for an ordinary typist's 7 characters a second.
 
 With `--backend`, the same typing is replayed twice in one run, through the in-process engine and through
 the serving engine (`backend` setting), and the table shows both with their ratio; `prefix_reuse_rate`
@@ -55,7 +58,7 @@ sys.path.insert(0, str(ROOT))
 from lsp_server.positions import to_position  # noqa: E402
 
 DEBOUNCE_S = 0.075
-KEYSTROKE_S = 0.02  # a fast typist: 50 characters per second between completion requests
+KEYSTROKE_MS = 20.0  # a fast typist: 50 characters per second between completion requests (`--keystroke-ms`)
 
 
 def word_boundary(prev: str, ch: str) -> bool:
@@ -204,7 +207,7 @@ async def replay(args: argparse.Namespace, init_options: dict) -> dict:
             computed.append(now["prompt_tokens"] - now["reused_tokens"] - last["prompt_tokens"] + last["reused_tokens"])
             last = now
         else:
-            await asyncio.sleep(KEYSTROKE_S)
+            await asyncio.sleep(args.keystroke_ms / 1000)
     assert text == source[:typed_end] + closers + tail, "the replay's text left the source's"
     after = await stats(client)
 
@@ -236,6 +239,7 @@ async def replay(args: argparse.Namespace, init_options: dict) -> dict:
         "module": args.module,
         "cursor": args.cursor,  # whether the replay said where the cursor rests before typing
         "auto_close": args.auto_close,
+        "keystroke_ms": args.keystroke_ms,
         "requests": requests,
         "p50_ms": round(statistics.median(p), 1) if p else None,
         "p95_ms": round(p[min(len(p) - 1, int(0.95 * len(p)))], 1) if p else None,
@@ -295,6 +299,8 @@ def main() -> None:
     parser.add_argument("--module", default="textwrap", help="standard-library module to replay")
     parser.add_argument("--chars", type=int, default=1500, help="characters to type")
     parser.add_argument("--start", type=float, default=0.4, help="share of the file present when it opens")
+    parser.add_argument("--keystroke-ms", type=float, default=KEYSTROKE_MS,
+                        help="pause between keystrokes inside a word (150: an ordinary typist, 7 per second)")
     parser.add_argument("--cold-samples", type=int, default=8)
     parser.add_argument("--no-cursor", dest="cursor", action="store_false",
                         help="do not say where the cursor rests before typing (a client without infill/didMoveCursor)")
