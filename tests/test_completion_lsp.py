@@ -228,6 +228,18 @@ def computed(before: dict, after: dict) -> int:
     return (after["prompt_tokens"] - before["prompt_tokens"]) - (after["reused_tokens"] - before["reused_tokens"])
 
 
+async def open_warmed_at(client: LanguageClient, name: str, text: str, cursor: int) -> tuple[str, dict]:
+    """Open a document, say the cursor rests at `cursor` (`infill/didMoveCursor`) and wait until that position
+    is warmed: (uri, the counters then)."""
+    before = await stats(client)
+    uri = open_doc(client, name, text)
+    opened = await warmed_after(client, before["warmed"], "the opened document")
+    at = position(text, cursor)
+    client.protocol.notify("infill/didMoveCursor", {"textDocument": {"uri": uri},
+                                                    "position": {"line": at.line, "character": at.character}})
+    return uri, await warmed_after(client, opened["warmed"], "the cursor's position")
+
+
 @pytest.mark.asyncio(loop_scope="module")
 async def test_typing_where_the_prompt_was_warmed_computes_only_what_was_typed(client: LanguageClient) -> None:
     """Keystrokes at a warmed position extend the warmed prompt (what was typed starts the FIM middle)
@@ -238,13 +250,7 @@ async def test_typing_where_the_prompt_was_warmed_computes_only_what_was_typed(c
     tail = "\n    return total\n" + "".join(
         f"\n\ndef tax_{i}(items, rate={i}):\n    return total_value(items) * rate / 100\n" for i in range(6))
     text, cursor = head + tail, len(head)
-    before = await stats(client)
-    uri = open_doc(client, "anchored.py", text)
-    opened = await warmed_after(client, before["warmed"], "the opened document")
-    at = position(text, cursor)
-    client.protocol.notify("infill/didMoveCursor", {"textDocument": {"uri": uri},
-                                                    "position": {"line": at.line, "character": at.character}})
-    warm = await warmed_after(client, opened["warmed"], "the cursor's position")
+    uri, warm = await open_warmed_at(client, "anchored.py", text, cursor)
     text = insert(client, uri, text, cursor, "for", 2)
     await inline(client, uri, position(text, cursor + 3))
     typed = await stats(client)
@@ -273,13 +279,7 @@ async def test_a_closer_the_editor_inserted_keeps_the_prompt_and_is_not_suggeste
     tail = "\n    return total\n" + "".join(
         f"\n\ndef tax_{i}(items, rate={i}):\n    return total_value(items) * rate / 100\n" for i in range(6))
     text, cursor = head + tail, len(head)
-    before = await stats(client)
-    uri = open_doc(client, "closed.py", text)
-    opened = await warmed_after(client, before["warmed"], "the opened document")
-    at = position(text, cursor)
-    client.protocol.notify("infill/didMoveCursor", {"textDocument": {"uri": uri},
-                                                    "position": {"line": at.line, "character": at.character}})
-    warm = await warmed_after(client, opened["warmed"], "the cursor's position")
+    uri, warm = await open_warmed_at(client, "closed.py", text, cursor)
     text = insert(client, uri, text, cursor, "round()", 2)
     items = await inline(client, uri, position(text, cursor + len("round(")))
     typed = await stats(client)

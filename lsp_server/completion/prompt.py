@@ -20,6 +20,7 @@ from lsp_server.completion.context import CompletionContext, build_context, uri_
 from lsp_server.completion.postprocess import postprocess, stop_rule
 from lsp_server.config import Settings
 from lsp_server.languages import comment_prefix
+from lsp_server.syntax import OPENERS
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,6 @@ class Anchor:
 
 
 QUOTES = "\"'`"
-_CLOSER = {"(": ")", "[": "]", "{": "}"}
 
 
 def auto_closers(typed: str) -> str:
@@ -168,11 +168,11 @@ def auto_closers(typed: str) -> str:
                 stack.pop()
             elif ch == "\n" and stack[-1] != "`":
                 stack.pop()
-        elif ch in _CLOSER or ch in QUOTES:
+        elif ch in OPENERS or ch in QUOTES:
             stack.append(ch)
-        elif stack and _CLOSER.get(stack[-1]) == ch:
+        elif stack and OPENERS.get(stack[-1]) == ch:
             stack.pop()
-    return "".join(_CLOSER.get(ch, ch) for ch in reversed(stack))
+    return "".join(OPENERS.get(ch, ch) for ch in reversed(stack))
 
 
 def typed_since(before: str, after: str, text: str, offset: int) -> tuple[str, str] | None:
