@@ -73,6 +73,18 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def _float_weights(engine) -> Path | None:
+    """The model's float folder (rebuilt from its GGUF on first use), or None for an ONNX-only model."""
+    from inference.errors import InferenceError
+    from inference.sources import float_weights
+
+    try:
+        return float_weights(engine.prepared, _say)
+    except InferenceError as exc:
+        print(f"[infill] no float weights: {exc}", file=sys.stderr)
+        return None
+
+
 def matmul_params(hf_dir: Path) -> int:
     """Parameters touched per token by matrix products (all weights but the input embedding table)."""
     total = 0
@@ -170,7 +182,7 @@ def main() -> int:
     kept = statistics.median(kept_rates[1:])  # without the warm-up
     rss = peak_rss_mb()
 
-    hf_dir = engine.prepared.hf_dir
+    hf_dir = _float_weights(engine) if args.gflops or not args.skip_torch else None
     floor_ms = (2 * matmul_params(hf_dir) * prompt_tokens / (args.gflops * 1e9) * 1000) if hf_dir else None
     torch_cold = torch_decode = None
     if not args.skip_torch and hf_dir is not None:

@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 from inference.cache import build_atomically, cache_root  # noqa: E402
 from inference.catalog import by_name  # noqa: E402
 from inference.export import hf_to_onnx, keep_last_logits  # noqa: E402
-from inference.sources import prepare  # noqa: E402
+from inference.sources import float_weights, prepare  # noqa: E402
 
 MODEL = "smollm2-135m"
 
@@ -198,8 +198,7 @@ def exact_q4_1(int4_dir: Path, out: Path, gguf: Path, hf_dir: Path, accuracy_lev
 def build(variant: str) -> Path:
     """The variant's ONNX folder (exported on first use)."""
     fp32 = prepare(MODEL, precision="fp32")
-    assert fp32.hf_dir is not None  # a catalogue model is converted through a Hugging Face folder
-    hf_dir = fp32.hf_dir
+    hf_dir = float_weights(fp32)
     if variant == "fp32":
         return fp32.onnx_dir
     root = cache_root() / "probes" / fp32.onnx_dir.parent.name

@@ -13,9 +13,11 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -25,6 +27,8 @@ from inference.errors import InferenceError
 
 Progress = Callable[[str, "float | None"], None]
 MANIFEST = "infill-manifest.json"
+STALE_UNOWNED_S = 24 * 3600  # a build in progress whose name carries no process id (older versions) is this old
+_TMP_OWNER = re.compile(r"\.(\d+)(?:\.[a-z0-9_]{8})?\.tmp$")
 
 
 def cache_root() -> Path:
@@ -85,8 +89,9 @@ def build_atomically(target: Path, build: Callable[[Path], None]) -> Path:
     if is_complete(target):
         return target
     make_private_dir(target.parent)
+    remove_stale_builds(target.parent)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
     except OSError as exc:
         raise InferenceError(f"cannot write to the cache directory {target.parent}: {_reason(exc)}") from None
     try:
@@ -112,6 +117,7 @@ def write_verified(target: Path, blocks: Iterable[bytes], *, size: int, sha256: 
     """Stream `blocks` into `target`, hashing while writing; rename into place only if the size and
     SHA-256 match. Returns `target`; raises InferenceError (and leaves nothing behind) otherwise."""
     make_private_dir(target.parent)
+    remove_stale_builds(target.parent)
     digest, written, shown = hashlib.sha256(), 0, -1
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
@@ -132,6 +138,49 @@ def write_verified(target: Path, blocks: Iterable[bytes], *, size: int, sha256: 
     finally:
         tmp.unlink(missing_ok=True)
     return target
+
+
+def _builds(parent: Path) -> list[tuple[Path, bool]]:
+    """Products being built beside their place in `parent`, each with whether its builder still runs (the
+    process id in its name; a name without one counts as running until it is a day old)."""
+    found = []
+    for path in parent.glob(".*.tmp"):
+        owner = _TMP_OWNER.search(path.name)
+        if owner is None:
+            try:
+                alive = time.time() - path.stat().st_mtime < STALE_UNOWNED_S
+            except OSError:
+                continue
+        else:
+            alive = _process_alive(int(owner.group(1)))
+        found.append((path, alive))
+    return found
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_builds(parent: Path) -> None:
+    """Delete what killed builds left (a conversion killed half-way leaves gigabytes): never loaded, since
+    only complete products are renamed into place, but otherwise kept on disk for ever."""
+    for path, alive in _builds(parent):
+        if not alive:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
+def building(parent: Path) -> bool:
+    """True while some live process builds a product in `parent`."""
+    return any(alive for _path, alive in _builds(parent))
 
 
 def _reason(exc: OSError) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inference import catalog
-from inference.cache import Progress, build_atomically, cache_root, is_complete
+from inference.cache import Progress, build_atomically, building, cache_root, is_complete
 from inference.errors import InferenceError
 from inference.export import BUILDER_PRECISIONS, EXPORT_REVISION, gguf_to_hf, hf_to_onnx
 from inference.registry import Family, detect_family
@@ -82,6 +82,7 @@ def _prepare_catalog(entry: catalog.CatalogModel, family: str | None, precision:
     if not is_complete(onnx_dir):
         report(f"preparing {entry.name} (first use only)", 0.0)
         _convert_gguf(entry.gguf(report), root / "hf", onnx_dir, precision, report)
+    _remove_intermediates(onnx_dir, [root / "hf", root / entry.gguf_name])
     hf_dir = root / "hf"
     return PreparedModel(entry.name, entry.title, onnx_dir, hf_dir if is_complete(hf_dir) else None,
                          detect_family(onnx_dir, family or entry.family), precision, reason)
@@ -94,6 +95,7 @@ def _prepare_gguf(path: Path, family: str | None, precision: str, report: Progre
     if not is_complete(onnx_dir):
         report(f"converting {path.name} ({arch}; first use only)", 0.0)
         _convert_gguf(path, root / "hf", onnx_dir, precision, report)
+    _remove_intermediates(onnx_dir, [root / "hf"])
     hf_dir = root / "hf"
     return PreparedModel(path.stem, str(path), onnx_dir, hf_dir if is_complete(hf_dir) else None,
                          detect_family(onnx_dir, family), precision)
@@ -103,6 +105,45 @@ def _convert_gguf(gguf: Path, hf_dir: Path, onnx_dir: Path, precision: str, repo
     build_atomically(hf_dir, lambda tmp: gguf_to_hf(gguf, tmp, report))
     build_atomically(onnx_dir, lambda tmp: hf_to_onnx(hf_dir, tmp, precision, report))
     _remove_older_exports(onnx_dir)
+
+
+def _remove_intermediates(export: Path, paths: list[Path]) -> None:
+    """Drop what only the conversion needed once the export is built: the float Hugging Face folder (6× the
+    int4 export: 2 GB for the default model), an assembled catalogue GGUF (its packages still hold the bytes).
+    Only what is older than the export (what `float_weights` or a llama.cpp test rebuilt later stays), and
+    not while another process (a second editor window) is still building beside it."""
+    try:
+        built = export.stat().st_mtime
+    except OSError:
+        return
+    if building(export.parent):
+        return
+    for path in paths:
+        try:
+            if path.stat().st_mtime > built:
+                continue
+        except OSError:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def float_weights(prepared: PreparedModel, progress: Progress | None = None) -> Path:
+    """The float Hugging Face folder behind a model (the torch reference and precision probes load it):
+    the user's own folder, or rebuilt from the model's GGUF, which the conversion removes once exported."""
+    if prepared.hf_dir is not None:
+        return prepared.hf_dir
+    entry = catalog.lookup(prepared.name)
+    if entry is not None:
+        gguf = entry.gguf(progress)
+    elif prepared.source.endswith(".gguf"):
+        gguf = Path(prepared.source)
+    else:
+        raise InferenceError(f"{prepared.source} has no float weights to load (an ONNX folder)")
+    hf_dir = prepared.onnx_dir.parent / "hf"
+    return build_atomically(hf_dir, lambda tmp: gguf_to_hf(gguf, tmp, progress or _silent))
 
 
 def gguf_architecture(path: Path) -> str:

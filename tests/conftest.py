@@ -99,16 +99,6 @@ def default_engine():
     return Engine.load()
 
 
-@pytest.fixture(scope="session")
-def default_reference(default_engine):
-    """The fp32 torch reference of the default model, from the HF folder the conversion left in the cache."""
-    from inference.reference import TorchReference
-
-    hf_dir = default_engine.prepared.hf_dir
-    assert hf_dir is not None, "the default model's HF folder is missing from the cache"
-    return TorchReference(hf_dir, threads=1)  # 2 threads collapse when the cores are shared
-
-
 # ------------------------------------------------------------------------------- llama.cpp server (remote)
 @pytest.fixture(scope="session")
 def llama_server(tmp_path_factory: pytest.TempPathFactory):

@@ -132,3 +132,77 @@ def test_a_build_another_process_finished_first_is_kept(tmp_path: Path) -> None:
     build_atomically(target, second)
     assert is_complete(target) and (target / "weights.bin").read_bytes() == b"first"
     assert [p.name for p in tmp_path.iterdir()] == ["entry"]  # no temporary directory left behind
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_what_a_killed_build_left_is_removed_by_the_next_build(tmp_path: Path) -> None:
+    """A conversion killed half-way leaves its temporary folder (gigabytes for a float export): it is never
+    loaded, and the next build beside it deletes it — but not a build another live process is running."""
+    import os
+
+    from inference.cache import build_atomically, building
+
+    dead, alive = _dead_pid(), os.getpid()
+    (tmp_path / f".hf.{dead}.k2j3h4g5.tmp").mkdir()
+    (tmp_path / f".hf.{dead}.k2j3h4g5.tmp" / "model.safetensors").write_bytes(b"half")
+    (tmp_path / f".fake-coder.gguf.{dead}.tmp").write_bytes(b"half")
+    (tmp_path / f".onnx-int4-r3.{alive}.a1b2c3d4.tmp").mkdir()  # a second window still exporting
+    assert building(tmp_path)
+    build_atomically(tmp_path / "entry", lambda tmp: (tmp / "weights.bin").write_bytes(b"done"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".onnx-int4-r3.{alive}.a1b2c3d4.tmp", "entry"]
+
+
+def _fake_conversion(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """GGUF -> HF -> ONNX with stand-in converters (the real ones take minutes); returns the GGUFs read."""
+    from inference import sources
+
+    read: list[Path] = []
+
+    def gguf_to_hf(gguf: Path, out: Path, _report) -> None:
+        read.append(gguf)
+        (out / "model.safetensors").write_bytes(gguf.read_bytes())
+
+    def hf_to_onnx(hf_dir: Path, out: Path, _precision: str, _report) -> None:
+        (out / "model.onnx").write_bytes((hf_dir / "model.safetensors").read_bytes()[:64])
+
+    monkeypatch.setattr(sources, "gguf_to_hf", gguf_to_hf)
+    monkeypatch.setattr(sources, "hf_to_onnx", hf_to_onnx)
+    return read
+
+
+def test_the_conversion_keeps_only_the_export(fake_model: CatalogModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The float folder (2 GB for the default model) and the assembled GGUF are only steps to the export:
+    dropped once it is built; the float folder comes back on demand for the torch reference."""
+    from inference import sources
+
+    read = _fake_conversion(monkeypatch)
+    monkeypatch.setattr(catalog, "lookup", lambda name: fake_model if name == fake_model.name else None)
+    prepared = sources._prepare_catalog(fake_model, None, None, sources._silent, "configured")
+    root = fake_model.cache_dir()
+    assert [p.name for p in root.iterdir()] == [prepared.onnx_dir.name] and prepared.hf_dir is None
+    hf_dir = sources.float_weights(prepared)
+    assert (hf_dir / "model.safetensors").read_bytes() == b"".join(PIECES)  # from a re-verified GGUF
+    assert len(read) == 2 and hf_dir == root / "hf"
+    again = sources._prepare_catalog(fake_model, None, None, sources._silent, "configured")
+    assert again.hf_dir == hf_dir  # rebuilt after the export, for a reason: kept at the next start
+
+
+def test_the_intermediates_stay_while_another_window_builds_from_them(
+        fake_model: CatalogModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from inference import sources
+
+    _fake_conversion(monkeypatch)
+    root = fake_model.cache_dir()
+    (root / f".onnx-fp16-r3.{os.getpid()}.a1b2c3d4.tmp").mkdir(parents=True)
+    sources._prepare_catalog(fake_model, None, None, sources._silent, "configured")
+    assert (root / "hf").is_dir() and (root / fake_model.gguf_name).is_file()
