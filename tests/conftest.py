@@ -233,3 +233,17 @@ def walled_workspace(tmp_path: Path) -> WalledWorkspace:
                    "leaked_by_folder_link", "loop/outside/secret.py": "leaked_by_symlink",
                    "../outside/dotdot.py": "leaked_by_dotdot"})
     return WalledWorkspace(ws, sorted(visible), hidden, ["big.py", "blob.py"])
+
+
+# ------------------------------------------------------------------------------------ the user's cache
+@pytest.fixture(scope="session", autouse=True)
+def temporary_index_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Servers the tests start index temporary workspaces: their databases go to a temporary folder, not to
+    the user's cache (where each test run left one per workspace). Tests that need another set their own."""
+    previous = os.environ.get("INFILL_INDEX_DIR")
+    os.environ["INFILL_INDEX_DIR"] = str(tmp_path_factory.mktemp("index"))
+    yield
+    if previous is None:
+        os.environ.pop("INFILL_INDEX_DIR", None)
+    else:
+        os.environ["INFILL_INDEX_DIR"] = previous

@@ -473,3 +473,30 @@ def test_single_file_updates_follow_the_walker_rules(tmp_path: Path) -> None:
         assert index.wants(path) == (path in walked), rel
         assert index.update_file(path) == (path in walked), rel  # events for ignored files index nothing
     assert index.counts()[0] == 2
+
+
+def test_indexes_of_deleted_workspaces_are_removed_after_a_week(tmp_path: Path) -> None:
+    """One database per folder ever opened would pile up in the cache (deleted checkouts, temporary folders):
+    a week after its last write, an index whose workspace is gone is deleted — not one whose folder exists,
+    not a recent one (a drive may come back), not a file that is not one of ours."""
+    indexes = tmp_path / "index"
+    made = {}
+    for name in ("kept", "gone", "recent"):
+        ws = write(tmp_path, f"{name}/a.py", "def a():\n    return 1\n").parent
+        index = Index(ws, indexes / store.db_path_for(ws).name)
+        index.update_all()
+        index.close()
+        made[name] = index.db_path
+    foreign = indexes / "notes-0123456789abcdef.sqlite3"
+    foreign.write_bytes(b"a file someone put here")
+    for name in ("gone", "recent"):
+        for path in (tmp_path / name).iterdir():
+            path.unlink()
+        (tmp_path / name).rmdir()
+    week_ago = time.time() - store.ORPHAN_UNUSED_S - 60
+    for path in [*indexes.iterdir()]:
+        if not path.name.startswith("recent"):
+            os.utime(path, (week_ago, week_ago))
+    assert store.remove_orphans(indexes) == [made["gone"]]
+    assert sorted(p.name.split("-")[0] for p in indexes.glob("*.sqlite3")) == ["kept", "notes", "recent"]
+    assert not list(indexes.glob("gone-*"))  # its -wal and -shm too

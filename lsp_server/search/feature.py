@@ -27,7 +27,7 @@ from pygls.exceptions import JsonRpcInvalidParams
 from pygls.uris import to_fs_path
 
 from lsp_server.feature import AnyEvent, Feature, ProgressReporter
-from lsp_server.search.store import MAX_RESULTS, Hit, Index
+from lsp_server.search.store import MAX_RESULTS, Hit, Index, remove_orphans
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +249,11 @@ class SearchFeature(Feature):
                     log.exception("cannot open the index of %s", root)
         finally:
             self._opened.set()
+        try:
+            for path in remove_orphans():
+                log.info("removed %s: its workspace no longer exists", path.name)
+        except OSError as exc:
+            log.info("cannot look for indexes of deleted workspaces: %s", exc)
 
     def _full_pass(self) -> None:
         """Open every folder's index, chunk what changed, then embed it, with `$/progress`."""

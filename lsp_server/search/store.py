@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import numpy as np
 
@@ -48,6 +49,7 @@ CANDIDATES = 100  # per ranker, before fusion
 MIN_PREFIX_CHARS = 2  # a half-typed last word shorter than this is not matched as a prefix
 COMMON_TERM_SHARE = 0.1  # query terms in more than this share of chunks are left out of BM25
 MAX_RESULTS = 200  # the most results one search returns
+ORPHAN_UNUSED_S = 7 * 24 * 3600  # a gone workspace's index is deleted after a week unused (a drive may come back)
 EMBED_HEAD_CHARS = 600  # the embedder sees MAX_TOKENS tokens; no need to tokenize the whole chunk
 
 Progress = Callable[[str, "float | None"], None]
@@ -72,8 +74,54 @@ def index_dir() -> Path:
 
 def db_path_for(root: Path) -> Path:
     """One database per workspace, named by a hash of its absolute path."""
-    digest = hashlib.sha256(str(root.resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:16]
-    return index_dir() / f"{root.resolve().name or 'root'}-{digest}.sqlite3"
+    return index_dir() / f"{root.resolve().name or 'root'}-{_digest(str(root.resolve()))}.sqlite3"
+
+
+def _digest(root: str) -> str:
+    return hashlib.sha256(root.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def remove_orphans(directory: Path | None = None, unused_s: float = ORPHAN_UNUSED_S) -> list[Path]:
+    """Delete the databases of workspaces that no longer exist and that no server used for `unused_s`
+    (a deleted checkout, a temporary folder): one per folder ever opened would otherwise pile up. A
+    database is only deleted when the workspace it records hashes to its name (it is one of ours)."""
+    removed = []
+    now = time.time()
+    for path in (directory or index_dir()).glob("*.sqlite3"):
+        name = re.fullmatch(r".*-([0-9a-f]{16})\.sqlite3", path.name)
+        if name is None or now - _last_write(path) < unused_s:
+            continue
+        root = _recorded_root(path)
+        if root is None or _digest(root) != name.group(1) or Path(root).exists():
+            continue
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _last_write(path: Path) -> float:
+    """When a server last wrote to a database (its write-ahead log is written first)."""
+    times = []
+    for suffix in ("", "-wal"):
+        try:
+            times.append(os.stat(f"{path}{suffix}").st_mtime)
+        except OSError:
+            pass
+    return max(times, default=time.time())
+
+
+def _recorded_root(path: Path) -> str | None:
+    """The workspace folder a database was made for, or None when it cannot be read."""
+    try:
+        conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=1)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key='root'").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+    return row[0] if row else None
 
 
 _SCHEMA = """
