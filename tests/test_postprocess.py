@@ -167,6 +167,33 @@ GOLDEN = [
            "python", 'def fib(n):\n    """Doc."""\n█\n        return 0\n    return fib(n - 1)\n',
            '    if n < 0:\n        raise ValueError("n")\n    if n == 0 or n == 1:\n        return n\n    return n',
            "    if n < 0:"),
+    Golden("py-opener-then-own-body-at-bodys-depth", "the model's own body, at the depth of the file's, goes too "
+           "(stdlib smtplib.py L1054: it would swallow the real body)",
+           "python", "def f(self, host):\n    if self.sock:\n█\n            print('connect:', host)\n    return 1\n",
+           "        if self.sock is None:\n            self.sock = connect(host)\n            self.sock.settimeout(1)\n"
+           "            self.sock.setblocking(True)",
+           "        if self.sock is None:"),
+    Golden("py-opener-then-short-own-body", "a header and two lines at the body's depth: kept, as the body below may "
+           "end the header's block (HumanEval/92 L1-L3's true answer)",
+           "python", "def f(x, y):\n█\n        return False\n    return False\n",
+           "    if x:\n        if x == y:\n            return True",
+           "    if x:\n        if x == y:\n            return True"),
+    Golden("py-opener-then-another-header", "a header, a line, then another header: kept whole, as the body below "
+           "may be the last header's (HumanEval/46 L1-L4's true answer; stdlib pkgutil.py L340 is the other reading)",
+           "python", "def f(kind):\n    if kind:\n█\n            reopen()\n",
+           "        if kind == SOURCE:\n            source = get()\n        elif kind == COMPILED:",
+           "        if kind == SOURCE:\n            source = get()\n        elif kind == COMPILED:"),
+    Golden("py-opener-then-long-own-body", "a header and three lines of its own body: cut while streaming, not left "
+           "to run to the token limit",
+           "python", "def f(self, host):\n    if self.sock:\n█\n            print('connect:', host)\n",
+           "        if self.sock is None:\n            a = 1\n            b = 2\n"
+           "            c = 3\n            d = 4\n",
+           "        if self.sock is None:"),
+    Golden("py-opener-after-a-statement", "code, then a header and a line at the depth of the body below: kept "
+           "whole, as it may begin the block the body goes on (HumanEval/6 L3-L7's true answer)",
+           "python", "def f(xs):\n    ys = xs\n█\n        print(x)\n",
+           "    xs = sorted(xs)\n    for x in xs:\n        y = x",
+           "    xs = sorted(xs)\n    for x in xs:\n        y = x"),
     Golden("py-opener-none-not-shown", "no header in the suggestion: nothing to show above a deeper block",
            "python", "def f(xs):\n    total = 0\n█\n        total += x\n    return total\n",
            "    total = sum(xs)\n    return total", None),

@@ -33,6 +33,7 @@ from lsp_server.syntax import (
 log = logging.getLogger(__name__)
 
 MAX_REPEAT_PERIOD = 3  # repetition_end looks for cycles of this many lines at most
+HEADER_BODY_LINES = 3  # header_end: lines of the model's own body that make a header above the file's body end it
 MAX_PARSE_RETRIES = 6  # multi-line suggestions that break the parse are shortened this many lines at most
 _WORD = re.compile(r"\w")
 _DEF = re.compile(r"[ \t]*(?:async[ \t]+)?def[ \t]")
@@ -62,8 +63,14 @@ def postprocess(suggestion: str, ctx: CompletionContext) -> str | None:
 
 def cut_point(text: str, ctx: CompletionContext, final: bool) -> int | None:
     """The earliest end any of the `CUTTING_RULES` asks for."""
-    found = [c for c in (rule(text, ctx, final) for rule in CUTTING_RULES) if c is not None]
-    return min(found) if found else None
+    found = _cuts(text, ctx, final)
+    return min(found)[0] if found else None
+
+
+def _cuts(text: str, ctx: CompletionContext, final: bool) -> list[tuple[int, str]]:
+    """Each end a cutting rule asks for, with the rule's name."""
+    ends = ((rule(text, ctx, final), rule.__name__) for rule in CUTTING_RULES)
+    return [(end, name) for end, name in ends if end is not None]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -233,6 +240,55 @@ def suffix_repeat(text: str, ctx: CompletionContext, final: bool = False) -> int
                 return max(0, offset - 1)
         offset += len(line) + 1
     return None
+
+
+def header_end(text: str, ctx: CompletionContext, final: bool = False) -> int | None:
+    """Python, above a body the file already has (`above_a_body`): a suggestion that starts with a header
+    of that body and goes on only with lines at the body's depth or deeper stops after the header. Those
+    lines are a body of the model's own, inside which the file's body would end up (`if self.sock is
+    None:` and eight lines of its own above the real body). A suggestion that leaves that depth again
+    (`if n < 4:` / `return r[n]` / `for _ in …:` above the loop's body) or starts with other code may be
+    a multi-line hole whose last lines begin the block the body goes on: left to the other rules, as is a
+    header with fewer than `HEADER_BODY_LINES` such lines (`if ok:` / `if x == y:` / `return True` above
+    the `return False` that ends the outer block). Reached while streaming, that many stop generating."""
+    if not above_a_body(text, ctx):
+        return None
+    end = block_opener_end(text, ctx)
+    if end is None or end != _first_code_end(text, ctx):
+        return None
+    follows, existing = _next_code_indent(ctx) or 0, _next_code_line(ctx)
+    skip = inside_spans(text, ctx.language or "python")
+    lines = text[end + 1:].split("\n") if end < len(text) else []
+    start, body = end + 1, 0
+    for line in lines if final else lines[:-1]:
+        if _is_code(line) and not skip(start):
+            if indent_width(line) < follows:
+                return None
+            if existing is not None and _line_key(line) == _line_key(existing):
+                break  # it runs into the file's body: `suffix_repeat` ends it there
+            body += 1
+        start += len(line) + 1
+    return end if body >= HEADER_BODY_LINES else None
+
+
+def _first_code_end(text: str, ctx: CompletionContext) -> int | None:
+    """Where the suggestion's first line of code ends (the cursor line counts with what precedes it)."""
+    start = 0
+    for i, line in enumerate(text.split("\n")):
+        if _is_code(ctx.line_prefix + line if i == 0 else line):
+            return start + len(line)
+        start += len(line) + 1
+    return None
+
+
+def above_a_body(text: str, ctx: CompletionContext) -> bool:
+    """Python: the next code line is indented deeper than the suggestion's first code line, so the
+    suggestion heads a body that is already there."""
+    if ctx.language != "python" or ctx.in_string or ctx.line_suffix.strip():
+        return False
+    first = next((line for line in (ctx.line_prefix + text).split("\n") if _is_code(line)), None)
+    follows = _next_code_indent(ctx)
+    return first is not None and follows is not None and follows > indent_width(first)
 
 
 def _next_code_indent(ctx: CompletionContext) -> int | None:
@@ -500,14 +556,17 @@ def normalize_newlines(text: str, ctx: CompletionContext) -> str:
 
 
 def cut(text: str, ctx: CompletionContext) -> str:
-    """End the suggestion where the first cutting rule says."""
-    end = cut_point(text, ctx, final=True)
-    if end is None:
+    """End the suggestion where the first cutting rule says (logged when that drops code: `-v` says why)."""
+    found = _cuts(text, ctx, final=True)
+    if not found:
         return text
+    end, rule = min(found)
+    if text[end:].strip():
+        log.info("suggestion cut by %s: %r -> %r", rule, text[:120], text[:end][:120])
     text = text[:end]
     # another rule's cut may leave the suggestion ending on a copy of the next line (`i += 1`)
-    end = suffix_repeat(text, ctx, final=True)
-    return text if end is None else text[:end]
+    repeat = suffix_repeat(text, ctx, final=True)
+    return text if repeat is None else text[:repeat]
 
 
 def drop_blank(text: str, ctx: CompletionContext) -> str | None:
@@ -538,7 +597,7 @@ def end_at_block_opener(text: str, ctx: CompletionContext) -> str | None:
 
 CuttingRule = Callable[[str, CompletionContext, bool], "int | None"]
 CUTTING_RULES: tuple[CuttingRule, ...] = (
-    single_line_end, bracket_end, indent_end, definition_end, suffix_repeat, repetition_end)
+    single_line_end, bracket_end, indent_end, definition_end, header_end, suffix_repeat, repetition_end)
 Step = Callable[[str, CompletionContext], "str | None"]
 PIPELINE: tuple[Step, ...] = (
     normalize_newlines, first_line_depth, cut, drop_suffix_overlap, trim_whitespace, drop_blank, end_at_block_opener,
