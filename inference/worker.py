@@ -127,6 +127,7 @@ class WorkerBackend:
         self._crashes: list[float] = []
         self._tokenizer: Any = None
         self._chat_template: Any = None
+        self._env = dict(os.environ)  # a restarted worker runs as the first did (cache folder, precision)
         self._start(progress)
 
     # ------------------------------------------------------------------------------ what it is
@@ -292,7 +293,7 @@ class WorkerBackend:
         proc = subprocess.Popen(
             [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
              "from inference.worker import main; sys.exit(main())", str(ROOT)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, env=self._env)
         assert proc.stdin is not None and proc.stdout is not None
         try:
             write_frame(proc.stdin, self._write_lock, self._load)

@@ -134,7 +134,7 @@ def test_closing_the_stream_early_cancels_the_generation(plain_worker) -> None:
     assert plain_worker.complete("x = 1\n", max_new_tokens=3).generated_tokens == 3
 
 
-def test_killed_worker_is_restarted_and_requests_in_flight_fail_cleanly(plain_worker) -> None:
+def test_killed_worker_is_restarted_and_requests_in_flight_fail_cleanly(plain_worker, tiny_cache: Path) -> None:
     old = plain_worker.pid
     os.kill(old, signal.SIGSTOP)  # frozen: the request below is surely still in flight when it dies
     result: list[BaseException | str] = []
@@ -159,6 +159,9 @@ def test_killed_worker_is_restarted_and_requests_in_flight_fail_cleanly(plain_wo
     assert plain_worker.pid not in (None, old), "the worker was not restarted"
     assert len(plain_worker.messages) == 1 and "restarting" in plain_worker.messages[0]
     assert plain_worker.complete(PROMPTS[0], max_new_tokens=5).generated_tokens == 5
+    # in the environment it was first started in (its cache folder), not the one around the restart
+    environ = Path(f"/proc/{plain_worker.pid}/environ").read_bytes().split(b"\0")
+    assert f"INFILL_CACHE_DIR={tiny_cache}".encode() in environ
 
 
 def test_close_ends_a_busy_worker_at_once(plain_worker) -> None:
