@@ -285,7 +285,8 @@ def _doctor(args: argparse.Namespace) -> int:
     device, reason = choose_device("auto")
     report: dict = {"version": __version__, "device": device, "device_reason": reason,
                     "onnxruntime": onnxruntime.__version__, "providers": onnxruntime.get_available_providers(),
-                    "onnxruntime_genai": onnxruntime_genai.__version__, "cache": str(cache_root())}
+                    "onnxruntime_genai": onnxruntime_genai.__version__, "cache": str(cache_root()),
+                    "cache_mb": _cache_usage()}
     try:
         model, why = default_model(device)
         report.update(default_model=model.name, default_model_title=model.title, precision=model.precision,
@@ -300,13 +301,28 @@ def _doctor(args: argparse.Namespace) -> int:
     print(f"device: {device} ({reason})")
     print(f"onnxruntime {report['onnxruntime']} providers: {', '.join(report['providers'])}")
     print(f"onnxruntime-genai {report['onnxruntime_genai']}")
-    print(f"cache: {report['cache']}")
+    usage = ", ".join(f"{name} {mb:,} MB" for name, mb in report["cache_mb"].items())
+    print(f"cache: {report['cache']} ({usage or 'empty'})")
     print(f"infill {__version__}")
     if not report["default_model"]:
         print(f"default model: missing — {report['problem']}")
         return 1
     print(f"default model: {model.name} ({model.title}, {model.precision}) — {why}")
     return 0
+
+
+def _cache_usage() -> dict[str, int]:
+    """MB on disk per part of the cache (models, search indexes, search model): what a user can reclaim."""
+    from inference.cache import cache_root
+    from lsp_server.search.store import index_dir
+
+    parts = {"models": cache_root() / "models", "search indexes": index_dir(), "search model": cache_root() / "embed"}
+    usage = {}
+    for name, folder in parts.items():
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
+        if size:
+            usage[name] = round(size / 1e6)
+    return usage
 
 
 def _doctor_backend(args: argparse.Namespace) -> int:

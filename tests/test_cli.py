@@ -87,6 +87,22 @@ def test_version_and_doctor_json_for_health_checks() -> None:
     assert isinstance(report.get("converted", False), bool)
 
 
+def test_doctor_says_what_the_cache_holds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Disk a user can reclaim, per part: a 3 MB export and a 1 MB index show; an empty cache says so."""
+    cache = tmp_path / "cache"
+    (cache / "models" / "m" / "onnx").mkdir(parents=True)
+    (cache / "models" / "m" / "onnx" / "model.onnx.data").write_bytes(b"\0" * 3_000_000)
+    (cache / "index").mkdir()
+    (cache / "index" / "ws-0123456789abcdef.sqlite3").write_bytes(b"\0" * 1_000_000)
+    monkeypatch.setenv("INFILL_CACHE_DIR", str(cache))
+    monkeypatch.delenv("INFILL_INDEX_DIR", raising=False)
+    report = json.loads(infill("doctor", "--json").stdout)
+    assert report["cache"] == str(cache) and report["cache_mb"] == {"models": 3, "search indexes": 1}
+    assert f"cache: {cache} (models 3 MB, search indexes 1 MB)" in infill("doctor").stdout
+    monkeypatch.setenv("INFILL_CACHE_DIR", str(tmp_path / "nothing"))
+    assert f"cache: {tmp_path / 'nothing'} (empty)" in infill("doctor").stdout
+
+
 # ---------------------------------------------------------------------------------- default model (slow)
 
 
