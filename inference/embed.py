@@ -176,7 +176,7 @@ class Embedder:
             if progress:
                 progress("exporting the search embedding model to ONNX (once)")
             export_onnx(folder, target)
-            _remove_other_exports(target)
+        _remove_other_exports(target)  # also those an older version made after this one's export
         return cls(target, f"all-MiniLM-L6-v2:{key}:t{MAX_TOKENS}", threads)
 
     def embed(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:

@@ -447,6 +447,23 @@ def test_a_new_export_version_gets_a_new_cache_key(tmp_path: Path, monkeypatch) 
     assert embed._cached_source_hash(folder) not in (first, None)
 
 
+def test_loading_removes_the_exports_of_other_versions(embedder, tmp_path: Path, monkeypatch) -> None:
+    """Not only a new export: a version that runs beside another (an older one in another editor) leaves its
+    export behind after this one's exists; the next load removes it (90 MB each)."""
+    import shutil
+
+    from inference.embed import Embedder
+
+    cache = tmp_path / "cache"
+    shutil.copytree(Path(embedder._session._model_path).parent, cache / "embed" / Path(
+        embedder._session._model_path).parent.name)
+    (cache / "embed" / "all-MiniLM-L6-v2-0123456789abcdef").mkdir()
+    (cache / "embed" / "all-MiniLM-L6-v2-0123456789abcdef" / "model.onnx").write_bytes(b"an older export")
+    monkeypatch.setenv("INFILL_CACHE_DIR", str(cache))
+    Embedder.load()
+    assert [p.name for p in (cache / "embed").glob("all-MiniLM-*")] == [Path(embedder._session._model_path).parent.name]
+
+
 def test_an_export_of_another_version_is_removed(tmp_path: Path) -> None:
     from inference.embed import _remove_other_exports
 
