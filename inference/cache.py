@@ -172,10 +172,15 @@ def remove_stale_builds(parent: Path) -> None:
     only complete products are renamed into place, but otherwise kept on disk for ever."""
     for path, alive in _builds(parent):
         if not alive:
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+            remove(path)
+
+
+def remove(path: Path) -> None:
+    """Delete a cache product, a folder or a file, if it is there."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def building(parent: Path) -> bool:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inference import catalog
-from inference.cache import Progress, build_atomically, building, cache_root, is_complete
+from inference.cache import Progress, build_atomically, building, cache_root, is_complete, remove
 from inference.errors import InferenceError
 from inference.export import BUILDER_PRECISIONS, EXPORT_REVISION, gguf_to_hf, hf_to_onnx
 from inference.registry import Family, detect_family
@@ -124,10 +124,7 @@ def _remove_intermediates(export: Path, paths: list[Path]) -> None:
                 continue
         except OSError:
             continue
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        remove(path)
 
 
 def float_weights(prepared: PreparedModel, progress: Progress | None = None) -> Path:

@@ -94,10 +94,15 @@ def remove_orphans(directory: Path | None = None, unused_s: float = ORPHAN_UNUSE
         root = _recorded_root(path)
         if root is None or _digest(root) != name.group(1) or Path(root).exists():
             continue
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        _delete_database(path)
         removed.append(path)
     return removed
+
+
+def _delete_database(path: Path) -> None:
+    """A database and the files SQLite keeps beside it."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def _last_write(path: Path) -> float:
@@ -265,11 +270,7 @@ class Index:
                 conn.close()
             except Exception:
                 pass
-            for suffix in ("", "-wal", "-shm", "-journal"):
-                try:
-                    os.unlink(f"{self.db_path}{suffix}")
-                except FileNotFoundError:
-                    pass
+            _delete_database(self.db_path)
             conn = self._connect()
             self._migrate(conn)
             return conn
