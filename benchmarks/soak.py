@@ -9,7 +9,9 @@ it if needed), or asks `workspace/symbol`. Every request must be answered (a res
 within --hang-seconds; the server must stay alive.
 
 Reported per window of --window requests: p50/p95/p99 latency of the answered requests, the resident
-memory of the server and its child processes, sampled at the end of the window, and what the model did (from
+memory of the server and its child processes, sampled at the end of the window (split into anonymous memory,
+which a leak grows, and file-backed pages of the mapped model weights, which come back from the page cache as
+new tokens are seen and are bounded by the files' size), and what the model did (from
 `infill/stats`: prompt tokens computed and tokens decoded per generation, prefill ms per computed token), so
 a latency trend can be told apart from a workload that changed. The baseline is the run
 itself: the last window against the second (the first one includes the model's warm-up), as ratios — a
@@ -49,18 +51,27 @@ MODULES = ["textwrap.py", "shlex.py", "string.py", "json/decoder.py", "difflib.p
 START = 0.35  # each file opens with this share already written; the rest is typed
 
 
-def rss_kb(pid: int) -> int:
-    """Resident memory of a process and all its descendants (kB), from /proc."""
-    total, todo = 0, [pid]
+def memory_kb(pid: int) -> dict[str, int]:
+    """Resident memory (kB) of a process and all its descendants, from /proc: the total, its anonymous part
+    (what a leak grows) and its file-backed part (mapped model weights read back from the page cache: clean,
+    shared, reclaimable, bounded by the files' size), and the server's own total beside its children's."""
+    total = {"rss": 0, "anon": 0, "file": 0, "server": 0}
+    todo = [pid]
     while todo:
         p = todo.pop()
         try:
-            status = Path(f"/proc/{p}/status").read_text()
-            total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+            fields = {line.split(":")[0]: int(line.split()[1])
+                      for line in Path(f"/proc/{p}/status").read_text().splitlines()
+                      if line.startswith(("VmRSS:", "RssAnon:", "RssFile:", "RssShmem:"))}
             for task in Path(f"/proc/{p}/task").iterdir():
                 todo += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, StopIteration, ValueError):
+        except (OSError, ValueError):
             continue
+        total["rss"] += fields.get("VmRSS", 0)
+        total["anon"] += fields.get("RssAnon", 0)
+        total["file"] += fields.get("RssFile", 0) + fields.get("RssShmem", 0)
+        if p == pid:
+            total["server"] = fields.get("VmRSS", 0)
     return total
 
 
@@ -225,11 +236,13 @@ class Soak:
         lat = sorted(self.latencies[start:end])
         q = statistics.quantiles(lat, n=100, method="inclusive") if len(lat) > 1 else lat * 99
         self.windows.append({"requests": f"{start}-{end}", "p50_ms": round(q[49], 1), "p95_ms": round(q[94], 1),
-                             "p99_ms": round(q[98], 1), "rss_mb": round(rss_kb(self.raw.proc.pid) / 1024, 1),
+                             "p99_ms": round(q[98], 1),
+                             **{f"{k}_mb": round(v / 1024, 1) for k, v in memory_kb(self.raw.proc.pid).items()},
                              "hangs_so_far": self.hangs, "errors_so_far": self.errors, **self.work_done()})
         w = self.windows[-1]
         print(f"  window {start:>6}-{end:<6} p50 {q[49]:7.1f} ms  p95 {q[94]:7.1f} ms  p99 {q[98]:7.1f} ms  "
-              f"RSS {w['rss_mb']:7.1f} MB  generated {w['generated_share']:.2f}  "
+              f"RSS {w['rss_mb']:7.1f} MB (anon {w['anon_mb']:.1f}, server {w['server_mb']:.1f})  "
+              f"generated {w['generated_share']:.2f}  "
               f"computed {w['computed_tokens']:6.1f} tok at {w['ms_per_computed_token']:5.2f} ms  "
               f"decoded {w['decoded_tokens']:5.1f} tok  hangs {self.hangs} errors {self.errors}", flush=True)
 
@@ -271,15 +284,17 @@ def main() -> None:
     if len(windows) >= 2:
         second, last = windows[1 if len(windows) > 2 else 0], windows[-1]
         result["last_vs_second"] = {k: round(last[k] / second[k], 3) if second[k] else None
-                                    for k in ("p50_ms", "p95_ms", "p99_ms", "rss_mb", "computed_tokens",
-                                              "ms_per_computed_token")}
+                                    for k in ("p50_ms", "p95_ms", "p99_ms", "rss_mb", "anon_mb", "file_mb",
+                                              "computed_tokens", "ms_per_computed_token")}
     print()
-    print(f"{'window':>13} | {'p50 ms':>8} | {'p95 ms':>8} | {'p99 ms':>8} | {'RSS MB':>8} | {'gen':>5} | "
+    print(f"{'window':>13} | {'p50 ms':>8} | {'p95 ms':>8} | {'p99 ms':>8} | {'RSS MB':>8} | "
+          f"{'anon':>7} | {'file':>6} | {'server':>6} | {'gen':>5} | "
           f"{'computed':>8} | {'ms/tok':>6} | {'decoded':>7}")
-    print("-" * 99)
+    print("-" * 126)
     for w in windows:
         print(f"{w['requests']:>13} | {w['p50_ms']:8.1f} | {w['p95_ms']:8.1f} | {w['p99_ms']:8.1f} | "
-              f"{w['rss_mb']:8.1f} | {w['generated_share']:5.2f} | {w['computed_tokens']:8.1f} | "
+              f"{w['rss_mb']:8.1f} | {w['anon_mb']:7.1f} | {w['file_mb']:6.1f} | {w['server_mb']:6.1f} | "
+              f"{w['generated_share']:5.2f} | {w['computed_tokens']:8.1f} | "
               f"{w['ms_per_computed_token']:6.2f} | {w['decoded_tokens']:7.1f}")
     print(f"\nrequests {result['requests']} in {result['seconds']} s (model load {result['load_s']} s): crashes "
           f"{result['crashes']}, hangs {result['hangs']}, errors {result['errors']}, cancelled {result['cancelled']}, "
