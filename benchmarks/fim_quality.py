@@ -68,7 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.sandbox import Limits, run_python  # noqa: E402
 from inference import Engine, FimParts  # noqa: E402
-from lsp_server.completion.feature import line_anchor  # noqa: E402
+from lsp_server.completion.feature import fresh_layout  # noqa: E402
 from lsp_server.completion.postprocess import postprocess, stop_rule  # noqa: E402
 from lsp_server.completion.prompt import (  # noqa: E402
     Anchor,
@@ -347,22 +347,18 @@ def answer_pipeline(engine: Engine, settings: Settings, task: Task, anchored: bo
 
 def anchored_prompt(engine: Engine, settings: Settings, task: Task, here: Prompt) -> Prompt | None:
     """`here` built the server's way after a warm-up at the start of the hole, before the typing: that prompt
-    extended by the typed text when the server can (`Anchor.typed`), else one laid out afresh from the start
-    of the line (`line_anchor`) and extended to the cursor."""
+    extended by the typed text when the server can (`Anchor.typed`), else the server's fresh layout from the
+    start of the line (`fresh_layout`), extended to the cursor."""
     assert task.typed_from is not None
     text = task.prefix + task.suffix
     warmed = task.source[:task.typed_from] + task.source[task.end + len(task.closers):]
     base = build_prompt(engine, settings, task.uri, "python", warmed, task.typed_from)
     anchor = Anchor(warmed[:task.typed_from], warmed[task.typed_from:], base) if base is not None else None
     typed = anchor.typed(text, task.start) if anchor is not None else None
-    if anchor is None or typed is None:
-        at = line_anchor(text, task.start, engine)
-        relaid = text[:at] + text[task.start:]
-        base = build_prompt(engine, settings, task.uri, "python", relaid, at)
-        if base is None:
-            return None
-        anchor, typed = Anchor(relaid[:at], relaid[at:], base), text[at:task.start]
-    return anchor.extend(typed, here)
+    if anchor is not None and typed is not None:
+        return anchor.extend(typed, here)
+    fresh = fresh_layout(engine, settings, task.uri, "python", text, task.start, here)
+    return fresh[1] if fresh is not None else None
 
 
 class Judge:

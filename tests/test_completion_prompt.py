@@ -18,6 +18,7 @@ from lsp_server.completion.feature import (
     MIDDLE_MAX_CHARS,
     WARM_PAUSE_S,
     CompletionFeature,
+    fresh_layout,
     latest_after_pause,
     line_anchor,
     remaining,
@@ -204,6 +205,27 @@ def test_a_fresh_prompt_is_anchored_at_the_line_start(text: str, offset: int, he
     backend = SimpleNamespace(supports_fim=True, heals_middle=heals)
     assert line_anchor(text, offset, backend) == at
     assert line_anchor(text, offset, SimpleNamespace(supports_fim=False, heals_middle=False)) == offset  # no FIM
+
+
+def test_a_fresh_layout_keeps_the_line_start_and_extends_it_to_the_cursor(qwen_engine) -> None:
+    """Mid-line, the anchor kept for the next keystrokes is the prompt at the line's start, and the prompt
+    asked for is that one with the line's typed part as the start of its middle, read back with the
+    cursor's context; at a line's start both are the prompt built at the cursor."""
+    settings = Settings()
+    text, offset = ANCHORED[:AT] + "return w" + ANCHORED[AT:], AT + 8
+    here = build_prompt(qwen_engine, settings, "file:///x/area.py", "python", text, offset)
+    assert here is not None
+    fresh = fresh_layout(qwen_engine, settings, "file:///x/area.py", "python", text, offset, here)
+    assert fresh is not None
+    anchor, prompt = fresh
+    assert (anchor.before, anchor.after) == (ANCHORED[:AT - 4], ANCHORED[AT:])  # the line laid out from its start
+    assert anchor.typed(text, offset) == "    return w" and prompt.ctx is here.ctx
+    anchor_ids, ids = qwen_engine.render(anchor.prompt.prompt, 8), qwen_engine.render(prompt.prompt, 8)
+    assert ids[:len(anchor_ids)] == anchor_ids  # a keystroke computes only what it typed
+    here = build_prompt(qwen_engine, settings, "file:///x/area.py", "python", ANCHORED, AT - 4)  # column 0
+    assert here is not None
+    fresh = fresh_layout(qwen_engine, settings, "file:///x/area.py", "python", ANCHORED, AT - 4, here)
+    assert fresh is not None and fresh[0].prompt is here and fresh[1].prompt == here.prompt
 
 
 @pytest.mark.parametrize("typed,closers,rest", [

@@ -21,6 +21,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -29,6 +30,7 @@ from lsprotocol import types
 from inference import Backend
 from lsp_server.completion.context import RecentSnippets, uri_path
 from lsp_server.completion.prompt import Anchor, Prompt, build_prompt, run_completion, typed_since, warm_prompts
+from lsp_server.config import Settings
 from lsp_server.feature import Feature
 from lsp_server.languages import comment_prefix
 from lsp_server.positions import encodable, to_offset, to_position
@@ -186,15 +188,12 @@ class CompletionFeature(Feature):
         if anchored is not None:
             prompt = anchored
             self.stats["anchored"] += 1
-        else:  # laid out afresh, from the start of the line
-            at = line_anchor(text, offset, engine)
-            base_text = text[:at] + text[offset:]
-            base = prompt if at == offset else build_prompt(
-                engine, self.server.settings, uri, language_id, base_text, at, snippets,
-                keep_start=self._kept_cut(uri))
-            if base is not None:
-                anchor = self._anchor(uri, base_text, at, base)
-                prompt = anchor.extend(text[at:offset], prompt) or prompt
+        else:
+            fresh = fresh_layout(engine, self.server.settings, uri, language_id, text, offset, prompt, snippets,
+                                 keep_start=self._kept_cut(uri))
+            if fresh is not None:
+                self._keep_anchor(uri, fresh[0])
+                prompt = fresh[1]
         context_ms = (time.perf_counter() - start) * 1000
         settings = self.server.settings
         suggestion, completion = run_completion(engine, prompt, settings.temperature, cancel,
@@ -307,11 +306,10 @@ class CompletionFeature(Feature):
         found = self._typed_at_anchor(engine, uri, text, offset)
         return found[0].extend(found[1], here) if found is not None else None
 
-    def _anchor(self, uri: str, text: str, offset: int, prompt: Prompt) -> Anchor:
-        """`prompt`, laid out for `offset` in `text`, is what the engine computes next: typing there extends it."""
-        self._remember_cut(uri, text, prompt)
-        anchor = self._anchors[uri] = Anchor(text[:offset], text[offset:], prompt)
-        return anchor
+    def _keep_anchor(self, uri: str, anchor: Anchor) -> None:
+        """`anchor`'s prompt is what the engine computes next for the document: typing at it extends it."""
+        self._remember_cut(uri, anchor.before + anchor.after, anchor.prompt)
+        self._anchors[uri] = anchor
 
 
     def _warm_prompts(self, engine: Backend, uri: str, language_id: str | None, text: str,
@@ -328,7 +326,8 @@ class CompletionFeature(Feature):
                                self._snippets(engine, uri, language_id), keep_start=self._kept_cut(uri))
         if not prompts:
             return []
-        anchor = self._anchor(uri, base_text, at, prompts[0])
+        anchor = Anchor(base_text[:at], base_text[at:], prompts[0])
+        self._keep_anchor(uri, anchor)
         return [anchor.extend(text[at:offset]) or prompts[0], *prompts[1:]]
 
     def _ahead(self, engine: Backend, uri: str, language_id: str | None, anchor: Anchor) -> list[Prompt]:
@@ -506,6 +505,23 @@ def line_anchor(text: str, offset: int, engine: Backend) -> int:
     start = text.rfind("\n", 0, offset) + 1
     typed = text[start:offset]
     return start if typed and engine.supports_fim and extendable(typed, engine) else offset
+
+
+def fresh_layout(engine: Backend, settings: Settings, uri: str, language_id: str | None, text: str, offset: int,
+                 here: Prompt, snippets: Sequence[str] = (), keep_start: int | None = None
+                 ) -> tuple[Anchor, Prompt] | None:
+    """A prompt laid out afresh for `offset`: the anchor at the start of its line (`line_anchor`), to keep for
+    the keystrokes that follow, and that anchor extended by what the line holds before the cursor, read back
+    with `here`'s context (the prompt built at the cursor). None when no prompt fits at the line's start.
+    The server's requests and fim_quality's `--anchored` share it, so the benchmark measures what runs."""
+    at = line_anchor(text, offset, engine)
+    base_text = text[:at] + text[offset:]
+    base = here if at == offset else build_prompt(engine, settings, uri, language_id, base_text, at, snippets,
+                                                  keep_start=keep_start)
+    if base is None:
+        return None
+    anchor = Anchor(base_text[:at], base_text[at:], base)
+    return anchor, anchor.extend(text[at:offset], here) or here
 
 
 def latest_after_pause(items: queue.Queue, pause: float):
