@@ -6,11 +6,12 @@ kind small models really produce; the real model is exercised end to end in test
 
 from __future__ import annotations
 
+import ast
 import threading
 
 import pytest
 
-from lsp_server.edit.docstring import clean_summary, doc_targets
+from lsp_server.edit.docstring import clean_summary, doc_targets, line_width
 from lsp_server.edit.prompts import Scope, chat_messages, enclosing_scope, fim_prompt, preset_instructions
 from lsp_server.edit.reply import (
     check_edit,
@@ -374,6 +375,43 @@ def test_run_docstring_inserts_the_summary_where_the_language_wants_it(language:
     result = run_edit(engine, task, max_new_tokens=64)
     assert result.new_text == expected
     assert engine.prompts[0].endswith("This function") or engine.prompts[0].endswith("This method")
+
+
+LONG_SUMMARY = (" calculates the total value of the items by iterating over each item in the list, multiplying its"
+                " price by its quantity, and summing up the results.")
+
+
+@pytest.mark.parametrize("language, doc", [
+    ("python", "def total(items):\n    return sum(i.price * i.quantity for i in items)\n"),
+    ("javascript", "class C {\n  total(items) {\n    return 0;\n  }\n}\n"),
+    ("go", "package m\n\nfunc Total(items []Item) float64 {\n\treturn 0\n}\n"),
+    ("rust", "impl S {\n    fn total(&self) -> f64 {\n        0.0\n    }\n}\n"),
+    ("ruby", "def total(items)\n  0\nend\n"),
+])
+def test_a_long_summary_wraps_within_the_files_line_length(language: str, doc: str) -> None:
+    """A summary longer than the file's lines (79 columns for short files) wraps inside them, the words
+    unchanged and in order; the rest of the file is byte-identical."""
+    engine = ScriptedEngine([LONG_SUMMARY] * 2)  # the JavaScript class and its method
+    result = run_edit(engine, EditTask(doc, 0, len(doc), "Add docstring", language, preset=DOCSTRING),
+                      max_new_tokens=64)
+    added = [line for line in result.new_text.splitlines() if line not in doc.splitlines()]
+    assert len(added) > 1 and all(len(line.expandtabs(4)) <= 79 for line in added)
+    words = " ".join(added).replace('"""', " ").replace("/**", " ").replace("*/", " ").split()
+    prose = [w for w in words if w not in {"*", "//", "///", "#"}]
+    assert " ".join(prose).endswith(" ".join(LONG_SUMMARY.split()[1:]))
+    assert [line for line in result.new_text.splitlines() if line not in added] == doc.splitlines()
+    if language == "python":
+        ast.parse(result.new_text)
+
+
+@pytest.mark.parametrize("text, width", [
+    ("x = 1\n", 79),  # short lines: PEP 8's limit
+    ("x = 1\n" + "y" * 88 + "\n", 88),  # a file formatted to 88 columns (black)
+    ("x = 1\n# " + "u" * 300 + "\n", 120),  # one very long line does not stretch every doc
+    ("", 79),
+])
+def test_line_width_follows_the_file(text: str, width: int) -> None:
+    assert line_width(text) == width
 
 
 def test_run_docstring_keeps_a_non_verb_reply_after_the_seed() -> None:

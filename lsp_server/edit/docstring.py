@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 # like before a language's wrappers; the search index chunks the specifier alone, so it is no wrapper there.
 DOC_BEFORE = ("declaration",)
 MAX_DOC_TARGETS = 8
+DOC_WIDTH_MIN, DOC_WIDTH_MAX = 79, 120  # columns a doc comment wraps within (`line_width`)
 _PROSE_NAMES = sorted({name for spec in languages.LANGUAGES for name in spec.prose_names}, key=len, reverse=True)
 _LANG_SUFFIX = re.compile(r"\s+(in|using) (" + "|".join(map(re.escape, _PROSE_NAMES)) + r")\b.*$")
 
@@ -141,21 +142,46 @@ def _starts_with_verb(reply: str) -> bool:
     return bool(words) and words[0].isalpha() and words[0].endswith("s") and words[0] not in {"is", "was", "has"}
 
 
-def render_doc(target: DocTarget, summary: str, language: str | None) -> str:
-    """The text inserted at `target.offset`: the doc comment and what restores the line's indentation."""
+def line_width(text: str) -> int:
+    """How long a file lets its lines run: its longest line, but at least PEP 8's 79 and at most 120 (one
+    long URL must not stretch every doc comment). A doc that fits stays on one line; a longer one wraps
+    inside it, as the file's own comments do."""
+    longest = max((len(line.rstrip().expandtabs(4)) for line in text.splitlines()), default=0)
+    return min(DOC_WIDTH_MAX, max(DOC_WIDTH_MIN, longest))
+
+
+def render_doc(target: DocTarget, summary: str, language: str | None, width: int = DOC_WIDTH_MIN) -> str:
+    """The text inserted at `target.offset`: the doc comment, wrapped within `width` columns counted from
+    the line's start, and what restores the line's indentation."""
     spec = languages.named(language)
     style = spec.doc_style if spec else "block"
+    room = max(20, width - len(target.indent.expandtabs(4)))
     if style == "docstring":
-        return f'"""{summary.replace(chr(34) * 3, chr(39) * 3).rstrip(chr(92))}"""\n{target.indent}'
+        text = f'"""{summary.replace(chr(34) * 3, chr(39) * 3).rstrip(chr(92))}'
+        lines = _wrap(text, room, "")
+        lines[-1] += '"""' if len(lines[-1]) + 3 <= room else ''
+        return _join(lines + ([] if lines[-1].endswith('"""') else ['"""']), target.indent)
     summary = summary.replace("*/", "* /")
-    if style == "rustdoc":
-        return f"/// {summary}\n{target.indent}"
-    if style == "hash":
-        return f"# {summary}\n{target.indent}"
-    if style == "godoc":
-        lead = summary[0].lower() + summary[1:] if summary[:2] != summary[:2].upper() else summary
-        return f"// {target.name} {lead}\n{target.indent}" if target.name else f"// {summary}\n{target.indent}"
-    return f"/** {summary} */\n{target.indent}"
+    if style in ("rustdoc", "hash", "godoc"):
+        lead = {"rustdoc": "/// ", "hash": "# ", "godoc": "// "}[style]
+        if style == "godoc" and target.name:  # Go's convention: the comment starts with the name
+            acronym = summary[:2] == summary[:2].upper()
+            summary = f"{target.name} {summary if acronym else summary[0].lower() + summary[1:]}"
+        return _join(_wrap(lead + summary, room, lead), target.indent)
+    if len(summary) + 7 <= room:
+        return f"/** {summary} */\n{target.indent}"
+    return _join(["/**", *_wrap(" * " + summary, room, " * "), " */"], target.indent)
+
+
+def _wrap(text: str, room: int, lead: str) -> list[str]:
+    """`text` in lines of at most `room` columns, each after the first starting with `lead`; words are never
+    broken (a long identifier or URL runs past instead)."""
+    return textwrap.wrap(text, room, subsequent_indent=lead, break_long_words=False, break_on_hyphens=False) or [text]
+
+
+def _join(lines: list[str], indent: str) -> str:
+    """Lines of a doc comment at the definition's indentation, and the definition's own indentation after."""
+    return "".join(f"{line}\n{indent}" for line in lines)
 
 
 def run_docstring(engine: Backend, task: EditTask, *, cancel: Cancel | None = None,
@@ -167,6 +193,7 @@ def run_docstring(engine: Backend, task: EditTask, *, cancel: Cancel | None = No
     replies = []
     inserts: list[tuple[int, str]] = []
     data = task.text.encode("utf-8")
+    width = line_width(task.text)
     for i, target in enumerate(targets):
         if progress is not None:
             progress(f"documenting {target.name or target.kind}", i / max(1, len(targets)))
@@ -182,7 +209,7 @@ def run_docstring(engine: Backend, task: EditTask, *, cancel: Cancel | None = No
         replies.append(seed + reply)
         summary = "" if len(reply.split()) < 2 else clean_summary(reply if _starts_with_verb(reply) else seed + reply)
         if summary:
-            inserts.append((target.offset, render_doc(target, summary, task.language)))
+            inserts.append((target.offset, render_doc(target, summary, task.language, width)))
             if draft is not None:
                 draft(_with_docs(task, inserts))
     if not inserts:
