@@ -229,20 +229,30 @@ def test_decode_survives_a_stray_byte_token(qwen_engine) -> None:
     assert qwen_engine.decode(qwen_engine.encode("héllo wörld ✓")) == "héllo wörld ✓"
 
 
+def running_prompt(engine: Engine, n: int = 32) -> str:
+    """A CODE prompt the random model answers at full length (no early EOS): text for a stop to cut."""
+    for prompt in CODE:
+        done = engine.complete(prompt, max_new_tokens=n)
+        if done.finish_reason == "length" and len(done.text) > 12:
+            return prompt
+    raise AssertionError("no CODE prompt runs to its length on this random model")
+
+
 def test_stop_string_cuts_before_it(qwen_engine) -> None:
-    full = qwen_engine.complete(CODE[1], max_new_tokens=32)
-    assert full.finish_reason == "length" and len(full.text) > 12
+    prompt = running_prompt(qwen_engine)
+    full = qwen_engine.complete(prompt, max_new_tokens=32)
     stop = full.text[6:9]
-    cut = qwen_engine.complete(CODE[1], max_new_tokens=32, stop=(stop,))
+    cut = qwen_engine.complete(prompt, max_new_tokens=32, stop=(stop,))
     assert cut.finish_reason == "stop"
     # ... and an answer never ends in half a character (StreamCut.rest): a random model's bytes may not be UTF-8
     assert cut.text == full.text[:full.text.index(stop)].rstrip("\ufffd")
 
 
 def test_streamed_deltas_add_up_and_never_leak_a_stop_string(qwen_engine) -> None:
-    full = qwen_engine.complete(CODE[1], max_new_tokens=32).text
+    prompt = running_prompt(qwen_engine)
+    full = qwen_engine.complete(prompt, max_new_tokens=32).text
     stop = full[8:12]
-    deltas = list(qwen_engine.generate(CODE[1], max_new_tokens=32, stop=(stop,)))
+    deltas = list(qwen_engine.generate(prompt, max_new_tokens=32, stop=(stop,)))
     assert "".join(deltas) == full[:full.index(stop)].rstrip("\ufffd")
     assert all(stop not in "".join(deltas[:i + 1]) for i in range(len(deltas)))
 
