@@ -163,6 +163,7 @@ class ProgressReporter:
             try:
                 server.work_done_progress.create(self._token).result(timeout=5)
             except Exception:  # the client refused or did not answer: no progress, work goes on
+                server.work_done_progress.tokens.pop(self._token, None)
                 self._token = None
         if self._token is not None:
             server.work_done_progress.begin(
@@ -183,4 +184,5 @@ class ProgressReporter:
         if self._token is None:
             return
         self._server.work_done_progress.end(self._token, types.WorkDoneProgressEnd(message=message))
+        self._server.work_done_progress.tokens.pop(self._token, None)  # pygls keeps every token's future
         self._token = None

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from concurrent.futures import Future
 
 import pytest
 from lsprotocol import types
 
 from lsp_server.completion.feature import CompletionFeature
 from lsp_server.edit.feature import EditFeature
-from lsp_server.feature import AnyEvent, ClientCapabilities
+from lsp_server.feature import AnyEvent, ClientCapabilities, ProgressReporter
 from lsp_server.search.feature import SearchFeature
 from lsp_server.server import create_server
 
@@ -77,3 +78,44 @@ def test_any_event_is_set_by_any_and_sets_the_first() -> None:
     second.clear()
     either.set()
     assert first.is_set() and either.is_set()
+
+
+def test_notifications_and_progress_leave_nothing_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pygls 2.1 keeps every notification handler's future (pygls's own generator handlers such as didChange,
+    and async ones such as ours) waiting for a response that never comes, and every progress token's: one
+    left behind per keystroke, the server's slow growth in the 10,000-request soak."""
+    server = create_server()
+    proto = server.protocol
+    seen: list[int] = []
+
+    @server.feature("infill/testNotification")
+    async def note(params) -> None:
+        seen.append(params)
+
+    async def notify() -> None:
+        for i in range(50):
+            proto._handle_notification(types.SET_TRACE, types.SetTraceParams(value=types.TraceValue.Off))
+            proto._handle_notification("infill/testNotification", i)
+        for _ in range(5):
+            await asyncio.sleep(0.01)
+
+    asyncio.run(notify())
+    assert len(seen) == 50 and proto._request_futures == {}
+
+    monkeypatch.setattr(proto, "_send_data", lambda data: None)  # no client: progress goes nowhere
+    proto.client_capabilities = types.ClientCapabilities(
+        window=types.WindowClientCapabilities(work_done_progress=True))
+    monkeypatch.setattr(server.work_done_progress, "create",
+                        lambda token: _answered(server.work_done_progress.tokens, token))
+    progress = ProgressReporter(server, "indexing")
+    progress.report("half", 0.5)
+    progress.end("done")
+    assert server.work_done_progress.tokens == {} and not progress.cancelled.is_set()
+
+
+def _answered(tokens: dict, token: str) -> Future:
+    """`window/workDoneProgress/create` as a client answers it: pygls files the token's future first."""
+    tokens[token] = Future()
+    done: Future = Future()
+    done.set_result(None)
+    return done
