@@ -308,7 +308,7 @@ class CompletionFeature(Feature):
 
     def _keep_anchor(self, uri: str, anchor: Anchor) -> None:
         """`anchor`'s prompt is what the engine computes next for the document: typing at it extends it."""
-        self._remember_cut(uri, anchor.before + anchor.after, anchor.prompt)
+        self._remember_cut(uri, anchor.before, anchor.prompt)  # the cut lies in the text before the anchor
         self._anchors[uri] = anchor
 
 
