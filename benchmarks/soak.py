@@ -10,8 +10,8 @@ within --hang-seconds; the server must stay alive.
 
 Reported per window of --window requests: p50/p95/p99 latency of the answered requests, the resident
 memory of the server and its child processes, sampled at the end of the window (split into anonymous memory,
-which a leak grows, and file-backed pages of the mapped model weights, which come back from the page cache as
-new tokens are seen and are bounded by the files' size), and what the model did (from
+which a leak grows, and file-backed pages — libraries and the mapped model weights, bounded by the files' size —
+and the server process's own share), and what the model did (from
 `infill/stats`: prompt tokens computed and tokens decoded per generation, prefill ms per computed token), so
 a latency trend can be told apart from a workload that changed. The baseline is the run
 itself: the last window against the second (the first one includes the model's warm-up), as ratios — a
@@ -53,8 +53,8 @@ START = 0.35  # each file opens with this share already written; the rest is typ
 
 def memory_kb(pid: int) -> dict[str, int]:
     """Resident memory (kB) of a process and all its descendants, from /proc: the total, its anonymous part
-    (what a leak grows) and its file-backed part (mapped model weights read back from the page cache: clean,
-    shared, reclaimable, bounded by the files' size), and the server's own total beside its children's."""
+    (what a leak grows) and its file-backed part (libraries and mapped model weights: clean, reclaimable,
+    bounded by the files' size), and the server's own total beside its children's."""
     total = {"rss": 0, "anon": 0, "file": 0, "server": 0}
     todo = [pid]
     while todo:

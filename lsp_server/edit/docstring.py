@@ -159,8 +159,11 @@ def render_doc(target: DocTarget, summary: str, language: str | None, width: int
     if style == "docstring":
         text = f'"""{summary.replace(chr(34) * 3, chr(39) * 3).rstrip(chr(92))}'
         lines = _wrap(text, room, "")
-        lines[-1] += '"""' if len(lines[-1]) + 3 <= room else ''
-        return _join(lines + ([] if lines[-1].endswith('"""') else ['"""']), target.indent)
+        if len(lines[-1]) + 3 <= room:
+            lines[-1] += '"""'
+        else:  # the closing quotes on a line of their own
+            lines.append('"""')
+        return _join(lines, target.indent)
     summary = summary.replace("*/", "* /")
     if style in ("rustdoc", "hash", "godoc"):
         lead = {"rustdoc": "/// ", "hash": "# ", "godoc": "// "}[style]
