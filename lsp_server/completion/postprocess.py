@@ -243,7 +243,7 @@ def suffix_repeat(text: str, ctx: CompletionContext, final: bool = False) -> int
 
 
 def header_end(text: str, ctx: CompletionContext, final: bool = False) -> int | None:
-    """Python, above a body the file already has (`above_a_body`): a suggestion that starts with a header
+    """Python, above a body the file already has (`_heads_a_body`): a suggestion that starts with a header
     of that body and goes on only with lines at the body's depth or deeper stops after the header. Those
     lines are a body of the model's own, inside which the file's body would end up (`if self.sock is
     None:` and eight lines of its own above the real body). A suggestion that leaves that depth again
@@ -251,10 +251,11 @@ def header_end(text: str, ctx: CompletionContext, final: bool = False) -> int | 
     a multi-line hole whose last lines begin the block the body goes on: left to the other rules, as is a
     header with fewer than `HEADER_BODY_LINES` such lines (`if ok:` / `if x == y:` / `return True` above
     the `return False` that ends the outer block). Reached while streaming, that many stop generating."""
-    if not above_a_body(text, ctx):
+    first = _first_code_line(text, ctx)
+    if first is None or not _heads_a_body(first[1], ctx):
         return None
     end = block_opener_end(text, ctx)
-    if end is None or end != _first_code_end(text, ctx):
+    if end is None or end != first[0]:
         return None
     follows, existing = _next_code_indent(ctx) or 0, _next_code_line(ctx)
     skip = inside_spans(text, ctx.language or "python")
@@ -271,24 +272,25 @@ def header_end(text: str, ctx: CompletionContext, final: bool = False) -> int | 
     return end if body >= HEADER_BODY_LINES else None
 
 
-def _first_code_end(text: str, ctx: CompletionContext) -> int | None:
-    """Where the suggestion's first line of code ends (the cursor line counts with what precedes it)."""
+def _first_code_line(text: str, ctx: CompletionContext) -> tuple[int, str] | None:
+    """The suggestion's first line of code: where it ends in `text`, and the whole line (on the cursor's
+    line, with what precedes the cursor)."""
     start = 0
     for i, line in enumerate(text.split("\n")):
-        if _is_code(ctx.line_prefix + line if i == 0 else line):
-            return start + len(line)
+        whole = ctx.line_prefix + line if i == 0 else line
+        if _is_code(whole):
+            return start + len(line), whole
         start += len(line) + 1
     return None
 
 
-def above_a_body(text: str, ctx: CompletionContext) -> bool:
-    """Python: the next code line is indented deeper than the suggestion's first code line, so the
-    suggestion heads a body that is already there."""
+def _heads_a_body(line: str, ctx: CompletionContext) -> bool:
+    """Python: the next code line is indented deeper than `line`, so a suggestion starting with it heads
+    a body that is already there."""
     if ctx.language != "python" or ctx.in_string or ctx.line_suffix.strip():
         return False
-    first = next((line for line in (ctx.line_prefix + text).split("\n") if _is_code(line)), None)
     follows = _next_code_indent(ctx)
-    return first is not None and follows is not None and follows > indent_width(first)
+    return follows is not None and follows > indent_width(line)
 
 
 def _next_code_indent(ctx: CompletionContext) -> int | None:
