@@ -43,7 +43,7 @@ from inference import memory
 from inference.backend import Cancel, Completion, GenerationStats, ModelInfo, Prompt, StopRule, StreamCut
 from inference.errors import InferenceError
 from inference.registry import FimParts
-from inference.tokenizer import load_tokenizer, read_chat_template, render_chat
+from inference.tokenizer import count_tokens, load_tokenizer, read_chat_template, render_chat
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ class WorkerBackend:
 
     def count_tokens(self, text: str) -> int:
         if self._tokenizer is not None:
-            return len(self._tokenizer.encode(text, add_special_tokens=self._special).ids) if text else 0
+            return count_tokens(self._tokenizer, text, self._special)
         request_id, request = self._submit({"op": "count", "text": text})
         try:
             frame = request.next(None) or {}
@@ -339,7 +339,7 @@ class WorkerBackend:
         if tokenizer is None:
             return None, False
         for special in (False, True):
-            counts = [len(tokenizer.encode(t, add_special_tokens=special).ids) if t else 0 for t in COUNT_PROBES]
+            counts = [count_tokens(tokenizer, t, special) for t in COUNT_PROBES]
             if counts == expected:
                 return tokenizer, special
         log.info("tokenizer.json counts differ from the engine's (%s): the model process counts tokens", model_dir)

@@ -1,9 +1,12 @@
 """The engine's byte-level decode table decodes exactly as `tokenizers` does (issue 11: it replaces a second
-full tokenizer in the model's process), for every token and for sequences that spell invalid UTF-8."""
+full tokenizer in the model's process), for every token and for sequences that spell invalid UTF-8; and the
+server's token count agrees with `encode` without holding the GIL (issue 14: the event loop runs meanwhile)."""
 
 from __future__ import annotations
 
 import random
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-from inference.tokenizer import ByteDecoder, load_decoder, load_tokenizer
+from inference.tokenizer import ByteDecoder, count_tokens, load_decoder, load_tokenizer
 
 
 def _pair(model_dir: Path) -> tuple[ByteDecoder, Tokenizer]:
@@ -105,3 +108,40 @@ def test_the_default_models_table_decodes_every_token_and_stray_bytes_as_tokeniz
     for k in range(10_000):
         seq = [rng.choice(single) if k % 2 else rng.randrange(size) for _ in range(rng.randint(1, 12))]
         assert table.decode(seq) == full.decode(seq, skip_special_tokens=True), seq
+
+
+@pytest.mark.parametrize("special", [False, True])
+def test_count_tokens_counts_as_encode_does(tiny_pair, special: bool) -> None:
+    _, full = tiny_pair
+    texts = ["", "def f(x):\n    return x\n", "<|fim_prefix|>a<|fim_suffix|>b<|fim_middle|>", "naïve 日本語 😀\r\n\t"]
+    for text in texts:
+        assert count_tokens(full, text, special) == len(full.encode(text, add_special_tokens=special).ids), text
+
+
+def test_count_tokens_lets_other_threads_run(tiny_pair) -> None:
+    """A long count leaves the GIL free: a ticking thread keeps ticking through it. (`encode` holds the GIL
+    for the whole call: no tick would land inside it.)"""
+    _, full = tiny_pair
+    text = "".join(f"def handler_{i}(request, limit={i}):\n    return request.items[:limit] + [{i}]\n"
+                   for i in range(8000))
+    ticks: list[float] = []
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.is_set():
+            ticks.append(time.perf_counter())
+            time.sleep(0.0005)
+
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    try:
+        time.sleep(0.01)
+        start = time.perf_counter()
+        count_tokens(full, text)
+        end = time.perf_counter()
+    finally:
+        stop.set()
+        ticker.join()
+    assert end - start > 0.05, "the text is too short to tell"
+    inside = [t for t in ticks if start + 0.01 < t < end - 0.01]
+    assert len(inside) >= 10, f"{len(inside)} ticks in a {end - start:.3f} s count"
