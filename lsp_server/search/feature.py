@@ -36,6 +36,10 @@ DEFAULT_LIMIT = 20
 SYMBOL_LIMIT = 50
 DEBOUNCE_SECONDS = 1.0
 OPEN_WAIT_SECONDS = 10.0  # a search right after start waits this long at most for the indexes to open
+# The embedder's intra-op threads in the server: one, so that indexing leaves a core to the code model and a
+# query's embedding does not wait for a second core the model holds (two: indexing 1.5x as fast, but
+# workspace/symbol p99 23-28 ms instead of 18-20 while the model computes; loop-latency-2026-12-03.md).
+EMBED_THREADS = 1
 WATCHER_ID = "infill-search-watcher"
 
 SYMBOL_KINDS = {
@@ -285,7 +289,7 @@ class SearchFeature(Feature):
         try:
             from inference.embed import Embedder
 
-            return Embedder.load(progress=lambda message: progress.report(message, None))
+            return Embedder.load(progress=lambda message: progress.report(message, None), threads=EMBED_THREADS)
         except Exception as exc:
             log.warning("semantic search off, keyword search only: %s", exc)
             self.server.window_log_message(types.LogMessageParams(
