@@ -139,12 +139,15 @@ class SearchFeature(Feature):
         return hits[:limit]
 
     def _symbol(self, hit: Hit) -> types.WorkspaceSymbol:
-        d = hit.as_dict()
-        rng = types.Range(start=types.Position(**d["range"]["start"]), end=types.Position(**d["range"]["end"]))
-        container = next((i.rel(Path(hit.path)) for i in self._indexes if Path(hit.path).is_relative_to(i.root)),
+        """A hit as the symbol picker shows it: its container is the file's path in its workspace folder.
+        Lexical (no `resolve`): the picker converts 50 hits per keystroke, on the event loop."""
+        path = Path(hit.path)
+        container = next((path.relative_to(i.root).as_posix() for i in self._indexes if path.is_relative_to(i.root)),
                          hit.path)
+        rng = types.Range(start=types.Position(hit.start_line, hit.start_char),
+                          end=types.Position(hit.end_line, hit.end_char))
         return types.WorkspaceSymbol(name=hit.name, kind=SYMBOL_KINDS.get(hit.kind, types.SymbolKind.Object),
-                                     location=types.Location(uri=d["uri"], range=rng), container_name=container)
+                                     location=types.Location(uri=path.as_uri(), range=rng), container_name=container)
 
     # --- lifecycle hooks -----------------------------------------------------------------------
 
