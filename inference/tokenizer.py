@@ -122,7 +122,7 @@ def load_tokenizer(model_dir: Path):
         return None
 
 
-def count_tokens(tokenizer: Any, text: str, special: bool = False) -> int:
+def tokens_in(tokenizer: Any, text: str, special: bool = False) -> int:
     """Tokens a `tokenizers.Tokenizer` gives `text`. Through `encode_batch`, which lets go of the GIL while
     it works: `encode` holds it (~5 ms per 2,000 tokens, several times per keystroke's context fitting),
     and the server's event loop could answer nothing meanwhile."""

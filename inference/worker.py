@@ -43,7 +43,7 @@ from inference import memory
 from inference.backend import Cancel, Completion, GenerationStats, ModelInfo, Prompt, StopRule, StreamCut
 from inference.errors import InferenceError
 from inference.registry import FimParts
-from inference.tokenizer import count_tokens, load_tokenizer, read_chat_template, render_chat
+from inference.tokenizer import load_tokenizer, read_chat_template, render_chat, tokens_in
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ class WorkerBackend:
 
     def count_tokens(self, text: str) -> int:
         if self._tokenizer is not None:
-            return count_tokens(self._tokenizer, text, self._special)
+            return tokens_in(self._tokenizer, text, self._special)
         request_id, request = self._submit({"op": "count", "text": text})
         try:
             frame = request.next(None) or {}
@@ -339,7 +339,7 @@ class WorkerBackend:
         if tokenizer is None:
             return None, False
         for special in (False, True):
-            counts = [count_tokens(tokenizer, t, special) for t in COUNT_PROBES]
+            counts = [tokens_in(tokenizer, t, special) for t in COUNT_PROBES]
             if counts == expected:
                 return tokenizer, special
         log.info("tokenizer.json counts differ from the engine's (%s): the model process counts tokens", model_dir)

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-from inference.tokenizer import ByteDecoder, count_tokens, load_decoder, load_tokenizer
+from inference.tokenizer import ByteDecoder, load_decoder, load_tokenizer, tokens_in
 
 
 def _pair(model_dir: Path) -> tuple[ByteDecoder, Tokenizer]:
@@ -111,14 +111,14 @@ def test_the_default_models_table_decodes_every_token_and_stray_bytes_as_tokeniz
 
 
 @pytest.mark.parametrize("special", [False, True])
-def test_count_tokens_counts_as_encode_does(tiny_pair, special: bool) -> None:
+def test_tokens_in_counts_as_encode_does(tiny_pair, special: bool) -> None:
     _, full = tiny_pair
     texts = ["", "def f(x):\n    return x\n", "<|fim_prefix|>a<|fim_suffix|>b<|fim_middle|>", "naïve 日本語 😀\r\n\t"]
     for text in texts:
-        assert count_tokens(full, text, special) == len(full.encode(text, add_special_tokens=special).ids), text
+        assert tokens_in(full, text, special) == len(full.encode(text, add_special_tokens=special).ids), text
 
 
-def test_count_tokens_lets_other_threads_run(tiny_pair) -> None:
+def test_tokens_in_lets_other_threads_run(tiny_pair) -> None:
     """A long count leaves the GIL free: a ticking thread keeps ticking through it. (`encode` holds the GIL
     for the whole call: no tick would land inside it.)"""
     _, full = tiny_pair
@@ -137,7 +137,7 @@ def test_count_tokens_lets_other_threads_run(tiny_pair) -> None:
     try:
         time.sleep(0.01)
         start = time.perf_counter()
-        count_tokens(full, text)
+        tokens_in(full, text)
         end = time.perf_counter()
     finally:
         stop.set()
