@@ -16,7 +16,8 @@ each component alone, and the real server with its worker.
   RSS (after `malloc_trim`, i.e. what stays) and transient peak (what loading it costs at its worst).
 - server: `infill serve` with its model worker (or `--mode inprocess`; benchmarks/loop_latency.py's client
   and settings, 1,800 context tokens unless --context-tokens), the same kind of requests over LSP; RSS and
-  peak of each process (VmHWM, so no sampling gap) and the sum sampled every 0.1 s.
+  peak of each process (VmHWM, so no sampling gap), its PSS (a shared page split between the processes that
+  map it: added RSS counts the libraries both map twice), and both sums sampled every 0.1 s.
 
 RSS is valid on a busy machine; the engine stages' wall times (ms: the first request after loading pays for
 weight pages read back from the file) only on a quiet one. Prints tables, then one JSON line.
@@ -57,6 +58,17 @@ def status(pid: int | str = "self") -> dict[str, float]:
         if key in wanted:
             out[wanted[key]] = round(int(value.split()[0]) / 1024, 1)
     return out
+
+
+def shared(pid: int | str = "self") -> dict[str, float]:
+    """PSS (each shared page split between the processes mapping it) and USS (pages no other process maps), in
+    MB, from /proc/PID/smaps_rollup. Two processes' RSS added together count the libraries and the weight file
+    they both map twice; their PSS added together is what the machine gives them."""
+    kb: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, _, value = line.partition(":")
+        kb[key] = int(value.split()[0])
+    return {"pss": round(kb["Pss"] / 1024, 1), "uss": round((kb["Private_Clean"] + kb["Private_Dirty"]) / 1024, 1)}
 
 
 def mappings(pid: int | str = "self") -> dict[str, float]:
@@ -268,17 +280,18 @@ async def server_part(args: argparse.Namespace) -> dict:
     for name in WORKSPACE_FILES:
         shutil.copy(STDLIB / f"{name}.py", workspace / f"{name}.py")
     server = Server(args.mode, workspace)
-    peak_sum = 0.0
+    peak_sum = peak_pss = 0.0
     sampling = True
 
     async def sample() -> None:
-        nonlocal peak_sum
+        nonlocal peak_sum, peak_pss
         while sampling:
             try:
-                proc = psutil.Process(server.pid)
-                total = proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(recursive=True))
-                peak_sum = max(peak_sum, total / MB)
-            except (psutil.Error, AttributeError):
+                procs = [psutil.Process(server.pid)]
+                procs += procs[0].children(recursive=True)
+                peak_sum = max(peak_sum, sum(p.memory_info().rss for p in procs) / MB)
+                peak_pss = max(peak_pss, sum(shared(p.pid)["pss"] for p in procs))
+            except (psutil.Error, AttributeError, OSError):
                 pass
             await asyncio.sleep(0.1)
 
@@ -288,10 +301,11 @@ async def server_part(args: argparse.Namespace) -> dict:
         await server.start()
         children = psutil.Process(server.pid).children()
         worker = children[0].pid if args.mode == "worker" and children else None
-        nothing = {"rss": 0.0, "peak": 0.0, "anon": 0.0, "file": 0.0}
+        nothing = {"rss": 0.0, "peak": 0.0, "anon": 0.0, "file": 0.0, "pss": 0.0, "uss": 0.0}
 
         def both(stage: str) -> dict:
-            return {"stage": stage, "server": status(server.pid), "worker": status(worker) if worker else nothing}
+            return {"stage": stage, "server": {**status(server.pid), **shared(server.pid)},
+                    "worker": {**status(worker), **shared(worker)} if worker else nothing}
 
         stages.append(both("ready, workspace indexed"))
         for n, module in enumerate(CODE_MODULES[:args.requests]):
@@ -312,7 +326,8 @@ async def server_part(args: argparse.Namespace) -> dict:
         await sampler
         await server.stop()
         shutil.rmtree(workspace, ignore_errors=True)
-    return {"stages": stages, "detail": detail, "sampled_peak_sum_mb": round(peak_sum, 1)}
+    return {"stages": stages, "detail": detail, "sampled_peak_sum_mb": round(peak_sum, 1),
+            "sampled_peak_pss_mb": round(peak_pss, 1)}
 
 
 # ------------------------------------------------------------------------------------------ driver
@@ -354,13 +369,14 @@ def print_components(rows: dict[str, dict]) -> None:
 
 
 def print_server(r: dict) -> None:
-    print(f"{'server with worker, stage':<32}{'server RSS':>12}{'peak':>8}{'worker RSS':>12}{'peak':>8}"
-          f"{'sum':>8}")
+    print(f"{'server with worker, stage':<32}{'server RSS':>12}{'peak':>8}{'PSS':>6}{'worker RSS':>12}{'peak':>8}"
+          f"{'PSS':>6}{'RSS sum':>9}{'PSS sum':>9}")
     for s in r["stages"]:
         a, b = s["server"], s["worker"]
-        print(f"{s['stage']:<32}{a['rss']:>12.0f}{a['peak']:>8.0f}{b['rss']:>12.0f}{b['peak']:>8.0f}"
-              f"{a['rss'] + b['rss']:>8.0f}")
-    print(f"sum of both sampled every 0.1 s, peak: {r['sampled_peak_sum_mb']:.0f} MB; by kind: {r['detail']}")
+        print(f"{s['stage']:<32}{a['rss']:>12.0f}{a['peak']:>8.0f}{a['pss']:>6.0f}{b['rss']:>12.0f}{b['peak']:>8.0f}"
+              f"{b['pss']:>6.0f}{a['rss'] + b['rss']:>9.0f}{a['pss'] + b['pss']:>9.0f}")
+    print(f"sum of both sampled every 0.1 s, peak: RSS {r['sampled_peak_sum_mb']:.0f} MB, PSS "
+          f"{r['sampled_peak_pss_mb']:.0f} MB; by kind: {r['detail']}")
 
 
 def main() -> int:
