@@ -229,8 +229,8 @@ class SearchFeature(Feature):
                     break
                 jobs = [job] + self._drain()
                 self._apply(jobs)
-                for index in self._indexes:
-                    index.embed_pending(cancel=self._stop)
+                if sum(index.embed_pending(cancel=self._stop) for index in self._indexes):
+                    self._release_embedder_memory()
                 if self._jobs.empty():
                     self.idle.set()
         except Exception:
@@ -276,6 +276,7 @@ class SearchFeature(Feature):
                 if embedder is not None and not cancel.is_set():
                     index.set_embedder(embedder)
                     index.embed_pending(progress.report, cancel)
+            self._release_embedder_memory()
         except Exception as exc:
             log.exception("indexing failed")
             progress.end(f"indexing failed: {exc}")
@@ -286,6 +287,12 @@ class SearchFeature(Feature):
         chunks = sum(i.counts()[1] for i in self._indexes)
         state = "cancelled" if cancel.is_set() else "indexed"
         progress.end(f"{state} {files} files, {chunks} chunks in {time.perf_counter() - t0:.1f}s")
+
+    def _release_embedder_memory(self) -> None:
+        """After a burst of embedding: the buffers it used go back (~50 MB after a workspace's first pass)."""
+        embedder = next((i.embedder for i in self._indexes if i.embedder is not None), None)
+        if embedder is not None:
+            embedder.release_memory()
 
     def _load_embedder(self, progress: ProgressReporter):
         """The embedding model, or None (keyword search only) when it cannot load."""
