@@ -26,6 +26,9 @@ The filled program plus the problem's `test` and `check(entry_point)` runs in be
 (subprocess, temp dir, resource limits, no network, no writes outside). pass@1 is greedy; exact match
 compares the filled lines with the canonical ones (trailing whitespace ignored).
 
+`--no-raw` asks the pipeline only (about a third of the time): enough to compare two models or exports by
+what the user gets.
+
 `--oracle` runs no model: it feeds the true rest of the file through the pipeline's stop rule and
 post-processing, to show where the rules would cut a perfect answer (seconds for the full sets).
 
@@ -423,14 +426,19 @@ class Record:
     pipeline: Answer
 
 
-def run(engine: Engine, tasks: Sequence[Task], raw_tokens: dict[str, int], settings: Settings, judge: Judge,
+NOT_RUN = "not run"  # a raw answer's reason under --no-raw
+
+
+def run(engine: Engine, tasks: Sequence[Task], raw_tokens: dict[str, int] | None, settings: Settings, judge: Judge,
         progress: Callable[[int, int, Record], None] | None = None, anchored: bool = False) -> list[Record]:
-    """Answer every task both ways (raw first, then the pipeline) and judge both answers."""
+    """Answer every task both ways (raw first, then the pipeline) and judge both answers; with `raw_tokens`
+    None, the pipeline only."""
     records = []
     for n, task in enumerate(tasks, 1):
-        raw = answer_raw(engine, settings, task, raw_tokens[task.set])
+        raw = (answer_raw(engine, settings, task, raw_tokens[task.set]) if raw_tokens is not None
+               else Answer("", False, False, 0.0, NOT_RUN, ""))
         pipe = answer_pipeline(engine, settings, task, anchored)
-        for answer in (raw, pipe):
+        for answer in ((raw, pipe) if raw_tokens is not None else (pipe,)):
             answer.passed, answer.reason = judge(task, answer.fill)
             answer.exact = exact_match(answer.fill, task.hole)
             answer.latency_ms = round(answer.latency_ms, 1)
@@ -446,7 +454,7 @@ def summarize(records: Sequence[Record]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for set_name in SETS:
         rows = [r for r in records if r.set == set_name]
-        stats: dict[str, float] = {"tasks": len(rows)}
+        stats: dict[str, float] = {"tasks": len(rows), "raw_run": float(any(r.raw.reason != NOT_RUN for r in rows))}
         for mode in ("raw", "pipeline"):
             answers = [getattr(r, mode) for r in rows]
             n = max(1, len(answers))
@@ -506,12 +514,13 @@ def table(summary: dict[str, dict[str, float]]) -> str:
     for set_name, s in summary.items():
         if not s["tasks"]:
             continue
-        for mode in ("raw", "pipeline"):
+        for mode in ("raw", "pipeline") if s["raw_run"] else ("pipeline",):
             lines.append(f"{set_name:<8} {mode:<9} {int(s['tasks']):>6} {s[f'{mode}_pass1'] * 100:>7.1f}% "
                          f"{s[f'{mode}_exact'] * 100:>7.1f}% {s[f'{mode}_latency_ms']:>11.0f}"
                          f" {s[f'{mode}_shown'] * 100:>6.1f}% {s[f'{mode}_pass_when_shown'] * 100:>13.1f}%")
-        lines.append(f"{'':<8} pipeline passes where raw fails: {int(s['pipeline_better'])}, "
-                     f"fails where raw passes: {int(s['pipeline_worse'])}")
+        if s["raw_run"]:
+            lines.append(f"{'':<8} pipeline passes where raw fails: {int(s['pipeline_better'])}, "
+                         f"fails where raw passes: {int(s['pipeline_worse'])}")
     return "\n".join(lines)
 
 
@@ -527,7 +536,7 @@ def result_line(engine: Engine, summary: dict[str, dict[str, float]], args: argp
         key = SET_KEYS[set_name]
         line[f"{key}_tasks"] = int(s["tasks"])
         for metric in ("pass1", "exact", "latency_ms", "shown", "pass_when_shown"):
-            for mode in ("raw", "pipeline"):
+            for mode in ("raw", "pipeline") if s["raw_run"] else ("pipeline",):
                 line[f"{key}_{metric}_{mode}"] = s[f"{mode}_{metric}"]
     return line
 
@@ -587,6 +596,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "to run instead of a sample")
     parser.add_argument("--multi-per-problem", type=int, default=1,
                         help="multi-line blocks drawn per problem (0 = all 5,815)")
+    parser.add_argument("--no-raw", action="store_true",
+                        help="answer through the pipeline only (a third of the time: comparing two models or "
+                             "exports by what the user gets)")
     parser.add_argument("--raw-tokens", type=int, default=None,
                         help="raw max_new_tokens (default: the pipeline's single/multi-line budgets)")
     parser.add_argument("--oracle", action="store_true",
@@ -668,6 +680,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.resume and not args.records:
         parser.error("--resume needs --records")
+    if args.no_raw and args.first_line:
+        parser.error("--first-line judges the raw answer, which --no-raw does not ask for")
     by_id = {t.task_id: t for t in tasks}
     done = read_records(args.records, set(by_id)) if args.resume else []
     if done:
@@ -685,7 +699,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {n}/{total} tasks, {elapsed:.0f}s, eta {elapsed / n * (total - n):.0f}s", file=sys.stderr)
 
     judge = Judge(Limits())
-    records = done + run(engine, tasks, raw_tokens, settings, judge, progress=progress, anchored=args.anchored)
+    records = done + run(engine, tasks, None if args.no_raw else raw_tokens, settings, judge, progress=progress,
+                         anchored=args.anchored)
     if records_file:
         records_file.close()
     seconds = time.perf_counter() - started

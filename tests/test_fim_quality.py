@@ -163,6 +163,22 @@ def test_summary_counts_what_is_shown_and_how_often_it_is_right() -> None:
     assert "pass if shown" in fq.table(fq.summarize(records)).splitlines()[0]
 
 
+def test_a_run_without_raw_answers_reports_the_pipeline_only() -> None:
+    """`--no-raw` leaves the raw answers unasked: the table and the JSON line must not show them as 0 %."""
+    def answer(passed: bool, reason: str = "") -> fq.Answer:
+        return fq.Answer("x" if reason != fq.NOT_RUN else "", passed, False, 10.0, reason, "")
+    records = [fq.Record("a", "single", "h", answer(False, fq.NOT_RUN), answer(True)),
+               fq.Record("b", "single", "h", answer(False, fq.NOT_RUN), answer(False))]
+    summary = fq.summarize(records)
+    rows = fq.table({"single": summary["single"]}).splitlines()[1:]
+    assert [r.split()[:2] for r in rows] == [["single", "pipeline"]]
+    args = fq.argparse.Namespace(limit=None, multi_limit=None, seed=0, multi_per_problem=1, settings={}, typed=None,
+                                 anchored=False, auto_close=False)
+    engine = fq.argparse.Namespace(info=fq.argparse.Namespace(name="m", family="f", device="cpu"), supports_fim=True)
+    line = fq.result_line(engine, {"single": summary["single"]}, args, 1.0)
+    assert line["single_line_pass1_pipeline"] == 0.5 and not any(k.endswith("_raw") for k in line)
+
+
 # -------------------------------------------------------------------- token healing (found by the benchmark)
 
 
