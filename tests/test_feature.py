@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import Future
+from types import SimpleNamespace
 
 import pytest
 from lsprotocol import types
@@ -119,3 +120,23 @@ def _answered(tokens: dict, token: str) -> Future:
     done: Future = Future()
     done.set_result(None)
     return done
+
+
+def test_search_gives_the_models_memory_back_and_a_refusal_does_not_stop_indexing() -> None:
+    """After a burst of embedding the search feature asks its model to hand its buffers back; that is memory
+    hygiene, so an ONNX Runtime that refuses must not end the indexer's thread (it would stop re-indexing)."""
+    class Embedder:
+        def __init__(self, fails: bool) -> None:
+            self.fails, self.calls = fails, 0
+
+        def release_memory(self) -> None:
+            self.calls += 1
+            if self.fails:
+                raise RuntimeError("arena shrinkage not supported")
+
+    feature = SearchFeature(create_server())
+    for fails in (False, True):
+        embedder = Embedder(fails)
+        feature._indexes = [SimpleNamespace(embedder=None), SimpleNamespace(embedder=embedder)]  # type: ignore[list-item]
+        feature._release_embedder_memory()
+        assert embedder.calls == 1

@@ -289,10 +289,15 @@ class SearchFeature(Feature):
         progress.end(f"{state} {files} files, {chunks} chunks in {time.perf_counter() - t0:.1f}s")
 
     def _release_embedder_memory(self) -> None:
-        """After a burst of embedding: the buffers it used go back (~50 MB after a workspace's first pass)."""
+        """After a burst of embedding: the buffers it used go back (~50 MB after a workspace's first pass).
+        Best effort: if ONNX Runtime refuses, the index and its searches are as good as before."""
         embedder = next((i.embedder for i in self._indexes if i.embedder is not None), None)
-        if embedder is not None:
+        if embedder is None:
+            return
+        try:
             embedder.release_memory()
+        except Exception as exc:
+            log.info("the search model kept its working memory: %s", exc)
 
     def _load_embedder(self, progress: ProgressReporter):
         """The embedding model, or None (keyword search only) when it cannot load."""
