@@ -508,13 +508,18 @@ def first_line_table(found: dict[str, dict[str, int]]) -> str:
     return "\n".join(lines)
 
 
+def asked_modes(stats: dict[str, float]) -> tuple[str, ...]:
+    """The modes a set's answers were asked in: the pipeline always, the raw model unless --no-raw."""
+    return ("raw", "pipeline") if stats["raw_run"] else ("pipeline",)
+
+
 def table(summary: dict[str, dict[str, float]]) -> str:
     lines = [f"{'set':<8} {'mode':<9} {'tasks':>6} {'pass@1':>8} {'exact':>8} {'latency ms':>11} {'shown':>7}"
              f" {'pass if shown':>14}"]
     for set_name, s in summary.items():
         if not s["tasks"]:
             continue
-        for mode in ("raw", "pipeline") if s["raw_run"] else ("pipeline",):
+        for mode in asked_modes(s):
             lines.append(f"{set_name:<8} {mode:<9} {int(s['tasks']):>6} {s[f'{mode}_pass1'] * 100:>7.1f}% "
                          f"{s[f'{mode}_exact'] * 100:>7.1f}% {s[f'{mode}_latency_ms']:>11.0f}"
                          f" {s[f'{mode}_shown'] * 100:>6.1f}% {s[f'{mode}_pass_when_shown'] * 100:>13.1f}%")
@@ -536,7 +541,7 @@ def result_line(engine: Engine, summary: dict[str, dict[str, float]], args: argp
         key = SET_KEYS[set_name]
         line[f"{key}_tasks"] = int(s["tasks"])
         for metric in ("pass1", "exact", "latency_ms", "shown", "pass_when_shown"):
-            for mode in ("raw", "pipeline") if s["raw_run"] else ("pipeline",):
+            for mode in asked_modes(s):
                 line[f"{key}_{metric}_{mode}"] = s[f"{mode}_{metric}"]
     return line
 
